@@ -1,0 +1,146 @@
+"""Feasibility of the constraints on the reference support, with certificates.
+
+For any policy ``pi`` on the support and weights ``w >= 0``::
+
+    w^T E_rho E_pi h  <=  E_rho max_{y in supp(x)} w^T h(x, y)  =: ray_bound(w)
+
+so ``ray_bound(w) < 0`` for some ``w >= 0`` *proves* that no policy meets the constraints
+(``w`` is the certificate: along ``lam = t w`` the dual falls like ``t * ray_bound(w)``).
+The exact margin ``t* = max_pi min_i E_rho E_pi h_i`` (``> 0``: Slater holds; ``= 0``: feasible
+only on the boundary; ``< 0``: infeasible) is a linear program solved with HiGHS.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .problem import AlignmentProblem
+
+__all__ = [
+    "InfeasibleError",
+    "attainable_maxima",
+    "ray_bound",
+    "FeasibilityMargin",
+    "feasibility_margin",
+    "mixture_margin",
+]
+
+
+class InfeasibleError(ValueError):
+    """No policy on the reference support meets the constraints.
+
+    Attributes:
+        weights: ``w >= 0`` with ``ray_bound(w) < 0`` (the certificate), shape ``(m,)``.
+        bound: ``ray_bound(w)``, the largest value of ``w^T E h`` any policy attains.
+        maxima: ``max_pi E_rho E_pi h_i`` for each constraint alone, shape ``(m,)``.
+    """
+
+    def __init__(self, problem: AlignmentProblem, weights: np.ndarray, bound: float,
+                 maxima: np.ndarray) -> None:
+        self.weights = np.asarray(weights, dtype=float)
+        self.bound = float(bound)
+        self.maxima = np.asarray(maxima, dtype=float)
+        names = problem.names or ()
+        lines = ["no policy on the reference support satisfies the constraints."]
+        bad = [i for i in range(len(self.maxima)) if self.maxima[i] < 0]
+        for i in bad:
+            lines.append(
+                f"  constraint {i} ({names[i]}): best attainable E h = {self.maxima[i]:.6g} < 0 "
+                f"(threshold {problem.thresholds[i]:.6g} is {-self.maxima[i]:.6g} out of reach)"
+            )
+        if not bad:
+            combo = " + ".join(f"{w:.4g}*h[{i}]" for i, w in enumerate(self.weights) if w > 0)
+            lines.append(
+                f"  each constraint alone is attainable (best E h = "
+                f"{np.array2string(self.maxima, precision=4)}) but not jointly: every policy has "
+                f"{combo} <= {self.bound:.6g} < 0"
+            )
+        super().__init__("\n".join(lines))
+
+
+def _support_max(problem: AlignmentProblem, values: np.ndarray) -> np.ndarray:
+    """``max_{y in supp(x)} values(x, y)`` per prompt, shape ``(X,)``."""
+    return np.where(problem.support, values, -np.inf).max(axis=1)
+
+
+def attainable_maxima(problem: AlignmentProblem) -> np.ndarray:
+    """``max_pi E_rho E_pi h_i = E_rho max_{y in supp} h_i``, one constraint at a time, ``(m,)``."""
+    rho, c = problem.prompt_weights, problem.offsets
+    return np.array(
+        [rho @ _support_max(problem, problem.utilities[i]) - c[i]
+         for i in range(problem.num_constraints)]
+    )
+
+
+def ray_bound(problem: AlignmentProblem, weights: object) -> float:
+    """``E_rho max_{y in supp} w^T h(x, y)``: an upper bound on ``w^T E_rho E_pi h``."""
+    w = np.asarray(weights, dtype=float).reshape(-1)
+    if w.shape != (problem.num_constraints,) or (w < 0).any():
+        raise ValueError(f"weights: need shape ({problem.num_constraints},) and >= 0, got {w!r}")
+    wg = np.tensordot(w, problem.utilities, axes=1)  # size = (X, Y)
+    return float(problem.prompt_weights @ _support_max(problem, wg) - w @ problem.offsets)
+
+
+def mixture_margin(slacks: np.ndarray) -> tuple[float, np.ndarray]:
+    """``max_a min_i (S a)_i`` over mixtures ``a`` of candidate policies with slacks ``S``.
+
+    ``slacks`` has shape ``(K, m)`` (one row per candidate policy).  Mixing policies mixes their
+    slacks linearly, so a positive value certifies strict feasibility (Slater).
+    """
+    from scipy.optimize import linprog
+
+    S = np.asarray(slacks, dtype=float)
+    K, m = S.shape
+    # variables (a_1..a_K, t): maximize t  s.t.  t - S^T a <= 0, sum a = 1, a >= 0
+    cost = np.zeros(K + 1)
+    cost[-1] = -1.0
+    A_ub = np.hstack([-S.T, np.ones((m, 1))])
+    res = linprog(cost, A_ub=A_ub, b_ub=np.zeros(m), A_eq=np.append(np.ones(K), 0.0)[None],
+                  b_eq=[1.0], bounds=[(0, None)] * K + [(None, None)], method="highs")
+    if res.status != 0:  # pragma: no cover - a bounded feasible LP
+        raise RuntimeError(f"mixture LP failed: {res.message}")
+    return float(res.x[-1]), res.x[:-1]
+
+
+@dataclass(frozen=True)
+class FeasibilityMargin:
+    """``t* = max_pi min_i E_rho E_pi h_i``, a maximizing policy and the dual weights ``w``."""
+
+    margin: float
+    policy: np.ndarray
+    weights: np.ndarray
+
+
+def feasibility_margin(problem: AlignmentProblem) -> FeasibilityMargin:
+    """Solve the linear program ``max_{pi, t} t  s.t.  E_rho E_pi h_i >= t`` exactly (HiGHS).
+
+    Variables are the policy entries on the support (plus ``t``); one equality per prompt.
+    The constraint duals ``w`` satisfy ``ray_bound(w) = t*`` (LP duality).
+    """
+    from scipy.optimize import linprog
+    from scipy.sparse import csr_matrix, hstack, vstack
+
+    m = problem.num_constraints
+    if m == 0:
+        return FeasibilityMargin(np.inf, problem.reference.copy(), np.zeros(0))
+    xs, ys = np.nonzero(problem.support)
+    n = xs.size
+    rho = problem.prompt_weights
+    coef = rho[xs][None, :] * problem.utilities[:, xs, ys]  # size = (m, n)
+    # -coef pi + t <= -c
+    A_ub = hstack([csr_matrix(-coef), csr_matrix(np.ones((m, 1)))])
+    A_eq = hstack([csr_matrix((np.ones(n), (xs, np.arange(n))), shape=(problem.num_prompts, n)),
+                   csr_matrix((problem.num_prompts, 1))])
+    cost = np.zeros(n + 1)
+    cost[-1] = -1.0
+    res = linprog(cost, A_ub=A_ub.tocsr(), b_ub=-problem.offsets, A_eq=vstack([A_eq]).tocsr(),
+                  b_eq=np.ones(problem.num_prompts), bounds=[(0, None)] * n + [(None, None)],
+                  method="highs")
+    if res.status != 0:  # pragma: no cover - a bounded feasible LP
+        raise RuntimeError(f"feasibility LP failed: {res.message}")
+    pi = np.zeros_like(problem.reward)
+    pi[xs, ys] = res.x[:n]
+    w = -np.asarray(res.ineqlin.marginals)
+    return FeasibilityMargin(float(res.x[-1]), pi, np.maximum(w, 0.0))

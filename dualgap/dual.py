@@ -58,9 +58,9 @@ def _check_lam(problem: AlignmentProblem, lam: object) -> np.ndarray:
     if arr.shape != (m,):
         raise ValueError(f"lam: shape {arr.shape} does not match m = {m}")
     if not np.isfinite(arr).all():
-        raise ValueError(f"lam: non-finite value in {arr!r}")
+        raise ValueError(f"lam: non-finite value in {arr.tolist()}")
     if (arr < 0).any():
-        raise ValueError(f"lam: multipliers must be >= 0, got {arr!r}")
+        raise ValueError(f"lam: multipliers must be >= 0, got {arr.tolist()}")
     return arr
 
 
@@ -161,7 +161,7 @@ def _check_policy(problem: AlignmentProblem, policy: object) -> np.ndarray:
     sums = pi.sum(axis=1)
     if np.abs(sums - 1).max() > 1e-8:
         x = int(np.argmax(np.abs(sums - 1)))
-        raise ValueError(f"policy: row x = {x} sums to {sums[x]!r}, not 1")
+        raise ValueError(f"policy: row x = {x} sums to {float(sums[x])!r}, not 1")
     return pi
 
 

@@ -93,6 +93,8 @@ def mixture_margin(slacks: np.ndarray) -> tuple[float, np.ndarray]:
 
     S = np.asarray(slacks, dtype=float)
     K, m = S.shape
+    unit = max(float(np.abs(S).max()), 1e-300)  # HiGHS prefers O(1) coefficients
+    S = S / unit
     # variables (a_1..a_K, t): maximize t  s.t.  t - S^T a <= 0, sum a = 1, a >= 0
     cost = np.zeros(K + 1)
     cost[-1] = -1.0
@@ -101,7 +103,7 @@ def mixture_margin(slacks: np.ndarray) -> tuple[float, np.ndarray]:
                   b_eq=[1.0], bounds=[(0, None)] * K + [(None, None)], method="highs")
     if res.status != 0:  # pragma: no cover - a bounded feasible LP
         raise RuntimeError(f"mixture LP failed: {res.message}")
-    return float(res.x[-1]), res.x[:-1]
+    return float(res.x[-1]) * unit, res.x[:-1]
 
 
 @dataclass(frozen=True)

@@ -45,7 +45,7 @@ def random_problem(
         ref /= ref.sum(axis=1, keepdims=True)
     r = scale * rng.normal(size=(X, Y))
     noise = rng.normal(size=(m, X, Y))
-    g = scale * (correlation * r[None] + np.sqrt(max(0.0, 1 - correlation**2)) * noise)
+    g = correlation * r[None] + scale * np.sqrt(max(0.0, 1 - correlation**2)) * noise
     # witness: per prompt, the response maximizing the mean utility, mixed 50/50 with pi_ref
     mean_g = g.mean(axis=0) if m else r
     best = np.argmax(np.where(ref > 0, mean_g, -np.inf), axis=1)

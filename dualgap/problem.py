@@ -53,7 +53,7 @@ def _check_finite(name: str, arr: np.ndarray) -> None:
     if bad.any():
         idx = tuple(int(i) for i in np.argwhere(bad)[0])
         raise ValueError(
-            f"{name}: {int(bad.sum())} non-finite value(s), first {arr[idx]!r} at index {idx}"
+            f"{name}: {int(bad.sum())} non-finite value(s), first {float(arr[idx])!r} at index {idx}"
         )
 
 
@@ -115,12 +115,12 @@ class AlignmentProblem:
             raise ValueError(f"beta: must be a positive finite float, got {beta!r}")
         if (ref < 0).any():
             idx = tuple(int(i) for i in np.argwhere(ref < 0)[0])
-            raise ValueError(f"reference: negative probability {ref[idx]!r} at (x, y) = {idx}")
+            raise ValueError(f"reference: negative probability {float(ref[idx])!r} at (x, y) = {idx}")
         sums = ref.sum(axis=1)
         bad = np.abs(sums - 1.0) > _PROB_ATOL * max(1.0, Y ** 0.5)
         if bad.any():
             x = int(np.argmax(bad))
-            raise ValueError(f"reference: row x = {x} sums to {sums[x]!r}, not 1")
+            raise ValueError(f"reference: row x = {x} sums to {float(sums[x])!r}, not 1")
         if self.prompt_weights is None:
             rho = np.full(X, 1.0 / X)
         else:
@@ -130,9 +130,9 @@ class AlignmentProblem:
             _check_finite("prompt_weights", rho)
             if (rho < 0).any():
                 x = int(np.argmax(rho < 0))
-                raise ValueError(f"prompt_weights: negative weight {rho[x]!r} at x = {x}")
+                raise ValueError(f"prompt_weights: negative weight {float(rho[x])!r} at x = {x}")
             if abs(rho.sum() - 1.0) > _PROB_ATOL * max(1.0, X ** 0.5):
-                raise ValueError(f"prompt_weights: sum to {rho.sum()!r}, not 1")
+                raise ValueError(f"prompt_weights: sum to {float(rho.sum())!r}, not 1")
         if not isinstance(self.relative, (bool, np.bool_)):
             raise ValueError(f"relative: must be a bool, got {self.relative!r}")
         names = self.names

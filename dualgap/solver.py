@@ -11,7 +11,8 @@
 
 It stops when the KKT residual ``||lam - [lam - grad D(lam)]_+||_inf`` (primal feasibility,
 dual feasibility and complementary slackness at once, in the units of ``h``) is at most
-``tol * max(1, M_h)``.  Along the way it watches for a diverging multiplier, which is how
+``tol * max(1, M_h)``, or at the float64 floor ``8 eps ||H|| max(1, ||lam||)`` when that is
+larger (the residual is always reported as computed).  Along the way it watches for a diverging multiplier, which is how
 infeasibility shows in the dual: ``ray_bound(lam / ||lam||_1) < 0`` is a proof, raised as
 :class:`~dualgap.feasibility.InfeasibleError`.  At the end it certifies strict feasibility
 (Slater) with a mixture of known policies, or with the exact LP margin; a problem feasible only
@@ -63,14 +64,16 @@ class DualSolution:
         policy: ``pi* = pi_{lam*}``, shape ``(X, Y)``.
         slack: ``E_rho E_{pi*} h``, shape ``(m,)`` (``>= 0`` up to the tolerance).
         kkt_residual: ``||lam - [lam - grad D]_+||_inf`` at ``lam*``.
+        kkt_tolerance: the target it was held to: ``max(tol * max(1, M_h), float64 floor)``.
         duality_gap: ``D(lam*) - J(pi*)`` (``= lam*^T slack``, complementary slackness).
         iterations: Newton iterations taken.
         passes: passes over the ``(X, Y)`` data (oracle calls).
         converged: whether the KKT tolerance was reached.
         strictly_feasible: Slater certified (True), refuted (False) or not decided (None).
         margin: the certified lower bound on ``max_pi min_i E h_i`` (Slater margin), if known.
-        multiplier_unbounded: the problem is feasible only on the boundary: lam* = inf and
-            ``lam`` is the last finite iterate.
+        multiplier_unbounded: the problem is feasible only on the boundary (Slater fails), so
+            the set of optimal multipliers is unbounded -- or empty (``lam* = inf``), in which
+            case ``lam`` is the last finite iterate and ``policy`` its limit up to ``tol``.
         hessian: ``hess D(lam*)``, shape ``(m, m)``.
         seconds: wall time.
         history: per-iteration ``(D, kkt_residual, step)``.
@@ -82,6 +85,7 @@ class DualSolution:
     policy: np.ndarray = field(repr=False)
     slack: np.ndarray
     kkt_residual: float
+    kkt_tolerance: float
     duality_gap: float
     iterations: int
     passes: int
@@ -133,6 +137,102 @@ def _newton_direction(ev: DualEval, free: np.ndarray) -> np.ndarray:
     return d
 
 
+def _continuation_betas(problem: AlignmentProblem, ratio: float = 100.0) -> list[float]:
+    """Betas ``beta_0 > beta_1 > ... > problem.beta`` (factor 10 apart, excluding the last)
+    with ``spread / beta_0 = ratio``; empty when the problem is already smooth enough."""
+    s = problem.support
+    spread = float(np.ptp(problem.reward[s]))
+    for i in range(problem.num_constraints):
+        spread = max(spread, float(np.ptp(problem.utilities[i][s])))
+    if problem.num_constraints == 0 or spread / problem.beta <= 10 * ratio:
+        return []
+    betas = []
+    b = spread / ratio
+    while b > 10 * problem.beta:
+        betas.append(b)
+        b /= 10.0
+    return betas
+
+
+class _Newton:
+    """Projected Newton with a trust region and Armijo search on one problem."""
+
+    def __init__(self, problem: AlignmentProblem, maxima: np.ndarray, ftol: float) -> None:
+        self.problem, self.maxima, self.ftol = problem, maxima, ftol
+        self.passes = 0
+        self.iterations = 0
+        self.history: list[tuple[float, float, float]] = []
+
+    def oracle(self, lam: np.ndarray) -> DualEval:
+        self.passes += 1
+        return dual_oracle(self.problem, lam, order=2)
+
+    def run(self, lam: np.ndarray, tol: float, max_iter: int) -> np.ndarray:
+        problem, ftol = self.problem, self.ftol
+        ev = self.oracle(lam)
+        kkt = kkt_residual(lam, ev.gradient)
+        self.history.append((ev.value, kkt, 0.0))
+        next_ray_check = 10.0 * max(1.0, float(lam.sum()))
+        radius = 10.0 * (1.0 + float(np.max(lam, initial=0.0))) * _multiplier_scale(problem)
+        it = 0
+        converged = kkt <= max(tol, _precision_floor(ev))
+        while not converged and it < max_iter:
+            it += 1
+            g = ev.gradient
+            eps = min(1e-3, kkt)
+            free = ~((lam <= eps) & (g > 0))
+            d = _newton_direction(ev, free)
+            # trust region on the step: where D is nearly piecewise linear (tiny beta,
+            # infeasible rays) the Hessian nearly vanishes and the raw step is huge or infinite
+            d_norm = float(np.max(np.abs(d)))
+            clipped = not np.isfinite(d_norm) or d_norm > radius
+            if clipped:
+                if not np.isfinite(d_norm):
+                    d = -g
+                d *= radius / float(np.max(np.abs(d)))
+                d_norm = radius
+            # projected Armijo search with safeguarded quadratic interpolation
+            t, accepted = 1.0, None
+            for _ in range(60):
+                trial = np.maximum(lam + t * d, 0.0)
+                step = trial - lam
+                if not np.any(step):
+                    break
+                ev_t = self.oracle(trial)
+                decrease = float(g @ step)
+                if ev_t.value <= ev.value + 1e-4 * decrease:
+                    accepted = (trial, ev_t)
+                    break
+                # at the precision floor, accept a step that still shrinks the KKT residual
+                if (abs(ev_t.value - ev.value) <= 1e-13 * max(1.0, abs(ev.value))
+                        and kkt_residual(trial, ev_t.gradient) < kkt):
+                    accepted = (trial, ev_t)
+                    break
+                denom = 2.0 * (ev_t.value - ev.value - decrease)
+                t_q = -decrease * t / denom if denom > 0 else 0.5 * t
+                t = float(np.clip(t_q, 0.1 * t, 0.5 * t))
+            if accepted is None:
+                break  # no progress possible at float precision
+            if t == 1.0:
+                radius = 4.0 * radius if clipped else radius
+            else:  # backtracked: the model was poor at this distance
+                radius = max(2.0 * t * d_norm, 1e-12 * radius)
+            lam, ev = accepted
+            kkt = kkt_residual(lam, ev.gradient)
+            self.history.append((ev.value, kkt, t))
+            converged = kkt <= max(tol, _precision_floor(ev))
+            norm = float(lam.sum())
+            if norm > next_ray_check:  # diverging multiplier: test the ray for infeasibility
+                next_ray_check = 2.0 * norm
+                w = lam / norm
+                bound = ray_bound(problem, w)
+                self.passes += 1
+                if bound < -ftol:
+                    raise InfeasibleError(problem, w, bound, self.maxima)
+        self.iterations, self.ev, self.kkt, self.converged = it, ev, kkt, converged
+        return lam
+
+
 def solve(problem: AlignmentProblem, tol: float = 1e-10, max_iter: int = 200,
           lam0: object = None, check_slater: bool = True) -> DualSolution:
     """Solve ``max_pi J(pi) s.t. E h >= 0`` exactly through ``min_{lam >= 0} D(lam)``.
@@ -150,13 +250,6 @@ def solve(problem: AlignmentProblem, tol: float = 1e-10, max_iter: int = 200,
     """
     t0 = time.perf_counter()
     m = problem.num_constraints
-    passes = 0
-
-    def oracle(lam: np.ndarray) -> DualEval:
-        nonlocal passes
-        passes += 1
-        return dual_oracle(problem, lam, order=2)
-
     s = problem.support
     h_scale = max(
         [1.0] + [float(np.abs(problem.utilities[i][s] - problem.offsets[i]).max())
@@ -166,7 +259,7 @@ def solve(problem: AlignmentProblem, tol: float = 1e-10, max_iter: int = 200,
     ftol = 1e-12 * h_scale  # what counts as "zero" in feasibility tests
 
     maxima = attainable_maxima(problem) if m else np.zeros(0)
-    passes += 1 if m else 0
+    passes = 1 if m else 0
     if m and (maxima < -ftol).any():
         i = int(np.argmin(maxima))
         w = np.zeros(m)
@@ -174,53 +267,22 @@ def solve(problem: AlignmentProblem, tol: float = 1e-10, max_iter: int = 200,
         raise InfeasibleError(problem, w, maxima[i], maxima)
 
     lam = np.zeros(m) if lam0 is None else np.maximum(np.asarray(lam0, float).reshape(m), 0.0)
-    ev = oracle(lam)
     history: list[tuple[float, float, float]] = []
-    kkt = kkt_residual(lam, ev.gradient)
-    history.append((ev.value, kkt, 0.0))
-    next_ray_check = 10.0 * max(1.0, float(lam.sum()))
     it = 0
-    converged = kkt <= atol
-    while not converged and it < max_iter:
-        it += 1
-        g = ev.gradient
-        eps = min(1e-3, kkt)
-        free = ~((lam <= eps) & (g > 0))
-        d = _newton_direction(ev, free)
-        # projected Armijo search with safeguarded quadratic interpolation
-        t, accepted = 1.0, None
-        for _ in range(60):
-            trial = np.maximum(lam + t * d, 0.0)
-            step = trial - lam
-            if not np.any(step):
-                break
-            ev_t = oracle(trial)
-            decrease = float(g @ step)
-            if ev_t.value <= ev.value + 1e-4 * decrease:
-                accepted = (trial, ev_t)
-                break
-            # at the precision floor, accept a step that still shrinks the KKT residual
-            if (abs(ev_t.value - ev.value) <= 1e-13 * max(1.0, abs(ev.value))
-                    and kkt_residual(trial, ev_t.gradient) < kkt):
-                accepted = (trial, ev_t)
-                break
-            denom = 2.0 * (ev_t.value - ev.value - decrease)
-            t_q = -decrease * t / denom if denom > 0 else 0.5 * t
-            t = float(np.clip(t_q, 0.1 * t, 0.5 * t))
-        if accepted is None:
-            break  # no progress possible at float precision
-        lam, ev = accepted
-        kkt = kkt_residual(lam, ev.gradient)
-        history.append((ev.value, kkt, t))
-        converged = kkt <= atol
-        norm = float(lam.sum())
-        if norm > next_ray_check:  # diverging multiplier: test the ray for infeasibility
-            next_ray_check = 2.0 * norm
-            w = lam / norm
-            bound = ray_bound(problem, w)
-            passes += 1
-            if bound < -ftol:
-                raise InfeasibleError(problem, w, bound, maxima)
+    # beta-continuation: when the softmax is nearly hard (score spread >> beta) D is nearly
+    # piecewise linear far from lam*; solve a smoother problem first and warm-start.
+    for stage_beta in _continuation_betas(problem) if lam0 is None else []:
+        stage = _Newton(problem.replace(beta=stage_beta), maxima, ftol)
+        lam = stage.run(lam, tol=1e-3 * h_scale, max_iter=max_iter)
+        it += stage.iterations
+        passes += stage.passes
+        history += stage.history
+    newton = _Newton(problem, maxima, ftol)
+    lam = newton.run(lam, tol=atol, max_iter=max_iter)
+    it += newton.iterations
+    passes += newton.passes
+    history += newton.history
+    ev, kkt, converged = newton.ev, newton.kkt, newton.converged
 
     policy = lagrangian_policy(problem, lam)
     slack = constraint_slack(problem, policy)
@@ -241,11 +303,32 @@ def solve(problem: AlignmentProblem, tol: float = 1e-10, max_iter: int = 200,
             ConvergenceWarning, stacklevel=2)
     return DualSolution(
         lam=lam, dual_value=ev.value, primal_value=primal, policy=policy, slack=slack,
-        kkt_residual=kkt, duality_gap=ev.value - primal, iterations=it, passes=passes,
+        kkt_residual=kkt, kkt_tolerance=max(atol, _precision_floor(ev)), duality_gap=ev.value - primal, iterations=it, passes=passes,
         converged=converged, strictly_feasible=strictly, margin=margin,
         multiplier_unbounded=unbounded, hessian=ev.hessian, seconds=time.perf_counter() - t0,
         history=history,
     )
+
+
+def _precision_floor(ev: DualEval) -> float:
+    """The smallest KKT residual float64 can resolve: ``8 eps ||H|| max(1, ||lam||)``.
+
+    Moving ``lam`` by one ulp changes the gradient by about ``||H|| ulp(lam)``; with
+    ``beta = 1e-4`` and scores of 1e4 that is ~1e-6, above any absolute ``tol``.
+    """
+    if ev.lam.size == 0:
+        return 0.0
+    H = float(np.abs(ev.hessian).sum(axis=1).max())
+    return 8.0 * np.finfo(float).eps * H * max(1.0, float(np.abs(ev.lam).max()))
+
+
+def _multiplier_scale(problem: AlignmentProblem) -> float:
+    """A natural size for ``lam``: reward range over the smallest utility range (>= 1e-12)."""
+    s = problem.support
+    r_range = float(np.ptp(problem.reward[s]))
+    g_ranges = [float(np.ptp(problem.utilities[i][s])) for i in range(problem.num_constraints)]
+    g_min = min([v for v in g_ranges if v > 0], default=1.0)
+    return max(1.0, r_range / g_min)
 
 
 def _certify_slater(problem: AlignmentProblem, policy: np.ndarray, slack: np.ndarray,

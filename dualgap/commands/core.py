@@ -1,0 +1,149 @@
+"""``dualgap demo`` and ``dualgap solve``: the exact core from the command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "demo",
+        help="solve the built-in instance exactly, cross-check with cvxpy, draw the dual",
+        description="Solve the built-in instance (see --describe) with the Newton dual solver, "
+        "cross-check against cvxpy/CLARABEL, print a table and write a figure.",
+    )
+    p.add_argument("--figure", default="dualgap-demo.png",
+                   help="where to write the dual-landscape figure (default: %(default)s)")
+    p.add_argument("--no-figure", action="store_true", help="skip the figure")
+    p.add_argument("--json", action="store_true", help="print the results as JSON")
+    p.add_argument("--describe", action="store_true", help="print what the instance stands for")
+    p.set_defaults(func=_demo)
+
+    s = sub.add_parser(
+        "solve",
+        help="solve a user's instance (.npz) exactly",
+        description="Solve an instance stored as .npz. Fields: "
+        + "; ".join(f"{k}: {v}" for k, v in _npz_fields().items()),
+    )
+    s.add_argument("file", help="instance file (.npz)")
+    s.add_argument("--tol", type=float, default=1e-10, help="KKT tolerance (default %(default)g)")
+    s.add_argument("--json", action="store_true", help="print the solution as JSON")
+    s.add_argument("--check", action="store_true", help="also solve with cvxpy and compare")
+    s.add_argument("--policy-out", metavar="FILE.npy", help="save the optimal policy (X, Y)")
+    s.set_defaults(func=_solve)
+
+
+def _npz_fields() -> dict[str, str]:
+    from ..problem import NPZ_FIELDS
+
+    return NPZ_FIELDS
+
+
+def _table(rows: list[tuple[str, ...]]) -> str:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = []
+    for k, row in enumerate(rows):
+        lines.append("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
+        if k == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _fmt(v: float) -> str:
+    return f"{v:.10g}"
+
+
+def _comparison(problem, sol, ref) -> tuple[list[tuple[str, ...]], dict]:
+    import numpy as np
+
+    rows: list[tuple[str, ...]] = [("quantity", "dual Newton (dualgap)", "primal cvxpy", "|diff|")]
+    rows.append(("P* = J(pi*)", _fmt(sol.primal_value), _fmt(ref.primal_value),
+                 f"{abs(sol.primal_value - ref.primal_value):.2e}"))
+    rows.append(("D* = D(lam*)", _fmt(sol.dual_value), "", ""))
+    for i, name in enumerate(problem.names):
+        rows.append((f"lam*[{name}]", _fmt(sol.lam[i]), _fmt(ref.lam[i]),
+                     f"{abs(sol.lam[i] - ref.lam[i]):.2e}"))
+    for i, name in enumerate(problem.names):
+        rows.append((f"slack E h[{name}]", f"{sol.slack[i]:.3e}", f"{ref.slack[i]:.3e}", ""))
+    rows.append(("KKT residual", f"{sol.kkt_residual:.2e}", "", ""))
+    rows.append(("duality gap D* - P*", f"{sol.duality_gap:.2e}", "", ""))
+    rows.append(("Slater margin", "" if sol.margin is None else _fmt(sol.margin), "", ""))
+    rows.append(("iterations / passes", f"{sol.iterations} / {sol.passes}", "", ""))
+    rows.append(("solve time [s]", f"{sol.seconds:.4f}", f"{ref.seconds:.4f}",
+                 f"x{ref.seconds / max(sol.seconds, 1e-12):.0f} faster"))
+    data = {
+        "dual": sol.to_dict(),
+        "cvxpy": {"primal_value": ref.primal_value, "lam": ref.lam.tolist(),
+                  "slack": ref.slack.tolist(), "seconds": ref.seconds, "solver": ref.solver,
+                  "status": ref.status},
+        "abs_diff_primal": abs(sol.primal_value - ref.primal_value),
+        "max_abs_diff_lam": float(np.max(np.abs(sol.lam - ref.lam), initial=0.0)),
+    }
+    return rows, data
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from .. import solve, solve_primal_cvxpy
+    from ..instances import DEMO_DESCRIPTION, demo_problem
+
+    if args.describe:
+        print(DEMO_DESCRIPTION)
+        return 0
+    problem = demo_problem()
+    solve(problem)  # warm-up: first call pays scipy's import, not the solver
+    sol = solve(problem)
+    ref = solve_primal_cvxpy(problem, solver="CLARABEL")
+    rows, data = _comparison(problem, sol, ref)
+    fig_path = None
+    if not args.no_figure:
+        from ..plots import plot_dual_landscape
+
+        fig_path = Path(args.figure).resolve()
+        plot_dual_landscape(problem, sol, fig_path)
+        data["figure"] = str(fig_path)
+    if args.json:
+        print(json.dumps(data, indent=2))
+        return 0
+    print(DEMO_DESCRIPTION)
+    print()
+    print(repr(problem))
+    print()
+    print(_table(rows))
+    if fig_path is not None:
+        print(f"\nfigure: {fig_path}")
+    return 0
+
+
+def _solve(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from .. import AlignmentProblem, solve, solve_primal_cvxpy
+
+    problem = AlignmentProblem.load(args.file)
+    sol = solve(problem, tol=args.tol)
+    if args.policy_out:
+        np.save(args.policy_out, sol.policy)
+    if args.check:
+        rows, data = _comparison(problem, sol, solve_primal_cvxpy(problem))
+    else:
+        data = {"dual": sol.to_dict()}
+        rows = [("quantity", "value")]
+        rows.append(("P* = J(pi*)", _fmt(sol.primal_value)))
+        rows.append(("D* = D(lam*)", _fmt(sol.dual_value)))
+        for i, name in enumerate(problem.names):
+            rows.append((f"lam*[{name}]", _fmt(sol.lam[i])))
+            rows.append((f"slack E h[{name}]", f"{sol.slack[i]:.3e}"))
+        rows.append(("KKT residual", f"{sol.kkt_residual:.2e}"))
+        rows.append(("converged", str(sol.converged)))
+        rows.append(("multiplier unbounded", str(sol.multiplier_unbounded)))
+        rows.append(("solve time [s]", f"{sol.seconds:.4f}"))
+    if args.json:
+        json.dump(data, sys.stdout, indent=2)
+        print()
+    else:
+        print(repr(problem))
+        print(_table(rows))
+    return 0

@@ -1,0 +1,14 @@
+"""Figures (matplotlib, imported on first use).  One module per subject:
+
+* ``landscape``: the dual landscape and constraint values along ``lam`` (core);
+* ``gaps``: parametrization and optimality gaps against ``nu`` (theory);
+* ``trajectories``: algorithm trajectories (``lam_t``, slacks, objective).
+
+Each function takes an optional ``ax``/``path`` and returns the matplotlib ``Figure``.
+"""
+
+from __future__ import annotations
+
+from .landscape import plot_dual_landscape
+
+__all__ = ["plot_dual_landscape"]

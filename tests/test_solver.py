@@ -1,0 +1,178 @@
+"""The exact solver against cvxpy, closed forms, KKT conditions and the theory's invariances."""
+
+import warnings
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import dualgap as dg
+from dualgap.instances import random_problem
+from dualgap.testing import problems
+
+
+def _active_hessian_well_posed(sol, tol=1e-6):
+    active = sol.lam > 1e-8
+    if not active.any():
+        return True
+    H = sol.hessian[np.ix_(active, active)]
+    return np.linalg.eigvalsh(H).min() > tol * max(1.0, np.trace(H))
+
+
+@settings(max_examples=40)
+@given(problems(max_constraints=3))
+def test_strong_duality_against_cvxpy(p):
+    sol = dg.solve(p)
+    ref = dg.solve_primal_cvxpy(p)
+    assert sol.converged
+    # P* = D* (Lemma 2) and both agree with an independent primal solver
+    assert abs(sol.dual_value - sol.primal_value) <= 1e-8 * (1 + abs(sol.primal_value))
+    assert abs(sol.primal_value - ref.primal_value) <= 1e-6 * (1 + abs(ref.primal_value))
+    if _active_hessian_well_posed(sol):  # lam* unique
+        np.testing.assert_allclose(sol.lam, ref.lam, rtol=1e-4, atol=1e-4 * (1 + sol.lam.max(initial=0)))
+    np.testing.assert_allclose(sol.policy, ref.policy, atol=1e-4)
+
+
+@given(problems(max_constraints=4, restrict_support=True))
+def test_kkt_conditions(p):
+    sol = dg.solve(p)
+    h_scale = max(1.0, p.score_bound)
+    assert sol.kkt_residual <= 1e-10 * h_scale
+    assert (sol.lam >= 0).all()
+    assert (sol.slack >= -1e-9 * h_scale).all()  # primal feasibility
+    assert abs(sol.lam @ sol.slack) <= 1e-8 * h_scale * (1 + sol.lam.sum())  # complementarity
+    np.testing.assert_allclose(sol.slack, dg.dual_gradient(p, sol.lam), atol=1e-12 * h_scale)
+    assert (sol.policy[~p.support] == 0).all()
+
+
+@given(problems(max_constraints=3), st.integers(0, 2**31))
+def test_adding_a_prompt_function_to_the_reward_changes_nothing(p, seed):
+    f = np.random.default_rng(seed).normal(size=(p.num_prompts, 1)) * 5
+    q = p.replace(reward=p.reward + f)
+    a, b = dg.solve(p), dg.solve(q)
+    np.testing.assert_allclose(a.lam, b.lam, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(a.policy, b.policy, atol=1e-8)
+    assert abs((b.primal_value - a.primal_value) - p.prompt_weights @ f[:, 0]) < 1e-8 * (1 + abs(b.primal_value))
+
+
+@given(problems(max_constraints=3, relative=True))
+def test_relative_equals_absolute_with_shifted_thresholds(p):
+    a, b = dg.solve(p), dg.solve(p.as_absolute())
+    np.testing.assert_allclose(a.lam, b.lam, rtol=1e-8, atol=1e-10)
+    assert a.primal_value == pytest.approx(b.primal_value, rel=1e-12, abs=1e-12)
+
+
+@given(problems(min_constraints=1, max_constraints=3), st.floats(0.0, 0.04))
+def test_tightening_never_raises_p_star(p, eps):
+    # problems() have a Slater margin of 0.05 >= eps, so the tightened problem stays feasible
+    base = dg.solve(p).primal_value
+    tight = dg.perturbation(p, eps)
+    assert tight <= base + 1e-10 * (1 + abs(base))
+    # and concavity in eps: -lam* is a supergradient of P*(eps) at 0
+    lam = dg.solve(p).lam
+    assert tight <= base - eps * lam.sum() + 1e-8 * (1 + abs(base))
+
+
+def test_two_responses_one_constraint_closed_form():
+    q, beta = 0.7, 0.3
+    r = np.array([[1.0, 0.0]])
+    g = np.array([[[0.0, 1.0]]])
+    c = 0.6  # absolute: E_pi g = pi(y1) >= 0.6
+    p = dg.AlignmentProblem(r, g, [c], beta, np.array([[q, 1 - q]]), relative=False)
+    sol = dg.solve(p)
+    # unconstrained pi(y1) = sigmoid(logit(1-q) - 1/beta) < 0.6, so the constraint binds:
+    # pi(y1) = 0.6 = sigmoid(logit(1-q) + (lam - 1)/beta)  =>  lam = 1 + beta (logit .6 - logit .3)
+    logit = lambda z: np.log(z / (1 - z))  # noqa: E731
+    lam = 1.0 + beta * (logit(c) - logit(1 - q))
+    assert sol.lam[0] == pytest.approx(lam, rel=1e-10)
+    assert sol.policy[0, 1] == pytest.approx(c, abs=1e-12)
+    kl = c * np.log(c / (1 - q)) + (1 - c) * np.log((1 - c) / q)
+    assert sol.primal_value == pytest.approx((1 - c) - beta * kl, rel=1e-10)
+
+
+def test_unconstrained_closed_form():
+    p = random_problem(2, 5, 6, 0, beta=0.7)
+    sol = dg.solve(p)
+    expected = 0.7 * p.prompt_weights @ np.log((p.reference * np.exp(p.reward / 0.7)).sum(1))
+    assert sol.dual_value == pytest.approx(expected, rel=1e-12)
+    assert sol.primal_value == pytest.approx(expected, rel=1e-10)
+
+
+@pytest.mark.parametrize("m", [1, 3, 10])
+@pytest.mark.parametrize("beta", [1e-4, 1e-2, 1.0, 1e3])
+@pytest.mark.parametrize("scale", [1.0, 1e4])
+def test_robust_across_beta_scale_and_m(m, beta, scale):
+    p = random_problem(m * 7 + 1, 8, 12, m, beta, scale=scale, support_fraction=0.7,
+                       margin=0.05 * scale)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no ConvergenceWarning
+        sol = dg.solve(p)
+    assert sol.converged and sol.strictly_feasible
+    # 1e-10 relative, or the float64 floor ||H|| ulp(lam) where that is larger (beta 1e-4 with
+    # scores 1e4: ||H|| ~ 1e11); the floor itself must stay small in the units of h
+    assert sol.kkt_residual <= sol.kkt_tolerance <= 1e-6 * max(1.0, p.score_bound)
+    # D* - P* = lam*^T slack: small up to the multiplier mass times the KKT tolerance
+    gap_tol = 1e-9 * (1 + abs(sol.primal_value)) + sol.lam.sum() * sol.kkt_tolerance
+    assert abs(sol.dual_value - sol.primal_value) <= gap_tol
+
+
+def test_single_constraint_out_of_reach_is_infeasible():
+    p = random_problem(0, 4, 5, 2)
+    best = dg.attainable_maxima(p)
+    q = p.replace(thresholds=p.thresholds + np.array([best[0] + 0.1, 0.0]))
+    with pytest.raises(dg.InfeasibleError) as err:
+        dg.solve(q)
+    assert "constraint 0 (g1): best attainable E h = -0.1" in str(err.value)
+    assert err.value.maxima[0] == pytest.approx(-0.1)
+    with pytest.raises(dg.InfeasibleError):
+        dg.solve_primal_cvxpy(q)
+
+
+def test_jointly_infeasible_has_a_ray_certificate():
+    # one prompt, two responses: g1 = (1, -1), g2 = (-1, 1); each alone attainable, not both
+    g = np.array([[[1.0, -1.0]], [[-1.0, 1.0]]])
+    p = dg.AlignmentProblem(np.zeros((1, 2)), g, [0.2, 0.2], 0.1, np.array([[0.5, 0.5]]),
+                            relative=False)
+    assert (dg.attainable_maxima(p) > 0).all()
+    with pytest.raises(dg.InfeasibleError, match="not jointly") as err:
+        dg.solve(p)
+    w = err.value.weights
+    assert dg.ray_bound(p, w) < 0 and err.value.bound == pytest.approx(dg.ray_bound(p, w))
+    assert dg.feasibility_margin(p).margin == pytest.approx(-0.2)
+
+
+def test_boundary_feasible_warns_and_flags_unbounded_multiplier():
+    g = np.array([[[1.0, -1.0]], [[-1.0, 1.0]]])
+    p = dg.AlignmentProblem(np.array([[1.0, 0.0]]), g, [0.0, 0.0], 0.1, np.array([[0.5, 0.5]]),
+                            relative=False)
+    with pytest.warns(dg.BoundaryFeasibleWarning):
+        sol = dg.solve(p)
+    assert sol.multiplier_unbounded and sol.strictly_feasible is False
+    np.testing.assert_allclose(sol.policy, [[0.5, 0.5]], atol=1e-6)
+    # a single constraint that can only be met with equality
+    q = dg.AlignmentProblem(np.array([[1.0, 0.0]]), np.array([[[0.0, -1.0]]]), [0.0], 0.1,
+                            np.array([[0.5, 0.5]]), relative=False)
+    with pytest.warns(dg.BoundaryFeasibleWarning):
+        sol = dg.solve(q)
+    assert sol.multiplier_unbounded
+    assert sol.policy[0, 1] < 1e-6
+
+
+def test_warm_start_and_to_dict():
+    p = random_problem(5, 6, 7, 2)
+    sol = dg.solve(p)
+    again = dg.solve(p, lam0=sol.lam)
+    assert again.iterations <= 1
+    d = sol.to_dict()
+    assert "policy" not in d and isinstance(d["lam"], list)
+
+
+@given(problems(ill_conditioned=True, max_constraints=4))
+def test_ill_conditioned_instances_converge(p):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", dg.ConvergenceWarning)
+        sol = dg.solve(p)
+    assert sol.converged and sol.kkt_residual <= sol.kkt_tolerance
+    assert (sol.slack >= -sol.kkt_tolerance).all()
+    assert sol.kkt_tolerance <= 1e-6 * max(1.0, p.score_bound)

@@ -343,7 +343,11 @@ def _certify_slater(problem: AlignmentProblem, policy: np.ndarray, slack: np.nda
     for i in range(m):
         best = np.argmax(np.where(sup, g[i], -np.inf), axis=1)  # size = (X,)
         rows.append(rho @ g[:, np.arange(problem.num_prompts), best].T - c)
-    margin, _ = mixture_margin(np.array(rows))
+    S = np.array(rows)  # size = (K, m)
+    # cheap certificates first: one candidate, or the uniform mixture, strictly feasible
+    margin = max(float(S.min(axis=1).max()), float(S.mean(axis=0).min()))
+    if margin <= ftol:
+        margin, _ = mixture_margin(S)
     if margin > ftol:
         return True, margin, False
     if int(sup.sum()) > LP_MAX_ENTRIES:

@@ -11,7 +11,8 @@ For each instance size (X*Y entries) and m in {1, 3}:
   ``lam <- [lam - eta grad D]_+`` with eta = 1, halved whenever D increases, 200 iterations,
   stop when lam moves less than 1e-5.
 
-Recorded per method: wall time (after a warm-up solve, so imports are not counted), KKT residual
+Recorded per method: wall time (after a warm-up solve, so imports are not counted; best of 3
+when a call takes under 2 s), KKT residual
 ``||lam - [lam - grad D(lam)]_+||_inf`` at the method's lam (cvxpy: the constraints' dual
 values), ``D(lam) - D_best`` (``D_best`` = the smallest dual value any method reached: every
 ``D(lam)`` is an upper bound on ``D*``, so this is the honest accuracy gap), passes over the
@@ -64,10 +65,15 @@ def pgd(problem: dg.AlignmentProblem, iters: int = 200, move_tol: float = 1e-5):
 
 
 def measure(fn):
-    """Time one call (untraced), then trace a second call for its peak allocation."""
+    """Time a call untraced (best of 3 when under 2 s), then trace one more for its peak."""
     t0 = time.perf_counter()
     out = fn()
     seconds = time.perf_counter() - t0
+    if seconds < 2.0:  # fast: best of 3 (the machine is shared; the minimum is the least noisy)
+        for _ in range(2):
+            t0 = time.perf_counter()
+            fn()
+            seconds = min(seconds, time.perf_counter() - t0)
     tracemalloc.start()
     fn()
     _, peak = tracemalloc.get_traced_memory()
@@ -77,8 +83,9 @@ def measure(fn):
 
 def run_case(entries: float, m: int, methods: list[str]) -> list[dict]:
     X, Y = SHAPES[entries]
-    problem = random_problem(int(entries) + m, X, Y, m, beta=0.5, support_fraction=0.9,
-                             tightness=0.9)
+    problem = random_problem(
+        int(entries) + m, X, Y, m, beta=0.5, support_fraction=0.9, tightness=0.9
+    )
     input_bytes = problem.reward.nbytes + problem.utilities.nbytes + problem.reference.nbytes
     rows = []
     for method in methods:
@@ -92,16 +99,29 @@ def run_case(entries: float, m: int, methods: list[str]) -> list[dict]:
         elif method == "pgd":
             (lam, passes), sec, peak = measure(lambda: pgd(problem.replace()))
         else:
+            from cvxpy.error import SolverError
+
             solver = {"clarabel": "CLARABEL", "scs": "SCS"}[method]
-            ref, sec, peak = measure(
-                lambda: dg.solve_primal_cvxpy(problem.replace(), solver=solver))
+            try:
+                ref, sec, peak = measure(
+                    lambda s=solver: dg.solve_primal_cvxpy(problem.replace(), solver=s)
+                )
+            except SolverError as exc:  # recorded, not hidden: the row says the solver failed
+                rows.append({"method": method, "skipped": f"solver failed: {exc}"[:80]})
+                continue
             lam, passes = ref.lam, None
         ev = dg.dual_oracle(problem, lam, order=1)
-        rows.append({
-            "method": method, "seconds": sec, "dual_value": ev.value,
-            "kkt_residual": dg.kkt_residual(lam, ev.gradient), "passes": passes,
-            "peak_bytes": peak, "peak_over_input": peak / input_bytes,
-        })
+        rows.append(
+            {
+                "method": method,
+                "seconds": sec,
+                "dual_value": ev.value,
+                "kkt_residual": dg.kkt_residual(lam, ev.gradient),
+                "passes": passes,
+                "peak_bytes": peak,
+                "peak_over_input": peak / input_bytes,
+            }
+        )
     best = min(r["dual_value"] for r in rows if "dual_value" in r)
     for r in rows:
         r.update(entries=int(entries), X=X, Y=Y, m=m, input_bytes=input_bytes)
@@ -111,21 +131,29 @@ def run_case(entries: float, m: int, methods: list[str]) -> list[dict]:
 
 
 def markdown(rows: list[dict]) -> str:
-    out = ["| entries | m | method | time [s] | vs newton | KKT residual | D - D_best | passes | "
-           "peak mem / input |", "|---|---|---|---|---|---|---|---|---|"]
-    newton = {(r["entries"], r["m"]): r["seconds"] for r in rows
-              if r["method"] == "newton" and "seconds" in r}
+    out = [
+        "| entries | m | method | time [s] | vs newton | KKT residual | D - D_best | passes | "
+        "peak mem / input |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    newton = {
+        (r["entries"], r["m"]): r["seconds"]
+        for r in rows
+        if r["method"] == "newton" and "seconds" in r
+    }
     for r in rows:
         if "skipped" in r:
-            out.append(f"| {r['entries']:.0e} | {r['m']} | {r['method']} | skipped ({r['skipped']}) "
-                       "| | | | | |")
+            out.append(
+                f"| {r['entries']:.0e} | {r['m']} | {r['method']} | {r['skipped']} | | | | | |"
+            )
             continue
         ratio = r["seconds"] / newton[(r["entries"], r["m"])]
         passes = "n/a" if r["passes"] is None else r["passes"]
         out.append(
             f"| {r['entries']:.0e} | {r['m']} | {r['method']} | {r['seconds']:.4f} | "
             f"{ratio:.1f}x | {r['kkt_residual']:.1e} | {r['dual_gap']:.1e} | {passes} | "
-            f"{r['peak_over_input']:.2f} |")
+            f"{r['peak_over_input']:.2f} |"
+        )
     return "\n".join(out)
 
 
@@ -144,11 +172,17 @@ def write_readme_section(name: str, text: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--sizes", nargs="+", type=float, default=sorted(SHAPES),
-                    help="instance sizes X*Y among %s" % sorted(SHAPES))
+    ap.add_argument(
+        "--sizes",
+        nargs="+",
+        type=float,
+        default=sorted(SHAPES),
+        help=f"instance sizes X*Y among {sorted(SHAPES)}",
+    )
     ap.add_argument("--constraints", nargs="+", type=int, default=[1, 3])
-    ap.add_argument("--methods", nargs="+", default=["newton", "clarabel", "scs", "pgd"],
-                    choices=sorted(LIMITS))
+    ap.add_argument(
+        "--methods", nargs="+", default=["newton", "clarabel", "scs", "pgd"], choices=sorted(LIMITS)
+    )
     ap.add_argument("--out", default=str(HERE / "results" / "exact_solver.json"))
     ap.add_argument("--no-readme", action="store_true", help="do not update benchmarks/README.md")
     args = ap.parse_args(argv)
@@ -163,8 +197,12 @@ def main(argv: list[str] | None = None) -> int:
         rows += run_case(entries, m, args.methods)
     result = {
         "benchmark": "exact_solver",
-        "machine": {"python": sys.version.split()[0], "platform": platform.platform(),
-                    "numpy": np.__version__, "processor": platform.processor()},
+        "machine": {
+            "python": sys.version.split()[0],
+            "platform": platform.platform(),
+            "numpy": np.__version__,
+            "processor": platform.processor(),
+        },
         "rows": rows,
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

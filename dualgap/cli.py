@@ -17,6 +17,7 @@ import sys
 #: command modules, in the order they appear in ``--help``
 COMMAND_MODULES = [
     "dualgap.commands.core",
+    "dualgap.commands.llm",
 ]
 
 

@@ -37,8 +37,9 @@ class InfeasibleError(ValueError):
         maxima: ``max_pi E_rho E_pi h_i`` for each constraint alone, shape ``(m,)``.
     """
 
-    def __init__(self, problem: AlignmentProblem, weights: np.ndarray, bound: float,
-                 maxima: np.ndarray) -> None:
+    def __init__(
+        self, problem: AlignmentProblem, weights: np.ndarray, bound: float, maxima: np.ndarray
+    ) -> None:
         self.weights = np.asarray(weights, dtype=float)
         self.bound = float(bound)
         self.maxima = np.asarray(maxima, dtype=float)
@@ -69,8 +70,10 @@ def attainable_maxima(problem: AlignmentProblem) -> np.ndarray:
     """``max_pi E_rho E_pi h_i = E_rho max_{y in supp} h_i``, one constraint at a time, ``(m,)``."""
     rho, c = problem.prompt_weights, problem.offsets
     return np.array(
-        [rho @ _support_max(problem, problem.utilities[i]) - c[i]
-         for i in range(problem.num_constraints)]
+        [
+            rho @ _support_max(problem, problem.utilities[i]) - c[i]
+            for i in range(problem.num_constraints)
+        ]
     )
 
 
@@ -99,8 +102,15 @@ def mixture_margin(slacks: np.ndarray) -> tuple[float, np.ndarray]:
     cost = np.zeros(K + 1)
     cost[-1] = -1.0
     A_ub = np.hstack([-S.T, np.ones((m, 1))])
-    res = linprog(cost, A_ub=A_ub, b_ub=np.zeros(m), A_eq=np.append(np.ones(K), 0.0)[None],
-                  b_eq=[1.0], bounds=[(0, None)] * K + [(None, None)], method="highs")
+    res = linprog(
+        cost,
+        A_ub=A_ub,
+        b_ub=np.zeros(m),
+        A_eq=np.append(np.ones(K), 0.0)[None],
+        b_eq=[1.0],
+        bounds=[(0, None)] * K + [(None, None)],
+        method="highs",
+    )
     if res.status != 0:  # pragma: no cover - a bounded feasible LP
         raise RuntimeError(f"mixture LP failed: {res.message}")
     return float(res.x[-1]) * unit, res.x[:-1]
@@ -133,13 +143,23 @@ def feasibility_margin(problem: AlignmentProblem) -> FeasibilityMargin:
     coef = rho[xs][None, :] * problem.utilities[:, xs, ys]  # size = (m, n)
     # -coef pi + t <= -c
     A_ub = hstack([csr_matrix(-coef), csr_matrix(np.ones((m, 1)))])
-    A_eq = hstack([csr_matrix((np.ones(n), (xs, np.arange(n))), shape=(problem.num_prompts, n)),
-                   csr_matrix((problem.num_prompts, 1))])
+    A_eq = hstack(
+        [
+            csr_matrix((np.ones(n), (xs, np.arange(n))), shape=(problem.num_prompts, n)),
+            csr_matrix((problem.num_prompts, 1)),
+        ]
+    )
     cost = np.zeros(n + 1)
     cost[-1] = -1.0
-    res = linprog(cost, A_ub=A_ub.tocsr(), b_ub=-problem.offsets, A_eq=vstack([A_eq]).tocsr(),
-                  b_eq=np.ones(problem.num_prompts), bounds=[(0, None)] * n + [(None, None)],
-                  method="highs")
+    res = linprog(
+        cost,
+        A_ub=A_ub.tocsr(),
+        b_ub=-problem.offsets,
+        A_eq=vstack([A_eq]).tocsr(),
+        b_eq=np.ones(problem.num_prompts),
+        bounds=[(0, None)] * n + [(None, None)],
+        method="highs",
+    )
     if res.status != 0:  # pragma: no cover - a bounded feasible LP
         raise RuntimeError(f"feasibility LP failed: {res.message}")
     pi = np.zeros_like(problem.reward)

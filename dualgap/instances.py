@@ -84,5 +84,6 @@ def demo_problem(seed: int = 2025) -> AlignmentProblem:
     ref = np.exp(logits - logits.max(axis=1, keepdims=True))
     ref /= ref.sum(axis=1, keepdims=True)
     g = np.stack([-u1, -u2])
-    return AlignmentProblem(r, g, [0.25, 0.12], 0.1, ref, relative=True,
-                            names=("harmlessness", "privacy"))
+    return AlignmentProblem(
+        r, g, [0.25, 0.12], 0.1, ref, relative=True, names=("harmlessness", "privacy")
+    )

@@ -53,7 +53,8 @@ def _check_finite(name: str, arr: np.ndarray) -> None:
     if bad.any():
         idx = tuple(int(i) for i in np.argwhere(bad)[0])
         raise ValueError(
-            f"{name}: {int(bad.sum())} non-finite value(s), first {float(arr[idx])!r} at index {idx}"
+            f"{name}: {int(bad.sum())} non-finite value(s), "
+            f"first {float(arr[idx])!r} at index {idx}"
         )
 
 
@@ -101,8 +102,13 @@ class AlignmentProblem:
         if g.shape[1:] != (X, Y):
             raise ValueError(f"utilities: shape {g.shape} does not match (m, X, Y) = (m, {X}, {Y})")
         m = g.shape[0]
-        b = _as_float_array("thresholds", np.atleast_1d(self.thresholds) if m else
-                            np.asarray(self.thresholds, dtype=np.float64).reshape(-1), 1)
+        b = _as_float_array(
+            "thresholds",
+            np.atleast_1d(self.thresholds)
+            if m
+            else np.asarray(self.thresholds, dtype=np.float64).reshape(-1),
+            1,
+        )
         if b.shape != (m,):
             raise ValueError(f"thresholds: shape {b.shape} does not match m = {m} utilities")
         for name, arr in (("reward", r), ("utilities", g), ("thresholds", b), ("reference", ref)):
@@ -115,9 +121,11 @@ class AlignmentProblem:
             raise ValueError(f"beta: must be a positive finite float, got {beta!r}")
         if (ref < 0).any():
             idx = tuple(int(i) for i in np.argwhere(ref < 0)[0])
-            raise ValueError(f"reference: negative probability {float(ref[idx])!r} at (x, y) = {idx}")
+            raise ValueError(
+                f"reference: negative probability {float(ref[idx])!r} at (x, y) = {idx}"
+            )
         sums = ref.sum(axis=1)
-        bad = np.abs(sums - 1.0) > _PROB_ATOL * max(1.0, Y ** 0.5)
+        bad = np.abs(sums - 1.0) > _PROB_ATOL * max(1.0, Y**0.5)
         if bad.any():
             x = int(np.argmax(bad))
             raise ValueError(f"reference: row x = {x} sums to {float(sums[x])!r}, not 1")
@@ -131,7 +139,7 @@ class AlignmentProblem:
             if (rho < 0).any():
                 x = int(np.argmax(rho < 0))
                 raise ValueError(f"prompt_weights: negative weight {float(rho[x])!r} at x = {x}")
-            if abs(rho.sum() - 1.0) > _PROB_ATOL * max(1.0, X ** 0.5):
+            if abs(rho.sum() - 1.0) > _PROB_ATOL * max(1.0, X**0.5):
                 raise ValueError(f"prompt_weights: sum to {float(rho.sum())!r}, not 1")
         if not isinstance(self.relative, (bool, np.bool_)):
             raise ValueError(f"relative: must be a bool, got {self.relative!r}")
@@ -209,9 +217,14 @@ class AlignmentProblem:
     def replace(self, **changes: object) -> AlignmentProblem:
         """A copy with some fields changed (validated again)."""
         fields = dict(
-            reward=self.reward, utilities=self.utilities, thresholds=self.thresholds,
-            beta=self.beta, reference=self.reference, prompt_weights=self.prompt_weights,
-            relative=self.relative, names=self.names,
+            reward=self.reward,
+            utilities=self.utilities,
+            thresholds=self.thresholds,
+            beta=self.beta,
+            reference=self.reference,
+            prompt_weights=self.prompt_weights,
+            relative=self.relative,
+            names=self.names,
         )
         unknown = set(changes) - set(fields)
         if unknown:
@@ -224,7 +237,7 @@ class AlignmentProblem:
         return self.replace(thresholds=self.offsets, relative=False)
 
     def tightened(self, eps: float | np.ndarray) -> AlignmentProblem:
-        """The problem with constraints ``E_rho E_pi h_i >= eps_i`` (the perturbation ``P*(eps)``)."""
+        """The problem with constraints ``E_rho E_pi h_i >= eps_i`` (perturbation ``P*(eps)``)."""
         eps_arr = np.broadcast_to(np.asarray(eps, dtype=np.float64), (self.num_constraints,))
         return self.replace(thresholds=self.thresholds + eps_arr)
 
@@ -232,9 +245,14 @@ class AlignmentProblem:
     def save(self, path: str | Path) -> None:
         """Write the instance in the npz schema :data:`NPZ_FIELDS`."""
         np.savez(
-            path, reward=self.reward, utilities=self.utilities, thresholds=self.thresholds,
-            beta=np.float64(self.beta), reference=self.reference,
-            prompt_weights=self.prompt_weights, relative=np.bool_(self.relative),
+            path,
+            reward=self.reward,
+            utilities=self.utilities,
+            thresholds=self.thresholds,
+            beta=np.float64(self.beta),
+            reference=self.reference,
+            prompt_weights=self.prompt_weights,
+            relative=np.bool_(self.relative),
             names=np.asarray(self.names, dtype=str),
         )
 
@@ -247,7 +265,9 @@ class AlignmentProblem:
         try:
             data = np.load(path, allow_pickle=False)
         except (OSError, ValueError) as exc:
-            raise ValueError(f"file: {str(path)!r} is not a readable .npz archive ({exc})") from None
+            raise ValueError(
+                f"file: {str(path)!r} is not a readable .npz archive ({exc})"
+            ) from None
         with data:
             keys = set(data.files)
             unknown = keys - set(NPZ_FIELDS)

@@ -34,8 +34,9 @@ class PrimalSolution:
     seconds: float
 
 
-def solve_primal_cvxpy(problem: AlignmentProblem, solver: str = "CLARABEL",
-                       **solver_kw: object) -> PrimalSolution:
+def solve_primal_cvxpy(
+    problem: AlignmentProblem, solver: str = "CLARABEL", **solver_kw: object
+) -> PrimalSolution:
     """Solve the primal with cvxpy (``solver`` in ``{"CLARABEL", "SCS", "ECOS", ...}``)."""
     import time
 
@@ -70,8 +71,15 @@ def solve_primal_cvxpy(problem: AlignmentProblem, solver: str = "CLARABEL",
     pi[xs, ys] = np.maximum(p.value, 0.0)
     pi /= pi.sum(axis=1, keepdims=True)
     lam = np.asarray(cons[1].dual_value, dtype=float).reshape(m) if m else np.zeros(0)
-    slack = np.einsum("x,xy,ixy->i", problem.prompt_weights, pi, problem.utilities) - problem.offsets
+    slack = (
+        np.einsum("x,xy,ixy->i", problem.prompt_weights, pi, problem.utilities) - problem.offsets
+    )
     return PrimalSolution(
-        primal_value=float(prob.value), policy=pi, lam=np.maximum(lam, 0.0), slack=slack,
-        status=str(prob.status), solver=solver, seconds=time.perf_counter() - t0,
+        primal_value=float(prob.value),
+        policy=pi,
+        lam=np.maximum(lam, 0.0),
+        slack=slack,
+        status=str(prob.status),
+        solver=solver,
+        seconds=time.perf_counter() - t0,
     )

@@ -3,17 +3,21 @@
 ``solve`` runs a projected Newton method (Bertsekas 1982) on ``min_{lam >= 0} D(lam)``:
 
 * free set ``F`` = coordinates not held at the bound; held = ``lam_i <= eps`` and
-  ``grad_i > 0`` with ``eps = min(eps0, ||lam - [lam - grad]_+||)``;
+  ``grad_i > 0`` with ``eps = min(1e-3, ||lam - [lam - grad]_+||)``;
 * direction ``d_F = -(H_FF + tau I)^{-1} grad_F`` (exact Hessian, ``tau`` a tiny
   Levenberg-Marquardt shift raised only if Cholesky fails); ``d_held = -grad_held / H_ii``;
-* projected Armijo search on ``lam(t) = [lam + t d]_+`` with safeguarded quadratic
-  interpolation of the step.
+* a trust region ``||d||_inf <= radius`` (D is nearly piecewise linear where the softmax is
+  nearly hard, and the raw Newton step is then huge), and a projected Armijo search on
+  ``lam(t) = [lam + t d]_+`` with safeguarded quadratic interpolation of the step;
+* beta-continuation when ``spread(scores) / beta > 1e3``: the problem is first solved loosely at
+  larger betas (factor 10 apart) and each solution warm-starts the next.
 
 It stops when the KKT residual ``||lam - [lam - grad D(lam)]_+||_inf`` (primal feasibility,
 dual feasibility and complementary slackness at once, in the units of ``h``) is at most
 ``tol * max(1, M_h)``, or at the float64 floor ``8 eps ||H|| max(1, ||lam||)`` when that is
-larger (the residual is always reported as computed).  Along the way it watches for a diverging multiplier, which is how
-infeasibility shows in the dual: ``ray_bound(lam / ||lam||_1) < 0`` is a proof, raised as
+larger (the residual is always reported as computed).  Along the way it watches for a
+diverging multiplier, which is how infeasibility shows in the dual:
+``ray_bound(lam / ||lam||_1) < 0`` is a proof, raised as
 :class:`~dualgap.feasibility.InfeasibleError`.  At the end it certifies strict feasibility
 (Slater) with a mixture of known policies, or with the exact LP margin; a problem feasible only
 on the boundary gets a warning and ``multiplier_unbounded=True``.
@@ -37,8 +41,14 @@ from .feasibility import (
 )
 from .problem import AlignmentProblem
 
-__all__ = ["DualSolution", "solve", "perturbation", "BoundaryFeasibleWarning",
-           "ConvergenceWarning", "kkt_residual"]
+__all__ = [
+    "DualSolution",
+    "solve",
+    "perturbation",
+    "BoundaryFeasibleWarning",
+    "ConvergenceWarning",
+    "kkt_residual",
+]
 
 #: Above this many support entries the exact LP margin is skipped (the mixture certificate
 #: almost always suffices; the warning says so when it does not).
@@ -204,8 +214,10 @@ class _Newton:
                     accepted = (trial, ev_t)
                     break
                 # at the precision floor, accept a step that still shrinks the KKT residual
-                if (abs(ev_t.value - ev.value) <= 1e-13 * max(1.0, abs(ev.value))
-                        and kkt_residual(trial, ev_t.gradient) < kkt):
+                if (
+                    abs(ev_t.value - ev.value) <= 1e-13 * max(1.0, abs(ev.value))
+                    and kkt_residual(trial, ev_t.gradient) < kkt
+                ):
                     accepted = (trial, ev_t)
                     break
                 denom = 2.0 * (ev_t.value - ev.value - decrease)
@@ -233,8 +245,13 @@ class _Newton:
         return lam
 
 
-def solve(problem: AlignmentProblem, tol: float = 1e-10, max_iter: int = 200,
-          lam0: object = None, check_slater: bool = True) -> DualSolution:
+def solve(
+    problem: AlignmentProblem,
+    tol: float = 1e-10,
+    max_iter: int = 200,
+    lam0: object = None,
+    check_slater: bool = True,
+) -> DualSolution:
     """Solve ``max_pi J(pi) s.t. E h >= 0`` exactly through ``min_{lam >= 0} D(lam)``.
 
     Args:
@@ -252,8 +269,8 @@ def solve(problem: AlignmentProblem, tol: float = 1e-10, max_iter: int = 200,
     m = problem.num_constraints
     s = problem.support
     h_scale = max(
-        [1.0] + [float(np.abs(problem.utilities[i][s] - problem.offsets[i]).max())
-                 for i in range(m)]
+        [1.0]
+        + [float(np.abs(problem.utilities[i][s] - problem.offsets[i]).max()) for i in range(m)]
     )
     atol = tol * h_scale
     ftol = 1e-12 * h_scale  # what counts as "zero" in feasibility tests
@@ -296,16 +313,33 @@ def solve(problem: AlignmentProblem, tol: float = 1e-10, max_iter: int = 200,
             warnings.warn(
                 "the constraints can be met only on the boundary (no strictly feasible policy: "
                 f"max_pi min_i E h_i = {margin:.3g}); lam* is unbounded and the returned lam is "
-                "the last finite iterate", BoundaryFeasibleWarning, stacklevel=2)
+                "the last finite iterate",
+                BoundaryFeasibleWarning,
+                stacklevel=2,
+            )
     if not converged:
         warnings.warn(
             f"solve stopped after {it} iterations with KKT residual {kkt:.3g} > {atol:.3g}",
-            ConvergenceWarning, stacklevel=2)
+            ConvergenceWarning,
+            stacklevel=2,
+        )
     return DualSolution(
-        lam=lam, dual_value=ev.value, primal_value=primal, policy=policy, slack=slack,
-        kkt_residual=kkt, kkt_tolerance=max(atol, _precision_floor(ev)), duality_gap=ev.value - primal, iterations=it, passes=passes,
-        converged=converged, strictly_feasible=strictly, margin=margin,
-        multiplier_unbounded=unbounded, hessian=ev.hessian, seconds=time.perf_counter() - t0,
+        lam=lam,
+        dual_value=ev.value,
+        primal_value=primal,
+        policy=policy,
+        slack=slack,
+        kkt_residual=kkt,
+        kkt_tolerance=max(atol, _precision_floor(ev)),
+        duality_gap=ev.value - primal,
+        iterations=it,
+        passes=passes,
+        converged=converged,
+        strictly_feasible=strictly,
+        margin=margin,
+        multiplier_unbounded=unbounded,
+        hessian=ev.hessian,
+        seconds=time.perf_counter() - t0,
         history=history,
     )
 
@@ -331,8 +365,13 @@ def _multiplier_scale(problem: AlignmentProblem) -> float:
     return max(1.0, r_range / g_min)
 
 
-def _certify_slater(problem: AlignmentProblem, policy: np.ndarray, slack: np.ndarray,
-                    maxima: np.ndarray, ftol: float) -> tuple[bool | None, float | None, bool]:
+def _certify_slater(
+    problem: AlignmentProblem,
+    policy: np.ndarray,
+    slack: np.ndarray,
+    maxima: np.ndarray,
+    ftol: float,
+) -> tuple[bool | None, float | None, bool]:
     """Returns ``(strictly_feasible, margin, multiplier_unbounded)``."""
     m = problem.num_constraints
     if (maxima <= ftol).any():  # one constraint can only be met with equality
@@ -353,7 +392,10 @@ def _certify_slater(problem: AlignmentProblem, policy: np.ndarray, slack: np.nda
     if int(sup.sum()) > LP_MAX_ENTRIES:
         warnings.warn(
             "could not certify strict feasibility cheaply and the instance is too large for the "
-            "exact LP margin; Slater is undecided", BoundaryFeasibleWarning, stacklevel=3)
+            "exact LP margin; Slater is undecided",
+            BoundaryFeasibleWarning,
+            stacklevel=3,
+        )
         return None, None, False
     exact = feasibility_margin(problem)
     if exact.margin > ftol:
@@ -369,4 +411,3 @@ def perturbation(problem: AlignmentProblem, eps: float | np.ndarray, **solve_kw:
     By convex duality ``P*`` is concave in ``eps`` with ``-lam*`` as a supergradient at 0.
     """
     return solve(problem.tightened(eps), **solve_kw).primal_value  # type: ignore[arg-type]
-

@@ -23,8 +23,10 @@ def test_demo_json_agrees_with_cvxpy_and_writes_figure(tmp_path, capsys):
 def test_solve_file_table_and_json(tmp_path, capsys):
     p = random_problem(4, 5, 6, 2)
     p.save(tmp_path / "p.npz")
-    assert main(["solve", str(tmp_path / "p.npz"), "--json", "--policy-out",
-                 str(tmp_path / "pi.npy")]) == 0
+    assert (
+        main(["solve", str(tmp_path / "p.npz"), "--json", "--policy-out", str(tmp_path / "pi.npy")])
+        == 0
+    )
     out = json.loads(capsys.readouterr().out)
     assert np.load(tmp_path / "pi.npy").shape == (5, 6)
     assert out["dual"]["converged"]
@@ -32,14 +34,23 @@ def test_solve_file_table_and_json(tmp_path, capsys):
     assert "primal cvxpy" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("payload,message", [
-    (dict(reward=np.zeros((2, 3)), reference=np.full((2, 3), 0.5), beta=0.1),
-     "reference: row x = 0 sums to 1.5"),
-    (dict(reward=np.zeros((2, 3)), reference=np.full((2, 3), 1 / 3), beta=0.1, bta=1),
-     "unknown field(s) ['bta']"),
-    (dict(reward=np.zeros((2, 3)), reference=np.full((2, 3), 1 / 3), beta=-1.0),
-     "beta: must be a positive"),
-])
+@pytest.mark.parametrize(
+    "payload,message",
+    [
+        (
+            dict(reward=np.zeros((2, 3)), reference=np.full((2, 3), 0.5), beta=0.1),
+            "reference: row x = 0 sums to 1.5",
+        ),
+        (
+            dict(reward=np.zeros((2, 3)), reference=np.full((2, 3), 1 / 3), beta=0.1, bta=1),
+            "unknown field(s) ['bta']",
+        ),
+        (
+            dict(reward=np.zeros((2, 3)), reference=np.full((2, 3), 1 / 3), beta=-1.0),
+            "beta: must be a positive",
+        ),
+    ],
+)
 def test_solve_reports_bad_fields(tmp_path, capsys, payload, message):
     np.savez(tmp_path / "bad.npz", **payload)
     assert main(["solve", str(tmp_path / "bad.npz")]) == 2
@@ -55,13 +66,16 @@ def test_solve_infeasible_prints_certificate(tmp_path, capsys):
 
 
 def test_core_import_does_not_load_torch_or_cvxpy():
-    code = ("import sys, dualgap; dualgap.solve(dualgap.instances.random_problem()); "
-            "print('torch' in sys.modules, 'cvxpy' in sys.modules, 'transformers' in sys.modules)")
+    code = (
+        "import sys, dualgap; dualgap.solve(dualgap.instances.random_problem()); "
+        "print('torch' in sys.modules, 'cvxpy' in sys.modules, 'transformers' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False", "False"]
 
 
 def test_console_script_help():
-    out = subprocess.run([sys.executable, "-m", "dualgap.cli", "--help"], capture_output=True,
-                         text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "dualgap.cli", "--help"], capture_output=True, text=True, check=True
+    )
     assert "demo" in out.stdout and "solve" in out.stdout

@@ -33,7 +33,9 @@ def test_gradient_and_hessian_match_finite_differences(p, data):
 @given(problems(), st.data())
 def test_dual_equals_lagrangian_at_its_maximizer(p, data):
     lam = data.draw(multipliers(p.num_constraints, 3.0))
-    assert abs(dg.dual_value(p, lam) - _brute_dual(p, lam)) <= 1e-9 * (1 + abs(dg.dual_value(p, lam)))
+    assert abs(dg.dual_value(p, lam) - _brute_dual(p, lam)) <= 1e-9 * (
+        1 + abs(dg.dual_value(p, lam))
+    )
 
 
 @given(problems(), st.data())
@@ -58,7 +60,8 @@ def test_zero_probability_outside_support(p, data):
     if off_rows.any():  # mass outside the support: infinite KL exactly on those prompts
         leaky = pi.copy()
         leaky[off_rows] = 0.5 * pi[off_rows] + 0.5 * (~p.support[off_rows]) / (
-            ~p.support[off_rows]).sum(axis=1, keepdims=True)
+            ~p.support[off_rows]
+        ).sum(axis=1, keepdims=True)
         kl = dg.kl_divergence(p, leaky)
         assert np.isinf(kl[off_rows]).all() and np.isfinite(kl[~off_rows]).all()
 
@@ -66,13 +69,18 @@ def test_zero_probability_outside_support(p, data):
 def test_extreme_scores_do_not_overflow():
     p = dg.instances.random_problem(1, 4, 6, 2, beta=1e-4, scale=1e4)
     ev = dg.dual_oracle(p, [3.0, 1.0])
-    assert np.isfinite(ev.value) and np.isfinite(ev.gradient).all() and np.isfinite(ev.hessian).all()
+    assert (
+        np.isfinite(ev.value) and np.isfinite(ev.gradient).all() and np.isfinite(ev.hessian).all()
+    )
 
 
 def test_bad_multipliers():
     p = dg.instances.random_problem(0, 2, 3, 2)
-    for lam, msg in (([1.0], "lam: shape"), ([-1.0, 0], "lam: multipliers must be >= 0"),
-                     ([np.nan, 0], "lam: non-finite")):
+    for lam, msg in (
+        ([1.0], "lam: shape"),
+        ([-1.0, 0], "lam: multipliers must be >= 0"),
+        ([np.nan, 0], "lam: non-finite"),
+    ):
         try:
             dg.dual_value(p, lam)
         except ValueError as e:

@@ -30,7 +30,9 @@ def test_strong_duality_against_cvxpy(p):
     assert abs(sol.dual_value - sol.primal_value) <= 1e-8 * (1 + abs(sol.primal_value))
     assert abs(sol.primal_value - ref.primal_value) <= 1e-6 * (1 + abs(ref.primal_value))
     if _active_hessian_well_posed(sol):  # lam* unique
-        np.testing.assert_allclose(sol.lam, ref.lam, rtol=1e-4, atol=1e-4 * (1 + sol.lam.max(initial=0)))
+        np.testing.assert_allclose(
+            sol.lam, ref.lam, rtol=1e-4, atol=1e-4 * (1 + sol.lam.max(initial=0))
+        )
     np.testing.assert_allclose(sol.policy, ref.policy, atol=1e-4)
 
 
@@ -53,7 +55,9 @@ def test_adding_a_prompt_function_to_the_reward_changes_nothing(p, seed):
     a, b = dg.solve(p), dg.solve(q)
     np.testing.assert_allclose(a.lam, b.lam, rtol=1e-6, atol=1e-7)
     np.testing.assert_allclose(a.policy, b.policy, atol=1e-8)
-    assert abs((b.primal_value - a.primal_value) - p.prompt_weights @ f[:, 0]) < 1e-8 * (1 + abs(b.primal_value))
+    assert abs((b.primal_value - a.primal_value) - p.prompt_weights @ f[:, 0]) < 1e-8 * (
+        1 + abs(b.primal_value)
+    )
 
 
 @given(problems(max_constraints=3, relative=True))
@@ -103,8 +107,9 @@ def test_unconstrained_closed_form():
 @pytest.mark.parametrize("beta", [1e-4, 1e-2, 1.0, 1e3])
 @pytest.mark.parametrize("scale", [1.0, 1e4])
 def test_robust_across_beta_scale_and_m(m, beta, scale):
-    p = random_problem(m * 7 + 1, 8, 12, m, beta, scale=scale, support_fraction=0.7,
-                       margin=0.05 * scale)
+    p = random_problem(
+        m * 7 + 1, 8, 12, m, beta, scale=scale, support_fraction=0.7, margin=0.05 * scale
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no ConvergenceWarning
         sol = dg.solve(p)
@@ -132,8 +137,9 @@ def test_single_constraint_out_of_reach_is_infeasible():
 def test_jointly_infeasible_has_a_ray_certificate():
     # one prompt, two responses: g1 = (1, -1), g2 = (-1, 1); each alone attainable, not both
     g = np.array([[[1.0, -1.0]], [[-1.0, 1.0]]])
-    p = dg.AlignmentProblem(np.zeros((1, 2)), g, [0.2, 0.2], 0.1, np.array([[0.5, 0.5]]),
-                            relative=False)
+    p = dg.AlignmentProblem(
+        np.zeros((1, 2)), g, [0.2, 0.2], 0.1, np.array([[0.5, 0.5]]), relative=False
+    )
     assert (dg.attainable_maxima(p) > 0).all()
     with pytest.raises(dg.InfeasibleError, match="not jointly") as err:
         dg.solve(p)
@@ -144,15 +150,22 @@ def test_jointly_infeasible_has_a_ray_certificate():
 
 def test_boundary_feasible_warns_and_flags_unbounded_multiplier():
     g = np.array([[[1.0, -1.0]], [[-1.0, 1.0]]])
-    p = dg.AlignmentProblem(np.array([[1.0, 0.0]]), g, [0.0, 0.0], 0.1, np.array([[0.5, 0.5]]),
-                            relative=False)
+    p = dg.AlignmentProblem(
+        np.array([[1.0, 0.0]]), g, [0.0, 0.0], 0.1, np.array([[0.5, 0.5]]), relative=False
+    )
     with pytest.warns(dg.BoundaryFeasibleWarning):
         sol = dg.solve(p)
     assert sol.multiplier_unbounded and sol.strictly_feasible is False
     np.testing.assert_allclose(sol.policy, [[0.5, 0.5]], atol=1e-6)
     # a single constraint that can only be met with equality
-    q = dg.AlignmentProblem(np.array([[1.0, 0.0]]), np.array([[[0.0, -1.0]]]), [0.0], 0.1,
-                            np.array([[0.5, 0.5]]), relative=False)
+    q = dg.AlignmentProblem(
+        np.array([[1.0, 0.0]]),
+        np.array([[[0.0, -1.0]]]),
+        [0.0],
+        0.1,
+        np.array([[0.5, 0.5]]),
+        relative=False,
+    )
     with pytest.warns(dg.BoundaryFeasibleWarning):
         sol = dg.solve(q)
     assert sol.multiplier_unbounded

@@ -15,8 +15,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Solve the built-in instance (see --describe) with the Newton dual solver, "
         "cross-check against cvxpy/CLARABEL, print a table and write a figure.",
     )
-    p.add_argument("--figure", default="dualgap-demo.png",
-                   help="where to write the dual-landscape figure (default: %(default)s)")
+    p.add_argument(
+        "--figure",
+        default="dualgap-demo.png",
+        help="where to write the dual-landscape figure (default: %(default)s)",
+    )
     p.add_argument("--no-figure", action="store_true", help="skip the figure")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
     p.add_argument("--describe", action="store_true", help="print what the instance stands for")
@@ -46,7 +49,7 @@ def _table(rows: list[tuple[str, ...]]) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = []
     for k, row in enumerate(rows):
-        lines.append("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
+        lines.append("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
         if k == 0:
             lines.append("  ".join("-" * w for w in widths))
     return "\n".join(lines)
@@ -60,25 +63,48 @@ def _comparison(problem, sol, ref) -> tuple[list[tuple[str, ...]], dict]:
     import numpy as np
 
     rows: list[tuple[str, ...]] = [("quantity", "dual Newton (dualgap)", "primal cvxpy", "|diff|")]
-    rows.append(("P* = J(pi*)", _fmt(sol.primal_value), _fmt(ref.primal_value),
-                 f"{abs(sol.primal_value - ref.primal_value):.2e}"))
+    rows.append(
+        (
+            "P* = J(pi*)",
+            _fmt(sol.primal_value),
+            _fmt(ref.primal_value),
+            f"{abs(sol.primal_value - ref.primal_value):.2e}",
+        )
+    )
     rows.append(("D* = D(lam*)", _fmt(sol.dual_value), "", ""))
     for i, name in enumerate(problem.names):
-        rows.append((f"lam*[{name}]", _fmt(sol.lam[i]), _fmt(ref.lam[i]),
-                     f"{abs(sol.lam[i] - ref.lam[i]):.2e}"))
+        rows.append(
+            (
+                f"lam*[{name}]",
+                _fmt(sol.lam[i]),
+                _fmt(ref.lam[i]),
+                f"{abs(sol.lam[i] - ref.lam[i]):.2e}",
+            )
+        )
     for i, name in enumerate(problem.names):
         rows.append((f"slack E h[{name}]", f"{sol.slack[i]:.3e}", f"{ref.slack[i]:.3e}", ""))
     rows.append(("KKT residual", f"{sol.kkt_residual:.2e}", "", ""))
     rows.append(("duality gap D* - P*", f"{sol.duality_gap:.2e}", "", ""))
     rows.append(("Slater margin", "" if sol.margin is None else _fmt(sol.margin), "", ""))
     rows.append(("iterations / passes", f"{sol.iterations} / {sol.passes}", "", ""))
-    rows.append(("solve time [s]", f"{sol.seconds:.4f}", f"{ref.seconds:.4f}",
-                 f"x{ref.seconds / max(sol.seconds, 1e-12):.0f} faster"))
+    rows.append(
+        (
+            "solve time [s]",
+            f"{sol.seconds:.4f}",
+            f"{ref.seconds:.4f}",
+            f"x{ref.seconds / max(sol.seconds, 1e-12):.0f} faster",
+        )
+    )
     data = {
         "dual": sol.to_dict(),
-        "cvxpy": {"primal_value": ref.primal_value, "lam": ref.lam.tolist(),
-                  "slack": ref.slack.tolist(), "seconds": ref.seconds, "solver": ref.solver,
-                  "status": ref.status},
+        "cvxpy": {
+            "primal_value": ref.primal_value,
+            "lam": ref.lam.tolist(),
+            "slack": ref.slack.tolist(),
+            "seconds": ref.seconds,
+            "solver": ref.solver,
+            "status": ref.status,
+        },
         "abs_diff_primal": abs(sol.primal_value - ref.primal_value),
         "max_abs_diff_lam": float(np.max(np.abs(sol.lam - ref.lam), initial=0.0)),
     }

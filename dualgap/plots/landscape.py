@@ -17,8 +17,9 @@ def _slice_grid(center: float, span: float, n: int) -> np.ndarray:
     return np.linspace(0.0, max(2.0 * center, center + span), n)
 
 
-def plot_dual_landscape(problem: AlignmentProblem, solution: DualSolution,
-                        path: str | Path | None = None, n: int = 41):
+def plot_dual_landscape(
+    problem: AlignmentProblem, solution: DualSolution, path: str | Path | None = None, n: int = 41
+):
     """Two panels: ``D`` near ``lam*`` (contours for ``m = 2``, 1-D slices otherwise) and the
     slack ``E_rho E_{pi_lam} h_i`` along the slice through ``lam*`` in coordinate ``i``
     (it crosses zero at ``lam*_i`` when constraint ``i`` is active).  Saved to ``path`` if given.

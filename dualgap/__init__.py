@@ -74,7 +74,7 @@ __all__ = [
 
 # submodules that import torch or heavy stacks: loaded on first attribute access
 _LAZY_SUBMODULES = {"policies", "gaps", "theory", "algorithms", "testing", "plots", "instances",
-                    "llm"}
+                    "empirical", "llm"}
 
 
 def __getattr__(name: str):

@@ -17,7 +17,9 @@ import sys
 #: command modules, in the order they appear in ``--help``
 COMMAND_MODULES = [
     "dualgap.commands.core",
+    "dualgap.commands.report",
     "dualgap.commands.llm",
+    "dualgap.commands.run",
 ]
 
 

@@ -1,0 +1,143 @@
+"""Primal-dual gradient methods: the Safe RLHF family (SPEC §3).
+
+One gradient step on the policy parameters and one on the multiplier per iteration::
+
+    theta_{t+1} = theta_t + alpha grad_theta L(pi_theta_t, lam_t)          (plain gradient
+                                                                            ascent, or Adam)
+    simultaneous:  lam_{t+1} = update(lam_t, u(theta_t),     eta)
+    alternating:   lam_{t+1} = update(lam_t, u(theta_{t+1}), eta)
+
+with ``u(theta) = E_rho E_{pi_theta} h`` (exact, or from ``N`` samples per prompt) and
+``update`` the linear (``[lam - eta u]_+``), log-parametrized (``lam exp(-eta lam u)``) or PID
+multiplier of :mod:`dualgap.algorithms.multipliers`.  Unlike CAID the policy never approaches
+the Lagrangian maximizer before the multiplier moves, and the last iterate can cycle around the
+saddle point instead of converging (Safe RLHF reports the oscillations; the linearization
+``theta' = theta + alpha(-a theta + b lam), lam' = lam - eta b theta`` has spectral radius
+``sqrt(1 + alpha (eta b^2 - a)) > 1`` when ``eta b^2 > a``).
+
+Record ``t`` is ``(lam_t, pi_theta_t)``; ``record_every`` thins the records of long runs
+(the first and last records are always kept).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from ..problem import AlignmentProblem
+from ..solver import DualSolution
+from .dual_descent import check_lam0, check_positive_int, exact_summary, progress_range
+from .estimators import estimate_slack
+from .multipliers import MULTIPLIER_KINDS, make_multiplier
+from .trajectory import Trajectory, TrajectoryRecorder
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+__all__ = ["primal_dual", "PRIMAL_DUAL_MODES", "PRIMAL_OPTIMIZERS"]
+
+PRIMAL_DUAL_MODES = ("simultaneous", "alternating")
+PRIMAL_OPTIMIZERS = ("sgd", "adam")
+
+
+def _positive(name: str, v: float) -> float:
+    v = float(v)
+    if not (np.isfinite(v) and v > 0):
+        raise ValueError(f"{name}: must be a positive float, got {v!r}")
+    return v
+
+
+def primal_dual(
+    problem: AlignmentProblem,
+    policy_class,
+    *,
+    iterations: int = 1000,
+    primal_lr: float = 0.5,
+    dual_step: float = 0.5,
+    mode: str = "simultaneous",
+    multiplier: str = "linear",
+    kp: float = 0.0,
+    kd: float = 0.0,
+    optimizer: str = "sgd",
+    samples: int | None = None,
+    lam0: object = None,
+    theta0: torch.Tensor | None = None,
+    seed: int | None = 0,
+    record_every: int = 1,
+    exact_solution: DualSolution | dict | None = None,
+    feas_tol: float = 1e-6,
+    progress: bool = False,
+) -> Trajectory:
+    """Gradient descent-ascent on ``L(pi_theta, lam)`` (see the module docstring).
+
+    Args:
+        problem: the instance.
+        policy_class: a :class:`dualgap.policies.PolicyClass`.
+        iterations: ``T`` joint steps.
+        primal_lr: ``alpha``.
+        dual_step: ``eta`` (the integral gain of the PID multiplier).
+        mode: ``"simultaneous"`` or ``"alternating"``.
+        multiplier: ``"linear"``, ``"log"`` or ``"pid"`` (gains ``kp``, ``kd`` in units of eta).
+        optimizer: ``"sgd"`` (plain gradient ascent) or ``"adam"`` for theta.
+        samples: ``N`` samples per prompt for ``u`` (None: exact).
+        lam0: the starting multiplier (default 0 for linear/PID, 1 for log, whose 0 is
+            absorbing).
+        theta0: starting parameters (default ``policy_class.init_params()``, i.e. pi_ref).
+        seed: for the samples.
+        record_every: keep every k-th record.
+    """
+    import torch
+
+    from ..gaps import policy_terms
+
+    if mode not in PRIMAL_DUAL_MODES:
+        raise ValueError(f"mode: must be one of {PRIMAL_DUAL_MODES}, got {mode!r}")
+    if optimizer not in PRIMAL_OPTIMIZERS:
+        raise ValueError(f"optimizer: must be one of {PRIMAL_OPTIMIZERS}, got {optimizer!r}")
+    if multiplier not in MULTIPLIER_KINDS:
+        raise ValueError(f"multiplier: must be one of {MULTIPLIER_KINDS}, got {multiplier!r}")
+    T = check_positive_int("iterations", iterations, minimum=0)
+    every = check_positive_int("record_every", record_every)
+    samples = check_positive_int("samples", samples, allow_none=True)
+    alpha, eta = _positive("primal_lr", primal_lr), _positive("dual_step", dual_step)
+    if lam0 is None and multiplier == "log":
+        lam0 = np.ones(problem.num_constraints)
+    mult = make_multiplier(multiplier, check_lam0(problem, lam0), kp, kd)
+    theta = (policy_class.init_params() if theta0 is None
+             else policy_class.check_params(theta0)).detach().clone().requires_grad_(True)
+    opt = (torch.optim.SGD([theta], lr=alpha) if optimizer == "sgd"
+           else torch.optim.Adam([theta], lr=alpha))
+    rng = np.random.default_rng(seed)
+    config = {"iterations": T, "primal_lr": alpha, "dual_step": eta, "mode": mode,
+              "multiplier": multiplier, "kp": kp, "kd": kd, "optimizer": optimizer,
+              "samples": samples, "lam0": mult.lam.tolist(), "seed": seed,
+              "record_every": every, "policy_class": repr(policy_class)}
+    rec = TrajectoryRecorder(problem, "primal_dual", config, exact_summary(exact_solution),
+                             feas_tol)
+
+    def slack_at(th: torch.Tensor, exact: torch.Tensor) -> np.ndarray:
+        """``u`` at ``th``: the exact slack of the forward pass, or a sampled estimate."""
+        if samples is None:
+            return exact.detach().numpy().copy()
+        return estimate_slack(problem, policy_class.policy(th.detach()), samples, rng)
+
+    lam = mult.lam
+    for t in progress_range(T, progress, f"primal-dual ({mode})"):
+        lam_t = torch.as_tensor(lam, dtype=theta.dtype)
+        opt.zero_grad()
+        J, s = policy_terms(problem, policy_class, theta)  # at theta_t
+        used = slack_at(theta, s) if mode == "simultaneous" else None
+        keep = t % every == 0
+        policy_t = policy_class.policy(theta.detach()) if keep else None
+        (-(J + lam_t @ s)).backward()  # minimize -L: gradient ascent on theta
+        opt.step()
+        if used is None:  # alternating: u at theta_{t+1}
+            with torch.no_grad():
+                _, s_next = policy_terms(problem, policy_class, theta)
+            used = slack_at(theta, s_next)
+        if keep:
+            rec.record(lam, policy_t, direction=used)
+        lam = mult.update(used, eta)
+    rec.record(lam, policy_class.policy(theta.detach()))
+    return rec.finish(theta=theta.detach().clone())

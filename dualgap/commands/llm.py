@@ -1,0 +1,122 @@
+"""``dualgap llm {train,resume,evaluate}``: CAID and its baselines on Hugging Face models.
+
+    dualgap llm train --config tiny --output-dir runs/tiny
+    dualgap llm train --config pku_saferlhf_30k --set constraints.0.threshold=5 --output-dir runs/b5
+    torchrun --nproc_per_node 2 -m dualgap.cli llm train --config tiny --output-dir runs/tiny2
+    dualgap llm resume runs/b5
+    dualgap llm evaluate runs/b5 --against runs/one-shot-b5
+    dualgap llm train --help-config        # every config key with its type, default and help
+
+Registration imports nothing heavy; torch, transformers and TRL load inside the handlers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("llm", help="CAID and baselines on language models (dualgap.llm)",
+                       description="Constrained alignment of Hugging Face models with CAID "
+                       "(train, resume, evaluate). Shipped configs: tiny, pku_saferlhf_30k, "
+                       "hh_rlhf_two_constraints.")
+    llm = p.add_subparsers(dest="llm_command", required=True, metavar="SUBCOMMAND")
+
+    t = llm.add_parser("train", help="start a run",
+                       description="Start a run: method caid, one-shot, dpo-helpful or dpo-safe "
+                       "(the config's `method`, or --set method=...).")
+    t.add_argument("--config", help="a shipped config name (tiny, pku_saferlhf_30k, "
+                   "hh_rlhf_two_constraints) or a YAML file")
+    t.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key (dotted; list items by index), repeatable")
+    t.add_argument("--output-dir", help="run directory (must not hold a run)")
+    t.add_argument("--stop-after", type=int, default=None, metavar="N",
+                   help="stop after N policy steps (resume later)")
+    t.add_argument("--no-progress", action="store_true", help="no progress bars")
+    t.add_argument("--help-config", action="store_true",
+                   help="list every config key with its type, default and help, and exit")
+    t.set_defaults(func=_train)
+
+    r = llm.add_parser("resume", help="continue a run from its last finished step")
+    r.add_argument("directory", help="run directory")
+    r.add_argument("--stop-after", type=int, default=None, metavar="N",
+                   help="stop after N policy steps in total")
+    r.add_argument("--no-progress", action="store_true", help="no progress bars")
+    r.set_defaults(func=_resume)
+
+    e = llm.add_parser("evaluate", help="improvements over pi_ref with 95%% CIs, win rates, "
+                       "figures")
+    e.add_argument("directory", help="run directory")
+    e.add_argument("--against", action="append", default=[], metavar="DIR",
+                   help="another run to compare with (win rates; repeatable)")
+    e.add_argument("--json", action="store_true", help="print the summary as JSON")
+    e.add_argument("--no-figures", action="store_true", help="skip the figures")
+    e.add_argument("--no-progress", action="store_true", help="no progress bars")
+    e.set_defaults(func=_evaluate)
+
+    from dualgap.llm.synthetic.cli import add_synthetic_parser  # argparse only (issue 6)
+
+    add_synthetic_parser(llm)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from dualgap.llm.config import describe_config
+
+    if args.help_config:
+        print("\n".join(describe_config()))
+        return 0
+    if not args.config or not args.output_dir:
+        raise ValueError("train: --config and --output-dir are required")
+    from dualgap.llm.distributed import shutdown_distributed
+    from dualgap.llm.run import RunStopped, train
+
+    try:
+        run = train(args.config, args.output_dir, overrides=args.overrides,
+                    stop_after=args.stop_after, progress=not args.no_progress)
+    except RunStopped as exc:
+        print(str(exc))
+        shutdown_distributed()
+        return 0
+    _report(run.directory)
+    shutdown_distributed()
+    return 0
+
+
+def _resume(args: argparse.Namespace) -> int:
+    from dualgap.llm.distributed import shutdown_distributed
+    from dualgap.llm.run import RunStopped, resume
+
+    try:
+        run = resume(args.directory, stop_after=args.stop_after, progress=not args.no_progress)
+    except RunStopped as exc:
+        print(str(exc))
+        shutdown_distributed()
+        return 0
+    _report(run.directory)
+    shutdown_distributed()
+    return 0
+
+
+def _report(directory) -> None:
+    from dualgap.llm.distributed import is_main
+    from dualgap.llm.run import read_jsonl
+
+    if not is_main():
+        return
+    for rec in read_jsonl(directory / "lam_history.jsonl"):
+        print(f"{rec['stage']:>8}: lam = {rec['lam']}"
+              + (f", slack = {rec['slack']}" if "slack" in rec else ""))
+    print(f"run finished: {directory}")
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from dualgap.llm.distributed import is_main, shutdown_distributed
+    from dualgap.llm.evaluate import evaluate, format_summary
+
+    summary = evaluate(args.directory, against=args.against, figures=not args.no_figures,
+                       progress=not args.no_progress)
+    if is_main():
+        print(json.dumps(summary, indent=1) if args.json else format_summary(summary))
+    shutdown_distributed()
+    return 0

@@ -1,0 +1,109 @@
+"""The dual on LLM scores: reference statistics, the one-shot multiplier, the online dual step.
+
+No second dual here: the one-shot ``lam`` is :func:`dualgap.solve` on the empirical instance of
+``N`` prompts x ``K`` reference samples with weights ``1/K``
+(:func:`dualgap.empirical.empirical_problem_from_scores`), whose relative constraints use
+``E_ref g`` estimated from the same samples, as in the paper.
+
+Shapes: ``reward (N, K)``, ``utilities (m, N, K)``, ``thresholds (m,)``, ``lam (m,)``.
+Numpy only (the scores arrive as float64 arrays, already gathered from every process).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from ..dual import dual_hessian
+from ..empirical import empirical_problem_from_scores
+from ..problem import AlignmentProblem
+from ..solver import DualSolution, solve
+
+__all__ = ["reference_statistics", "empirical_instance", "one_shot_multiplier", "dual_step",
+           "auto_step_size"]
+
+
+def _utilities(utilities: np.ndarray) -> np.ndarray:
+    g = np.asarray(utilities, dtype=np.float64)
+    if g.ndim != 3:
+        raise ValueError(f"utilities: expected shape (m, N, K), got {g.shape}")
+    if not np.isfinite(g).all():
+        raise ValueError("utilities: non-finite scores")
+    return g
+
+
+def reference_statistics(utilities: np.ndarray) -> np.ndarray:
+    """``E_ref g_i ~= (1/(N K)) sum_{x,k} g_i(x, y_{x,k})`` from K samples per prompt, ``(m,)``.
+
+    The same estimator gives ``E_pi g`` from samples of the current policy.
+    """
+    g = _utilities(utilities)
+    return g.mean(axis=(1, 2))
+
+
+def empirical_instance(reward: np.ndarray, utilities: np.ndarray, thresholds: Sequence[float],
+                       beta: float, names: Sequence[str] | None = None) -> AlignmentProblem:
+    """The empirical instance: responses = the K reference samples, ``pi_ref = 1/K`` each,
+    relative constraints ``E_pi g - E_ref g >= b``."""
+    return empirical_problem_from_scores(
+        np.asarray(reward, dtype=np.float64), _utilities(utilities),
+        np.asarray(thresholds, dtype=np.float64), beta, relative=True,
+        names=tuple(names) if names is not None else None)
+
+
+def one_shot_multiplier(reward: np.ndarray, utilities: np.ndarray, thresholds: Sequence[float],
+                        beta: float, names: Sequence[str] | None = None,
+                        tol: float = 1e-10) -> DualSolution:
+    """``lam_hat = argmin_{lam >= 0} D_hat(lam)`` by :func:`dualgap.solve` on
+    :func:`empirical_instance` (raises :class:`dualgap.InfeasibleError` when no reweighting of
+    the reference samples meets the thresholds)."""
+    return solve(empirical_instance(reward, utilities, thresholds, beta, names), tol=tol)
+
+
+def dual_step(lam: Sequence[float], policy_utilities: Sequence[float],
+              reference_utilities: Sequence[float], thresholds: Sequence[float],
+              step_size: float) -> np.ndarray:
+    """One projected dual subgradient step, for any number ``m`` of constraints::
+
+        lam <- [lam - eta (E_pi g - E_ref g - b)]_+
+
+    ``E_pi g - E_ref g - b`` is the estimated constraint slack of the current policy (a
+    subgradient of the dual at ``lam``): a violated constraint (negative slack) raises its
+    multiplier, a satisfied one lowers it, never below 0.
+    """
+    lam = np.asarray(lam, dtype=np.float64).reshape(-1)
+    m = lam.shape[0]
+    arrays = {"policy_utilities": policy_utilities, "reference_utilities": reference_utilities,
+              "thresholds": thresholds}
+    vals = {}
+    for k, v in arrays.items():
+        a = np.asarray(v, dtype=np.float64).reshape(-1)
+        if a.shape != (m,):
+            raise ValueError(f"{k}: shape {a.shape} does not match lam {lam.shape}")
+        vals[k] = a
+    if (lam < 0).any() or not np.isfinite(lam).all():
+        raise ValueError(f"lam: must be finite and >= 0, got {lam!r}")
+    if not np.isfinite(step_size) or step_size < 0:
+        raise ValueError(f"step_size: must be finite and >= 0, got {step_size!r}")
+    slack = vals["policy_utilities"] - vals["reference_utilities"] - vals["thresholds"]
+    return np.maximum(lam - step_size * slack, 0.0)
+
+
+def auto_step_size(problem: AlignmentProblem, lam: Sequence[float]) -> float:
+    """``eta = 1 / lambda_max(hess D_hat(lam))`` with ``hess D_hat = (1/beta) E Cov_{pi_lam}(g)``
+    (the exact Hessian of the empirical dual from :func:`dualgap.dual_hessian`).
+
+    A local rule.  At the practical start, ``lam`` is the one-shot multiplier (the minimizer of
+    ``D_hat``), so ``eta`` is the inverse curvature where the iterates live: one unit of slack
+    moves ``lam`` by a Newton-sized step, and ``eta = 1/L < 2/L`` is stable where ``D_hat`` is
+    about that curved.  At a literal start from ``lam_init = 0`` the curvature can grow on the
+    way to ``lam*`` (x4.4 in ``tests/llm/test_llm_dual.py``); ``1/curvature(0)`` then exceeds
+    ``2 / L_D`` near ``lam*`` and exact dual steps cycle: give a number there.
+    """
+    H = dual_hessian(problem, lam)
+    top = float(np.linalg.eigvalsh(H).max()) if H.size else 0.0
+    if not np.isfinite(top) or top <= 0:
+        raise ValueError("dual.step_size: 'auto' needs utilities that vary across the reference "
+                         "samples (the empirical dual has zero curvature); set a number")
+    return 1.0 / top

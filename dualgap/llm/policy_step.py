@@ -1,0 +1,140 @@
+"""The policy step: DPO through TRL's ``DPOTrainer`` (tested with trl 1.16, transformers 5.24).
+
+Iteration ``t`` starts from the previous iterate ``theta_{t-1}`` (or ``pi_ref``) and always uses
+``pi_ref`` as the DPO reference, so that the optimum of the step is
+``pi ∝ pi_ref exp(r_lam / beta)`` for the labels' ``r_lam``:
+
+    loss = -E log sigmoid(beta [log pi/pi_ref (y_w) - log pi/pi_ref (y_l)])     (TRL "sigmoid")
+
+With LoRA, the adapter of ``theta_{t-1}`` is loaded trainable on the base model and the base
+model (adapters off) is ``pi_ref``; the paper's LoRA is r 8, alpha 16, dropout 0.05 on a 4-bit
+base (``load_in_4bit`` when bitsandbytes and CUDA are available).
+
+``TrainSettings.batch_size`` is the *global* batch: each of ``W`` processes gets
+``batch_size / (W * gradient_accumulation_steps)`` pairs per micro-batch, so one process and
+several take the same optimizer steps on the same pairs (accelerate's seedable sampler deals
+the batches; the last incomplete batch is dropped in both cases).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from .config import LoraSettings, TrainSettings
+
+__all__ = ["dpo_step", "make_dpo_config"]
+
+
+def make_dpo_config(settings: TrainSettings, beta: float, output_dir: str | Path, seed: int,
+                    world: int = 1, progress: bool = True):
+    """The ``DPOConfig`` of one policy step (per-device batch from the global batch)."""
+    import torch
+    from trl import DPOConfig
+
+    per = settings.batch_size // (world * settings.gradient_accumulation_steps)
+    if per < 1 or per * world * settings.gradient_accumulation_steps != settings.batch_size:
+        raise ValueError(
+            f"train.batch_size: {settings.batch_size} is not divisible by world size {world} x "
+            f"gradient_accumulation_steps {settings.gradient_accumulation_steps}")
+    cuda = torch.cuda.is_available()
+    return DPOConfig(
+        output_dir=str(output_dir), beta=beta, loss_type=list(settings.loss_type),
+        learning_rate=settings.learning_rate, lr_scheduler_type=settings.lr_scheduler_type,
+        warmup_steps=settings.warmup_steps, num_train_epochs=settings.epochs_per_iteration,
+        per_device_train_batch_size=per,
+        gradient_accumulation_steps=settings.gradient_accumulation_steps,
+        max_length=settings.max_length, gradient_checkpointing=settings.gradient_checkpointing,
+        bf16=bool(settings.bf16 and cuda), use_cpu=not cuda, seed=seed, data_seed=seed,
+        logging_steps=settings.logging_steps, report_to=list(settings.report_to),
+        save_strategy="no", dataloader_drop_last=True, disable_tqdm=not progress,
+        ddp_find_unused_parameters=False,
+    )
+
+
+def _lora_config(lora: LoraSettings):
+    from peft import LoraConfig
+
+    return LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+                      target_modules=lora.target_modules, task_type="CAUSAL_LM")
+
+
+def _load(path: str | Path, dtype: str, lora: LoraSettings, revision: str | None = None):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    kwargs: dict[str, Any] = {"dtype": getattr(torch, dtype)}
+    if revision is not None:
+        kwargs["revision"] = revision
+    if lora.enabled and lora.load_in_4bit:
+        import importlib.util
+
+        if importlib.util.find_spec("bitsandbytes") is None or not torch.cuda.is_available():
+            raise ValueError("policy.lora.load_in_4bit: needs bitsandbytes and CUDA")
+        from transformers import BitsAndBytesConfig
+
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4",
+            bnb_4bit_compute_dtype=torch.bfloat16)
+    return AutoModelForCausalLM.from_pretrained(str(path), **kwargs)
+
+
+def dpo_step(records: dict[str, list[str]], start: str | Path, reference: str | Path,
+             tokenizer: Any, output_dir: str | Path, settings: TrainSettings, beta: float,
+             seed: int, lora: LoraSettings | None = None, dtype: str = "float32",
+             reference_revision: str | None = None, progress: bool = True,
+             callbacks: list[Any] | None = None) -> dict[str, Any]:
+    """Run one DPO policy step and save the new iterate to ``output_dir``.
+
+    Args:
+        records: ``{"prompt", "chosen", "rejected"}`` columns (TRL's standard form).
+        start: the previous iterate (full checkpoint or LoRA adapter directory), or ``pi_ref``.
+        reference: ``pi_ref`` (the DPO reference, and the LoRA base).
+
+    Returns:
+        ``{"train_loss", "seconds", "steps", "world_size", "per_device_train_batch_size",
+        "log_history"}``.
+    """
+    from datasets import Dataset
+    from trl import DPOTrainer
+
+    from .distributed import world_size
+    from .generation import is_adapter_dir
+
+    lora = lora or LoraSettings()
+    output_dir = Path(output_dir)
+    args = make_dpo_config(settings, beta, output_dir.with_name(output_dir.name + ".work"), seed,
+                           world_size(), progress)
+    dataset = Dataset.from_dict(records)
+    peft_config = None
+    t0 = time.perf_counter()
+    if lora.enabled:
+        base = _load(reference, dtype, lora, reference_revision)
+        if is_adapter_dir(start):
+            from peft import PeftModel
+
+            model = PeftModel.from_pretrained(base, str(start), is_trainable=True)
+        else:
+            model, peft_config = base, _lora_config(lora)
+        ref_model = _load(reference, dtype, lora, reference_revision)
+    else:
+        model = _load(start, dtype, lora, None if start != reference else reference_revision)
+        ref_model = _load(reference, dtype, lora, reference_revision)
+    trainer = DPOTrainer(model=model, ref_model=ref_model, args=args, train_dataset=dataset,
+                         processing_class=tokenizer, peft_config=peft_config,
+                         callbacks=callbacks)
+    if not progress:  # no per-step log lines either
+        from transformers.trainer_callback import PrinterCallback
+
+        trainer.remove_callback(PrinterCallback)
+    result = trainer.train()
+    trainer.save_model(str(output_dir))
+    return {
+        "train_loss": float(result.training_loss),
+        "seconds": time.perf_counter() - t0,
+        "steps": int(trainer.state.global_step),
+        "world_size": int(trainer.args.world_size),
+        "per_device_train_batch_size": int(trainer.args.per_device_train_batch_size),
+        "log_history": trainer.state.log_history,
+    }

@@ -1,0 +1,98 @@
+"""Parametrization and optimality gaps against ``nu`` (log-log), with the theory's bounds."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["plot_gaps_vs_nu", "plot_report_bounds"]
+
+
+def _plt(path):
+    import matplotlib
+
+    if path is not None:
+        matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _finish(fig, path):
+    fig.tight_layout()
+    if path is not None:
+        fig.savefig(path, dpi=110)
+    return fig
+
+
+def plot_gaps_vs_nu(nu: Sequence[float], measured: Mapping[str, Sequence[float]],
+                    bounds: Mapping[str, Sequence[float]] | None = None,
+                    reference_slopes: Sequence[float] = (0.5, 1.0, 2.0), ax=None,
+                    path: str | Path | None = None, title: str = "",
+                    ylabel: str = "gap", floor: float = 1e-16):
+    """Log-log: each measured gap (markers, with its fitted slope in the legend) and each
+    bound (dashed) against ``nu``; faint guide lines of the ``reference_slopes``.
+
+    ``measured`` and ``bounds`` map labels to arrays of the same length as ``nu``; values are
+    plotted as ``max(|v|, floor)`` (a measured gap of exactly 0 sits on the floor).
+    """
+    from ..theory import fit_slope
+
+    x = np.asarray(nu, dtype=np.float64)
+    plt = _plt(path)
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(6.4, 4.6))
+    else:
+        fig = ax.figure
+    ys = []
+    for k, (label, vals) in enumerate(measured.items()):
+        y = np.abs(np.asarray(vals, dtype=np.float64))
+        if y.shape != x.shape:
+            raise ValueError(f"measured[{label!r}]: shape {y.shape} does not match nu {x.shape}")
+        slope, _ = fit_slope(x, y)
+        ax.loglog(x, np.maximum(y, floor), "o-", color=f"C{k}", ms=4, lw=1,
+                  label=f"{label} (slope {slope:.2f})")
+        ys.append(y)
+    for k, (label, vals) in enumerate((bounds or {}).items()):
+        y = np.asarray(vals, dtype=np.float64)
+        if y.shape != x.shape:
+            raise ValueError(f"bounds[{label!r}]: shape {y.shape} does not match nu {x.shape}")
+        ax.loglog(x, np.maximum(y, floor), "--", color=f"C{k}", lw=1.2, label=label)
+    pos = x[x > 0]
+    if pos.size and ys:
+        y_all = np.concatenate([y[y > floor] for y in ys] or [np.ones(1)])
+        anchor = float(np.median(y_all)) if y_all.size else 1.0
+        xm = float(np.exp(np.mean(np.log(pos))))
+        for s in reference_slopes:
+            ax.loglog(pos, anchor * (pos / xm) ** s, color="0.75", lw=0.8, zorder=0)
+            ax.annotate(f"ν^{s:g}", (pos[-1], anchor * (pos[-1] / xm) ** s), fontsize=7,
+                        color="0.5")
+    ax.set_xlabel("parametrization gap ν")
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title)
+    ax.legend(fontsize=7)
+    return _finish(fig, path)
+
+
+def plot_report_bounds(report, ax=None, path: str | Path | None = None):
+    """One :class:`~dualgap.theory.GapReport`: each checked row as ``measured / bound``
+    (bars; below 1 means the bound holds), with the failing rows in red."""
+    rows = [r for r in report.rows if r.bound is not None and np.isfinite(r.bound)
+            and r.bound > 0]
+    plt = _plt(path)
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(7.0, 0.32 * max(len(rows), 3) + 1.2))
+    else:
+        fig = ax.figure
+    ratio = np.array([max(abs(r.measured), 1e-18) / r.bound for r in rows])
+    colors = ["C3" if r.holds is False else "C0" for r in rows]
+    ax.barh(np.arange(len(rows)), ratio, color=colors)
+    ax.set_yticks(np.arange(len(rows)), [r.statement for r in rows], fontsize=7)
+    ax.set_xscale("log")
+    ax.axvline(1.0, color="k", lw=1)
+    ax.invert_yaxis()
+    ax.set_xlabel("|measured| / bound  (< 1: the bound holds)")
+    return _finish(fig, path)

@@ -1,0 +1,136 @@
+"""The synthetic language (``dualgap.llm.synthetic``): the pipeline's iterates beside the exact
+answer, and the theory's gaps against ``nu`` across transformer capacities.
+
+Both functions take a :class:`dualgap.llm.synthetic.experiment.Comparison` (duck-typed: this
+module imports numpy and matplotlib only), an optional ``path`` to save to, and return the
+``Figure``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["plot_pipeline_vs_exact", "plot_capacity_sweep"]
+
+_MARKERS = {"caid": "o", "one-shot": "s"}
+
+
+def _plt(path: str | Path | None):
+    import matplotlib
+
+    if path is not None:
+        matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def _finish(fig, path: str | Path | None):
+    fig.tight_layout()
+    if path is not None:
+        fig.savefig(path, dpi=110)
+    return fig
+
+
+def plot_pipeline_vs_exact(comparison: Any, path: str | Path | None = None):
+    """Three panels over the policy steps ``t`` of each pipeline run: ``lam_t`` (``lam*``
+    dashed, ``lam*_p`` of the reference class dotted), the exact ``J(pi_t)`` (``P*`` dashed)
+    and the exact slack ``E_rho E_{pi_t} h_i`` (filled) with the pipeline's sampled estimate of
+    it (hollow), 0 dashed."""
+    plt = _plt(path)
+    sol = comparison.task.solution
+    names = comparison.task.problem.names
+    fig, axes = plt.subplots(1, 3, figsize=(13.5, 3.9))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for k, (meth, tr) in enumerate(comparison.traces.items()):
+        c = colors[k % len(colors)]
+        mk = _MARKERS.get(meth, "^")
+        t = np.array([it.iteration for it in tr.iterates])
+        lam = np.array([it.lam for it in tr.iterates])  # size = (T, m)
+        slack = np.array([it.slack for it in tr.iterates])
+        est = [it.slack_estimate for it in tr.iterates]
+        for i in range(lam.shape[1]):
+            ls = "-" if i == 0 else "--"
+            axes[0].plot(t, lam[:, i], ls, marker=mk, color=c, label=f"{meth} {names[i]}")
+            axes[2].plot(t, slack[:, i], ls, marker=mk, color=c, label=f"{meth} {names[i]}")
+            te = [tt for tt, e in zip(t, est, strict=True) if e is not None]
+            ve = [e[i] for e in est if e is not None]
+            if te:
+                axes[2].plot(te, ve, linestyle="none", marker=mk, mfc="none", color=c,
+                             label=f"{meth} (pipeline estimate)" if i == 0 else None)
+        axes[1].plot(t, [it.objective for it in tr.iterates], marker=mk, color=c, label=meth)
+    for i, v in enumerate(sol.lam):
+        axes[0].axhline(v, color="k", ls="--", lw=1, label="lam*" if i == 0 else None)
+    if comparison.classes:
+        for i, v in enumerate(comparison.classes[0].lam_p):
+            axes[0].axhline(v, color="gray", ls=":", lw=1.2,
+                            label="lam*_p (estimate)" if i == 0 else None)
+    axes[1].axhline(sol.primal_value, color="k", ls="--", lw=1, label="P*")
+    axes[2].axhline(0.0, color="k", ls="--", lw=1)
+    axes[0].set(xlabel="policy step t", ylabel="multiplier", title="lam_t (pipeline)")
+    axes[1].set(xlabel="policy step t", ylabel="J(pi_t)", title="objective (exact)")
+    axes[2].set(xlabel="policy step t", ylabel="E h at pi_t",
+                title="constraint slack (exact / sampled)")
+    for ax in axes:
+        ax.legend(fontsize=7)
+        ax.grid(alpha=0.3)
+    return _finish(fig, path)
+
+
+def plot_capacity_sweep(comparison: Any, path: str | Path | None = None):
+    """Left: the exact dual ``D(lam)`` and each class's lower estimates of ``D_p(lam)`` (m = 1:
+    against ``lam``; otherwise against ``||lam||_1``).  Right (log-log): for each class, the
+    measured ``|D*_p - P*|``, ``||lam*_p - lam*||`` and ``D(lam*) - D_p(lam*)`` against its
+    ``nu`` (filled) beside their bounds (hollow, same colour)."""
+    from dualgap.dual import dual_value
+
+    plt = _plt(path)
+    pb, sol = comparison.task.problem, comparison.task.solution
+    fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(11.5, 4.3))
+    classes = list(comparison.classes)
+    top = max(float(np.abs(c.lams).sum(axis=1).max()) for c in classes) if classes else 1.0
+    top = max(top, 2.0 * float(sol.lam.sum()), 1e-3)
+    grid = np.linspace(0.0, 1.1 * top, 80)
+    if pb.num_constraints == 1:
+        ax0.plot(grid, [dual_value(pb, [g]) for g in grid], "k-", lw=1.5, label="D(lam) exact")
+    else:
+        direction = sol.lam / max(sol.lam.sum(), 1e-12)
+        ax0.plot(grid, [dual_value(pb, g * direction) for g in grid], "k-", lw=1.5,
+                 label="D along lam*")
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for k, c in enumerate(classes):
+        col = colors[k % len(colors)]
+        x = c.lams[:, 0] if pb.num_constraints == 1 else np.abs(c.lams).sum(axis=1)
+        order = np.argsort(x)
+        ax0.plot(x[order], c.dual_p[order], "o--", color=col, ms=4,
+                 label=f"D_p lower est. {c.arch.label()} (nu {c.nu:.2g})")
+    ax0.axvline(float(sol.lam.sum()), color="k", ls=":", lw=1)
+    ax0.set(xlabel="lam" if pb.num_constraints == 1 else "||lam||_1", ylabel="dual value",
+            title="dual and parametrized dual")
+    ax0.legend(fontsize=7)
+    ax0.grid(alpha=0.3)
+    kinds = (("Theorem 2 (upper)", "|D*_p - P*|", "o"), ("Lemma 4", "|lam*_p - lam*|", "s"),
+             ("Lemma 3 at lam*", "D(lam*) - D_p(lam*)", "^"))
+    for stmt, label, mk in kinds:
+        nus, meas, bnds = [], [], []
+        for c in classes:
+            rows = [r for r in c.rows if r.statement == stmt]
+            if not rows:
+                continue
+            nus.append(c.nu)
+            meas.append(abs(rows[0].measured))
+            bnds.append(rows[0].bound if rows[0].bound is not None else np.nan)
+        if not nus:
+            continue
+        line = ax1.loglog(nus, np.maximum(meas, 1e-12), marker=mk, ls="none",
+                          label=f"{label} measured")[0]
+        ax1.loglog(nus, bnds, marker=mk, ls="none", mfc="none", color=line.get_color(),
+                   label=f"{label} bound")
+    ax1.set(xlabel="nu (distillation gap of the class)", ylabel="gap",
+            title="gaps against nu across capacities")
+    ax1.legend(fontsize=7)
+    ax1.grid(alpha=0.3, which="both")
+    return _finish(fig, path)
+

@@ -1,0 +1,90 @@
+"""Config dataclasses: YAML, --set overrides, unknown keys, shipped configs."""
+
+from __future__ import annotations
+
+import pytest
+
+from dualgap.llm.config import (
+    RunConfig,
+    config_from_dict,
+    config_to_dict,
+    describe_config,
+    load_config,
+    save_config,
+    shipped_configs,
+)
+
+
+def test_shipped_configs_load():
+    names = set(shipped_configs())
+    assert {"tiny", "pku_saferlhf_30k", "hh_rlhf_two_constraints"} <= names
+    for name in names:
+        cfg = load_config(name)
+        assert isinstance(cfg, RunConfig)
+    paper = load_config("pku_saferlhf_30k")
+    assert paper.beta == 0.1 and paper.iterations == 4
+    assert paper.train.learning_rate == 5e-4 and paper.train.lr_scheduler_type == "cosine"
+    assert paper.train.warmup_steps == 100 and paper.train.max_length == 512
+    assert paper.dual.num_prompts == 600 and paper.dual.samples_per_prompt == 64
+    assert paper.generation.temperature == 1.0 and paper.generation.top_p == 0.9
+    assert paper.generation.max_new_tokens == 512
+    lora = paper.policy.lora
+    assert (lora.enabled, lora.r, lora.alpha, lora.dropout) == (True, 8, 16, 0.05)
+    # the cost model becomes a utility by negation
+    (c,) = paper.constraints
+    assert c.scorer.kind == "score-model" and c.scorer.negate
+    assert paper.reward.kind == "score-model" and not paper.reward.negate
+    two = load_config("hh_rlhf_two_constraints")
+    assert len(two.constraints) == 2 and two.iterations == 3 and two.train.learning_rate == 5e-5
+
+
+def test_overrides_and_types():
+    cfg = load_config("tiny", ["dual.step_size=0.5", "constraints.0.threshold=1e-1",
+                               "train.learning_rate=1e-6", "method=one-shot",
+                               "train.report_to=[tensorboard]"])
+    assert cfg.dual.step_size == 0.5
+    assert cfg.constraints[0].threshold == pytest.approx(0.1)
+    assert cfg.train.learning_rate == 1e-6  # YAML reads 1e-6 as a string: coerced for a float
+    assert cfg.method == "one-shot" and cfg.train.report_to == ["tensorboard"]
+
+
+@pytest.mark.parametrize("override, message", [
+    ("dual.stepsize=0.1", "unknown config key 'dual.stepsize'"),
+    ("train.learning_rate=1-6", "train.learning_rate: expected a float"),
+    ("method=ppo", "method: 'ppo' is not one of"),
+    ("dual.step_size=fast", "dual.step_size: a float or 'auto'"),
+    ("constraints.3.threshold=1", "index 3 out of range"),
+    ("iterations=0", "iterations: must be > 0"),
+    ("generation.top_p=1.5", "generation.top_p"),
+    ("noequals", "expected key=value"),
+    ("data.drop_invalid=maybe", "data.drop_invalid: expected true/false"),
+])
+def test_bad_overrides_name_the_key(override, message):
+    with pytest.raises(ValueError, match=message.replace(".", r"\.").replace("(", r"\(")):
+        load_config("tiny", [override])
+
+
+def test_unknown_nested_key_in_yaml(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("method: caid\nconstraints:\n  - scorer: {name: s, negat: true}\n")
+    with pytest.raises(ValueError, match=r"unknown config key 'constraints\.0\.scorer\.negat'"):
+        load_config(path)
+    with pytest.raises(ValueError, match="neither a file nor a shipped config"):
+        load_config(tmp_path / "missing.yaml")
+
+
+def test_round_trip_and_help(tmp_path):
+    cfg = load_config("pku_saferlhf_30k")
+    save_config(cfg, tmp_path / "c.yaml")
+    again = load_config(tmp_path / "c.yaml")
+    assert config_to_dict(again) == config_to_dict(cfg)
+    assert config_from_dict(config_to_dict(cfg)) == cfg
+    lines = describe_config()
+    assert any(line.startswith("dual.step_size (") and "eta" in line for line in lines)
+    assert any(line.startswith("constraints.N.scorer.negate") for line in lines)
+
+
+def test_method_needs_constraints():
+    with pytest.raises(ValueError, match="needs at least one constraint"):
+        load_config("tiny", ["constraints=[]"])
+    assert load_config("tiny", ["constraints=[]", "method=dpo-helpful"]).constraints == []

@@ -1,0 +1,133 @@
+"""The dual on scores: one-shot lam = dualgap.solve (checked against cvxpy), the dual step,
+the automatic step size, and pseudo-preference label frequencies."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.special import expit
+
+import dualgap
+from dualgap.llm.dual import (
+    auto_step_size,
+    dual_step,
+    empirical_instance,
+    one_shot_multiplier,
+    reference_statistics,
+)
+from dualgap.llm.preferences import (
+    composite_reward,
+    preference_dataset,
+    preference_probabilities,
+    pseudo_labels,
+)
+
+
+def _scores(seed=0, N=12, K=6, m=2):
+    rng = np.random.default_rng(seed)
+    r = rng.normal(size=(N, K))
+    g = -0.6 * r[None] + 0.8 * rng.normal(size=(m, N, K))
+    return r, g
+
+
+def test_one_shot_equals_core_solve_and_cvxpy():
+    r, g = _scores()
+    b = np.array([0.15, 0.1])
+    beta = 0.5
+    sol = one_shot_multiplier(r, g, b, beta, names=["safety", "humor"])
+    N, K = r.shape
+    same = dualgap.solve(dualgap.AlignmentProblem(r, g, b, beta, np.full((N, K), 1 / K)))
+    np.testing.assert_allclose(sol.lam, same.lam, rtol=1e-12, atol=1e-12)
+    assert sol.converged and (sol.lam > 0).all()  # both constraints active here
+    # independent check: the primal by cvxpy on the same empirical instance
+    ref = dualgap.solve_primal_cvxpy(empirical_instance(r, g, b, beta))
+    np.testing.assert_allclose(sol.primal_value, ref.primal_value, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(sol.lam, ref.lam, rtol=1e-3, atol=1e-5)
+    # relative constraints: E_ref g is the sample mean of the reference samples
+    np.testing.assert_allclose(reference_statistics(g), g.mean(axis=(1, 2)))
+    prob = empirical_instance(r, g, b, beta)
+    np.testing.assert_allclose(prob.offsets, g.mean(axis=(1, 2)) + b)
+
+
+def test_dual_step_formula_vectorised():
+    lam = np.array([0.5, 0.0, 2.0])
+    e_pi = np.array([1.0, 3.0, -1.0])
+    e_ref = np.array([0.5, 1.0, 0.0])
+    b = np.array([1.0, 1.0, 0.5])
+    new = dual_step(lam, e_pi, e_ref, b, 0.4)
+    # slack = e_pi - e_ref - b = (-0.5, 1.0, -1.5): raise, clip at 0, raise
+    np.testing.assert_allclose(new, [0.5 + 0.2, 0.0, 2.0 + 0.6])
+    np.testing.assert_allclose(dual_step(lam, e_pi, e_ref, b, 0.0), lam)
+    with pytest.raises(ValueError, match="thresholds: shape"):
+        dual_step(lam, e_pi, e_ref, b[:2], 0.1)
+    with pytest.raises(ValueError, match="lam: must be finite and >= 0"):
+        dual_step(-lam, e_pi, e_ref, b, 0.1)
+
+
+def test_dual_step_converges_on_an_exact_instance():
+    """With an exact policy step (pi = pi_lam), repeated dual steps from 0 reach the core's lam*
+    when eta is the inverse curvature at the one-shot lam (the practical start's 'auto')."""
+    r, g = _scores(3, N=8, K=5, m=2)
+    b = np.array([0.2, 0.1])
+    prob = empirical_instance(r, g, b, 0.5)
+    star = dualgap.solve(prob).lam
+    lam = np.zeros(2)
+    eta = auto_step_size(prob, star)
+    e_ref = reference_statistics(g)
+    for _ in range(300):
+        e_pi = dualgap.expected_utilities(prob, dualgap.lagrangian_policy(prob, lam))
+        lam = dual_step(lam, e_pi, e_ref, b, eta)
+    np.testing.assert_allclose(lam, star, rtol=1e-5, atol=1e-6)
+    # the curvature grows from 0 to lam* here (x4.4): the inverse curvature at lam = 0 exceeds
+    # 2 / L_D near lam* and the iteration cycles instead of converging (why 'auto' of a literal
+    # start is only a local rule)
+    eta0 = auto_step_size(prob, np.zeros(2))
+    assert eta0 > 2 * eta
+
+
+def test_auto_step_size_is_inverse_curvature():
+    r, g = _scores(1, m=1)
+    beta = 0.3
+    prob = empirical_instance(r, g, [0.1], beta)
+    # at lam = 0 the Lagrangian policy is pi_0 ∝ exp(r / beta) on each prompt's samples
+    w = np.exp((r - r.max(axis=1, keepdims=True)) / beta)
+    w /= w.sum(axis=1, keepdims=True)
+    mean = (w * g[0]).sum(axis=1, keepdims=True)
+    var = (w * (g[0] - mean) ** 2).sum(axis=1).mean()
+    assert auto_step_size(prob, [0.0]) == pytest.approx(beta / var, rel=1e-10)
+    flat = empirical_instance(r, np.zeros_like(g), [0.1], beta)
+    with pytest.raises(ValueError, match="dual.step_size"):
+        auto_step_size(flat, [0.0])
+
+
+def test_pseudo_label_frequencies_match_the_sigmoid():
+    """Four composite-reward gaps, 20k pairs each: the share of y_1 wins lies within 4.5
+    binomial standard deviations of sigmoid(r_lam(y_1) - r_lam(y_0))."""
+    levels = np.array([-2.0, -0.3, 0.5, 3.0])
+    P = 20_000 * len(levels)
+    gap = np.repeat(levels, P // len(levels))
+    lam = np.array([0.7, 1.5])
+    g = np.zeros((2, P, 2))
+    g[0, :, 1] = 0.5  # utilities move the composite reward: r_lam = r + lam^T g
+    g[1, :, 0] = 0.2
+    shift = lam[0] * 0.5 - lam[1] * 0.2
+    r = np.stack([np.zeros(P), gap - shift], axis=1)
+    p = preference_probabilities(r, g, lam)
+    np.testing.assert_allclose(p, expit(gap), rtol=1e-12)
+    labels = pseudo_labels(r, g, lam, seed=[0, 3, 1])
+    for lev in levels:
+        sel = gap == lev
+        freq, q = labels[sel].mean(), expit(lev)
+        assert abs(freq - q) < 4.5 * np.sqrt(q * (1 - q) / sel.sum()), (lev, freq, q)
+    np.testing.assert_array_equal(labels, pseudo_labels(r, g, lam, seed=[0, 3, 1]))
+    assert (labels != pseudo_labels(r, g, lam, seed=[0, 3, 2])).any()
+
+
+def test_composite_reward_and_dataset():
+    r = np.array([[1.0, 0.0], [0.0, 2.0]])
+    g = np.array([[[0.0, 3.0], [1.0, 0.0]]])
+    np.testing.assert_allclose(composite_reward(r, g, [2.0]), [[1.0, 6.0], [2.0, 2.0]])
+    ds = preference_dataset(["p1", "p2"], ["a", "b"], ["c", "d"], np.array([1, 0]))
+    assert ds == {"prompt": ["p1", "p2"], "chosen": [" c", " b"], "rejected": [" a", " d"]}
+    with pytest.raises(ValueError, match="utilities: shape"):
+        composite_reward(r, g, [1.0, 2.0])

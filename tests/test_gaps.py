@@ -1,0 +1,201 @@
+"""Parameter-space duality (dualgap.gaps) against the closed-form core and cvxpy."""
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from dualgap import (
+    constraint_slack,
+    dual_value,
+    lagrangian,
+    lagrangian_policy,
+    objective,
+    solve,
+    solve_primal_cvxpy,
+)
+from dualgap.gaps import (
+    lagrangian_max,
+    lagrangian_objective,
+    parametrization_gap,
+    parametrized_dual,
+    parametrized_primal,
+)
+from dualgap.instances import random_problem
+from dualgap.policies import LogLinearPolicy, MLPPolicy, TabularPolicy, problem_features
+from dualgap.testing import multipliers, problems
+from dualgap.theory import gap_constant
+
+small = problems(max_prompts=4, max_responses=6, min_constraints=1, max_constraints=2)
+
+
+@settings(max_examples=15)
+@given(small, st.integers(0, 10**6), st.data())
+def test_lagrangian_objective_matches_the_numpy_core(problem, seed, data):
+    """torch L(pi_theta, lam) against dualgap.lagrangian (numpy, written independently)."""
+    lam = data.draw(multipliers(problem.num_constraints, 5.0))
+    for cls in (TabularPolicy(problem),
+                MLPPolicy(problem, problem_features(problem, noise=0.5), hidden=3)):
+        theta = cls.init_params(seed)
+        got = float(lagrangian_objective(problem, cls, theta, lam))
+        want = lagrangian(problem, cls.policy(theta), lam)
+        assert got == pytest.approx(want, abs=1e-12 * (1 + abs(want)))
+
+
+@settings(max_examples=15)
+@given(small, st.data())
+def test_tabular_lagrangian_max_is_the_closed_form(problem, data):
+    """Tabular D_p = D and the maximizer is pi_lam (within 1e-6; natural steps and L-BFGS)."""
+    lam = data.draw(multipliers(problem.num_constraints, 5.0))
+    cls = TabularPolicy(problem)
+    res = lagrangian_max(problem, cls, lam)
+    assert res.value == pytest.approx(dual_value(problem, lam), abs=1e-10)
+    np.testing.assert_allclose(res.policy, lagrangian_policy(problem, lam), atol=1e-6)
+
+
+def test_tabular_lbfgs_alone_reaches_the_closed_form():
+    p = random_problem(1, 5, 8, 2, 0.5, support_fraction=0.6)
+    lam = [0.4, 0.9]
+    res = lagrangian_max(p, TabularPolicy(p), lam, method="lbfgs")
+    assert res.value == pytest.approx(dual_value(p, lam), abs=1e-9)
+    np.testing.assert_allclose(res.policy, lagrangian_policy(p, lam), atol=1e-5)
+
+
+@settings(max_examples=12)
+@given(small, st.floats(0.05, 1.0), st.data())
+def test_parametrized_dual_function_is_below_the_dual(problem, noise, data):
+    """D_p(lam) <= D(lam) (exact for any theta) and Lemma 3's upper side with the measured nu
+    of the target pi_lam.  Log-linear: D_p from an independent search (a lower estimate: the
+    harder side).  MLP: the search also starts from the fit witness (the plain search misses
+    the global max on some MLPs; see the xfail below)."""
+    lam = data.draw(multipliers(problem.num_constraints, 5.0))
+    D = dual_value(problem, lam)
+    target = lagrangian_policy(problem, lam)
+    ll = LogLinearPolicy(problem, problem_features(problem, noise=noise, seed=1))
+    mlp = MLPPolicy(problem, problem_features(problem, noise=noise, seed=1), hidden=2)
+    for cls in (ll, mlp):
+        fit = cls.fit(target)
+        res = lagrangian_max(problem, cls, lam, starts=2,
+                             theta0=fit.theta if cls is mlp else None)
+        assert res.value <= D + 1e-12 * (1 + abs(D))
+        assert D - res.value <= gap_constant(problem, lam, fit.nu) + 1e-12
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "counterexample found by hypothesis: on this MLP class (hidden=2) two L-BFGS starts find a "
+    "local maximum of L(pi_theta, lam) 3.4e-5 below D(lam), while the fit witness of pi_lam has "
+    "nu = 8.7e-12, so D_p(lam) >= D(lam) - 5.7e-11 (Lemma 3 itself holds: the failure is the "
+    "local search's, which errs on the low side of D_p)"))
+def test_mlp_local_search_misses_the_lagrangian_max():
+    from dualgap import AlignmentProblem
+
+    p = AlignmentProblem(
+        reward=[[-0.47702717, 0.13141004, -1.85530984], [0.8798417, 0.89590808, 0.26250804]],
+        utilities=[[[0.62685477, 1.16367212, -0.82746482], [0.42885311, 0.88525351, 0.31557514]]],
+        thresholds=[0.79224394], beta=1.0,
+        reference=[[0.1042518, 0.82098198, 0.07476622], [0.29809677, 0.02083464, 0.6810686]],
+        prompt_weights=[0.5, 0.5], relative=False)
+    lam = np.array([2.0])
+    cls = MLPPolicy(p, problem_features(p, noise=0.875, seed=1), hidden=2)
+    nu = cls.fit(lagrangian_policy(p, lam)).nu
+    res = lagrangian_max(p, cls, lam, starts=2)
+    assert dual_value(p, lam) - res.value <= gap_constant(p, lam, nu) + 1e-12
+
+
+@settings(max_examples=6)
+@given(problems(max_prompts=3, max_responses=5, min_constraints=1, max_constraints=2),
+       st.floats(0.05, 0.5))
+def test_weak_duality_against_every_feasible_theta_found(problem, noise):
+    """D_p(lam) >= J(theta) for each feasible theta found, at every lam the bundle visited
+    (D_p a lower estimate: the harder side)."""
+    cls = LogLinearPolicy(problem, problem_features(problem, noise=noise, seed=2))
+    dual = parametrized_dual(problem, cls)
+    primal = parametrized_primal(problem, cls, dual)
+    assert primal.found
+    feasible_J = [primal.value]
+    for th in dual.thetas:
+        pol = cls.policy(th)
+        if constraint_slack(problem, pol).min() >= 0:
+            feasible_J.append(objective(problem, pol))
+    for lam, _, _, _ in dual.cuts:
+        est = lagrangian_max(problem, cls, lam).value
+        assert est >= max(feasible_J) - 1e-12
+    assert dual.lower_bound >= primal.value - 1e-9  # weak duality, certified side
+    assert dual.lower_bound <= dual.value + 1e-15
+
+
+@settings(max_examples=6)
+@given(problems(max_prompts=4, max_responses=6, min_constraints=1, max_constraints=2))
+def test_tabular_class_reproduces_the_distribution_space_solution(problem):
+    """lam*_p = lam*, D*_p = D*, P*_p = P* within 1e-6; P* also from cvxpy (independent)."""
+    sol = solve(problem)
+    cls = TabularPolicy(problem)
+    dual = parametrized_dual(problem, cls)
+    primal = parametrized_primal(problem, cls, dual)
+    ref = solve_primal_cvxpy(problem)
+    assert dual.value == pytest.approx(sol.dual_value, abs=1e-6)
+    assert dual.lower_bound == pytest.approx(sol.dual_value, abs=1e-6)
+    np.testing.assert_allclose(dual.lam, sol.lam, atol=1e-6 * (1 + sol.lam.max()))
+    assert primal.value == pytest.approx(ref.primal_value, abs=1e-6)
+    assert (primal.slack >= 0).all()
+    # the feasible theta is feasible by the numpy core too
+    assert constraint_slack(problem, primal.policy).min() >= -1e-15
+
+
+def test_parametrized_dual_with_a_restricted_class():
+    p = random_problem(1, 5, 8, 2, 0.5, support_fraction=0.6)
+    sol = solve(p)
+    cls = LogLinearPolicy(p, problem_features(p, noise=0.3))
+    dual = parametrized_dual(p, cls)
+    assert dual.box_certified and dual.converged
+    assert dual.lower_bound <= dual.value <= sol.dual_value + 1e-12
+    assert dual.value - dual.lower_bound <= 1e-8
+    assert sol.dual_value - dual.value > 1e-3  # a real gap for this class
+    # the cut slopes are subgradients: D_p(lam) >= D_p(lam_p) + s^T (lam - lam_p) nearby
+    primal = parametrized_primal(p, cls, dual)
+    assert primal.found and 0 <= dual.value - primal.value <= 1e-6
+
+
+def test_parametrization_gap_targets_and_sides():
+    p = random_problem(2, 4, 6, 2, 0.5)
+    sol = solve(p)
+    exact = parametrization_gap(p, LogLinearPolicy(p, problem_features(p)),
+                                [np.zeros(2), sol.lam, 2 * sol.lam])
+    assert exact.nu < 1e-6 and len(exact.fits) == 3
+    noisy = parametrization_gap(p, LogLinearPolicy(p, problem_features(p, noise=0.3)),
+                                {"pi*": sol.policy, "ref": p.reference})
+    assert noisy.nu > 1e-3 and noisy.worst in ("pi*", "ref")
+    assert noisy.nu == max(noisy.nu_1, noisy.nu_kl)
+    with pytest.raises(ValueError, match="targets"):
+        parametrization_gap(p, TabularPolicy(p), [np.zeros(5)])
+
+
+def test_inputs_are_validated():
+    p = random_problem(0, 3, 4, 2, 0.5)
+    cls = TabularPolicy(p)
+    with pytest.raises(ValueError, match="lam"):
+        lagrangian_max(p, cls, [-1.0, 0.0])
+    with pytest.raises(ValueError, match="lam: shape"):
+        lagrangian_max(p, cls, [1.0])
+    with pytest.raises(ValueError, match="steps"):
+        lagrangian_max(p, cls, [0.0, 0.0], steps=0)
+    with pytest.raises(ValueError, match="method"):
+        lagrangian_max(p, cls, [0.0, 0.0], method="adam")
+    other = random_problem(0, 3, 5, 2, 0.5)
+    with pytest.raises(ValueError, match="problem: shape"):
+        lagrangian_objective(other, cls, cls.init_params(), [0.0, 0.0])
+    with pytest.raises(ValueError, match="level"):
+        parametrized_dual(p, cls, level=1.5)
+
+
+def test_warm_started_inexact_step_improves_monotonically():
+    """CAID's policy step: from theta0, more steps never lower L(pi_theta, lam)."""
+    p = random_problem(3, 4, 6, 2, 0.3)
+    cls = MLPPolicy(p, problem_features(p, noise=0.3), hidden=4)
+    lam = [0.5, 0.5]
+    theta0 = cls.init_params(5)
+    start = float(lagrangian_objective(p, cls, theta0, lam))
+    vals = [lagrangian_max(p, cls, lam, theta0=theta0, steps=k).value for k in (1, 5, 50)]
+    assert start <= vals[0] + 1e-15 and vals[0] <= vals[1] + 1e-15 and vals[1] <= vals[2] + 1e-15
+    assert torch.is_tensor(lagrangian_max(p, cls, lam, theta0=theta0, steps=3).theta)

@@ -1,0 +1,173 @@
+"""Policy classes: the tilted softmax, autograd, fits, natural steps (dualgap.policies)."""
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from dualgap import kl_divergence, lagrangian_policy
+from dualgap.instances import random_problem
+from dualgap.policies import (
+    LogLinearPolicy,
+    MLPPolicy,
+    PolicyClass,
+    TabularPolicy,
+    _lbfgs,
+    problem_features,
+)
+from dualgap.testing import multipliers, problems
+
+
+def _classes(problem, noise=0.3):
+    feats = problem_features(problem, noise=noise, seed=1)
+    return [TabularPolicy(problem), LogLinearPolicy(problem, feats),
+            MLPPolicy(problem, feats, hidden=4, depth=2, seed=3)]
+
+
+@settings(max_examples=15)
+@given(problems(max_prompts=4, max_responses=6, max_constraints=2), st.integers(0, 10**6))
+def test_log_policy_is_a_policy_on_the_support(problem, seed):
+    for cls in _classes(problem):
+        theta = cls.init_params(seed)
+        logp = cls.log_policy(theta)
+        assert logp.dtype == torch.float64 and logp.shape == problem.reward.shape
+        off = ~problem.support
+        assert torch.isneginf(logp[torch.as_tensor(off)]).all()
+        assert torch.isfinite(logp[torch.as_tensor(problem.support)]).all()
+        pi = cls.policy(theta)
+        np.testing.assert_allclose(pi.sum(1), 1.0, atol=1e-12)
+        assert (pi[off] == 0).all()
+
+
+@settings(max_examples=10)
+@given(problems(max_prompts=4, max_responses=6, max_constraints=2))
+def test_default_start_is_the_reference(problem):
+    for cls in _classes(problem):
+        np.testing.assert_allclose(cls.policy(cls.init_params()), problem.reference, atol=1e-13)
+
+
+@settings(max_examples=10)
+@given(problems(max_prompts=4, max_responses=6, min_constraints=1, max_constraints=3),
+       st.data())
+def test_loglinear_on_exact_features_contains_pi_lam(problem, data):
+    """theta = (1, lam) / beta reproduces the core's closed-form pi_lam."""
+    lam = data.draw(multipliers(problem.num_constraints, 5.0))
+    cls = LogLinearPolicy(problem, problem_features(problem))
+    theta = torch.as_tensor(np.concatenate([[1.0], lam]) / problem.beta)
+    np.testing.assert_allclose(cls.policy(theta), lagrangian_policy(problem, lam), atol=1e-10)
+
+
+@settings(max_examples=10)
+@given(problems(max_prompts=3, max_responses=5, max_constraints=2), st.integers(0, 1000))
+def test_autograd_matches_finite_differences(problem, seed):
+    """d/dtheta of sum(w * pi_theta) (a smooth functional) against central differences."""
+    w = torch.as_tensor(np.random.default_rng(seed).normal(size=problem.reward.shape))
+    for cls in _classes(problem):
+        theta = cls.init_params(seed).requires_grad_(True)
+
+        def f(th, cls=cls):
+            return (w * torch.exp(cls.log_policy(th))).sum()
+
+        (g,) = torch.autograd.grad(f(theta), theta)
+        assert torch.isfinite(g).all()
+        eps = 1e-6
+        k = int(seed % cls.num_params)
+        e = torch.zeros(cls.num_params, dtype=torch.float64)
+        e[k] = eps
+        with torch.no_grad():
+            fd = (f(theta + e) - f(theta - e)) / (2 * eps)
+        assert abs(float(g[k]) - float(fd)) <= 1e-7 * (1 + abs(float(fd)))
+
+
+def test_tabular_fit_is_exact_and_nu_zero():
+    p = random_problem(3, 5, 7, 2, 0.3, support_fraction=0.6)
+    target = lagrangian_policy(p, [0.7, 1.3])
+    fit = TabularPolicy(p).fit(target)
+    assert fit.nu < 1e-12
+    np.testing.assert_allclose(fit.policy, target, atol=1e-13)
+
+
+def test_fit_reports_the_measured_gap():
+    """nu_1, nu_KL are recomputed here from the policy (an independent formula)."""
+    p = random_problem(4, 4, 6, 2, 0.5)
+    target = lagrangian_policy(p, [1.0, 0.5])
+    cls = LogLinearPolicy(p, problem_features(p, noise=0.5, seed=2))
+    fit = cls.fit(target)
+    l1 = np.abs(fit.policy - target).sum(1).max()
+    klg = np.abs(kl_divergence(p, fit.policy) - kl_divergence(p, target)).max()
+    assert fit.nu_1 == pytest.approx(l1, abs=1e-14)
+    assert fit.nu_kl == pytest.approx(klg, abs=1e-14)
+    assert fit.nu == max(l1, klg) > 1e-3  # the noisy class cannot contain pi_lam
+    # fitting the gap itself is at least as good as the plain forward-KL fit
+    assert fit.nu <= cls.fit(target, objective="kl").nu + 1e-12
+    exact = LogLinearPolicy(p, problem_features(p)).fit(target)
+    assert exact.nu < 1e-6
+
+
+def test_fit_rejects_targets_off_the_support():
+    p = random_problem(5, 3, 5, 1, 0.5, support_fraction=0.5)
+    bad = np.full(p.reward.shape, 1.0 / p.num_responses)
+    with pytest.raises(ValueError, match="target.*outside the reference support"):
+        TabularPolicy(p).fit(bad)
+    with pytest.raises(ValueError, match="target: shape"):
+        TabularPolicy(p).fit(np.ones((2, 2)))
+    with pytest.raises(ValueError, match="objective"):
+        TabularPolicy(p).fit(p.reference, objective="l2")
+
+
+def test_bad_inputs_name_the_field():
+    p = random_problem(0, 3, 4, 1, 0.5)
+    with pytest.raises(ValueError, match="features: expected shape"):
+        LogLinearPolicy(p, np.zeros((2, 3, 5)))
+    with pytest.raises(ValueError, match="hidden"):
+        MLPPolicy(p, problem_features(p), hidden=0)
+    with pytest.raises(ValueError, match="depth"):
+        MLPPolicy(p, problem_features(p), depth=1.5)
+    with pytest.raises(ValueError, match="theta: shape"):
+        TabularPolicy(p).log_policy(torch.zeros(3, dtype=torch.float64))
+    with pytest.raises(ValueError, match="noise"):
+        problem_features(p, noise=-1.0)
+    with pytest.raises(ValueError, match="include"):
+        problem_features(p, include=("nope",))
+
+
+def test_tabular_score_step_matches_the_generic_least_squares():
+    """The tabular override (exact) against the base class's Jacobian-based solve."""
+    p = random_problem(6, 4, 6, 2, 0.4, support_fraction=0.7)
+    cls = TabularPolicy(p)
+    theta = cls.init_params(1)
+    rng = np.random.default_rng(0)
+    delta = torch.as_tensor(np.where(p.support, rng.normal(size=p.reward.shape), 0.0))
+    w = torch.as_tensor(p.prompt_weights[:, None] * cls.policy(theta))
+    fast = cls.score_step(theta, delta, w)
+    slow = PolicyClass.score_step(cls, theta, delta, w, damping=1e-14)
+    # both move the policy identically (the per-prompt shift is irrelevant)
+    np.testing.assert_allclose(cls.policy(theta + fast), cls.policy(theta + slow), atol=1e-8)
+
+
+def test_loglinear_jacobian_is_the_features():
+    p = random_problem(7, 3, 5, 2, 0.4, support_fraction=0.7)
+    cls = LogLinearPolicy(p, problem_features(p, noise=0.2))
+    generic = PolicyClass.score_jacobian(cls, cls.init_params(0))
+    np.testing.assert_allclose(cls.score_jacobian(cls.init_params(0)), generic, atol=1e-14)
+
+
+def test_lbfgs_reaches_the_rosenbrock_minimum():
+    """Closed form: the 3-d Rosenbrock function has its only minimum at (1, 1, 1)."""
+    x = torch.tensor([-1.2, 1.0, 0.5], dtype=torch.float64)
+
+    def f(z):
+        return (100 * (z[1:] - z[:-1] ** 2) ** 2 + (1 - z[:-1]) ** 2).sum()
+
+    _lbfgs(x, f, 2000)
+    np.testing.assert_allclose(x.numpy(), np.ones(3), atol=1e-7)
+
+
+def test_import_dualgap_does_not_import_torch():
+    import subprocess
+    import sys
+
+    code = "import sys, dualgap; dualgap.solve; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

@@ -36,6 +36,7 @@ __all__ = [
     "kl_divergence",
     "objective",
     "lagrangian",
+    "check_policy",
 ]
 
 #: Target number of table entries processed per block.
@@ -152,17 +153,25 @@ def lagrangian_policy(problem: AlignmentProblem, lam: object) -> np.ndarray:
 
 
 # ----------------------------------------------------------------- policy functionals
-def _check_policy(problem: AlignmentProblem, policy: object) -> np.ndarray:
+def check_policy(policy: object, shape: tuple[int, int] | None = None,
+                 name: str = "policy") -> np.ndarray:
+    """Validate a policy table: float64 ``(X, Y)`` (``shape`` when given), finite, ``>= 0``,
+    rows summing to 1 within 1e-8.  Raises ``ValueError`` naming ``name`` and the bad value."""
     pi = np.asarray(policy, dtype=np.float64)
-    if pi.shape != problem.reward.shape:
-        raise ValueError(f"policy: shape {pi.shape} does not match {problem.reward.shape}")
+    if pi.ndim != 2 or pi.shape[1] == 0 or (shape is not None and pi.shape != tuple(shape)):
+        want = "(X, Y)" if shape is None else str(tuple(shape))
+        raise ValueError(f"{name}: shape {pi.shape} does not match {want}")
     if not np.isfinite(pi).all() or (pi < 0).any():
-        raise ValueError("policy: entries must be finite and >= 0")
+        raise ValueError(f"{name}: entries must be finite and >= 0")
     sums = pi.sum(axis=1)
     if np.abs(sums - 1).max() > 1e-8:
         x = int(np.argmax(np.abs(sums - 1)))
-        raise ValueError(f"policy: row x = {x} sums to {float(sums[x])!r}, not 1")
+        raise ValueError(f"{name}: row x = {x} sums to {float(sums[x])!r}, not 1")
     return pi
+
+
+def _check_policy(problem: AlignmentProblem, policy: object) -> np.ndarray:
+    return check_policy(policy, problem.reward.shape)
 
 
 def expected_utilities(problem: AlignmentProblem, policy: object) -> np.ndarray:

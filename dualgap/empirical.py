@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .dual import check_policy
 from .problem import AlignmentProblem
 
 __all__ = ["sample_responses", "empirical_problem", "empirical_problem_from_scores"]
@@ -53,15 +54,8 @@ def sample_responses(policy: np.ndarray, num_samples: int,
     """
     if not isinstance(num_samples, (int, np.integer)) or num_samples < 1:
         raise ValueError(f"num_samples: must be a positive int, got {num_samples!r}")
-    p = np.asarray(policy, dtype=np.float64)
-    if p.ndim != 2 or p.shape[1] == 0:
-        raise ValueError(f"policy: expected shape (X, Y), got {p.shape}")
-    if not np.isfinite(p).all() or (p < 0).any():
-        raise ValueError("policy: entries must be finite and >= 0")
+    p = check_policy(policy)
     sums = p.sum(axis=1)
-    if np.abs(sums - 1.0).max() > 1e-8:
-        x = int(np.argmax(np.abs(sums - 1.0)))
-        raise ValueError(f"policy: row x = {x} sums to {sums[x]!r}, not 1")
     rng = _as_rng(rng)
     X, Y = p.shape
     cdf = np.cumsum(p, axis=1) / sums[:, None]  # size = (X, Y)

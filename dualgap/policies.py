@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .dual import kl_divergence
+from .dual import check_policy, kl_divergence
 from .problem import AlignmentProblem
 
 __all__ = [
@@ -322,16 +322,7 @@ class PolicyClass(ABC):
 
     # -------------------------------------------------------------------- fit
     def _check_target(self, target: object) -> np.ndarray:
-        t = np.asarray(target, dtype=np.float64)
-        X, Y = self.problem.reward.shape
-        if t.shape != (X, Y):
-            raise ValueError(f"target: shape {t.shape} does not match (X, Y) = {(X, Y)}")
-        if not np.isfinite(t).all() or (t < 0).any():
-            raise ValueError("target: entries must be finite and >= 0")
-        sums = t.sum(axis=1)
-        if np.abs(sums - 1).max() > 1e-8:
-            x = int(np.argmax(np.abs(sums - 1)))
-            raise ValueError(f"target: row x = {x} sums to {sums[x]!r}, not 1")
+        t = check_policy(target, self.problem.reward.shape, name="target")
         off = (t > 0) & ~self.problem.support
         if off.any():
             x, y = (int(i) for i in np.argwhere(off)[0])

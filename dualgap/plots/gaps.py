@@ -7,24 +7,10 @@ from pathlib import Path
 
 import numpy as np
 
+from ._figure import finish as _finish
+from ._figure import pyplot as _plt
+
 __all__ = ["plot_gaps_vs_nu", "plot_report_bounds"]
-
-
-def _plt(path):
-    import matplotlib
-
-    if path is not None:
-        matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _finish(fig, path):
-    fig.tight_layout()
-    if path is not None:
-        fig.savefig(path, dpi=110)
-    return fig
 
 
 def plot_gaps_vs_nu(nu: Sequence[float], measured: Mapping[str, Sequence[float]],

@@ -9,6 +9,7 @@ import numpy as np
 from ..dual import dual_oracle
 from ..problem import AlignmentProblem
 from ..solver import DualSolution
+from ._figure import finish, pyplot
 
 __all__ = ["plot_dual_landscape"]
 
@@ -24,12 +25,7 @@ def plot_dual_landscape(
     slack ``E_rho E_{pi_lam} h_i`` along the slice through ``lam*`` in coordinate ``i``
     (it crosses zero at ``lam*_i`` when constraint ``i`` is active).  Saved to ``path`` if given.
     """
-    import matplotlib
-
-    if path is not None:
-        matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
+    plt = pyplot(path)
     m = problem.num_constraints
     lam_star = solution.lam
     span = 1.0 + float(np.max(lam_star, initial=0.0))
@@ -76,7 +72,4 @@ def plot_dual_landscape(
         f"P* = {solution.primal_value:.6g}, D* = {solution.dual_value:.6g}, "
         f"KKT residual {solution.kkt_residual:.1e}"
     )
-    fig.tight_layout()
-    if path is not None:
-        fig.savefig(path, dpi=110)
-    return fig
+    return finish(fig, path)

@@ -8,17 +8,10 @@ from pathlib import Path
 
 import numpy as np
 
+from ._figure import finish as _finish
+from ._figure import pyplot as _plt
+
 __all__ = ["plot_score_histograms", "plot_lam_trajectory", "plot_improvement_vs_threshold"]
-
-
-def _plt(path: str | Path | None):
-    import matplotlib
-
-    if path is not None:
-        matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def plot_score_histograms(reference: np.ndarray, policy: np.ndarray, names: Sequence[str],
@@ -41,10 +34,7 @@ def plot_score_histograms(reference: np.ndarray, policy: np.ndarray, names: Sequ
         ax.set_xlabel("score")
         ax.legend(fontsize=8)
     axes[0][0].set_ylabel("samples")
-    fig.tight_layout()
-    if path is not None:
-        fig.savefig(path, dpi=110)
-    return fig
+    return _finish(fig, path)
 
 
 def plot_lam_trajectory(history: Sequence[dict], names: Sequence[str],
@@ -73,10 +63,7 @@ def plot_lam_trajectory(history: Sequence[dict], names: Sequence[str],
     ax_s.set_ylabel("E g − E_ref g − b")
     ax_s.set_title("constraint slack of each iterate (dual prompts)")
     ax_s.legend()
-    fig.tight_layout()
-    if path is not None:
-        fig.savefig(path, dpi=110)
-    return fig
+    return _finish(fig, path)
 
 
 def plot_improvement_vs_threshold(runs: Sequence[dict], name: str,
@@ -100,7 +87,4 @@ def plot_improvement_vs_threshold(runs: Sequence[dict], name: str,
     ax.set_ylabel(f"improvement of E {name} over π_ref")
     ax.set_title("achieved improvement vs threshold")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    if path is not None:
-        fig.savefig(path, dpi=110)
-    return fig
+    return _finish(fig, path)

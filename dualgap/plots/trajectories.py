@@ -10,24 +10,10 @@ from pathlib import Path
 import numpy as np
 
 from ..algorithms.trajectory import Trajectory
+from ._figure import finish as _finish
+from ._figure import pyplot as _plt
 
 __all__ = ["plot_trajectories", "plot_threshold_sweep", "plot_gap_vs_bound"]
-
-
-def _plt(path: str | Path | None):
-    import matplotlib
-
-    if path is not None:
-        matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-    return plt
-
-
-def _finish(fig, path: str | Path | None):
-    fig.tight_layout()
-    if path is not None:
-        fig.savefig(path, dpi=110)
-    return fig
 
 
 def plot_trajectories(trajectories: Trajectory | Sequence[Trajectory],

@@ -20,6 +20,8 @@ template; a response is appended after one space.
 from __future__ import annotations
 
 import logging
+import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -249,6 +251,11 @@ def load_split(source: str, split: str, *, name: str | None = None, revision: st
     if source.startswith(("/", ".")) or source.endswith((".json", ".jsonl", ".parquet")):
         raise ValueError(f"data.source: file {source!r} does not exist")
     rev = revision if revision is not None else PINNED_REVISIONS.get(source)
+    if rev is None or not re.fullmatch(r"[0-9a-f]{40}", rev):
+        warnings.warn(
+            f"data.revision: {source} is loaded at the moving ref {rev or 'main'!r}, not a commit "
+            "hash; the dataset has been edited over time, so results may not reproduce. Pin it "
+            "with --set data.revision=<sha> (HfApi().dataset_info(id).sha).", stacklevel=2)
     return datasets.load_dataset(source, name, split=split, revision=rev)
 
 

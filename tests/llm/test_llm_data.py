@@ -120,3 +120,22 @@ def test_prompt_templates(tiny_tokenizer):
             "<user> Hi? <bot>")
     finally:
         tiny_tokenizer.chat_template = None
+
+
+def test_hub_ids_warn_unless_pinned_to_a_commit(monkeypatch):
+    """A moving ref (the shipped default) warns; a 40-hex commit hash is passed through silently."""
+    import warnings
+
+    import datasets
+
+    from dualgap.llm import data as llm_data
+
+    calls = []
+    monkeypatch.setattr(datasets, "load_dataset", lambda *a, **kw: calls.append(kw) or "ds")
+    with pytest.warns(UserWarning, match="data.revision: .* moving ref 'main'"):
+        llm_data.load_split("PKU-Alignment/PKU-SafeRLHF-30K", "train")
+    sha = "0123456789abcdef0123456789abcdef01234567"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert llm_data.load_split("PKU-Alignment/PKU-SafeRLHF-30K", "train", revision=sha) == "ds"
+    assert [c["revision"] for c in calls] == ["main", sha]

@@ -114,7 +114,10 @@ def dual_oracle(problem: AlignmentProblem, lam: object, order: int = 2) -> DualE
                 gc = g - mean[:, :, None]  # size = (m, b, Y), centered per prompt
                 wp = (p * w[:, None])[None]  # size = (1, b, Y)
                 flat = gc.reshape(m, -1)
-                hess += (flat * wp.reshape(1, -1)) @ flat.T
+                weighted = flat * wp.reshape(1, -1)
+                # m = 1: einsum, not BLAS: some OpenBLAS builds take ~200x longer on a dot
+                # product of this length than numpy's own loop
+                hess += np.einsum("k,k->", weighted[0], flat[0]) if m == 1 else weighted @ flat.T
     c = problem.offsets
     value -= float(lam @ c)
     return DualEval(

@@ -13,25 +13,12 @@ from typing import Any
 
 import numpy as np
 
+from ._figure import finish as _finish
+from ._figure import pyplot as _plt
+
 __all__ = ["plot_pipeline_vs_exact", "plot_capacity_sweep"]
 
 _MARKERS = {"caid": "o", "one-shot": "s"}
-
-
-def _plt(path: str | Path | None):
-    import matplotlib
-
-    if path is not None:
-        matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-    return plt
-
-
-def _finish(fig, path: str | Path | None):
-    fig.tight_layout()
-    if path is not None:
-        fig.savefig(path, dpi=110)
-    return fig
 
 
 def plot_pipeline_vs_exact(comparison: Any, path: str | Path | None = None):
@@ -73,7 +60,10 @@ def plot_pipeline_vs_exact(comparison: Any, path: str | Path | None = None):
     axes[1].set(xlabel="policy step t", ylabel="J(pi_t)", title="objective (exact)")
     axes[2].set(xlabel="policy step t", ylabel="E h at pi_t",
                 title="constraint slack (exact / sampled)")
+    from matplotlib.ticker import MaxNLocator
+
     for ax in axes:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.legend(fontsize=7)
         ax.grid(alpha=0.3)
     return _finish(fig, path)

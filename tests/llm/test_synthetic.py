@@ -52,14 +52,6 @@ pytestmark = pytest.mark.llm
 TINY = SIZES["tiny"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
     return tmp_path_factory.mktemp("synthetic")
@@ -305,6 +297,29 @@ def test_pipeline_config_is_valid(tiny_task, tmp_path):
         SyntheticSize(name="x", language=lang, arch=TransformerArch(), thresholds=(0.1, 0.2))
 
 
+def test_secant_root_and_cut_minimum():
+    """The two small numerical pieces of measure_class, against closed forms."""
+    from dualgap.llm.synthetic.experiment import _cut_min_1d, _secant_root
+
+    slack_of, evaluated = {}, []
+
+    def evaluate(lam):
+        lam = np.asarray(lam, float).reshape(-1)
+        slack_of[tuple(lam.tolist())] = np.array([np.tanh(lam[0] - 0.7)])  # zero at 0.7
+        evaluated.append(lam)
+
+    for v in (2.0, 3.0):  # no sign change yet: the root finder must move down first
+        evaluate([v])
+    root = _secant_root(evaluate, slack_of, evaluated, steps=8)
+    assert root[0] == pytest.approx(0.7, abs=1e-4)
+    rng = np.random.default_rng(1)
+    a, s = rng.normal(size=6), rng.normal(size=6)
+    grid = np.linspace(0.0, 3.0, 300001)
+    brute = (a[None, :] + np.outer(grid, s)).max(axis=1)
+    val, arg = _cut_min_1d(a, s, 3.0)
+    assert val == pytest.approx(brute.min(), abs=1e-8) and 0.0 <= arg <= 3.0
+
+
 # ------------------------------------------------------------------------------ end to end
 @pytest.mark.slow
 def test_small_end_to_end_run_has_every_row(tiny_comparison, workdir):
@@ -353,3 +368,6 @@ def test_cli_reuses_the_runs(tiny_comparison, workdir, capsys):
         tiny_comparison.traces["caid"].iterates[1].lam.tolist())
     assert len(out["classes"]) == 1
     assert main(["llm", "synthetic", "--methods", "nope", "--output-dir", str(workdir)]) == 2
+    # the directory holds the tiny comparison: another size there is an error, not a mix
+    assert main(["llm", "synthetic", "--output-dir", str(workdir), "--no-progress"]) == 2
+    assert "another size" in capsys.readouterr().err

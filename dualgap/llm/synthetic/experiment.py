@@ -127,18 +127,18 @@ class SyntheticSize:
     constraints: tuple[str, ...] = ("safety",)
     thresholds: tuple[float, ...] = (0.2,)
     reference_samples: int = 20000
-    reference_epochs: int = 5
+    reference_epochs: int = 6
     reference_batch: int = 250
     reference_lr: float = 1e-2
-    pairs_per_prompt: int = 256
+    pairs_per_prompt: int = 512
     dual_samples: int = 64
-    iterations: int = 3
+    iterations: int = 4
     dpo_learning_rate: float = 1e-3
     dpo_epochs: float = 1.0
     dpo_batch_size: int = 64
     dual_step: float | str = "auto"
-    distill_steps: int = 200
-    warm_steps: int = 80
+    distill_steps: int = 250
+    warm_steps: int = 100
     distill_lr: float = 1e-2
     lam_scales: tuple[float, ...] = (0.5, 1.0, 1.5)
     refine: int = 2
@@ -190,7 +190,7 @@ SIZES: dict[str, SyntheticSize] = {
         sweep=(TransformerArch(2, 1, 1), TransformerArch(4, 1, 1)), sweep_init_steps=150),
     "default": SyntheticSize(
         name="default", language=SyntheticLanguage(), arch=TransformerArch(32, 2, 2),
-        sweep=(TransformerArch(4, 1, 1), TransformerArch(8, 1, 2))),
+        sweep=(TransformerArch(4, 1, 1), TransformerArch(8, 1, 2), TransformerArch(16, 1, 2))),
 }
 
 
@@ -408,6 +408,8 @@ class MethodTrace:
         iterates: one :class:`IterateEval` per policy step.
         one_shot_lam: the pipeline's one-shot ``lam`` (the exact solver on ``N x K`` generated
             reference samples) and ``step_size`` its dual step size.
+        reference_estimate: the pipeline's ``E_ref g`` from the same samples (every sampled
+            slack of the run subtracts it; compare with ``problem.reference_utilities``).
         timing: seconds of generation, scoring and DPO summed over the run.
         thetas: the iterates' flat weights (for the theory's cuts), not serialized.
     """
@@ -418,13 +420,14 @@ class MethodTrace:
     one_shot_lam: np.ndarray
     step_size: float
     timing: dict
+    reference_estimate: np.ndarray
     thetas: list = field(default_factory=list, repr=False)
 
     def to_dict(self) -> dict:
         return {"method": self.method, "directory": str(self.directory),
                 "iterates": [it.to_dict() for it in self.iterates],
                 "one_shot_lam": self.one_shot_lam.tolist(), "step_size": self.step_size,
-                "timing": self.timing}
+                "timing": self.timing, "reference_estimate": self.reference_estimate.tolist()}
 
 
 def run_method(task: SyntheticTask, method: str, directory: str | Path,
@@ -474,7 +477,7 @@ def run_method(task: SyntheticTask, method: str, directory: str | Path,
         iterates.append(evaluate_iterate(task, pi_t, lams[t], t, est.get(t)))
         thetas.append(pc.params_of(model))
     return MethodTrace(method, directory, iterates, np.asarray(st["one_shot_lam"], float),
-                       float(st["step_size"]), timing, thetas)
+                       float(st["step_size"]), timing, np.asarray(st["E_ref_g"], float), thetas)
 
 
 # ------------------------------------------------------------------------------ theory
@@ -781,7 +784,7 @@ def _class_rows(pb: AlignmentProblem, sol: DualSolution, lams: np.ndarray,
                            else None,
                            sides="P*_p lower estimate: harder; D*_p point estimate; " + _NU_SIDE,
                            note="" if assumption else
-                           f"assumption fails: margin found {margin:.3g} <= M nu = "
+                           f"assumption fails: Slater margin found {margin:.3g} <= M nu = "
                            f"{pb.score_bound * nu:.3g}"))
         if certified:
             d1l = lower - primal_p
@@ -793,7 +796,10 @@ def _class_rows(pb: AlignmentProblem, sol: DualSolution, lams: np.ndarray,
     d2 = dual_p_star - sol.primal_value
     rows.append(GapRow("Theorem 2 (upper)", "D*_p - P*", d2, bound=up2,
                        holds=_holds(d2, up2, None) if lam_nu is not None else None,
-                       sides="P* exact; D*_p point estimate; " + _NU_SIDE))
+                       sides="P* exact; D*_p point estimate; " + _NU_SIDE,
+                       note="" if lam_nu is not None else
+                       f"lam*_nu undefined: E h >= M nu = {pb.score_bound * nu:.3g} is "
+                       "infeasible"))
     if certified:
         d2l = lower - sol.primal_value
         rows.append(GapRow("Theorem 2 (lower)", "D*_p(certified lower) - P*", d2l, lower=lo2,
@@ -926,7 +932,9 @@ class Comparison:
                 parts.append(f"{name}: one-shot lam from {self.size.dual_samples} generated "
                              f"samples x {self.task.language.num_prompts} prompts = "
                              f"{_fmt(tr.one_shot_lam)} (lam* = {_fmt(self.task.solution.lam)}), "
-                             f"dual step size {tr.step_size:.4g}; time "
+                             f"E_ref g from them {_fmt(tr.reference_estimate)} (exact "
+                             f"{_fmt(self.task.problem.reference_utilities)}), dual step size "
+                             f"{tr.step_size:.4g}; seconds "
                              + ", ".join(f"{k} {v:.1f}" for k, v in tr.timing.items()))
         if self.classes:
             parts += ["", "theory per transformer class (nu by distillation)",
@@ -962,18 +970,43 @@ class Comparison:
 
 def compare(size: str | SyntheticSize = "default", directory: str | Path = "synthetic",
             methods: tuple[str, ...] = METHODS, sweep: bool = True, figures: bool = True,
-            progress: bool = True) -> Comparison:
+            progress: bool = True, num_threads: int | None = 1) -> Comparison:
     """Build the task, run the pipeline's ``methods``, measure the theory for the reference
     class (and the ``size.sweep`` classes when ``sweep``), write ``comparison.json`` (and the
-    figures) to ``directory``."""
+    figures) to ``directory``.
+
+    ``num_threads``: torch's intra-op threads for the duration (restored afterwards; ``None``
+    leaves them alone).  The models are tiny, so one thread is as fast as several, and on a
+    shared CPU several threads are many times slower.
+    """
     import torch
 
     sz = _size(size)
     bad = [m for m in methods if m not in METHODS]
     if bad:
         raise ValueError(f"methods: unknown method(s) {bad}; known: {METHODS}")
-    directory = Path(directory)
+    if num_threads is not None and (int(num_threads) != num_threads or num_threads < 1):
+        raise ValueError(f"num_threads: must be a positive integer or None, got {num_threads!r}")
+    before = torch.get_num_threads()
+    if num_threads is not None:
+        torch.set_num_threads(int(num_threads))
+    try:
+        return _compare(sz, Path(directory), methods, sweep, figures, progress)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _compare(sz: SyntheticSize, directory: Path, methods: tuple[str, ...], sweep: bool,
+             figures: bool, progress: bool) -> Comparison:
+    import torch
+
     directory.mkdir(parents=True, exist_ok=True)
+    stamp = directory / "synthetic_size.json"
+    here = json.loads(json.dumps(asdict(sz), default=str))
+    if stamp.exists() and json.loads(stamp.read_text()) != here:
+        raise ValueError(f"output_dir: {str(directory)!r} holds a comparison of another size or "
+                         "settings (see synthetic_size.json); use another directory")
+    stamp.write_text(json.dumps(here, indent=1))
     seconds: dict[str, float] = {}
     t = time.perf_counter()
     task = build_task(sz, directory, progress)

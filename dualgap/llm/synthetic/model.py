@@ -11,8 +11,10 @@
   ``L``).
 * :func:`exact_log_probs`: ``log pi_theta(y|x)`` of every response by teacher forcing.
 * :class:`TransformerPolicy`: the transformer as a :class:`dualgap.policies.PolicyClass`
-  (``theta`` = all weights, flat float64), so ``fit``, ``lagrangian_max``,
-  ``parametrization_gap`` and the rest of :mod:`dualgap.gaps` apply to it unchanged.
+  (``theta`` = all weights, flat float64), so :func:`dualgap.gaps.parametrization_gap`,
+  ``lagrangian_max`` and the rest of :mod:`dualgap.gaps` accept it.  Its ``fit`` is a float32
+  Adam distillation measured in float64 (fast); ``gaps.lagrangian_max`` runs the base class's
+  float64 L-BFGS on it, which is correct but slow beyond the tiny size.
 
 Exact probabilities (the generation semantics of ``generate(max_new_tokens=L)``: stop at
 ``<eos>`` or after ``L`` tokens).  With ``q_j(. | x, t_{<j})`` the model's next-token
@@ -97,8 +99,8 @@ def build_tokenizer(language: SyntheticLanguage):
     tok.add_special_tokens([EOS])
     return PreTrainedTokenizerFast(
         tokenizer_object=tok, eos_token=EOS, pad_token=EOS, unk_token=EOS,
-        padding_side="left",
-        model_max_length=language.prompt_length + language.max_response_length)
+        padding_side="left",  # (TRL tokenizes prompt + response + <eos>, then truncates)
+        model_max_length=language.prompt_length + language.max_response_length + 1)
 
 
 def build_model(language: SyntheticLanguage, arch: TransformerArch = TransformerArch(),

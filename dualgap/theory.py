@@ -39,6 +39,7 @@ from .problem import AlignmentProblem
 
 __all__ = [
     "FLOAT_TOL",
+    "bound_holds",
     "score_bound",
     "smoothness_bound",
     "dual_curvature",
@@ -292,7 +293,9 @@ def _json_num(v: object) -> object:
     return v
 
 
-def _check(measured: float, bound: float | None, lower: float | None) -> bool:
+def bound_holds(measured: float, bound: float | None, lower: float | None) -> bool:
+    """``lower <= measured <= bound`` (either side optional) up to float rounding
+    ``FLOAT_TOL * (1 + |measured| + |bound|)``: the comparison every check here uses."""
     tol = FLOAT_TOL * (1.0 + abs(measured) + (abs(bound) if bound is not None and
                                                math.isfinite(bound) else 0.0))
     ok = True
@@ -469,16 +472,16 @@ def gap_report(problem: AlignmentProblem, policy_class: object, *, starts: int |
         # Lemma 1
         top, bottom = lemma1_curvature(problem, lams) if m else (0.0, 0.0)
         rows.append(GapRow("Lemma 1 (smooth)", "max_k lambda_max(hess D(lam_k))", top, bound=L_D,
-                           holds=_check(top, L_D, None),
+                           holds=bound_holds(top, L_D, None),
                            sides="exact eigenvalues on the lam grid; L_D a proved bound"))
         rows.append(GapRow("Lemma 1 (convex)", "min_k lambda_min(hess D(lam_k))", bottom,
-                           lower=0.0, holds=_check(bottom, None, 0.0),
+                           lower=0.0, holds=bound_holds(bottom, None, 0.0),
                            sides="exact eigenvalues on the lam grid"))
         # Lemma 2
         res2 = (1.0 + float(np.abs(sol.lam).sum())) * sol.kkt_residual
         gap2 = sol.dual_value - sol.primal_value
         rows.append(GapRow("Lemma 2", "D(lam^) - J(pi_lam^) (exact solve)", gap2,
-                           lower=-res2, bound=res2, holds=_check(gap2, res2, -res2),
+                           lower=-res2, bound=res2, holds=bound_holds(gap2, res2, -res2),
                            sides="the solver's resolution: D - J = lam^T E h is within "
                                  "+-(1 + ||lam||_1) x KKT residual of 0"))
         if P_cvx is not None:
@@ -499,7 +502,7 @@ def gap_report(problem: AlignmentProblem, policy_class: object, *, starts: int |
             gap_l = dual_value(problem, lam) - est.value
             lo, up = lemma3_bounds(problem, lam, nu)
             rows.append(GapRow(f"Lemma 3 at {lab}", "D(lam) - D_p(lam)", gap_l, bound=up,
-                               lower=lo, holds=_check(gap_l, up, lo),
+                               lower=lo, holds=bound_holds(gap_l, up, lo),
                                sides="D_p lower estimate (local search): measured gap errs "
                                      "high, harder for the upper bound, easier for >= 0; "
                                      + _NU_SIDE))
@@ -516,7 +519,7 @@ def gap_report(problem: AlignmentProblem, policy_class: object, *, starts: int |
                 held1 = None
                 note1 = (f"assumption fails: best margin found {primal.margin:.3g} <= M nu = "
                          f"{M * nu:.3g}" if not assumption else "lam*_nu undefined")
-            elif _check(d1, up1, None):
+            elif bound_holds(d1, up1, None):
                 held1, note1 = True, ""
             else:
                 # the feasible theta's own shortfall: J(theta_f) = L(theta_f, lam*_p) - lam*_p^T s_f
@@ -535,7 +538,7 @@ def gap_report(problem: AlignmentProblem, policy_class: object, *, starts: int |
                                      "point estimate (errs low via the inner search, high via "
                                      "the outer tolerance); " + _NU_SIDE))
             d1l = dual.lower_bound - primal.value
-            held, note = _lower_check(d1l, dual.value - primal.value, lo1, dual)
+            held, note = _lowerbound_holds(d1l, dual.value - primal.value, lo1, dual)
             rows.append(GapRow("Theorem 1 (weak duality)", "D*_p(certified lower) - P*_p", d1l,
                                lower=lo1, holds=held, note=note,
                                sides="D*_p certified lower bound: harder; P*_p lower estimate:"
@@ -548,7 +551,7 @@ def gap_report(problem: AlignmentProblem, policy_class: object, *, starts: int |
         note2 = ""
         if lam_nu is None:
             held2, note2 = None, "lam*_nu undefined (the problem tightened by M nu is infeasible)"
-        elif _check(d2, up2, None):
+        elif bound_holds(d2, up2, None):
             held2 = True
         elif d2 - up2 <= (dual.value - dual.lower_bound) * (1 + 1e-9):
             held2 = None
@@ -560,7 +563,7 @@ def gap_report(problem: AlignmentProblem, policy_class: object, *, starts: int |
                            note=note2, sides="P* exact; D*_p point estimate (errs high by at "
                            "most the bundle gap when the inner search is exact); " + _NU_SIDE))
         d2l = dual.lower_bound - sol.primal_value
-        held, note = _lower_check(d2l, dual.value - sol.primal_value, lo2, dual)
+        held, note = _lowerbound_holds(d2l, dual.value - sol.primal_value, lo2, dual)
         rows.append(GapRow("Theorem 2 (lower)", "D*_p(certified lower) - P*", d2l, lower=lo2,
                            holds=held, note=note,
                            sides="D*_p certified lower bound: harder; " + _NU_SIDE))
@@ -568,7 +571,7 @@ def gap_report(problem: AlignmentProblem, policy_class: object, *, starts: int |
         dist = float(np.linalg.norm(lam_p - sol.lam))
         b4 = lemma4_bound(problem, nu, lam_p, mu)
         rows.append(GapRow("Lemma 4", "||lam*_p - lam*||_2", dist, bound=b4,
-                           holds=_check(dist, b4, None),
+                           holds=bound_holds(dist, b4, None),
                            sides="lam* exact; lam*_p the bundle estimate (error of either "
                                  "sign, about sqrt(tol / mu)); mu*_D exact; " + _NU_SIDE))
         # Lemma 5
@@ -576,7 +579,7 @@ def gap_report(problem: AlignmentProblem, policy_class: object, *, starts: int |
         d5 = float(np.linalg.norm(dual.slack - eps_exact))
         b5 = lemma5_bound(problem, nu, lam_p, L_D)
         rows.append(GapRow("Lemma 5", "||eps_p(lam*_p) - eps(lam*_p)||_2", d5, bound=b5,
-                           holds=_check(d5, b5, None),
+                           holds=bound_holds(d5, b5, None),
                            sides="eps_p at the maximizer found (a different local maximizer "
                                  "would give a different value); L_D an upper bound: easier; "
                                  + _NU_SIDE))
@@ -613,7 +616,7 @@ def gap_report(problem: AlignmentProblem, policy_class: object, *, starts: int |
                      notes=notes)
 
 
-def _lower_check(with_lower: float, with_point: float, lower: float,
+def _lowerbound_holds(with_lower: float, with_point: float, lower: float,
                  dual: object) -> tuple[bool | None, str]:
     """A ``>= lower`` check on a quantity linear in ``D*_p``: True if it holds with the
     certified lower bound of ``D*_p``; None (inconclusive) if only the point estimate passes
@@ -621,9 +624,9 @@ def _lower_check(with_lower: float, with_point: float, lower: float,
     False if it fails even with the point estimate."""
     if not dual.box_certified:  # type: ignore[attr-defined]
         return None, "box not certified: the lower bound of D*_p is not proved"
-    if _check(with_lower, None, lower):
+    if bound_holds(with_lower, None, lower):
         return True, ""
-    if _check(with_point, None, lower):
+    if bound_holds(with_point, None, lower):
         gap = dual.value - dual.lower_bound  # type: ignore[attr-defined]
         return None, (f"inconclusive: holds with the D*_p point estimate, not with its certified "
                       f"lower bound (bundle resolution {gap:.2g})")

@@ -7,6 +7,8 @@ import json
 import sys
 from pathlib import Path
 
+from .._format import format_table
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -43,16 +45,6 @@ def _npz_fields() -> dict[str, str]:
     from ..problem import NPZ_FIELDS
 
     return NPZ_FIELDS
-
-
-def _table(rows: list[tuple[str, ...]]) -> str:
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = []
-    for k, row in enumerate(rows):
-        lines.append("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
-        if k == 0:
-            lines.append("  ".join("-" * w for w in widths))
-    return "\n".join(lines)
 
 
 def _fmt(v: float) -> str:
@@ -137,7 +129,7 @@ def _demo(args: argparse.Namespace) -> int:
     print()
     print(repr(problem))
     print()
-    print(_table(rows))
+    print(format_table(rows))
     if fig_path is not None:
         print(f"\nfigure: {fig_path}")
     return 0
@@ -171,5 +163,5 @@ def _solve(args: argparse.Namespace) -> int:
         print()
     else:
         print(repr(problem))
-        print(_table(rows))
+        print(format_table(rows))
     return 0

@@ -18,6 +18,7 @@ the batches; the last incomplete batch is dropped in both cases).
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 from typing import Any
@@ -39,13 +40,17 @@ def make_dpo_config(settings: TrainSettings, beta: float, output_dir: str | Path
             f"train.batch_size: {settings.batch_size} is not divisible by world size {world} x "
             f"gradient_accumulation_steps {settings.gradient_accumulation_steps}")
     cuda = torch.cuda.is_available()
+    # transformers >= 5.24 renamed gradient_checkpointing (the old name warns on every run)
+    fields = {f.name for f in dataclasses.fields(DPOConfig)}
+    checkpointing = ("activation_checkpointing" if "activation_checkpointing" in fields
+                     else "gradient_checkpointing")
     return DPOConfig(
         output_dir=str(output_dir), beta=beta, loss_type=list(settings.loss_type),
         learning_rate=settings.learning_rate, lr_scheduler_type=settings.lr_scheduler_type,
         warmup_steps=settings.warmup_steps, num_train_epochs=settings.epochs_per_iteration,
         per_device_train_batch_size=per,
         gradient_accumulation_steps=settings.gradient_accumulation_steps,
-        max_length=settings.max_length, gradient_checkpointing=settings.gradient_checkpointing,
+        max_length=settings.max_length, **{checkpointing: settings.gradient_checkpointing},
         bf16=bool(settings.bf16 and cuda), use_cpu=not cuda, seed=seed, data_seed=seed,
         logging_steps=settings.logging_steps, report_to=list(settings.report_to),
         save_strategy="no", dataloader_drop_last=True, disable_tqdm=not progress,

@@ -47,6 +47,7 @@ from typing import Any
 
 import numpy as np
 
+from ..._format import format_table
 from ...dual import (
     constraint_slack,
     dual_value,
@@ -58,8 +59,8 @@ from ...dual import (
 from ...problem import AlignmentProblem
 from ...solver import DualSolution, solve
 from ...theory import (
-    FLOAT_TOL,
     GapRow,
+    bound_holds,
     dual_curvature,
     lemma3_bounds,
     lemma4_bound,
@@ -537,18 +538,6 @@ class ClassGaps:
         return out
 
 
-def _holds(measured: float, bound: float | None, lower: float | None) -> bool:
-    """``lower <= measured <= bound`` up to float rounding ``FLOAT_TOL (1 + |terms|)``, the
-    tolerance of :mod:`dualgap.theory`'s own checks."""
-    tol = FLOAT_TOL * (1.0 + abs(measured) + (abs(bound) if bound is not None and
-                                               math.isfinite(bound) else 0.0))
-    ok = True
-    if bound is not None:
-        ok &= measured <= bound + tol
-    if lower is not None:
-        ok &= measured >= lower - tol
-    return bool(ok)
-
 
 def _cut_min_1d(a: np.ndarray, s: np.ndarray, radius: float) -> tuple[float, float]:
     """``min_{0 <= lam <= radius} max_k a_k + s_k lam`` (m = 1) and its argmin: the minimum
@@ -772,7 +761,7 @@ def _class_rows(pb: AlignmentProblem, sol: DualSolution, lams: np.ndarray,
         lo, up = lemma3_bounds(pb, lam, nu)
         rows.append(GapRow(f"Lemma 3 at {lab}",
                            "D(lam) - D_p(lam)", gap, bound=up, lower=lo,
-                           holds=_holds(gap, up, lo),
+                           holds=bound_holds(gap, up, lo),
                            sides="D exact; D_p lower estimate: harder for the upper bound; "
                                  + _NU_SIDE))
     assumption = theorem1_assumption(pb, nu, margin)
@@ -780,7 +769,7 @@ def _class_rows(pb: AlignmentProblem, sol: DualSolution, lams: np.ndarray,
     if math.isfinite(primal_p):
         d1 = dual_p_star - primal_p
         rows.append(GapRow("Theorem 1 (upper)", "D*_p - P*_p", d1, bound=up1,
-                           holds=_holds(d1, up1, None) if assumption and lam_nu is not None
+                           holds=bound_holds(d1, up1, None) if assumption and lam_nu is not None
                            else None,
                            sides="P*_p lower estimate: harder; D*_p point estimate; " + _NU_SIDE,
                            note="" if assumption else
@@ -789,13 +778,13 @@ def _class_rows(pb: AlignmentProblem, sol: DualSolution, lams: np.ndarray,
         if certified:
             d1l = lower - primal_p
             rows.append(GapRow("Theorem 1 (weak duality)", "D*_p(certified lower) - P*_p", d1l,
-                               lower=lo1, holds=_holds(d1l, None, lo1),
+                               lower=lo1, holds=bound_holds(d1l, None, lo1),
                                sides="D*_p certified lower bound: harder; P*_p lower "
                                      "estimate: easier"))
     lo2, up2 = theorem2_bounds(pb, nu, lam_p, lam_nu)
     d2 = dual_p_star - sol.primal_value
     rows.append(GapRow("Theorem 2 (upper)", "D*_p - P*", d2, bound=up2,
-                       holds=_holds(d2, up2, None) if lam_nu is not None else None,
+                       holds=bound_holds(d2, up2, None) if lam_nu is not None else None,
                        sides="P* exact; D*_p point estimate; " + _NU_SIDE,
                        note="" if lam_nu is not None else
                        f"lam*_nu undefined: E h >= M nu = {pb.score_bound * nu:.3g} is "
@@ -803,7 +792,7 @@ def _class_rows(pb: AlignmentProblem, sol: DualSolution, lams: np.ndarray,
     if certified:
         d2l = lower - sol.primal_value
         rows.append(GapRow("Theorem 2 (lower)", "D*_p(certified lower) - P*", d2l, lower=lo2,
-                           holds=_holds(d2l, None, lo2),
+                           holds=bound_holds(d2l, None, lo2),
                            sides="D*_p certified lower bound: harder; " + _NU_SIDE))
     dist = float(np.linalg.norm(lam_p - sol.lam))
     b4 = lemma4_bound(pb, nu, lam_p, mu)
@@ -813,7 +802,7 @@ def _class_rows(pb: AlignmentProblem, sol: DualSolution, lams: np.ndarray,
                                 "lam, and lam* is among them"))
         return rows
     rows.append(GapRow("Lemma 4", "||lam*_p - lam*||_2", dist, bound=b4,
-                       holds=_holds(dist, b4, None),
+                       holds=bound_holds(dist, b4, None),
                        sides="lam* and mu*_D exact; lam*_p the zero of the slack of the "
                              "Lagrangian maximizers found (errs either way with the inexact "
                              "inner maximization); " + _NU_SIDE))
@@ -832,16 +821,6 @@ def _fmt(v: Any, digits: int = 4) -> str:
         return f"{float(v):.{digits}g}"
     return str(v)
 
-
-def format_table(rows: list[tuple[str, ...]]) -> str:
-    """Rows of strings (the first is the header) as an aligned text table."""
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    out = []
-    for k, row in enumerate(rows):
-        out.append("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
-        if k == 0:
-            out.append("  ".join("-" * w for w in widths))
-    return "\n".join(out)
 
 
 @dataclass

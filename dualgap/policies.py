@@ -374,8 +374,10 @@ class PolicyClass(ABC):
         with small_problem_threads(self.problem):
             return self._fit(target, theta0, objective, int(steps), int(starts), int(seed))
 
-    def _fit(self, target: np.ndarray, theta0: torch.Tensor | None, objective: str, steps: int,
-             starts: int, seed: int) -> FitResult:
+    def _fit_setup(self, target: object, theta0: torch.Tensor | None, objective: str,
+                   starts: int, seed: int):
+        """What every ``fit`` starts from: the validated target (numpy and torch), its
+        ``KL(target || pi_ref)`` per prompt, the starting points and the loss stages."""
         t_np = self._check_target(target)
         if objective == "reverse_kl" and (t_np[self.problem.support] <= 0).any():
             raise ValueError("target: reverse_kl needs target > 0 on the whole support")
@@ -383,9 +385,15 @@ class PolicyClass(ABC):
         kl_t = torch.as_tensor(kl_divergence(self.problem, t_np), dtype=DTYPE)
         firsts = [self.init_params() if theta0 is None else self.check_params(theta0)]
         firsts += [self.init_params(seed + k) for k in range(1, int(starts))]
+        stages = ["kl", "nu"] if objective == "nu" else [objective]
+        return t_np, tgt, kl_t, firsts, stages
+
+    def _fit(self, target: np.ndarray, theta0: torch.Tensor | None, objective: str, steps: int,
+             starts: int, seed: int) -> FitResult:
+        t_np, tgt, kl_t, firsts, stages = self._fit_setup(target, theta0, objective, starts,
+                                                          seed)
         best: FitResult | None = None
         total = 0
-        stages = ["kl", "nu"] if objective == "nu" else [objective]
         for th0 in firsts:
             theta = th0.detach().clone().requires_grad_(True)
             candidates = []

@@ -46,7 +46,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from ...dual import kl_divergence
 from ...policies import DTYPE, FIT_OBJECTIVES, FitResult, PolicyClass
 from ...problem import AlignmentProblem
 from .language import EOS, SyntheticLanguage
@@ -410,14 +409,8 @@ class TransformerPolicy(PolicyClass):
             raise ValueError(f"starts: must be a positive integer, got {starts!r}")
         if not learning_rate > 0:
             raise ValueError(f"learning_rate: must be > 0, got {learning_rate!r}")
-        t_np = self._check_target(target)
-        if objective == "reverse_kl" and (t_np[self.problem.support] <= 0).any():
-            raise ValueError("target: reverse_kl needs target > 0 on the whole support")
-        tgt = torch.as_tensor(t_np, dtype=DTYPE)
-        kl_t = torch.as_tensor(kl_divergence(self.problem, t_np), dtype=DTYPE)
-        firsts = [self.init_params() if theta0 is None else self.check_params(theta0)]
-        firsts += [self.init_params(seed + k) for k in range(1, int(starts))]
-        stages = ["kl", "nu"] if objective == "nu" else [objective]
+        t_np, tgt, kl_t, firsts, stages = self._fit_setup(target, theta0, objective, starts,
+                                                          seed)
         best: FitResult | None = None
         total = 0
         for th0 in firsts:

@@ -400,12 +400,18 @@ class PolicyClass(ABC):
             for stage in stages:
                 total += _lbfgs(theta, self._fit_loss(tgt, stage, kl_t), int(steps))
                 candidates.append(theta.detach().clone())
-            for cand in candidates:
-                res = self._measure(cand, t_np, objective, total)
-                if best is None or res.nu < best.nu:
-                    best = res
+            best = self._best_fit(best, candidates, t_np, objective, total)
         assert best is not None
         best.iterations = total
+        return best
+
+    def _best_fit(self, best: FitResult | None, candidates: list[torch.Tensor],
+                  target: np.ndarray, objective: str, total: int) -> FitResult | None:
+        """The smallest-``nu`` fit among ``best`` and the measured ``candidates``."""
+        for cand in candidates:
+            res = self._measure(cand, target, objective, total)
+            if best is None or res.nu < best.nu:
+                best = res
         return best
 
     def _measure(self, theta: torch.Tensor, target: np.ndarray, objective: str,

@@ -68,33 +68,32 @@ def _train(args: argparse.Namespace) -> int:
         return 0
     if not args.config or not args.output_dir:
         raise ValueError("train: --config and --output-dir are required")
-    from dualgap.llm.distributed import shutdown_distributed
-    from dualgap.llm.run import RunStopped, train
+    from dualgap.llm.run import train
 
-    try:
-        run = train(args.config, args.output_dir, overrides=args.overrides,
-                    stop_after=args.stop_after, progress=not args.no_progress)
-    except RunStopped as exc:
-        print(str(exc))
-        shutdown_distributed()
-        return 0
-    _report(run.directory)
-    shutdown_distributed()
-    return 0
+    return _run_and_report(lambda: train(args.config, args.output_dir, overrides=args.overrides,
+                                         stop_after=args.stop_after,
+                                         progress=not args.no_progress))
 
 
 def _resume(args: argparse.Namespace) -> int:
+    from dualgap.llm.run import resume
+
+    return _run_and_report(lambda: resume(args.directory, stop_after=args.stop_after,
+                                          progress=not args.no_progress))
+
+
+def _run_and_report(start) -> int:
+    """Run ``start()`` (train or resume), report the finished run, and leave the process group
+    on every rank (a ``--stop-after`` stop prints how to resume)."""
     from dualgap.llm.distributed import shutdown_distributed
-    from dualgap.llm.run import RunStopped, resume
+    from dualgap.llm.run import RunStopped
 
     try:
-        run = resume(args.directory, stop_after=args.stop_after, progress=not args.no_progress)
+        _report(start().directory)
     except RunStopped as exc:
         print(str(exc))
+    finally:
         shutdown_distributed()
-        return 0
-    _report(run.directory)
-    shutdown_distributed()
     return 0
 
 

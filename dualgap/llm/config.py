@@ -297,30 +297,21 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         if isinstance(value, str) and value.lower() in ("true", "false"):
             return value.lower() == "true"
         raise ValueError(f"{key}: expected true/false, got {value!r}")
-    if tp is int:
-        if isinstance(value, bool):
-            raise ValueError(f"{key}: expected an int, got {value!r}")
-        if isinstance(value, int):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        if isinstance(value, str):
-            try:
-                return int(value)
-            except ValueError:
-                pass
-        raise ValueError(f"{key}: expected an int, got {value!r}")
-    if tp is float:
-        if isinstance(value, bool):
-            raise ValueError(f"{key}: expected a float, got {value!r}")
-        if isinstance(value, (int, float)):
-            return float(value)
-        if isinstance(value, str):
-            try:
+    if tp in (int, float):
+        # bools are ints to Python but never numbers here; "1e-6" parses, "1-6" does not;
+        # an int field takes an integral float (3.0) but not 3.5
+        if not isinstance(value, bool):
+            if isinstance(value, str):
+                try:
+                    return tp(value)
+                except ValueError:
+                    pass
+            elif tp is float and isinstance(value, (int, float)):
                 return float(value)
-            except ValueError:
-                pass
-        raise ValueError(f"{key}: expected a float, got {value!r}")
+            elif tp is int and (isinstance(value, int)
+                                or (isinstance(value, float) and value.is_integer())):
+                return int(value)
+        raise ValueError(f"{key}: expected {'an int' if tp is int else 'a float'}, got {value!r}")
     if tp is str:
         if isinstance(value, str):
             return value

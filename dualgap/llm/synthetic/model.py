@@ -429,10 +429,7 @@ class TransformerPolicy(PolicyClass):
                     sched.step()
                 total += int(steps)
                 candidates.append(theta.detach().to(DTYPE).clone())
-            for cand in candidates:
-                res = self._measure(cand, t_np, objective, total)
-                if best is None or res.nu < best.nu:
-                    best = res
+            best = self._best_fit(best, candidates, t_np, objective, total)
         assert best is not None
         best.iterations = total
         return best

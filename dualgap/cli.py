@@ -28,6 +28,11 @@ def build_parser() -> argparse.ArgumentParser:
         prog="dualgap",
         description="Exact duals, parametrization gaps and CAID for constrained alignment.",
     )
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        help="show the full traceback of an error instead of one line (default: off)",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(sub)
@@ -35,13 +40,38 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; user errors become one line on stderr and exit status 2.
+
+    ``ValueError`` (every bad input, :class:`dualgap.errors.UserError` included) and
+    ``OSError`` (a file that cannot be read or written) are reported as
+    ``dualgap COMMAND: error: MESSAGE``; ``--debug`` re-raises them with the traceback.
+    A closed output pipe (``dualgap solve --json | head``) ends quietly.
+    """
+    from .errors import one_line
+
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except ValueError as exc:  # bad input: one clear line, no traceback
-        print(f"dualgap {args.command}: error: {exc}", file=sys.stderr)
+    except BrokenPipeError:
+        _silence_closed_stdout()
+        return 0
+    except (ValueError, OSError) as exc:  # bad input: one clear line, no traceback
+        if args.debug:
+            raise
+        print(f"dualgap {args.command}: error: {one_line(exc)}", file=sys.stderr)
         return 2
+
+
+def _silence_closed_stdout() -> None:
+    """Point stdout at devnull so the interpreter's final flush of a closed pipe stays quiet."""
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # stdout is not a real file (captured in tests): nothing to do
+        return
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -148,7 +148,7 @@ def test_report_command(tmp_path, capsys):
     p = random_problem(2, 4, 5, 2, 0.5)
     path = tmp_path / "inst.npz"
     p.save(path)
-    rc = main(["report", str(path), "--policy", "loglinear", "--features-noise", "0.05",
+    rc = main(["report", str(path), "--policy", "loglinear", "--feature-noise", "0.05",
                "--no-cvxpy", "--json"])
     assert rc == 0
     data = json.loads(capsys.readouterr().out)

@@ -22,9 +22,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         default="dualgap-demo.png",
         help="where to write the dual-landscape figure (default: %(default)s)",
     )
-    p.add_argument("--no-figure", action="store_true", help="skip the figure")
-    p.add_argument("--json", action="store_true", help="print the results as JSON")
-    p.add_argument("--describe", action="store_true", help="print what the instance stands for")
+    p.add_argument("--no-figure", action="store_true",
+                   help="skip the figure (default: off)")
+    p.add_argument("--json", action="store_true", help="print the results as JSON (default: off)")
+    p.add_argument("--describe", action="store_true",
+                   help="print what the instance stands for, and exit (default: off)")
     p.set_defaults(func=_demo)
 
     s = sub.add_parser(
@@ -34,10 +36,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         + "; ".join(f"{k}: {v}" for k, v in _npz_fields().items()),
     )
     s.add_argument("file", help="instance file (.npz)")
-    s.add_argument("--tol", type=float, default=1e-10, help="KKT tolerance (default %(default)g)")
-    s.add_argument("--json", action="store_true", help="print the solution as JSON")
-    s.add_argument("--check", action="store_true", help="also solve with cvxpy and compare")
-    s.add_argument("--policy-out", metavar="FILE.npy", help="save the optimal policy (X, Y)")
+    s.add_argument("--tol", type=float, default=1e-10, help="KKT tolerance (default: %(default)g)")
+    s.add_argument("--json", action="store_true", help="print the solution as JSON (default: off)")
+    s.add_argument("--check", action="store_true",
+                   help="also solve with cvxpy and compare (default: off)")
+    s.add_argument("--policy-out", metavar="FILE.npy",
+                   help="save the optimal policy (X, Y) (default: not saved)")
     s.set_defaults(func=_solve)
 
 

@@ -27,32 +27,37 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Start a run: method caid, one-shot, dpo-helpful or dpo-safe "
                        "(the config's `method`, or --set method=...).")
     t.add_argument("--config", help="a shipped config name (tiny, pku_saferlhf_30k, "
-                   "hh_rlhf_two_constraints) or a YAML file")
+                   "hh_rlhf_two_constraints) or a YAML file "
+                   "(required unless --help-config)")
     t.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config key (dotted; list items by index), repeatable")
-    t.add_argument("--output-dir", help="run directory (must not hold a run)")
+                   help="override a config key (dotted; list items by index), repeatable "
+                   "(default: none)")
+    t.add_argument("--output-dir", help="run directory, must not hold a run "
+                   "(required unless --help-config)")
     t.add_argument("--stop-after", type=int, default=None, metavar="N",
-                   help="stop after N policy steps (resume later)")
-    t.add_argument("--no-progress", action="store_true", help="no progress bars")
+                   help="stop after N policy steps, resume later (default: run to the end)")
+    t.add_argument("--no-progress", action="store_true", help="no progress bars (default: off)")
     t.add_argument("--help-config", action="store_true",
-                   help="list every config key with its type, default and help, and exit")
+                   help="list every config key with its type, default and help, and exit "
+                   "(default: off)")
     t.set_defaults(func=_train)
 
     r = llm.add_parser("resume", help="continue a run from its last finished step")
     r.add_argument("directory", help="run directory")
     r.add_argument("--stop-after", type=int, default=None, metavar="N",
-                   help="stop after N policy steps in total")
-    r.add_argument("--no-progress", action="store_true", help="no progress bars")
+                   help="stop after N policy steps in total (default: run to the end)")
+    r.add_argument("--no-progress", action="store_true", help="no progress bars (default: off)")
     r.set_defaults(func=_resume)
 
     e = llm.add_parser("evaluate", help="improvements over pi_ref with 95%% CIs, win rates, "
                        "figures")
     e.add_argument("directory", help="run directory")
     e.add_argument("--against", action="append", default=[], metavar="DIR",
-                   help="another run to compare with (win rates; repeatable)")
-    e.add_argument("--json", action="store_true", help="print the summary as JSON")
-    e.add_argument("--no-figures", action="store_true", help="skip the figures")
-    e.add_argument("--no-progress", action="store_true", help="no progress bars")
+                   help="another run to compare with "
+                   "(win rates; repeatable; default: none)")
+    e.add_argument("--json", action="store_true", help="print the summary as JSON (default: off)")
+    e.add_argument("--no-figures", action="store_true", help="skip the figures (default: off)")
+    e.add_argument("--no-progress", action="store_true", help="no progress bars (default: off)")
     e.set_defaults(func=_evaluate)
 
     from dualgap.llm.synthetic.cli import add_synthetic_parser  # argparse only (issue 6)

@@ -1,5 +1,6 @@
 """``dualgap run {caid,one-shot,primal-dual,dual-descent} [FILE.npz]``: run an algorithm on an
-instance (default: the built-in demo instance), write its trajectory as JSON and a figure.
+instance (default: the built-in demo instance, ``dualgap demo --describe``), write its
+trajectory as JSON and a figure (default: under ``dualgap-out/``), and end with a summary.
 
     dualgap run dual-descent problem.npz --iterations 500 --samples 16 --step-rule constant \\
         --step-size 0.05
@@ -9,88 +10,89 @@ instance (default: the built-in demo instance), write its trajectory as JSON and
     dualgap run primal-dual problem.npz --iterations 10000 --dual-step 0.1 --mode alternating
 
 Every option belongs to one algorithm; an option that does not belong to the one chosen is an
-error.  The JSON is :meth:`dualgap.algorithms.Trajectory.to_json`.
+error.  The JSON is :meth:`dualgap.algorithms.Trajectory.to_json`.  The symbols of the summary
+(``E h``, ``lam*``, ``lam*_p``, ``nu``) are defined in ``docs/problem.md`` and ``docs/theory.md``.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
+
+from ._args import nonneg_float, nonneg_int, positive_float, positive_int
 
 ALGORITHMS = ("caid", "one-shot", "primal-dual", "dual-descent")
-
-
-def _positive_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return v
-
-
-def _nonneg_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
-    return v
+#: the folder of every default output of ``dualgap run`` (listed in ``.gitignore``)
+DEFAULT_OUT_DIR = "dualgap-out"
+DEFAULT_INSTANCE = "the built-in demo instance (dualgap demo --describe)"
 
 
 def _common(p: argparse.ArgumentParser, algo: str) -> None:
     p.add_argument("file", nargs="?", help="instance (.npz, schema: dualgap.NPZ_FIELDS); "
-                   "default: the built-in demo instance")
-    p.add_argument("--seed", type=int, default=0, help="seed for all samples (default 0)")
-    p.add_argument("--out", default=f"dualgap-{algo}.json",
-                   help="trajectory JSON (default: %(default)s)")
-    p.add_argument("--figure", default=f"dualgap-{algo}.png",
-                   help="trajectory figure (default: %(default)s)")
-    p.add_argument("--no-figure", action="store_true", help="skip the figure")
+                   f"default: {DEFAULT_INSTANCE}")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of every sample and of the feature noise (default: %(default)s)")
+    p.add_argument("--out-dir", default=DEFAULT_OUT_DIR, metavar="DIR",
+                   help="folder of the default outputs, created if missing "
+                   "(default: %(default)s, git-ignored)")
+    p.add_argument("--out", default=None, metavar="FILE.json",
+                   help=f"trajectory JSON (default: DIR/{algo}.json)")
+    p.add_argument("--figure", default=None, metavar="FILE.png",
+                   help=f"trajectory figure (default: DIR/{algo}.png)")
+    p.add_argument("--no-figure", action="store_true", help="skip the figure (default: off)")
     p.add_argument("--no-exact", action="store_true",
-                   help="do not solve the instance exactly for reference (lam*, P*)")
-    p.add_argument("--progress", action="store_true", help="show a progress bar")
-    p.add_argument("--torch-threads", type=_positive_int, default=None,
+                   help="do not solve the instance exactly for reference: no lam*, P* "
+                   "(default: off)")
+    p.add_argument("--progress", action="store_true", help="show a progress bar (default: off)")
+    p.add_argument("--torch-threads", type=positive_int, default=None,
                    help="torch intra-op threads (default: torch's own choice; 1 is much "
                    "faster for small tables on a busy machine)")
 
 
 def _policy(p: argparse.ArgumentParser, default: str, allow_exact: bool = True) -> None:
-    choices = ("exact", "tabular", "loglinear") if allow_exact else ("tabular", "loglinear")
-    p.add_argument("--policy", choices=choices, default=default,
-                   help="policy step: exact pi_lam (distribution space), the tabular class, or "
-                   "a log-linear class on features [r, g] + noise (default: %(default)s)")
-    p.add_argument("--feature-noise", type=float, default=0.0,
-                   help="relative noise on the log-linear features (nu > 0 when > 0; "
-                   "default %(default)g)")
+    if allow_exact:
+        choices = ("exact", "tabular", "loglinear")
+        text = ("policy step: exact pi_lam (distribution space), the tabular class, or a "
+                "log-linear class on features [r, g] + noise (default: %(default)s)")
+    else:  # a gradient step needs parameters: no exact pi_lam here
+        choices = ("tabular", "loglinear")
+        text = ("policy class of the primal gradient steps: tabular (one logit per (x, y)) "
+                "or log-linear on features [r, g] + noise (default: %(default)s)")
+    p.add_argument("--policy", choices=choices, default=default, help=text)
+    p.add_argument("--feature-noise", type=nonneg_float, default=0.0, metavar="SIGMA",
+                   help="log-linear features are [r, g_1..g_m] + SIGMA * std * N(0,1); "
+                   "SIGMA > 0 gives nu > 0 (--policy loglinear only; default: %(default)g)")
 
 
 def _inner(p: argparse.ArgumentParser, default: int | None) -> None:
-    p.add_argument("--inner-steps", type=_positive_int, default=default,
-                   help="iterations of each policy step (default: %(default)s; "
-                   "omit for one-shot = to convergence)")
+    p.add_argument("--inner-steps", type=positive_int, default=default,
+                   help="iterations of each policy step (default: "
+                   + ("to convergence" if default is None else "%(default)s") + ")")
     p.add_argument("--inner-method", choices=("auto", "natural", "lbfgs"), default="auto",
                    help="optimizer of the policy step (default: %(default)s)")
 
 
 def _dual_steps(p: argparse.ArgumentParser, rule: str) -> None:
-    p.add_argument("--iterations", type=_nonneg_int, default=50,
-                   help="dual steps T (default %(default)s)")
+    p.add_argument("--iterations", type=nonneg_int, default=50,
+                   help="dual steps T (default: %(default)s)")
     p.add_argument("--step-rule", choices=("constant", "sqrt", "smooth"), default=rule,
-                   help="eta_t: constant, eta/sqrt(t+1), or (step-size or 1)/L_D "
+                   help="eta_t: constant eta, eta/sqrt(t+1), or (step-size or 1)/L_D "
                    "(default: %(default)s)")
-    p.add_argument("--step-size", type=float, default=None, help="eta")
-    p.add_argument("--samples", type=_positive_int, default=None,
+    p.add_argument("--step-size", type=positive_float, default=None, metavar="ETA",
+                   help="eta of the step rule (default: none; required by constant and sqrt, "
+                   "1 for smooth)")
+    p.add_argument("--samples", type=positive_int, default=None,
                    help="N sampled responses per prompt for the dual step (default: exact)")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     run = sub.add_parser(
         "run", help="run CAID, one-shot, primal-dual or dual descent; write trajectory + figure",
-        description="Run an algorithm on an instance and write its trajectory (JSON) and a "
-        "figure. Algorithms: " + ", ".join(ALGORITHMS) + ".")
+        description="Run an algorithm on an instance (default: " + DEFAULT_INSTANCE + "), "
+        "write its trajectory (JSON) and a figure under --out-dir, and end with a summary: "
+        "each constraint met or not, and lam against lam*. Algorithms: "
+        + ", ".join(ALGORITHMS) + ".")
     algos = run.add_subparsers(dest="algorithm", required=True, metavar="ALGORITHM")
 
     dd = algos.add_parser("dual-descent", help="projected (sub)gradient descent on D "
@@ -104,65 +106,108 @@ def register(sub: argparse._SubParsersAction) -> None:
     _dual_steps(ca, "smooth")
     _inner(ca, 5)
     ca.add_argument("--start", choices=("practical", "literal"), default="practical",
-                    help="practical: one-shot lam first; literal: first dual step at pi_ref")
-    ca.add_argument("--one-shot-samples", type=_positive_int, default=64,
-                    help="K reference samples per prompt for the practical start (default 64)")
+                    help="practical: one-shot lam first; literal: first dual step at pi_ref "
+                    "(default: %(default)s)")
+    ca.add_argument("--one-shot-samples", type=positive_int, default=64, metavar="K",
+                    help="K reference samples per prompt for the practical start "
+                    "(default: %(default)s)")
 
     os_ = algos.add_parser("one-shot", help="lam from K reference samples, one policy step")
     _common(os_, "one-shot")
     _policy(os_, "tabular")
     _inner(os_, None)
-    os_.add_argument("--one-shot-samples", type=_positive_int, default=64,
-                     help="K reference samples per prompt (default 64)")
+    os_.add_argument("--one-shot-samples", type=positive_int, default=64, metavar="K",
+                     help="K reference samples per prompt (default: %(default)s)")
 
     pd = algos.add_parser("primal-dual", help="gradient descent-ascent (Safe RLHF family)")
     _common(pd, "primal-dual")
     _policy(pd, "tabular", allow_exact=False)
-    pd.add_argument("--iterations", type=_nonneg_int, default=1000,
-                    help="joint steps (default %(default)s)")
-    pd.add_argument("--primal-lr", type=float, default=0.5, help="alpha (default %(default)g)")
-    pd.add_argument("--dual-step", type=float, default=0.5, help="eta (default %(default)g)")
-    pd.add_argument("--mode", choices=("simultaneous", "alternating"), default="simultaneous")
-    pd.add_argument("--multiplier", choices=("linear", "log", "pid"), default="linear")
-    pd.add_argument("--kp", type=float, default=0.0, help="PID proportional gain (units of eta)")
-    pd.add_argument("--kd", type=float, default=0.0, help="PID derivative gain (units of eta)")
-    pd.add_argument("--optimizer", choices=("sgd", "adam"), default="sgd")
-    pd.add_argument("--samples", type=_positive_int, default=None,
-                    help="N sampled responses per prompt for u (default: exact)")
-    pd.add_argument("--record-every", type=_positive_int, default=1,
-                    help="keep every k-th record (default 1)")
+    pd.add_argument("--iterations", type=nonneg_int, default=1000,
+                    help="joint steps (default: %(default)s)")
+    pd.add_argument("--primal-lr", type=positive_float, default=0.5, metavar="ALPHA",
+                    help="alpha, the policy's learning rate (default: %(default)g)")
+    pd.add_argument("--dual-step", type=positive_float, default=0.5, metavar="ETA",
+                    help="eta, the multiplier's step (default: %(default)g)")
+    pd.add_argument("--mode", choices=("simultaneous", "alternating"), default="simultaneous",
+                    help="simultaneous: both steps at the same iterate; alternating: the dual "
+                    "step sees the new policy (default: %(default)s)")
+    pd.add_argument("--multiplier", choices=("linear", "log", "pid"), default="linear",
+                    help="lam itself, lam = exp(z) (Safe RLHF), or a PID-controlled lam "
+                    "(default: %(default)s)")
+    pd.add_argument("--kp", type=nonneg_float, default=0.0,
+                    help="PID proportional gain, in units of eta (--multiplier pid only; "
+                    "default: %(default)g)")
+    pd.add_argument("--kd", type=nonneg_float, default=0.0,
+                    help="PID derivative gain, in units of eta (--multiplier pid only; "
+                    "default: %(default)g)")
+    pd.add_argument("--optimizer", choices=("sgd", "adam"), default="sgd",
+                    help="optimizer of the policy's parameters (default: %(default)s)")
+    pd.add_argument("--samples", type=positive_int, default=None,
+                    help="N sampled responses per prompt for the dual step (default: exact)")
+    pd.add_argument("--record-every", type=positive_int, default=1, metavar="K",
+                    help="keep every K-th record (default: %(default)s)")
     for p in (dd, ca, os_, pd):
         p.set_defaults(func=_run)
 
 
+def _check_options(args: argparse.Namespace) -> None:
+    """Cross-option rules, named as typed, before any work."""
+    if getattr(args, "feature_noise", 0.0) and args.policy != "loglinear":
+        raise ValueError(f"--feature-noise: only for --policy loglinear, got --policy "
+                         f"{args.policy}")
+    rule = getattr(args, "step_rule", None)
+    if rule in ("constant", "sqrt") and args.step_size is None:
+        raise ValueError(f"--step-size: required for --step-rule {rule}")
+    if args.algorithm == "primal-dual" and args.multiplier != "pid" and (args.kp or args.kd):
+        raise ValueError(f"--kp/--kd: only for --multiplier pid, got --multiplier "
+                         f"{args.multiplier}")
+
+
+def _output_paths(args: argparse.Namespace):
+    """``(--out, --figure or None)`` as checked paths; the default folder is created only when
+    a default path is used."""
+    from ._io import check_output_path
+
+    algo = args.algorithm
+    out = args.out
+    fig = None if args.no_figure else args.figure
+    if out is None or (fig is None and not args.no_figure):
+        out_dir = Path(args.out_dir)
+        if out_dir.exists() and not out_dir.is_dir():
+            raise ValueError(f"--out-dir: {args.out_dir!r} exists and is not a folder")
+        out_dir.mkdir(parents=True, exist_ok=True)
+        out = out if out is not None else out_dir / f"{algo}.json"
+        if fig is None and not args.no_figure:
+            fig = out_dir / f"{algo}.png"
+    return check_output_path(out, "--out"), check_output_path(fig, "--figure")
+
+
 def _policy_class(args: argparse.Namespace, problem):
     if args.policy == "exact":
-        if args.feature_noise:
-            raise ValueError("--feature-noise: only for --policy loglinear")
         return None
     from ..policies import LogLinearPolicy, TabularPolicy, problem_features
 
     if args.policy == "tabular":
-        if args.feature_noise:
-            raise ValueError("--feature-noise: only for --policy loglinear")
         return TabularPolicy(problem)
     return LogLinearPolicy(problem, problem_features(problem, noise=args.feature_noise,
                                                      seed=args.seed))
 
 
 def _run(args: argparse.Namespace) -> int:
-    import numpy as np
-
     from .. import algorithms as A
     from ..instances import demo_problem
     from ..problem import AlignmentProblem
     from ..solver import solve
+    from .run_summary import run_summary
 
+    _check_options(args)
+    out, fig = _output_paths(args)
     if args.torch_threads is not None:
         import torch
 
         torch.set_num_threads(args.torch_threads)
     problem = AlignmentProblem.load(args.file) if args.file else demo_problem()
+    instance = args.file or "the demo instance"
     exact = None if args.no_exact else solve(problem)
     algo = args.algorithm
     if algo == "dual-descent":
@@ -187,21 +232,11 @@ def _run(args: argparse.Namespace) -> int:
                            optimizer=args.optimizer, samples=args.samples, seed=args.seed,
                            record_every=args.record_every, exact_solution=exact,
                            progress=args.progress)
-    tr.to_json(args.out)
-    if not args.no_figure:
-        from ..plots.trajectories import plot_trajectories
+    tr.to_json(out)
+    if fig is not None:
+        from ..plots.trajectories import plot_trajectories, run_title
 
-        plot_trajectories(tr, labels=[algo], path=args.figure)
-    names = problem.names
-    np.set_printoptions(precision=6, suppress=True)
-    lines = [f"{algo} on {problem!r}: {tr.num_records} records, {tr.time[-1]:.3g} s",
-             f"  last lam        = {tr.lam[-1]}  ({', '.join(names)})",
-             f"  last slack E h  = {tr.slack[-1]}  (>= 0: met)",
-             f"  last J(pi)      = {tr.objective[-1]:.10g}"]
-    if exact is not None:
-        lines += [f"  exact lam*      = {exact.lam}",
-                  f"  exact P*        = {exact.primal_value:.10g}"]
-    lines.append(f"  trajectory -> {args.out}" + ("" if args.no_figure
-                                                  else f", figure -> {args.figure}"))
-    print("\n".join(lines), file=sys.stdout)
+        plot_trajectories(tr, labels=[algo], path=fig,
+                          title=run_title(tr, algo, instance, problem.names))
+    print(run_summary(tr, problem, exact, args, instance, out, fig), file=sys.stdout)
     return 0

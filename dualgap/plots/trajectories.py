@@ -13,18 +13,36 @@ from ..algorithms.trajectory import Trajectory
 from ._figure import finish as _finish
 from ._figure import pyplot as _plt
 
-__all__ = ["plot_trajectories", "plot_threshold_sweep", "plot_gap_vs_bound"]
+__all__ = ["plot_trajectories", "run_title", "plot_threshold_sweep", "plot_gap_vs_bound"]
+
+
+def run_title(tr: Trajectory, algorithm: str, instance: str,
+              names: Sequence[str] | None = None) -> str:
+    """``"caid, tabular class, on the demo instance (harmlessness, privacy)"``: what a figure of
+    one run shows, from its stored config."""
+    cls = str(tr.config.get("policy_class") or "exact π_λ")
+    cls = cls.split("(")[0].replace("Policy", " class").replace("LogLinear", "log-linear")
+    cls = cls.replace("Tabular", "tabular").replace("MLP", "MLP")
+    what = f"{algorithm}, {cls}, on {instance}"
+    if names:
+        what += f" ({', '.join(names)})"
+    return what
 
 
 def plot_trajectories(trajectories: Trajectory | Sequence[Trajectory],
                       labels: Sequence[str] | None = None, path: str | Path | None = None,
-                      x: str = "iteration", log_x: bool = False):
-    """Four panels per run, overlaid: ``lam_t`` (``lam*`` dotted), the slacks
-    ``E_rho E_{pi_t} h`` (0 dotted), ``J(pi_t)`` (``P*`` dotted) and ``D(lam_t) - D*`` with the
-    best-so-far ``min_{s<=t} D(lam_s) - D*`` (log scale; ``D(lam_t)`` itself when no exact
-    answer is stored).  ``x`` is ``"iteration"`` (the record's iteration index) or ``"time"``.
-    Saved to ``path`` if given; returns the Figure.
+                      x: str = "iteration", log_x: bool = False, title: str | None = None):
+    """Four panels per run, overlaid: ``lam_t`` (``lam*`` dotted, in the colour of its
+    multiplier), the slacks ``E_rho E_{pi_t} h`` (0 dotted), ``J(pi_t)`` (``P*`` dotted) and
+    ``|D(lam_t) - D*|`` with the best-so-far ``min_{s<=t} D(lam_s) - D*`` (log scale;
+    ``D(lam_t)`` itself when no exact answer is stored).  Colour = multiplier/constraint ``i``
+    in the first two panels and run in the last two; line style = run.  ``x`` is
+    ``"iteration"`` (the record's iteration index, integer ticks) or ``"time"`` (seconds).
+    ``title`` (default: the runs' labels) goes above the four panels.  Saved to ``path`` if
+    given; returns the Figure.
     """
+    from matplotlib.ticker import MaxNLocator
+
     if isinstance(trajectories, Trajectory):
         trajectories = [trajectories]
     if labels is None:
@@ -34,52 +52,81 @@ def plot_trajectories(trajectories: Trajectory | Sequence[Trajectory],
     if x not in ("iteration", "time"):
         raise ValueError(f"x: must be 'iteration' or 'time', got {x!r}")
     plt = _plt(path)
-    fig, axes = plt.subplots(2, 2, figsize=(11, 7.2))
+    fig, axes = plt.subplots(2, 2, figsize=(11, 7.6))
     ax_l, ax_s, ax_j, ax_d = axes.ravel()
     exact_drawn = False
     styles = ["-", "--", "-.", ":"]
+    names = _constraint_names(trajectories[0])
+    notes = []
     for k, (tr, label) in enumerate(zip(trajectories, labels, strict=True)):
         every = int(tr.config.get("record_every", 1) or 1)
         idx = np.arange(tr.num_records) * every
         if tr.config.get("record_every") and tr.num_records > 1:  # last record = iteration T
             idx[-1] = int(tr.config.get("iterations", idx[-1]))
         xs = tr.time if x == "time" else idx
-        color = f"C{k % 10}"
+        ls = styles[k % len(styles)]
         m = tr.lam.shape[1]
+        many = len(trajectories) > 1
         for i in range(m):
-            ls = styles[i % len(styles)]
-            ax_l.plot(xs, tr.lam[:, i], color=color, ls=ls, lw=1.2,
-                      label=f"{label}: λ_{i + 1}" if m > 1 else label)
-            ax_s.plot(xs, tr.slack[:, i], color=color, ls=ls, lw=1.2,
-                      label=f"{label}: E h_{i + 1}" if m > 1 else label)
-        ax_j.plot(xs, tr.objective, color=color, lw=1.2, label=label)
+            name = names[i] if i < len(names) else f"g{i + 1}"
+            run = f"{label}: " if many else ""
+            ax_l.plot(xs, tr.lam[:, i], color=f"C{i % 10}", ls=ls, lw=1.3, marker=".", ms=3,
+                      label=f"{run}λ_{i + 1} ({name})")
+            ax_s.plot(xs, tr.slack[:, i], color=f"C{i % 10}", ls=ls, lw=1.3, marker=".", ms=3,
+                      label=f"{run}E h_{i + 1} ({name})")
+        color = f"C{k % 10}"
+        ax_j.plot(xs, tr.objective, color=color, ls=ls, lw=1.3, label=f"{label}: J(π_t)")
         if tr.exact:
             gap = tr.dual_value - float(tr.exact["dual_value"])
             best = np.minimum.accumulate(gap)
             ax_d.plot(xs, np.maximum(np.abs(gap), 1e-16), color=color, lw=1.0, alpha=0.6,
-                      label=f"{label}: |D(λ_t) - D*|")
+                      label=f"{label}: |D(λ_t) − D*|")
             ax_d.plot(xs, np.maximum(best, 1e-16), color=color, lw=1.6, ls="--",
                       label=f"{label}: best so far")
             ax_d.set_yscale("log")
+            ax_d.set_ylabel("|D(λ_t) − D*|  (log scale)")
             if not exact_drawn:
-                for v in np.atleast_1d(tr.exact["lam"]):
-                    ax_l.axhline(float(v), color="k", ls=":", lw=1)
+                for i, v in enumerate(np.atleast_1d(tr.exact["lam"])):
+                    name = names[i] if i < len(names) else f"g{i + 1}"
+                    ax_l.axhline(float(v), color=f"C{i % 10}", ls=":", lw=1.2,
+                                 label=f"exact λ*_{i + 1} = {float(v):.3g} ({name})")
                 ax_j.axhline(float(tr.exact["primal_value"]), color="k", ls=":", lw=1,
-                             label="P* (exact)")
+                             label=f"exact P* = {float(tr.exact['primal_value']):.4g}")
                 exact_drawn = True
         else:
             ax_d.plot(xs, tr.dual_value, color=color, lw=1.2, label=f"{label}: D(λ_t)")
-    ax_s.axhline(0.0, color="k", ls=":", lw=1)
-    xlabel = "seconds" if x == "time" else "iteration"
-    for ax, title in ((ax_l, "multipliers λ_t (exact λ* dotted)"),
-                      (ax_s, "constraint slack E h at π_t (≥ 0: met)"),
-                      (ax_j, "objective J(π_t)"), (ax_d, "dual gap D(λ_t) − D*")):
-        ax.set_title(title)
+            ax_d.set_ylabel("D(λ_t)")
+            notes.append(f"{label}: no exact answer stored, D(λ_t) itself is drawn")
+    ax_s.axhline(0.0, color="k", ls=":", lw=1, label="E h = 0 (≥ 0: met)")
+    xlabel = "time [s]" if x == "time" else "iteration t"
+    panels = ((ax_l, "multipliers λ_t (dotted: exact λ*)", "λ_t"),
+              (ax_s, "constraint slack E h at π_t", "E h  (≥ 0: met)"),
+              (ax_j, "objective J(π_t) = E r − β KL", "J(π_t)"),
+              (ax_d, "dual gap: distance to D* = P*", None))
+    for ax, text, ylabel in panels:
+        ax.set_title(text, fontsize=10)
         ax.set_xlabel(xlabel)
+        if ylabel:
+            ax.set_ylabel(ylabel)
         if log_x:
             ax.set_xscale("symlog" if x == "iteration" else "log")
+        elif x == "iteration":
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.legend(fontsize=7, loc="best")
+        ax.grid(alpha=0.3)
+    if notes:
+        ax_d.text(0.02, 0.02, "\n".join(notes), transform=ax_d.transAxes, fontsize=7,
+                  va="bottom")
+    fig.suptitle(title if title else ", ".join(labels))
     return _finish(fig, path)
+
+
+def _constraint_names(tr: Trajectory) -> tuple[str, ...]:
+    names = (tr.problem or {}).get("names") if isinstance(tr.problem, dict) else None
+    m = tr.lam.shape[1]
+    if names and len(names) == m:
+        return tuple(str(n) for n in names)
+    return tuple(f"g{i + 1}" for i in range(m))
 
 
 def plot_threshold_sweep(thresholds: np.ndarray, achieved: Mapping[str, np.ndarray],

@@ -1,12 +1,15 @@
 """``dualgap run``: each algorithm writes a trajectory JSON equal to the library call's, and a
 figure; options of another algorithm are rejected."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 import dualgap.algorithms as A
 from dualgap.cli import main
 from dualgap.instances import random_problem
+from dualgap.solver import solve
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +38,7 @@ def test_dual_descent(instance, tmp_path, capsys):
                     tmp_path, capsys)
     ref = A.dual_descent(p, 30, samples=3, step_rule="constant", step_size=0.2, seed=5)
     np.testing.assert_array_equal(tr.lam, ref.lam)
-    assert "exact lam*" in text and tr.exact is not None
+    assert "exact lam* = " in text and tr.exact is not None
 
 
 def test_caid_tabular_and_loglinear(instance, tmp_path, capsys):
@@ -75,3 +78,89 @@ def test_bad_options(instance, tmp_path, capsys):
     assert "--feature-noise" in capsys.readouterr().err
     code = main(["run", "dual-descent", str(tmp_path / "missing.npz"), "--no-figure"])
     assert code == 2
+
+
+def test_default_outputs_go_under_a_git_ignored_folder(instance, tmp_path, capsys, monkeypatch):
+    _, path = instance
+    monkeypatch.chdir(tmp_path)
+    assert main(["run", "caid", str(path), "--iterations", "2", "--one-shot-samples", "4"]) == 0
+    text = capsys.readouterr().out
+    assert sorted(p.name for p in (tmp_path / "dualgap-out").iterdir()) == ["caid.json",
+                                                                           "caid.png"]
+    assert "files: trajectory dualgap-out/caid.json, figure dualgap-out/caid.png" in text
+    ignored = (Path(__file__).parents[2] / ".gitignore").read_text().split()
+    assert "dualgap-out/" in ignored
+
+
+def test_summary_says_met_or_missed_and_how_far_lam_is(instance, tmp_path, capsys):
+    p, path = instance
+    tr, text = _run(["run", "caid", str(path), "--iterations", "3", "--step-rule", "constant",
+                     "--step-size", "0.3", "--one-shot-samples", "8"], tmp_path, capsys)
+    exact = solve(p)
+    for i, name in enumerate(p.names or ("g1", "g2")):
+        line = next(ln for ln in text.splitlines() if ln.strip().startswith(name))
+        s = float(tr.slack[-1][i])
+        assert (("met" in line and "MISSED" not in line) if s >= -1e-6 else "MISSED" in line)
+        assert f"{s:+.4g}" in line
+    dist = float(np.linalg.norm(tr.lam[-1] - exact.lam))
+    assert f"||lam_T - lam*||_2 = {dist:.3g}" in text
+    assert "nu = 0): lam*_p = lam*" in text  # tabular class: the target is lam* itself
+    _, text = _run(["run", "caid", str(path), "--policy", "loglinear", "--feature-noise", "0.3",
+                    "--iterations", "2", "--step-size", "0.5", "--step-rule", "sqrt"],
+                   tmp_path, capsys, figure=False)
+    assert "lam*_p differs from lam*" in text and "not computed" in text
+
+
+def test_missed_constraint_is_called_missed(instance, tmp_path, capsys):
+    # one-shot lam from 4 samples per prompt, exact policy step: with seed 2 (pinned) one
+    # constraint is met and the other missed; the verdicts must follow the stored slack
+    _, path = instance
+    tr, text = _run(["run", "one-shot", str(path), "--policy", "exact", "--one-shot-samples",
+                     "4", "--seed", "2"], tmp_path, capsys, figure=False)
+    verdicts = [ln for ln in text.splitlines() if " E h = " in ln]
+    assert len(verdicts) == 2
+    for ln, s in zip(verdicts, tr.slack[-1], strict=True):
+        assert ("MISSED, short by" in ln) == (s < -1e-6), (ln, s)
+    assert sum("MISSED" in ln for ln in verdicts) == 1
+    assert "not lam* by design" in text
+
+
+@pytest.mark.parametrize(("argv", "needle"), [
+    (["dual-descent", "--step-size", "-1"], "argument --step-size: expected a finite number > 0"),
+    (["caid", "--policy", "loglinear", "--feature-noise", "-1"], "argument --feature-noise"),
+    (["primal-dual", "--dual-step", "nan"], "argument --dual-step"),
+    (["primal-dual", "--primal-lr", "0"], "argument --primal-lr"),
+])
+def test_errors_name_the_option_as_typed(argv, needle, capsys):
+    with pytest.raises(SystemExit):
+        main(["run"] + argv)
+    assert needle in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("argv", "needle"), [
+    (["dual-descent", "--step-rule", "constant"], "--step-size: required for --step-rule constant"),
+    (["primal-dual", "--kp", "1"], "--kp/--kd: only for --multiplier pid"),
+    (["caid", "--feature-noise", "0.1"], "--feature-noise: only for --policy loglinear"),
+])
+def test_cross_option_errors_come_before_any_work(argv, needle, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["run"] + argv) == 2
+    assert needle in capsys.readouterr().err
+    assert not (tmp_path / "dualgap-out").exists()
+
+
+def test_every_option_has_help_with_its_default():
+    from dualgap.cli import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command").choices["run"]
+    algos = next(a for a in sub._actions if a.dest == "algorithm").choices
+    for name, p in algos.items():
+        for action in p._actions:
+            if not action.option_strings or action.dest == "help":
+                continue
+            assert action.help, f"run {name} {action.option_strings[0]}: no help"
+            if action.option_strings[0].startswith("--no-") or action.const is True:
+                assert "default: off" in action.help, (name, action.option_strings)
+            else:
+                assert "default" in action.help, (name, action.option_strings)

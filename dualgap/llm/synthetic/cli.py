@@ -40,10 +40,12 @@ def add_synthetic_parser(subparsers: argparse._SubParsersAction) -> argparse.Arg
                    help="comma-separated pipeline methods to run, from caid,one-shot; '' for "
                    "none (default: %(default)s)")
     p.add_argument("--no-sweep", action="store_true",
-                   help="skip the capacity sweep (the reference class is always measured)")
-    p.add_argument("--no-figures", action="store_true", help="skip the figures")
-    p.add_argument("--json", action="store_true", help="print comparison.json instead of tables")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+                   help="skip the capacity sweep; the reference class is always measured "
+                   "(default: off)")
+    p.add_argument("--no-figures", action="store_true", help="skip the figures (default: off)")
+    p.add_argument("--json", action="store_true",
+                   help="print comparison.json instead of tables (default: off)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars (default: off)")
     p.set_defaults(func=_synthetic)
     return p
 

@@ -1,4 +1,4 @@
-"""The closed-form distribution-space dual and policy functionals (SPEC §1).
+"""The closed-form distribution-space dual and policy functionals (docs/problem.md).
 
 For ``lam >= 0`` (shape ``(m,)``)::
 

@@ -1,6 +1,6 @@
 """Parameter-space duality: ``D_p``, ``D*_p``, ``P*_p`` and the parametrization gap ``nu``.
 
-For a policy class ``theta -> pi_theta`` (:mod:`dualgap.policies`) and ``lam >= 0`` (SPEC §1)::
+For a policy class ``theta -> pi_theta`` (:mod:`dualgap.policies`) and ``lam >= 0`` (docs/problem.md)::
 
     L(pi_theta, lam) = E_rho [ E_{pi_theta}(r + lam^T h) - beta KL(pi_theta(.|x) || pi_ref(.|x)) ]
                      = D(lam) - beta E_rho KL(pi_theta || pi_lam)          (exact identity)
@@ -8,7 +8,7 @@ For a policy class ``theta -> pi_theta`` (:mod:`dualgap.policies`) and ``lam >= 
     D*_p      = min_{lam >= 0} D_p(lam),  lam*_p its minimizer
     P*_p      = max_theta J(pi_theta)  s.t.  E_rho E_{pi_theta} h >= 0   <= D*_p (weak duality)
 
-Every number here is an estimate that errs on a known side (SPEC §2, "honest numerics"):
+Every number here is an estimate that errs on a known side (docs/theory.md, "Which side each estimate errs on"):
 
 * :func:`lagrangian_max` finds *a* theta by local search: its value ``L(pi_theta, lam)`` is a
   lower estimate of ``D_p(lam)`` and theta is the certificate.
@@ -794,7 +794,7 @@ def parametrized_primal(problem: AlignmentProblem, policy_class: PolicyClass,
 # ------------------------------------------------------------------ parametrization gap
 @dataclass
 class ParametrizationGap:
-    """``nu`` of SPEC §2 over a finite set of targets (:func:`parametrization_gap`).
+    """``nu`` of docs/theory.md over a finite set of targets (:func:`parametrization_gap`).
 
     Attributes:
         nu_1: ``max_targets max_x ||pi_theta - pi||_1``.

@@ -19,7 +19,7 @@ so ``KL(pi_theta || pi_ref)`` is always finite, and the classes differ in the sc
 ``theta`` is always one flat float64 tensor of length ``num_params``; zeros give ``pi_ref`` for
 the tabular and log-linear classes (and ``init_params()`` gives ``pi_ref`` for the MLP, whose
 output layer starts at zero).  :meth:`PolicyClass.fit` returns the best approximation it finds of
-a target policy together with the two parts of the parametrization gap of SPEC §2.
+a target policy together with the two parts of the parametrization gap of docs/theory.md.
 
 This module imports torch; ``import dualgap`` does not import it.
 """
@@ -170,7 +170,7 @@ class FitResult:
         kl_gap: ``|KL(pi_theta(.|x) || pi_ref) - KL(pi(.|x) || pi_ref)|`` per prompt, ``(X,)``.
         nu_1: ``max_x l1``.
         nu_kl: ``max_x kl_gap``.
-        nu: ``max(nu_1, nu_kl)``: the parametrization gap of SPEC §2 for this target, an
+        nu: ``max(nu_1, nu_kl)``: the parametrization gap of docs/theory.md for this target, an
             *upper* estimate of ``min_theta`` of the same quantity (any theta gives a valid one).
         objective: the criterion minimized (one of :data:`FIT_OBJECTIVES`).
         iterations: optimizer iterations over all starts.

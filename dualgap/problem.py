@@ -1,6 +1,6 @@
 """The constrained alignment problem on a finite prompt/response table.
 
-Notation (SPEC §1): prompts ``x`` with weights ``rho(x)``, responses ``y``, reference policy
+Notation (docs/problem.md): prompts ``x`` with weights ``rho(x)``, responses ``y``, reference policy
 ``pi_ref(y|x)`` (zeros allowed: such responses are outside the support), reward ``r(x, y)``,
 utilities ``g_i(x, y)`` (``i = 1..m``), thresholds ``b_i`` and KL coefficient ``beta > 0``.
 
@@ -206,7 +206,7 @@ class AlignmentProblem:
 
     @cached_property
     def score_bound(self) -> float:
-        """``M = max over the support of |r| and |h_i|`` (SPEC §2)."""
+        """``M = max over the support of |r| and |h_i|`` (docs/theory.md)."""
         s = self.support
         M = float(np.abs(self.reward[s]).max())
         for i in range(self.num_constraints):

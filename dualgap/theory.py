@@ -1,4 +1,4 @@
-"""The constants and statements of SPEC §2 as functions, and :func:`gap_report`.
+"""The constants and statements of docs/theory.md as functions, and :func:`gap_report`.
 
 Constants (``K(lam) = M + beta + M ||lam||_1`` is the factor that recurs in every bound)::
 
@@ -7,7 +7,7 @@ Constants (``K(lam) = M + beta + M ||lam||_1`` is the factor that recurs in ever
     mu*_D    = lambda_min(hess D(lam*))
     lam*_nu  = argmin_{lam >= 0} D(lam) - M nu ||lam||_1 = lam* of the problem tightened by M nu
 
-Statements (rebuilt from the proofs; SPEC says to check them, not trust them)::
+Statements (rebuilt from the proofs; docs/theory.md: check them, not trust them)::
 
     Lemma 3    0 <= D(lam) - D_p(lam) <= K(lam) nu
     Theorem 1  0 <= D*_p - P*_p <= K(lam*_nu) nu        (some theta strictly feasible, margin M nu)
@@ -403,7 +403,7 @@ _NU_NOTE = ("nu is an upper estimate for each target (the fitted theta is a witn
 def gap_report(problem: AlignmentProblem, policy_class: object, *, starts: int | None = None,
                seed: int = 0, tol: float = 1e-8, grid: tuple[float, ...] = (0.0, 0.5, 1.5, 2.0),
                cvxpy_check: bool = True, fit_steps: int = 300) -> GapReport:
-    """Measure ``P*, D*, P*_p, D*_p, lam*, lam*_p, nu`` and check every statement of SPEC §2.
+    """Measure ``P*, D*, P*_p, D*_p, lam*, lam*_p, nu`` and check every statement of docs/theory.md.
 
     ``D_p(lam)`` for Lemma 3 is the best of two local searches, warm-started at the bundle's
     best theta and at the fit witness of ``pi_lam`` (so the upper side of Lemma 3 is then

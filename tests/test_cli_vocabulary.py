@@ -48,3 +48,24 @@ def test_report_and_run_default_to_the_same_instance():
     helps = [a.help for cmd, p in _walk(parser) if cmd in ("dualgap report", "dualgap run caid")
              for a in p._actions if a.dest == "file"]
     assert len(helps) == 2 and helps[0] == helps[1] and "demo instance" in helps[0]
+
+
+def test_docs_cli_lists_every_command_and_option():
+    """docs/cli.md has a section per command listing each of its options: a new option must be
+    added there (the failure names the section and the option)."""
+    from pathlib import Path
+
+    text = (Path(__file__).parents[1] / "docs" / "cli.md").read_text()
+    sections = {}
+    for block in text.split("\n## `")[1:]:
+        title = block.split("`", 1)[0]
+        sections[title] = block
+    missing = []
+    for cmd, parser in _walk(build_parser()):
+        if cmd not in sections:
+            missing.append(f"section '## `{cmd}`'")
+            continue
+        for action in _options(parser):
+            if f"`{action.option_strings[0]}" not in sections[cmd]:
+                missing.append(f"'{action.option_strings[0]}' in section '## `{cmd}`'")
+    assert not missing, "docs/cli.md lacks: " + "; ".join(missing)

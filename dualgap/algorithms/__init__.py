@@ -1,4 +1,4 @@
-"""Algorithms on tabular models: dual descent, CAID, one-shot and primal-dual (SPEC §3).
+"""Algorithms on tabular models: dual descent, CAID, one-shot and primal-dual (README "Algorithms").
 
 Every algorithm returns a :class:`Trajectory` (multipliers, objective, slacks, ``D(lam_t)``,
 the policy step's estimate of ``D_p(lam_t)``, best iterates, time) that

@@ -1,4 +1,4 @@
-"""Projected (sub)gradient descent on the distribution-space dual ``D`` (SPEC §1, §3).
+"""Projected (sub)gradient descent on the distribution-space dual ``D`` (docs/problem.md; README "Algorithms").
 
 For ``t = 0 .. T-1``::
 

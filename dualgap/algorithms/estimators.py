@@ -5,7 +5,7 @@ With ``N`` responses ``y_{x,1..N} ~ pi(.|x)`` drawn for *every* prompt::
     u_hat = sum_x rho(x) (1/N) sum_n h(x, y_{x,n})            (unbiased for E_rho E_pi h)
     E ||u_hat||^2 = ||E_rho E_pi h||^2 + (1/N) sum_x rho(x)^2 tr Cov_{pi(.|x)}(h(x, .))
 
-The second moment is the ``S^2`` of the stochastic dual-descent bound (SPEC §2) at one
+The second moment is the ``S^2`` of the stochastic dual-descent bound (docs/theory.md) at one
 multiplier; :func:`slack_second_moment` computes it exactly.
 """
 

@@ -1,4 +1,4 @@
-"""One-shot dualization (the earlier "optimal dualization" method; SPEC §3).
+"""One-shot dualization (the earlier "optimal dualization" method).
 
 1. Draw ``K`` reference samples per prompt and solve the dual of that empirical instance
    exactly (:func:`dualgap.empirical.empirical_problem`, :func:`dualgap.solve`)::

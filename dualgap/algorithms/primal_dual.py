@@ -1,4 +1,4 @@
-"""Primal-dual gradient methods: the Safe RLHF family (SPEC §3).
+"""Primal-dual gradient methods: the Safe RLHF family.
 
 One gradient step on the policy parameters and one on the multiplier per iteration::
 

@@ -1,4 +1,4 @@
-"""dualgap.llm: CAID on Hugging Face models (SPEC §3-§4), from a CPU smoke run to multi-GPU.
+"""dualgap.llm: CAID on Hugging Face models (docs/llm.md), from a CPU smoke run to multi-GPU.
 
     from dualgap.llm import train, resume, load_config
     from dualgap.llm.evaluate import evaluate

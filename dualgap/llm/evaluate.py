@@ -1,4 +1,4 @@
-"""Evaluation of a finished run on the test split (SPEC §4).
+"""Evaluation of a finished run on the test split (docs/llm.md).
 
 For each test prompt ``x`` (``n`` of them), ``S`` samples (paper: 2) from the final iterate and
 from ``pi_ref``, scored by the reward and every utility.  Per prompt,

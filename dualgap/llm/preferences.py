@@ -1,4 +1,4 @@
-"""Pseudo-preferences from scores (SPEC §3, model-based CAID).
+"""Pseudo-preferences from scores (model-based CAID, docs/llm.md).
 
 For a pair ``(x, y_0, y_1)`` and the composite reward ``r_lam = r + lam^T g``::
 

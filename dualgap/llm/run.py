@@ -1,6 +1,6 @@
 """Training runs: CAID, one-shot, DPO on helpfulness or safety labels, with resume.
 
-The CAID loop (practical start, SPEC §3), for ``t = 0 .. T-1``::
+The CAID loop (practical start; README "Algorithms"), for ``t = 0 .. T-1``::
 
     t = 0:  lam_0 = one-shot lam: dualgap.solve on N prompts x K reference samples
     t > 0:  sample K responses per prompt from theta_{t-1}, score them, and

@@ -1,6 +1,6 @@
 """safe-rlhf score models (e.g. PKU-Alignment/beaver-7b-v1.0-reward / -cost) without their code.
 
-Checkpoint layout (SPEC §4): ``config.json`` names the architecture ``<Backbone>ForScore``
+Checkpoint layout (docs/llm.md): ``config.json`` names the architecture ``<Backbone>ForScore``
 (``LlamaForScore``, ``GPT2ForScore``, ``OPTForScore``, ``MistralForScore``, ...) with the extra
 keys ``score_dim``, ``score_bias``, ``score_type``, ``do_normalize``, ``normalizer_type`` and
 possibly ``mean``/``var``; the weights hold the backbone under its attribute prefix (``model.``

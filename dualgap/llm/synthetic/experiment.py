@@ -15,7 +15,7 @@ The story, one function per step (:func:`compare` runs them all):
    parametrized dual ``D_p`` from below, ``lam*_p``, ``D*_p``, ``P*_p``, and Lemma 3,
    Theorems 1-2 and Lemma 4 checked with :mod:`dualgap.theory`'s bounds.
 
-Every quantity states how it errs (SPEC §2, "honest numerics"):
+Every quantity states how it errs (docs/theory.md, "Which side each estimate errs on"):
 
 * ``D(lam)``, ``P*``, ``lam*``, ``mu*_D``, and every iterate's ``J``, slack and KL: exact
   (enumeration in float64);

@@ -1,7 +1,9 @@
-"""The two steps every figure function shares: get pyplot, then lay out and save."""
+"""The steps every figure function shares: get pyplot, mark integer axes, write a note where a
+series is missing or infinite, then lay out and save."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 
@@ -15,6 +17,28 @@ def pyplot(path: str | Path | None):
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def integer_ticks(ax, axis: str = "x") -> None:
+    """Ticks at integers only on ``axis`` (``"x"`` or ``"y"``): for steps and iterations."""
+    from matplotlib.ticker import MaxNLocator
+
+    (ax.xaxis if axis == "x" else ax.yaxis).set_major_locator(MaxNLocator(integer=True))
+
+
+def add_note(ax, lines: Sequence[str]) -> None:
+    """A small boxed note in the lower left of ``ax`` (one line per entry), for what the figure
+    cannot draw: an infinite bound, a missing value, a series left out.  Nothing when empty."""
+    if not lines:
+        return
+    ax.text(0.01, 0.01, "\n".join(lines), transform=ax.transAxes, fontsize=7, ha="left",
+            va="bottom", color="0.25", zorder=10,
+            bbox={"boxstyle": "round", "fc": "white", "ec": "0.7", "alpha": 0.9})
+
+
+def note_texts(ax) -> list[str]:
+    """The notes :func:`add_note` put on ``ax`` (what the tests read)."""
+    return [t.get_text() for t in ax.texts if t.get_bbox_patch() is not None]
 
 
 def finish(fig, path: str | Path | None):

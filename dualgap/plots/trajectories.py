@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from ..algorithms.trajectory import Trajectory
+from ._figure import add_note
 from ._figure import finish as _finish
 from ._figure import pyplot as _plt
 
@@ -114,9 +115,7 @@ def plot_trajectories(trajectories: Trajectory | Sequence[Trajectory],
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.legend(fontsize=7, loc="best")
         ax.grid(alpha=0.3)
-    if notes:
-        ax_d.text(0.02, 0.02, "\n".join(notes), transform=ax_d.transAxes, fontsize=7,
-                  va="bottom")
+    add_note(ax_d, notes)
     fig.suptitle(title if title else ", ".join(labels))
     return _finish(fig, path)
 
@@ -131,10 +130,13 @@ def _constraint_names(tr: Trajectory) -> tuple[str, ...]:
 
 def plot_threshold_sweep(thresholds: np.ndarray, achieved: Mapping[str, np.ndarray],
                          path: str | Path | None = None, ax=None,
-                         ylabel: str = "achieved improvement E_π g − E_ref g"):
+                         ylabel: str = "achieved improvement E_π g − E_ref g",
+                         title: str | None = None):
     """Achieved constraint value against the threshold ``b``, one line per method, with the
     diagonal ``achieved = b`` (the target: the exact optimum meets a binding constraint with
-    equality)."""
+    equality).  Methods are told apart by colour and marker, and drawn with decreasing marker
+    sizes so coinciding points stay visible; a NaN (a method that found nothing) is counted in
+    a note.  ``title`` defaults to ``"achieved constraint value against the threshold b"``."""
     b = np.asarray(thresholds, dtype=float)
     plt = _plt(path)
     if ax is None:
@@ -142,25 +144,35 @@ def plot_threshold_sweep(thresholds: np.ndarray, achieved: Mapping[str, np.ndarr
     else:
         fig = ax.figure
     lo, hi = float(b.min()), float(b.max())
-    ax.plot([lo, hi], [lo, hi], color="k", ls=":", lw=1, label="achieved = b")
+    ax.plot([lo, hi], [lo, hi], color="k", ls=":", lw=1, label="achieved = b (target)")
     markers = ["o", "s", "^", "D", "v"]
+    notes = []
+    n = len(achieved)
     for k, (label, vals) in enumerate(achieved.items()):
         v = np.asarray(vals, dtype=float)
         if v.shape != b.shape:
             raise ValueError(f"achieved[{label!r}]: shape {v.shape} does not match thresholds "
                              f"{b.shape}")
-        ax.plot(b, v, marker=markers[k % len(markers)], ms=4, lw=1.2, label=label)
-    ax.set_xlabel("threshold b")
-    ax.set_ylabel(ylabel)
+        if np.any(~np.isfinite(v)):
+            notes.append(f"{label}: {int(np.sum(~np.isfinite(v)))} threshold(s) without a value")
+        ax.plot(b, v, marker=markers[k % len(markers)], ms=4 + 2.5 * (n - 1 - k), lw=1.2,
+                mfc="none" if k < n - 1 else None, label=label, zorder=2 + k)
+    ax.set_xlabel("threshold b  [units of the utility]")
+    ax.set_ylabel(f"{ylabel}  [units of the utility]")
+    ax.set_title(title or "achieved constraint value against the threshold b")
     ax.legend(fontsize=8)
+    add_note(ax, notes)
     return _finish(fig, path)
 
 
 def plot_gap_vs_bound(bound: np.ndarray, gap: np.ndarray, groups: Sequence[str] | None = None,
                       path: str | Path | None = None, ax=None,
-                      xlabel: str = "bound η S²/2 + ε_app", ylabel: str = "measured gap"):
+                      xlabel: str = "bound η S²/2 + ε_app", ylabel: str = "measured gap",
+                      title: str | None = None):
     """Measured gaps against their bounds (log-log), with the line ``gap = bound``: every point
-    must lie below it."""
+    must lie below it.  Gaps ``<= 1e-16`` are drawn at ``1e-16`` and non-positive or infinite
+    bounds cannot be drawn: both are counted in a note.  ``title`` defaults to
+    ``"<ylabel> against its bound (below the line: the bound holds)"``."""
     bound, gap = np.asarray(bound, float), np.asarray(gap, float)
     if bound.shape != gap.shape:
         raise ValueError(f"gap: shape {gap.shape} does not match bound {bound.shape}")
@@ -172,14 +184,24 @@ def plot_gap_vs_bound(bound: np.ndarray, gap: np.ndarray, groups: Sequence[str] 
     groups = ["runs"] * bound.size if groups is None else list(groups)
     for k, g in enumerate(dict.fromkeys(groups)):
         sel = np.array([gg == g for gg in groups])
-        ax.scatter(bound[sel], np.maximum(gap[sel], 1e-16), s=22, color=f"C{k % 10}", label=g)
-    pos = bound[bound > 0]
+        ax.scatter(bound[sel], np.maximum(gap[sel], 1e-16), s=22, color=f"C{k % 10}", label=g,
+                   alpha=0.8)
+    notes = []
+    bad = ~(np.isfinite(bound) & (bound > 0))
+    if bad.any():
+        notes.append(f"{int(bad.sum())} point(s) with an infinite or non-positive bound not "
+                     "drawn")
+    if np.any(gap <= 1e-16):
+        notes.append(f"{int(np.sum(gap <= 1e-16))} gap(s) ≤ 1e-16 drawn at 1e-16")
+    pos = bound[np.isfinite(bound) & (bound > 0)]
     if pos.size:
         lo, hi = float(pos.min()) / 2, float(pos.max()) * 2
         ax.plot([lo, hi], [lo, hi], color="k", ls=":", lw=1, label="gap = bound")
     ax.set_xscale("log")
     ax.set_yscale("log")
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
+    ax.set_xlabel(f"{xlabel}  (log scale)")
+    ax.set_ylabel(f"{ylabel}  (log scale)")
+    ax.set_title(title or f"{ylabel} against its bound (below the line: the bound holds)")
     ax.legend(fontsize=8)
+    add_note(ax, notes)
     return _finish(fig, path)

@@ -15,12 +15,12 @@ __all__ = ["plot_gaps_vs_nu", "plot_report_bounds"]
 
 
 def _log_ticks(axis) -> None:
-    """Major ticks at 1, 2, 5 x 10^k with plain labels and no minor labels, so a range under a
-    decade still gets labels and they never overlap."""
-    from matplotlib.ticker import LogFormatterSciNotation, LogLocator, NullFormatter
+    """Major ticks at 1, 2, 5 x 10^k (matplotlib falls back to linear ticks inside a decade)
+    with short ``%g`` labels and no minor labels, so the labels never overlap."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
     axis.set_major_locator(LogLocator(base=10.0, subs=(1.0, 2.0, 5.0), numticks=12))
-    axis.set_major_formatter(LogFormatterSciNotation(labelOnlyBase=False))
+    axis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))
     axis.set_minor_formatter(NullFormatter())
 
 

@@ -29,7 +29,8 @@ from sybil.example import NotEvaluated
 from sybil.parsers.markdown import CodeBlockParser, PythonCodeBlockParser, SkipParser
 
 REPO = Path(__file__).resolve().parents[1]
-DOCUMENTS = ("README.md", "docs/problem.md", "docs/theory.md", "docs/cli.md")
+DOCUMENTS = ("README.md", "docs/problem.md", "docs/theory.md", "docs/cli.md",
+             "docs/figures.md")
 VENV = Path(sys.prefix)  # the running virtual environment
 BLOCK_TIMEOUT_S = 300
 

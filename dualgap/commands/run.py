@@ -129,11 +129,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     pd.add_argument("--dual-step", type=positive_float, default=0.5, metavar="ETA",
                     help="eta, the multiplier's step (default: %(default)g)")
     pd.add_argument("--mode", choices=("simultaneous", "alternating"), default="simultaneous",
-                    help="simultaneous: both steps at the same iterate; alternating: the dual "
-                    "step sees the new policy (default: %(default)s)")
+                    help="simultaneous: the dual step uses u at theta_t; alternating: at the "
+                    "updated theta_{t+1} (default: %(default)s)")
     pd.add_argument("--multiplier", choices=("linear", "log", "pid"), default="linear",
-                    help="lam itself, lam = exp(z) (Safe RLHF), or a PID-controlled lam "
-                    "(default: %(default)s)")
+                    help="update of lam: linear [lam - eta u]_+, log-parametrized "
+                    "lam exp(-eta lam u) (Safe RLHF), or PID (default: %(default)s)")
     pd.add_argument("--kp", type=nonneg_float, default=0.0,
                     help="PID proportional gain, in units of eta (--multiplier pid only; "
                     "default: %(default)g)")
@@ -143,7 +143,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     pd.add_argument("--optimizer", choices=("sgd", "adam"), default="sgd",
                     help="optimizer of the policy's parameters (default: %(default)s)")
     pd.add_argument("--samples", type=positive_int, default=None,
-                    help="N sampled responses per prompt for the dual step (default: exact)")
+                    help="N sampled responses per prompt for u = E h of the dual step "
+                    "(default: exact)")
     pd.add_argument("--record-every", type=positive_int, default=1, metavar="K",
                     help="keep every K-th record (default: %(default)s)")
     for p in (dd, ca, os_, pd):

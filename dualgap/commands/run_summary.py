@@ -45,9 +45,20 @@ def _why_lam_differs(tr, args: argparse.Namespace) -> list[str]:
         causes.append(f"one-shot lam comes from {args.one_shot_samples} reference samples per "
                       "prompt and is never corrected, so it is not lam* by design (Theorem 4)")
     else:
-        eta = tr.config.get("eta", tr.config.get("dual_step"))
-        causes.append(f"the run stopped after T = {T} steps"
-                      + (f" of size eta = {float(eta):.3g}" if eta is not None else ""))
+        eta = next((tr.config[k] for k in ("eta", "step_size", "dual_step")
+                    if tr.config.get(k) is not None), None)
+        stopped = f"the run stopped after T = {T} steps"
+        if eta is not None:
+            stopped += f" of size eta = {float(eta):.3g}"
+            if tr.config.get("step_rule") == "sqrt":
+                stopped += " / sqrt(t + 1)"
+        if tr.num_records > 1:
+            move = float(np.linalg.norm(tr.lam[-1] - tr.lam[-2]))
+            if move > 1e-9:
+                stopped += f", and lam still moved {move:.2g} in its last step"
+                if algo != "primal-dual" and not getattr(args, "samples", None):
+                    stopped += " (more --iterations or a larger --step-size brings it closer)"
+        causes.append(stopped)
         if getattr(args, "samples", None):
             causes.append(f"dual steps use {args.samples} sampled responses per prompt")
         if algo == "caid" and policy != "exact" and args.inner_steps is not None:
@@ -94,7 +105,8 @@ def run_summary(tr, problem, exact, args: argparse.Namespace, instance: str,
         dist = float(np.linalg.norm(lam - lam_star))
         lines.append(f"multipliers: lam_T = {_vec(lam)}, exact lam* = {_vec(lam_star)}, "
                      f"||lam_T - lam*||_2 = {dist:.3g}  ({', '.join(names)})")
-        lines += _why_lam_differs(tr, args)
+        if dist > 1e-6:
+            lines += _why_lam_differs(tr, args)
     else:
         lines.append(f"objective J(pi_T) = {J:.6g}")
         lines.append(f"multipliers: lam_T = {_vec(tr.lam[-1])}; lam* not computed (--no-exact)")

@@ -105,6 +105,8 @@ def test_summary_says_met_or_missed_and_how_far_lam_is(instance, tmp_path, capsy
     dist = float(np.linalg.norm(tr.lam[-1] - exact.lam))
     assert f"||lam_T - lam*||_2 = {dist:.3g}" in text
     assert "nu = 0): lam*_p = lam*" in text  # tabular class: the target is lam* itself
+    move = float(np.linalg.norm(tr.lam[-1] - tr.lam[-2]))
+    assert f"lam still moved {move:.2g} in its last step" in text
     _, text = _run(["run", "caid", str(path), "--policy", "loglinear", "--feature-noise", "0.3",
                     "--iterations", "2", "--step-size", "0.5", "--step-rule", "sqrt"],
                    tmp_path, capsys, figure=False)

@@ -1,4 +1,4 @@
-"""The constants and statements of SPEC §2 (dualgap.theory), and ``dualgap report``."""
+"""The constants and statements of docs/theory.md (dualgap.theory), and ``dualgap report``."""
 
 import json
 import math

@@ -19,6 +19,8 @@ import os
 import subprocess
 import sys
 import tempfile
+import traceback
+import unittest
 from pathlib import Path
 
 import pytest
@@ -82,8 +84,8 @@ def _is_skip(example) -> bool:
 class _Run:
     """One document evaluated lazily in order; ``outcome(i)`` evaluates up to block ``i``."""
 
-    def __init__(self, name: str):
-        self.document = _sybil().parse(REPO / name)
+    def __init__(self, path: Path):
+        self.document = _sybil().parse(path)
         self.examples = list(self.document.examples())
         self.tmp = tempfile.TemporaryDirectory(prefix="dualgap-docs-")
         self.document.namespace["__readme_workdir__"] = self.tmp.name
@@ -98,11 +100,12 @@ class _Run:
                 result = ("passed", "")
             except NotEvaluated:
                 result = ("skipped", "not evaluated")
-            except BaseException as exc:  # noqa: BLE001 - recorded and re-raised by the test
-                if type(exc).__name__ in ("SkipTest", "Skipped"):
-                    result = ("skipped", str(exc))
-                else:
-                    result = ("failed", f"{type(exc).__name__}: {exc}")
+            except (unittest.SkipTest, pytest.skip.Exception) as exc:
+                result = ("skipped", str(exc))
+            except Exception as exc:  # recorded here, raised by the block's own test
+                tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__,
+                                                        limit=-4))
+                result = ("failed", f"{type(exc).__name__}: {exc}\n{tb}")
             self.outcomes[self.done] = result
             self.done += 1
         return self.outcomes[index]
@@ -139,10 +142,10 @@ def test_block_runs_as_written(document, index):
     assert index >= 0, f"{document}: missing"
     run = _RUNS.get(document)
     if run is None:
-        run = _RUNS[document] = _Run(document)
+        run = _RUNS[document] = _Run(REPO / document)
     status, message = run.outcome(index)
     if status == "skipped":
-        pytest.skip(message)
+        pytest.skip(f"{document}:{run.examples[index].line}: {message}")
     assert status == "passed", message
 
 
@@ -166,3 +169,24 @@ def test_the_readme_has_runnable_blocks():
     evaluators = [ex.region.evaluator for ex in doc.examples()]
     assert sum(e is _bash for e in evaluators) >= 3
     assert sum(isinstance(e, PythonEvaluator) for e in evaluators) >= 2
+
+
+def test_a_broken_block_fails_and_a_skip_is_reported(tmp_path):
+    """The machinery above can fail: a failing bash command, a Python error, a name from an
+    earlier block (shared namespace), a file from an earlier block (shared folder)."""
+    doc = tmp_path / "doc.md"
+    doc.write_text("\n".join([
+        "```python", "x = 41", "open('made.txt', 'w').write('hi')", "```", "",
+        "```bash", "test -f made.txt && echo ok", "```", "",
+        "```python", "assert x + 1 == 42", "```", "",
+        '<!-- skip: next "needs a GPU here" -->', "```bash", "exit 1", "```", "",
+        "```bash", "dualgap solve missing.npz", "```", "",
+        "```python", "raise RuntimeError('boom')", "```", ""]))
+    run = _Run(doc)
+    blocks = [k for k, ex in enumerate(run.examples) if not _is_skip(ex)]
+    outcomes = [run.outcome(k) for k in blocks]
+    assert [o[0] for o in outcomes] == ["passed", "passed", "passed", "skipped", "failed",
+                                        "failed"]
+    assert outcomes[3][1] == "needs a GPU here"
+    assert "does not exist" in outcomes[4][1] and "exited 2" in outcomes[4][1]
+    assert "RuntimeError: boom" in outcomes[5][1]

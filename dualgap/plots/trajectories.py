@@ -85,7 +85,7 @@ def plot_trajectories(trajectories: Trajectory | Sequence[Trajectory],
             ax_d.plot(xs, np.maximum(best, 1e-16), color=color, lw=1.6, ls="--",
                       label=f"{label}: best so far")
             ax_d.set_yscale("log")
-            ax_d.set_ylabel("|D(λ_t) − D*|  (log scale)")
+            ax_d.set_ylabel("|D(λ_t) − D*|  [reward units, log scale]")
             if not exact_drawn:
                 for i, v in enumerate(np.atleast_1d(tr.exact["lam"])):
                     name = names[i] if i < len(names) else f"g{i + 1}"
@@ -96,13 +96,13 @@ def plot_trajectories(trajectories: Trajectory | Sequence[Trajectory],
                 exact_drawn = True
         else:
             ax_d.plot(xs, tr.dual_value, color=color, lw=1.2, label=f"{label}: D(λ_t)")
-            ax_d.set_ylabel("D(λ_t)")
+            ax_d.set_ylabel("D(λ_t)  [reward units]")
             notes.append(f"{label}: no exact answer stored, D(λ_t) itself is drawn")
     ax_s.axhline(0.0, color="k", ls=":", lw=1, label="E h = 0 (≥ 0: met)")
     xlabel = "time [s]" if x == "time" else "iteration t"
-    panels = ((ax_l, "multipliers λ_t (dotted: exact λ*)", "λ_t"),
-              (ax_s, "constraint slack E h at π_t", "E h  (≥ 0: met)"),
-              (ax_j, "objective J(π_t) = E r − β KL", "J(π_t)"),
+    panels = ((ax_l, "multipliers λ_t (dotted: exact λ*)", "λ_t  [reward per unit of utility]"),
+              (ax_s, "constraint slack E h at π_t", "E h  [utility units]  (≥ 0: met)"),
+              (ax_j, "objective J(π_t) = E r − β KL", "J(π_t)  [reward units]"),
               (ax_d, "dual gap: distance to D* = P*", None))
     for ax, text, ylabel in panels:
         ax.set_title(text, fontsize=10)

@@ -26,6 +26,17 @@ def integer_ticks(ax, axis: str = "x") -> None:
     (ax.xaxis if axis == "x" else ax.yaxis).set_major_locator(MaxNLocator(integer=True))
 
 
+def log_ticks(axis) -> None:
+    """On a log ``axis`` (``ax.xaxis``/``ax.yaxis``): major ticks at 1, 2, 5 x 10^k (matplotlib
+    falls back to linear ticks inside one decade) with short ``%g`` labels and no minor labels,
+    so the labels never overlap."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    axis.set_major_locator(LogLocator(base=10.0, subs=(1.0, 2.0, 5.0), numticks=12))
+    axis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))
+    axis.set_minor_formatter(NullFormatter())
+
+
 def add_note(ax, lines: Sequence[str]) -> None:
     """A small boxed note in the lower left of ``ax`` (one line per entry), for what the figure
     cannot draw: an infinite bound, a missing value, a series left out.  Nothing when empty."""

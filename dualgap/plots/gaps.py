@@ -7,21 +7,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ._figure import add_note
+from ._figure import add_note, log_ticks
 from ._figure import finish as _finish
 from ._figure import pyplot as _plt
 
 __all__ = ["plot_gaps_vs_nu", "plot_report_bounds"]
-
-
-def _log_ticks(axis) -> None:
-    """Major ticks at 1, 2, 5 x 10^k (matplotlib falls back to linear ticks inside a decade)
-    with short ``%g`` labels and no minor labels, so the labels never overlap."""
-    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
-
-    axis.set_major_locator(LogLocator(base=10.0, subs=(1.0, 2.0, 5.0), numticks=12))
-    axis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))
-    axis.set_minor_formatter(NullFormatter())
 
 
 def plot_gaps_vs_nu(nu: Sequence[float], measured: Mapping[str, Sequence[float]],
@@ -88,7 +78,7 @@ def plot_gaps_vs_nu(nu: Sequence[float], measured: Mapping[str, Sequence[float]]
                         color="0.5")
     ax.set_xlabel("parametrization gap ν  (max of ν_1, ν_KL; log scale)")
     ax.set_ylabel(f"{ylabel}  (log scale)")
-    _log_ticks(ax.xaxis)
+    log_ticks(ax.xaxis)
     ax.set_title(title or f"{ylabel} against the parametrization gap ν")
     ax.legend(fontsize=7)
     add_note(ax, notes)

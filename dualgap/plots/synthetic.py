@@ -97,7 +97,7 @@ def plot_capacity_sweep(comparison: Any, path: str | Path | None = None):
     measured ``|D*_p - P*|``, ``||lam*_p - lam*||`` and ``D(lam*) - D_p(lam*)`` against its
     ``nu`` (filled) beside their bounds (hollow, same colour)."""
     from dualgap.dual import dual_value
-    from dualgap.plots._figure import add_note
+    from dualgap.plots._figure import add_note, log_ticks
 
     notes: list[str] = []
     plt = _plt(path)
@@ -134,6 +134,7 @@ def plot_capacity_sweep(comparison: Any, path: str | Path | None = None):
         for c in classes:
             rows = [r for r in c.rows if r.statement == stmt]
             if not rows:
+                notes.append(f"{stmt}: no row for {c.arch.label()} (not drawn)")
                 continue
             nus.append(c.nu)
             meas.append(abs(rows[0].measured))
@@ -154,6 +155,8 @@ def plot_capacity_sweep(comparison: Any, path: str | Path | None = None):
             "against ν")
     ax1.legend(fontsize=7)
     ax1.grid(alpha=0.3, which="both")
+    if classes:
+        log_ticks(ax1.xaxis)
     add_note(ax1, notes)
     fig.suptitle(f"synthetic language: the theory across {len(classes)} transformer "
                  "capacities", fontsize=11)

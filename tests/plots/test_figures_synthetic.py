@@ -64,3 +64,20 @@ def test_capacity_sweep_notes_an_infinite_bound():
     assert "Theorem 2 (upper): bound infinite or undefined for 1 of 1" in note_texts(
         fig.axes[1])[0]
     assert any(t.startswith("λ* = ") for t in legend_texts(fig.axes[0]))
+
+
+def test_capacity_sweep_ticks_do_not_overlap_and_missing_rows_are_noted():
+    cmp = _comparison(m=1)
+    other = SimpleNamespace(**vars(cmp.classes[0]))
+    other.nu, other.rows = 0.42, other.rows[:1]  # this class has no Lemma 4 / Lemma 3 row
+    other.arch = SimpleNamespace(label=lambda: "d=16")
+    cmp.classes.append(other)
+    fig = plot_capacity_sweep(cmp)
+    ax = fig.axes[1]
+    assert "Lemma 4: no row for d=16 (not drawn)" in note_texts(ax)[0]
+    fig.canvas.draw()
+    boxes = sorted((t.get_window_extent() for t in ax.get_xticklabels() if t.get_text()
+                    and ax.get_xlim()[0] <= t.get_position()[0] <= ax.get_xlim()[1]),
+                   key=lambda b: b.x0)
+    assert len(boxes) >= 2
+    assert all(a.x1 <= b.x0 for a, b in zip(boxes, boxes[1:], strict=False))

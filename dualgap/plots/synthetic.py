@@ -85,7 +85,7 @@ def plot_pipeline_vs_exact(comparison: Any, path: str | Path | None = None):
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.legend(fontsize=6.5)
         ax.grid(alpha=0.3)
-    add_note(axes[0], list(dict.fromkeys(notes)))
+    add_note(axes[2], list(dict.fromkeys(notes)))
     fig.suptitle("synthetic language: the pipeline's iterates ("
                  + ", ".join(comparison.traces) + ") against the exact answer", fontsize=11)
     return _finish(fig, path)

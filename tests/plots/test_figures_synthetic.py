@@ -50,7 +50,7 @@ def test_pipeline_vs_exact():
         assert mcolors.same_color(star.get_color(), run.get_color())
         assert mcolors.same_color(lam_p.get_color(), run.get_color())
     assert "E h = 0 (≥ 0: met)" in legend_texts(fig.axes[2])
-    assert "one-shot: no sampled slack estimate" in note_texts(ax0)[0]
+    assert "one-shot: no sampled slack estimate" in note_texts(fig.axes[2])[0]
     fig.canvas.draw()
     assert np.allclose(ax0.get_xticks(), np.round(ax0.get_xticks()))
 

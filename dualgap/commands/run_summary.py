@@ -79,7 +79,9 @@ def run_summary(tr, problem, exact, args: argparse.Namespace, instance: str,
     lines = [f"{args.algorithm} on {instance} {problem!r}: {tr.num_records} records, "
              f"{tr.time[-1]:.3g} s",
              f"policy step: {tr.config.get('policy_class') or 'exact pi_lam'}",
-             "constraints at the last iterate (E h = E_pi g - E_ref g - b >= 0 is met):"]
+             "constraints at the last iterate (E h = "
+             + ("E_pi g - E_ref g - b" if problem.relative else "E_pi g - b")
+             + " >= 0 is met):"]
     width = max((len(n) for n in names), default=0)
     for i, name in enumerate(names):
         s = float(slack[i])

@@ -14,6 +14,7 @@ Shipped configs (``dualgap/llm/configs/*.yaml``): ``tiny``, ``pku_saferlhf_30k``
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -63,8 +64,11 @@ class DataConfig:
     max_test_prompts: int | None = _f(None, "use the first N test prompts (None: all)")
     drop_invalid: bool = _f(False, "drop rows that fail schema validation (count reported) "
                             "instead of raising")
-    template: str = _f(PKU_TEMPLATE, "prompt template with a {prompt} field; the response is "
-                       "appended after a space")
+    template: str = _f(PKU_TEMPLATE, "prompt template with a {prompt} field (the policy's prompt "
+                       "text in generation and DPO)")
+    response_separator: str = _f(" ", "text between the prompt text and the response in DPO "
+                                 "texts (the PKU configs: '', as upstream safe-rlhf trained "
+                                 "alpaca-7b-reproduced: 'ASSISTANT:' + answer)")
     use_chat_template: bool = _f(False, "render prompts with the policy tokenizer's chat "
                                  "template instead of `template`")
 
@@ -108,8 +112,9 @@ class ScorerConfig:
     tokenizer: str | None = _f(None, "tokenizer id/directory (None: same as path)")
     negate: bool = _f(False, "use minus the model's output (a cost model's output is a cost: "
                       "higher = less safe; its utility is the negation)")
-    template: str = _f(PKU_TEMPLATE, "prompt template the scorer was trained with; the "
-                       "response is appended after a space")
+    template: str = _f(PKU_TEMPLATE, "prompt template the scorer was trained with")
+    response_separator: str = _f("", "text between the prompt text and the response (upstream "
+                                 "safe-rlhf: ''; the CAID authors' scoring code: ' ')")
     append_eos: bool = _f(True, "append the tokenizer's EOS token (safe-rlhf score models read "
                           "the score at the last token, which is EOS in their training data)")
     label_index: int | None = _f(None, "for classifiers with several logits: score = the "
@@ -169,8 +174,11 @@ class TrainSettings:
     gradient_checkpointing: bool = _f(True, "trade compute for memory")
     bf16: bool = _f(False, "bf16 mixed precision (GPU)")
     logging_steps: int = _f(10, "log every N steps")
-    report_to: list[str] = _f(factory=lambda: ["none"], help="trainer loggers "
-                              "(e.g. tensorboard, wandb); 'none' for no logger")
+    report_to: list[str] = _f(factory=lambda: ["none"], help="trainer loggers, names of "
+                              "transformers' integrations (tensorboard, wandb, mlflow, ...; "
+                              "each needs its package installed) or 'all'; 'none' for no "
+                              "logger (the run's metrics.jsonl and run.log always record the "
+                              "losses)")
     loss_type: list[str] = _f(factory=lambda: ["sigmoid"], help="TRL DPO loss types")
 
 
@@ -237,6 +245,7 @@ def _validate(cfg: RunConfig) -> None:
     positive("train.epochs_per_iteration", cfg.train.epochs_per_iteration)
     positive("train.warmup_steps", cfg.train.warmup_steps, strict=False)
     positive("evaluation.samples_per_prompt", cfg.evaluation.samples_per_prompt)
+    _check_report_to(cfg.train.report_to)
     if "{prompt}" not in cfg.data.template:
         raise ValueError(f"data.template: must contain '{{prompt}}', got {cfg.data.template!r}")
     names = [cfg.reward.name] + [c.scorer.name for c in cfg.constraints]
@@ -250,6 +259,27 @@ def _validate(cfg: RunConfig) -> None:
     if cfg.data.format == "hh-rlhf" and cfg.method == "dpo-safe":
         raise ValueError("method: 'dpo-safe' needs safety labels, which data.format='hh-rlhf' "
                          "does not have")
+
+
+def known_report_to() -> list[str]:
+    """The logger names transformers' ``Trainer`` accepts in ``report_to`` (its
+    ``INTEGRATION_TO_CALLBACK``), plus ``all`` and ``none``; imported lazily."""
+    from transformers.integrations.integration_utils import INTEGRATION_TO_CALLBACK
+
+    return sorted(INTEGRATION_TO_CALLBACK) + ["all", "none"]
+
+
+def _check_report_to(values: list[str]) -> None:
+    if not values:
+        raise ValueError("train.report_to: empty; use [none] for no logger")
+    if values == ["none"]:  # the default needs nothing (no transformers import)
+        return
+    if ("none" in values or "all" in values) and len(values) > 1:
+        raise ValueError(f"train.report_to: 'none' and 'all' stand alone, got {values}")
+    known = known_report_to()
+    for v in values:
+        if v not in known:
+            raise ValueError(f"train.report_to: unknown logger {v!r}; transformers knows {known}")
 
 
 # ------------------------------------------------------------------ building from dicts
@@ -303,10 +333,16 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         if not isinstance(value, bool):
             if isinstance(value, str):
                 try:
-                    return tp(value)
+                    number = tp(value)
                 except ValueError:
                     pass
+                else:
+                    if tp is float and not math.isfinite(number):
+                        raise ValueError(f"{key}: must be a finite number, got {value!r}")
+                    return number
             elif tp is float and isinstance(value, (int, float)):
+                if not math.isfinite(value):
+                    raise ValueError(f"{key}: must be a finite number, got {value!r}")
                 return float(value)
             elif tp is int and (isinstance(value, int)
                                 or (isinstance(value, float) and value.is_integer())):

@@ -14,7 +14,9 @@ last ``"\\n\\nAssistant:"`` into a shared prompt and two responses (``better_res
 
 Prompts are rendered with ``BEGINNING OF CONVERSATION: USER: {prompt} ASSISTANT:`` by default
 (the template of alpaca-7b-reproduced and the beaver score models), or with a tokenizer's chat
-template; a response is appended after one space.
+template; a response is appended after ``data.response_separator`` (the PKU configs: none, as
+upstream safe-rlhf builds its texts (``PROMPT_ASSISTANT = 'ASSISTANT:'``, "should not have a space at the end";
+text = prompt + answer, + EOS for scoring).
 """
 
 from __future__ import annotations
@@ -284,6 +286,8 @@ def format_prompt(prompt: str, template: str = DEFAULT_TEMPLATE, tokenizer: Any 
     return template.format(prompt=prompt)
 
 
-def join_response(prompt_text: str, response: str) -> str:
-    """``prompt_text + " " + response`` (the response appended after one space)."""
-    return f"{prompt_text} {response.strip()}"
+def join_response(prompt_text: str, response: str, separator: str = " ") -> str:
+    """``prompt_text + separator + response.strip()``: the one rule that builds every scored
+    and DPO text (upstream safe-rlhf: ``separator = ""``; responses are stripped of surrounding
+    whitespace, which PKU-SafeRLHF's answers do not have)."""
+    return f"{prompt_text}{separator}{response.strip()}"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from dualgap.llm.config import (
+    CONFIG_DIR,
     RunConfig,
     config_from_dict,
     config_to_dict,
@@ -88,3 +89,34 @@ def test_method_needs_constraints():
     with pytest.raises(ValueError, match="needs at least one constraint"):
         load_config("tiny", ["constraints=[]"])
     assert load_config("tiny", ["constraints=[]", "method=dpo-helpful"]).constraints == []
+
+
+def test_report_to_default_needs_nothing_and_names_are_checked():
+    """The shipped configs log to nothing extra (tensorboard is not in the llm extra); a name
+    transformers does not know is an error at config time, naming the key."""
+    from transformers.integrations.integration_utils import INTEGRATION_TO_CALLBACK
+
+    for name in shipped_configs():
+        assert load_config(name).train.report_to == ["none"]
+    assert load_config("tiny", ["train.report_to=[wandb]"]).train.report_to == ["wandb"]
+    assert "tensorboard" in INTEGRATION_TO_CALLBACK
+    with pytest.raises(ValueError, match=r"train\.report_to: unknown logger 'tensorbord'"):
+        load_config("tiny", ["train.report_to=[tensorbord]"])
+    with pytest.raises(ValueError, match=r"train\.report_to: 'none' and 'all' stand alone"):
+        load_config("tiny", ["train.report_to=[none, wandb]"])
+
+
+@pytest.mark.parametrize("value", [".nan", "nan", ".inf", "-inf"])
+def test_non_finite_numbers_are_rejected(value):
+    with pytest.raises(ValueError, match=r"constraints\.0\.threshold: must be a finite number"):
+        load_config("tiny", [f"constraints.0.threshold={value}"])
+
+
+def test_pku_texts_are_upstream_by_default():
+    paper = load_config("pku_saferlhf_30k")
+    assert paper.data.response_separator == ""
+    assert paper.reward.response_separator == "" and paper.reward.append_eos
+    assert paper.constraints[0].scorer.response_separator == ""
+    assert paper.data.template == "BEGINNING OF CONVERSATION: USER: {prompt} ASSISTANT:"
+    text = (CONFIG_DIR / "pku_saferlhf_30k.yaml").read_text()
+    assert "'ASSISTANT:' + ' ' + response" in text  # the authors' scoring variant is named

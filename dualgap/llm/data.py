@@ -14,9 +14,9 @@ last ``"\\n\\nAssistant:"`` into a shared prompt and two responses (``better_res
 
 Prompts are rendered with ``BEGINNING OF CONVERSATION: USER: {prompt} ASSISTANT:`` by default
 (the template of alpaca-7b-reproduced and the beaver score models), or with a tokenizer's chat
-template; a response is appended after ``data.response_separator`` (the PKU configs: none, as
-upstream safe-rlhf builds its texts (``PROMPT_ASSISTANT = 'ASSISTANT:'``, "should not have a space at the end";
-text = prompt + answer, + EOS for scoring).
+template; a response is appended after ``data.response_separator``.  The PKU configs use none,
+as upstream safe-rlhf builds its texts (``PROMPT_ASSISTANT = 'ASSISTANT:'``, "should not have a
+space at the end"; text = prompt + answer, + EOS for scoring).
 """
 
 from __future__ import annotations

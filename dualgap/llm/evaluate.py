@@ -67,7 +67,7 @@ def evaluation_scores(directory: str | Path, progress: bool = True
     """``(prompts, reference scores, policy scores)``, scores of shape ``(1 + m, n, S)``;
     generated and scored once (kept in the run directory)."""
     from .config import load_config
-    from .run import Run
+    from .rundir import Run
 
     directory = Path(directory)
     run = Run(directory, load_config(directory / "config.yaml"), progress)
@@ -95,7 +95,7 @@ def evaluate(directory: str | Path, against: list[str | Path] | None = None,
     the summary is also written to ``DIR/eval/summary.json``."""
     from .config import load_config
     from .distributed import is_main
-    from .run import read_jsonl
+    from .rundir import read_jsonl
 
     directory = Path(directory)
     cfg = load_config(directory / "config.yaml")

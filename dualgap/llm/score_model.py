@@ -170,8 +170,8 @@ def load_score_model(path: str, revision: str | None = None, dtype: str = "float
     """
     import torch
     from transformers import AutoConfig
-    from transformers.models.auto.modeling_auto import MODEL_MAPPING
     from transformers.initialization import no_init_weights
+    from transformers.models.auto.modeling_auto import MODEL_MAPPING
 
     directory = _resolve(path, revision)
     raw = json.loads((directory / "config.json").read_text())

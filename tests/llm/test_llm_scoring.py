@@ -215,7 +215,7 @@ def test_scoring_ids_are_upstream_safe_rlhf(tmp_path, tiny_llama_config):
     d = tmp_path / "beaver"
     _save_score_checkpoint(d, config, 9, "cost", "safetensors", shards=1, tokenizer=tok)
     prompt, answer = PROMPTS[0], RESPONSES[0]
-    upstream_text = ("BEGINNING OF CONVERSATION: " + "USER: {input} ".format(input=prompt)
+    upstream_text = ("BEGINNING OF CONVERSATION: " + "USER: {input} ".format(input=prompt)  # noqa: UP032
                      + "ASSISTANT:" + answer + tok.eos_token)
     upstream_ids = tok(upstream_text, add_special_tokens=True)["input_ids"]
     paper = load_config("pku_saferlhf_30k")

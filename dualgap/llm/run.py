@@ -282,7 +282,7 @@ def _execute(run: Run, stop_after: int | None = None, callbacks: list | None = N
 
 def _resolve(key: str, value: str, load) -> Any:
     if value.startswith(("/", "./", "../", "~")) and not Path(value).expanduser().exists():
-        raise UserError(f"{key}: {value!r} is not a local folder (it does not exist)")
+        raise UserError(f"{key}: {value!r} does not exist (a local path, not a hub id)")
     try:
         return load()
     except (OSError, ValueError, ImportError) as exc:

@@ -127,11 +127,11 @@ def test_lora_iterations_continue_from_the_previous_adapter(tmp_path):
 
 
 @pytest.mark.parametrize("override, message", [
-    ("policy.model=/no/such/model", "policy.model: '/no/such/model' is not a local folder"),
+    ("policy.model=/no/such/model", "policy.model: '/no/such/model' does not exist"),
     ("reward.path=no_such_module:score", "reward.path: cannot import 'no_such_module'"),
     ("constraints.0.scorer.kind=score-model", "constraints.0.scorer.path: cannot load"),
     ("constraints.0.threshold=.nan", "constraints.0.threshold: must be a finite number"),
-    ("data.source=/no/such/pairs.jsonl", "data.source: file '/no/such/pairs.jsonl' does not"),
+    ("data.source=/no/such/pairs.jsonl", "data.source: '/no/such/pairs.jsonl' does not exist"),
     ("train.report_to=[tensorboard]", "train.report_to: 'tensorboard' is not installed"),
 ])
 def test_a_failed_setup_leaves_nothing(tmp_path, override, message):
@@ -185,8 +185,8 @@ def test_resume_refuses_a_changed_config_and_names_the_keys(stopped_run, tmp_pat
     data["constraints"][0]["threshold"] = 0.5
     data["dual"]["step_size"] = 2.0
     (d / "config.yaml").write_text(yaml.safe_dump(data))
-    with pytest.raises(UserError, match=r"config\.yaml: changed since the run started "
-                       r"\(constraints\.0\.threshold: 0\.1 -> 0\.5; dual\.step_size: 'auto' -> 2\.0"):
+    with pytest.raises(UserError, match=r"config\.yaml: changed since the run started \("
+                       r"constraints\.0\.threshold: 0\.1 -> 0\.5; dual\.step_size: 'auto' -> 2"):
         resume(d, progress=False)
     with pytest.raises(UserError, match=r"dual\.num_prompts: 8 -> 4"):
         resume(stopped_run, progress=False, overrides=["dual.num_prompts=4"])

@@ -94,6 +94,19 @@ def test_evaluate_and_win_rates(tiny_run, tmp_path):
     for fig in ("histograms.png", "lam_trajectory.png", "improvement_vs_threshold.png"):
         assert (tiny_run.directory / "eval" / fig).stat().st_size > 1000
     assert "b = 0.1" in format_summary(summary)
+    # per harm category of the test prompts: the same difference on those prompts
+    from dualgap.llm.data import load_pairs
+
+    cats = load_pairs("builtin:tiny", "test").harm_categories()
+    prompts = load_pairs("builtin:tiny", "test").unique_prompts()[:12]
+    by_cat = summary["by_harm_category"]
+    assert set(by_cat) == {c for p in prompts for c in cats[p]} and by_cat
+    for cat, entry in by_cat.items():
+        idx = [i for i, p in enumerate(prompts) if cat in cats[p]]
+        d = pol["utilities"][0, idx].mean(axis=1) - ref["utilities"][0, idx].mean(axis=1)
+        assert entry["num_prompts"] == len(idx)
+        np.testing.assert_allclose(entry["safety"]["improvement"], d.mean(), rtol=1e-12)
+    assert "improvement by harm category" in format_summary(summary)
     # a second evaluation reuses the samples and scores
     again = evaluate(tiny_run.directory, figures=False, progress=False)
     assert again["scores"] == summary["scores"]

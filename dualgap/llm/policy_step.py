@@ -30,7 +30,8 @@ __all__ = ["dpo_step", "make_dpo_config"]
 
 def make_dpo_config(settings: TrainSettings, beta: float, output_dir: str | Path, seed: int,
                     world: int = 1, progress: bool = True):
-    """The ``DPOConfig`` of one policy step (per-device batch from the global batch)."""
+    """The ``DPOConfig`` of one policy step (per-device batch from the global batch), with the
+    further fields of ``train.dpo`` passed through."""
     import torch
     from trl import DPOConfig
 
@@ -54,7 +55,7 @@ def make_dpo_config(settings: TrainSettings, beta: float, output_dir: str | Path
         bf16=bool(settings.bf16 and cuda), use_cpu=not cuda, seed=seed, data_seed=seed,
         logging_steps=settings.logging_steps, report_to=list(settings.report_to),
         save_strategy="no", dataloader_drop_last=True, disable_tqdm=not progress,
-        ddp_find_unused_parameters=False,
+        **{"ddp_find_unused_parameters": False, **settings.dpo},
     )
 
 

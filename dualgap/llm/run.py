@@ -291,8 +291,9 @@ def _resolve(key: str, value: str, load) -> Any:
 
 def check_setup(run: Run) -> None:
     """Everything a run needs before its first stage, checked without writing anything: the
-    loggers of ``train.report_to`` are installed, the training pairs load (and a local test
-    file exists), the policy's config and tokenizer and every scorer resolve.  Raises
+    loggers of ``train.report_to`` are installed, ``train.dpo`` builds a ``DPOConfig``, the
+    training pairs load (and a local test file exists), the policy's config and tokenizer and
+    every scorer resolve.  Raises
     ``ValueError``/:class:`UserError` naming the config key and the value."""
     cfg = run.config
     if cfg.train.report_to not in (["none"], ["all"]):
@@ -305,6 +306,14 @@ def check_setup(run: Run) -> None:
             if name not in have:
                 raise UserError(f"train.report_to: {name!r} is not installed (pip install "
                                 f"{name.replace('_', '-')}), or set train.report_to=[none]")
+    if cfg.train.dpo:  # the values too: DPOConfig checks them when it is built
+        from .distributed import world_size
+        from .policy_step import make_dpo_config
+
+        try:
+            make_dpo_config(cfg.train, cfg.beta, run.directory / "dpo-check", 0, world_size())
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"train.dpo: {one_line(exc)}") from None
     d = cfg.data
     _resolve("data.source", d.source, run.train_pairs)
     if d.test_path is not None and not Path(d.test_path).exists():

@@ -120,3 +120,53 @@ def test_pku_texts_are_upstream_by_default():
     assert paper.data.template == "BEGINNING OF CONVERSATION: USER: {prompt} ASSISTANT:"
     text = (CONFIG_DIR / "pku_saferlhf_30k.yaml").read_text()
     assert "'ASSISTANT:' + ' ' + response" in text  # the authors' scoring variant is named
+
+
+def test_strict_types_name_the_dotted_key():
+    """pydantic strict models: no silent coercion, the message names the key and the value."""
+    cases = {
+        "seed=1.5": "seed: expected an int, got 1.5",
+        "dual.lam_init=[1, true]": "dual.lam_init.1: expected a float, got True",
+        "data.source=3": "data.source: expected a string, got 3",
+        "constraints=3": "constraints: expected a list, got 3",
+        "policy.lora=[1]": "policy.lora: expected a mapping, got [1]",
+        "data.drop_invalid='true'": "data.drop_invalid: expected true/false, got 'true'",
+        "constraints.0.scorer.kind=x": "constraints.0.scorer.kind: 'x' is not one of",
+    }
+    for override, message in cases.items():
+        with pytest.raises(ValueError, match=message.replace(".", r"\.").replace("[", r"\[")):
+            load_config("tiny", [override])
+    with pytest.raises(ValueError, match=r"unknown config key 'policy\.lora\.rank'; known keys "
+                       r"here: \['alpha', 'dropout', 'enabled', 'load_in_4bit', 'r', "):
+        load_config("tiny", ["policy.lora.rank=4"])
+    # the one conversion: YAML's strings for numbers; an integral float for an int
+    cfg = load_config("tiny", ["train.learning_rate='3e-4'", "seed=3.0"])
+    assert cfg.train.learning_rate == 3e-4 and cfg.seed == 3 and isinstance(cfg.seed, int)
+    with pytest.raises(ValueError, match="expected an int"):
+        cfg.train.batch_size = "eight"  # assignments are validated too
+
+
+def test_train_dpo_passes_dpo_config_fields_through():
+    import dataclasses
+
+    from trl import DPOConfig
+
+    from dualgap.llm.policy_step import make_dpo_config
+
+    cfg = load_config("tiny", ["train.dpo={max_grad_norm: 0.25, precompute_ref_log_probs: true,"
+                               " loss_weights: [1.0]}"])
+    args = make_dpo_config(cfg.train, cfg.beta, "unused", seed=0)
+    assert isinstance(args, DPOConfig)
+    assert (args.max_grad_norm, args.precompute_ref_log_probs, args.loss_weights) == (
+        0.25, True, [1.0])
+    assert "max_grad_norm" in {f.name for f in dataclasses.fields(DPOConfig)}
+    for override, message in {
+        "train.dpo={max_grad_nrom: 1}": r"train\.dpo\.max_grad_nrom: not a trl\.DPOConfig field",
+        "train.dpo={beta: 0.5}": r"train\.dpo\.beta: set by dualgap from beta",
+        "train.dpo={max_grad_norm: fast}": r"train\.dpo\.max_grad_norm: expected float, got 'fast'",
+        "train.dpo={torch_compile: 1}": r"train\.dpo\.torch_compile: expected bool, got 1",
+    }.items():
+        with pytest.raises(ValueError, match=message):
+            load_config("tiny", [override])
+    assert any(line.startswith("train.dpo (dict[str, Any], default {})")
+               for line in describe_config())

@@ -3,7 +3,6 @@ callables, signs, length-sorted batching and the on-disk cache."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 
 import numpy as np
@@ -220,14 +219,14 @@ def test_scoring_ids_are_upstream_safe_rlhf(tmp_path, tiny_llama_config):
     upstream_ids = tok(upstream_text, add_special_tokens=True)["input_ids"]
     paper = load_config("pku_saferlhf_30k")
     for scorer_cfg in (paper.reward, paper.constraints[0].scorer):
-        cfg = dataclasses.replace(scorer_cfg, path=str(d), dtype="float32")
+        cfg = scorer_cfg.model_copy(update={"path": str(d), "dtype": "float32"})
         scorer = build_scorer(cfg, device="cpu", progress=False)
         (ids,) = scorer.encode([prompt], [answer])
         assert ids == upstream_ids
     assert upstream_ids[0] == tok.bos_token_id and upstream_ids[-1] == tok.eos_token_id
     # with a Llama-style tokenizer the space is not cosmetic: the ids differ
-    spaced = dataclasses.replace(paper.reward, path=str(d), dtype="float32",
-                                 response_separator=" ")
+    spaced = paper.reward.model_copy(update={"path": str(d), "dtype": "float32",
+                                             "response_separator": " "})
     (ids_spaced,) = build_scorer(spaced, device="cpu", progress=False).encode([prompt], [answer])
     assert ids_spaced != upstream_ids
     assert ids_spaced == tok(join_response(paper.reward.template.format(prompt=prompt), answer,

@@ -94,11 +94,10 @@ def evaluation_scores(directory: str | Path, progress: bool = True
                       ) -> tuple[list[str], np.ndarray, np.ndarray]:
     """``(prompts, reference scores, policy scores)``, scores of shape ``(1 + m, n, S)``;
     generated and scored once (kept in the run directory)."""
-    from .config import load_config
-    from .rundir import Run
+    from .rundir import Run, load_run_config
 
     directory = Path(directory)
-    run = Run(directory, load_config(directory / "config.yaml"), progress)
+    run = Run(directory, load_run_config(directory)[0], progress)
     run.load_state()
     if not run.done("complete"):
         raise ValueError(f"directory: the run in {str(directory)!r} is not finished "
@@ -124,12 +123,11 @@ def evaluate(directory: str | Path, against: list[str | Path] | None = None,
              figures: bool = True, progress: bool = True) -> dict:
     """Improvements with 95% CIs, thresholds met, win rates against ``against`` runs, figures;
     the summary is also written to ``DIR/eval/summary.json``."""
-    from .config import load_config
     from .distributed import is_main
-    from .rundir import read_jsonl
+    from .rundir import load_run_config, read_jsonl
 
     directory = Path(directory)
-    cfg = load_config(directory / "config.yaml")
+    cfg = load_run_config(directory)[0]
     names = [cfg.reward.name] + [c.scorer.name for c in cfg.constraints]
     thresholds = [None] + [c.threshold for c in cfg.constraints]
     prompts, ref, pol = evaluation_scores(directory, progress)
@@ -158,7 +156,7 @@ def evaluate(directory: str | Path, against: list[str | Path] | None = None,
         o_prompts, _, o_pol = evaluation_scores(other, progress)
         if o_prompts != prompts or o_pol.shape != pol.shape:
             raise ValueError(f"against: {str(other)!r} was evaluated on other test prompts")
-        o_cfg = load_config(other / "config.yaml")
+        o_cfg = load_run_config(other)[0]
         o_names = [o_cfg.reward.name] + [c.scorer.name for c in o_cfg.constraints]
         rates = {}
         for i, name in enumerate(names):

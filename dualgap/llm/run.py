@@ -49,27 +49,24 @@ from typing import Any
 import numpy as np
 
 from ..errors import UserError, one_line
-from .config import RunConfig, apply_overrides, config_from_dict, config_to_dict, load_config
+from .config import RunConfig, config_to_dict, load_config
 from .rundir import (
     _STAGE_SEEDS,
     SAFE_TO_CHANGE,
     Run,
     _seed,
     atomic_write,
-    changed_keys,
     check_run_directory,
+    load_run_config,
     read_jsonl,
     read_jsonl_for_resume,
-    unsafe_changes,
+    write_run_config,
 )
 
 __all__ = ["Run", "RunStopped", "train", "resume", "read_jsonl", "lam_trajectory",
            "check_setup", "SAFE_TO_CHANGE"]
 
 logger = logging.getLogger(__name__)
-
-#: the config the run started with (``resume`` compares config.yaml with it)
-RESOLVED = "resolved_config.json"
 
 
 class RunStopped(Exception):
@@ -80,14 +77,6 @@ def lam_trajectory(directory: str | Path) -> np.ndarray:
     """The ``lam`` used by each policy step of a run, shape ``(T, m)``."""
     recs = [r for r in read_jsonl(Path(directory) / "lam_history.jsonl") if r["stage"] != "final"]
     return np.array([r["lam"] for r in recs], dtype=np.float64)
-
-
-def _write_config(directory: Path, cfg: RunConfig) -> None:
-    import yaml
-
-    data = config_to_dict(cfg)
-    atomic_write(directory / "config.yaml", yaml.safe_dump(data, sort_keys=False))
-    atomic_write(directory / RESOLVED, json.dumps(data, indent=1))
 
 
 # ------------------------------------------------------------------ the loop
@@ -380,7 +369,7 @@ def train(config: RunConfig | str | Path, output_dir: str | Path,
             if partial.exists():  # a setup killed earlier: never a run
                 shutil.rmtree(partial)
             partial.mkdir(parents=True)
-            _write_config(partial, cfg)
+            write_run_config(partial, cfg)
             run.state = {"completed": [], "step_size": None}
             _prepare(run, local=True)
             directory.parent.mkdir(parents=True, exist_ok=True)
@@ -420,33 +409,13 @@ def resume(output_dir: str | Path, stop_after: int | None = None, progress: bool
         hint = (" (its setup did not finish: start it again with `dualgap llm train`)"
                 if partial.exists() else "")
         raise UserError(f"output_dir: {str(directory)!r} holds no run (no state.json){hint}")
-    if not (directory / "config.yaml").exists():
-        raise UserError(f"{directory / 'config.yaml'}: missing; the run directory is damaged")
-    now = apply_overrides(config_to_dict(load_config(directory / "config.yaml")), overrides)
-    cfg = config_from_dict(now)
-    started_path = directory / RESOLVED
-    if started_path.exists():
-        try:
-            started = json.loads(started_path.read_text())
-        except json.JSONDecodeError as exc:
-            raise UserError(f"{started_path}: not valid JSON ({exc.msg}); the run directory "
-                            "is damaged") from None
-    else:  # a run directory from before the snapshot existed
-        logger.warning("%s: missing; config.yaml is taken as the run's config", started_path)
-        started = config_to_dict(cfg)
-    changes = changed_keys(started, config_to_dict(cfg))
-    bad = unsafe_changes(changes)
-    if bad:
-        shown = "; ".join(f"{k}: {changes[k][0]!r} -> {changes[k][1]!r}" for k in bad[:6])
-        raise UserError(
-            f"config.yaml: changed since the run started ({shown}{' ...' if len(bad) > 6 else ''})"
-            f"; a run resumes with the config it started with: restore these keys or start a "
-            f"new run (only {', '.join(SAFE_TO_CHANGE)} may change, with resume --set)")
+    cfg, changes = load_run_config(directory, overrides)
     run = Run(directory, cfg, progress, verbose)
     run.load_state()
     check_run_directory(directory, run.state,
                         builtin_reference=str(run.state.get("reference_path", "")
                                               ).startswith("run:"))
+    check_setup(run)  # still installed and reachable (a logger set with --set, the hub)
     barrier()
     if is_main():
         if changes:
@@ -456,7 +425,7 @@ def resume(output_dir: str | Path, stop_after: int | None = None, progress: bool
                 "after": list(run.state["completed"]),
                 "changes": {k: list(v) for k, v in changes.items()}})
             atomic_write(run.state_path, json.dumps(run.state, indent=1))
-            _write_config(directory, cfg)
+            write_run_config(directory, cfg)
         # drop what a kill left of an unfinished stage: its records and a cut last line
         for name in ("lam_history.jsonl", "metrics.jsonl"):
             path = directory / name

@@ -31,17 +31,21 @@ from typing import Any
 import numpy as np
 
 from ..errors import UserError
-from .config import RunConfig
+from .config import RunConfig, apply_overrides, config_from_dict, config_to_dict, load_config
 
-__all__ = ["Run", "SAFE_TO_CHANGE", "STAGE_PATTERN", "read_jsonl", "read_jsonl_for_resume",
-           "atomic_write", "to_list", "read_state", "flatten", "changed_keys", "unsafe_changes",
-           "check_run_directory", "load_npz"]
+__all__ = ["Run", "SAFE_TO_CHANGE", "RESOLVED", "STAGE_PATTERN", "load_run_config",
+           "write_run_config", "read_jsonl", "read_jsonl_for_resume", "atomic_write", "to_list",
+           "read_state", "flatten", "changed_keys", "unsafe_changes", "check_run_directory",
+           "load_npz"]
 
 #: Keys that ``resume`` accepts changed (``resume --set KEY=VALUE`` or an edit of config.yaml):
 #: logging, the scorers' batch sizes (memory only: scores are cached per text) and the
 #: evaluation settings.  Glob patterns over dotted keys.
 SAFE_TO_CHANGE = ("train.logging_steps", "train.report_to", "train.report_to.*",
                   "reward.batch_size", "constraints.*.scorer.batch_size", "evaluation.*")
+
+#: the config the run started with, written once (config.yaml is compared with it)
+RESOLVED = "resolved_config.json"
 
 #: every random choice of a run is seeded from ``(seed, stage tag, ...)``
 _STAGE_SEEDS = {"reference": 1, "dual": 2, "labels": 3, "dpo": 4, "final": 5, "prompts": 6,
@@ -165,6 +169,48 @@ def changed_keys(old: dict, new: dict) -> dict[str, tuple[Any, Any]]:
 def unsafe_changes(changes: dict[str, tuple[Any, Any]]) -> list[str]:
     """The changed keys that are not in :data:`SAFE_TO_CHANGE`."""
     return [k for k in changes if not any(fnmatch.fnmatchcase(k, p) for p in SAFE_TO_CHANGE)]
+
+
+def write_run_config(directory: Path, cfg: RunConfig) -> None:
+    """``config.yaml`` and :data:`RESOLVED`: the same resolved config."""
+    import yaml
+
+    data = config_to_dict(cfg)
+    atomic_write(directory / "config.yaml", yaml.safe_dump(data, sort_keys=False))
+    atomic_write(directory / RESOLVED, json.dumps(data, indent=1))
+
+
+def load_run_config(directory: Path, overrides: list[str] | None = None
+                    ) -> tuple[RunConfig, dict[str, tuple[Any, Any]]]:
+    """``(config, changes)``: ``config.yaml`` with ``overrides``, and its changes from the
+    config the run started with.  A change outside :data:`SAFE_TO_CHANGE` is a
+    :class:`UserError` that names the keys and their two values."""
+    import logging
+
+    if not (directory / "config.yaml").exists():
+        raise UserError(f"{directory / 'config.yaml'}: missing; the run directory is damaged")
+    cfg = config_from_dict(apply_overrides(
+        config_to_dict(load_config(directory / "config.yaml")), overrides))
+    started_path = directory / RESOLVED
+    if started_path.exists():
+        try:
+            started = json.loads(started_path.read_text())
+        except json.JSONDecodeError as exc:
+            raise UserError(f"{started_path}: not valid JSON ({exc.msg}); the run directory "
+                            "is damaged") from None
+    else:  # a run directory from before the snapshot existed
+        logging.getLogger(__name__).warning("%s: missing; config.yaml is taken as the run's "
+                                            "config", started_path)
+        started = config_to_dict(cfg)
+    changes = changed_keys(started, config_to_dict(cfg))
+    bad = unsafe_changes(changes)
+    if bad:
+        shown = "; ".join(f"{k}: {changes[k][0]!r} -> {changes[k][1]!r}" for k in bad[:6])
+        raise UserError(
+            f"config.yaml: changed since the run started ({shown}{' ...' if len(bad) > 6 else ''})"
+            f"; a run keeps the config it started with: restore these keys or start a new run "
+            f"(only {', '.join(SAFE_TO_CHANGE)} may change, with resume --set)")
+    return cfg, changes
 
 
 def load_npz(path: Path) -> dict[str, np.ndarray]:

@@ -201,6 +201,10 @@ def test_resume_refuses_a_changed_config_and_names_the_keys(stopped_run, tmp_pat
     with pytest.raises(UserError, match=r"config\.yaml: changed since the run started \("
                        r"constraints\.0\.threshold: 0\.1 -> 0\.5; dual\.step_size: 'auto' -> 2"):
         resume(d, progress=False)
+    from dualgap.llm.evaluate import evaluate  # nor is a run judged against an edited threshold
+
+    with pytest.raises(UserError, match=r"constraints\.0\.threshold: 0\.1 -> 0\.5"):
+        evaluate(d, figures=False, progress=False)
     with pytest.raises(UserError, match=r"dual\.num_prompts: 8 -> 4"):
         resume(stopped_run, progress=False, overrides=["dual.num_prompts=4"])
     state_before = (stopped_run / "state.json").read_text()

@@ -16,6 +16,7 @@ only to check ``train.report_to`` and ``train.dpo`` when they are set.
 
 from __future__ import annotations
 
+import copy
 import math
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args, get_origin
@@ -334,9 +335,10 @@ def shipped_configs() -> dict[str, Path]:
 
 
 def load_config(source: str | Path | dict, overrides: list[str] | None = None) -> RunConfig:
-    """A :class:`RunConfig` from a shipped name, a YAML path or a dict, with overrides."""
+    """A :class:`RunConfig` from a shipped name, a YAML path or a dict, with overrides applied
+    to the raw data and the result validated once."""
     if isinstance(source, dict):
-        data = config_to_dict(config_from_dict(source))
+        data = copy.deepcopy(source)
     else:
         path = Path(source)
         shipped = shipped_configs()
@@ -351,8 +353,6 @@ def load_config(source: str | Path | dict, overrides: list[str] | None = None) -
             raise ValueError(f"config: {str(path)!r} is not valid YAML ({exc})") from None
         if not isinstance(data, dict):
             raise ValueError(f"config: {str(path)!r} must hold a mapping")
-        # fill defaults first so that overrides can reach nested lists
-        data = config_to_dict(config_from_dict(data))
     return config_from_dict(apply_overrides(data, overrides))
 
 

@@ -141,6 +141,8 @@ def test_lora_iterations_continue_from_the_previous_adapter(tmp_path):
 
 @pytest.mark.parametrize("override, message", [
     ("policy.model=/no/such/model", "policy.model: '/no/such/model' does not exist"),
+    ("policy.model=no-such-org/no-such-model",  # offline in the tests: not in the cache
+     "policy.model: cannot load 'no-such-org/no-such-model'"),
     ("reward.path=no_such_module:score", "reward.path: cannot import 'no_such_module'"),
     ("constraints.0.scorer.kind=score-model", "constraints.0.scorer.path: cannot load"),
     ("constraints.0.threshold=.nan", "constraints.0.threshold: must be a finite number"),

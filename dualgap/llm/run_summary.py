@@ -37,9 +37,11 @@ def run_summary(directory: str | Path, config: RunConfig) -> str:
                                                                    f"{-margin:.4g})"
             lines.append(f"  {name}: improvement {gain:.4g} over pi_ref, required >= {b:.4g}: "
                          f"{verdict}")
-        lam = ", ".join(f"{v:.4g}" for v in (rec["lam"] or []))
+        lams = ["[" + ", ".join(f"{v:.4g}" for v in r["lam"]) + "]" for r in history
+                if r["stage"].startswith("dual_")]
         lines.append(f"  measured on {cfg.dual.num_prompts} training prompts x "
-                     f"{cfg.dual.samples_per_prompt} samples; final multiplier lam = [{lam}]")
+                     f"{cfg.dual.samples_per_prompt} samples of the final policy")
+        lines.append(f"  lam by policy step: {' -> '.join(lams)}")
     elif cfg.constraints:
         lines.append("  constraints not measured during training (method "
                      f"{cfg.method}): see `dualgap llm evaluate`")

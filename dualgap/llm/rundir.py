@@ -205,7 +205,10 @@ def load_run_config(directory: Path, overrides: list[str] | None = None
     changes = changed_keys(started, config_to_dict(cfg))
     bad = unsafe_changes(changes)
     if bad:
-        shown = "; ".join(f"{k}: {changes[k][0]!r} -> {changes[k][1]!r}" for k in bad[:6])
+        had = flatten(started)
+        shown = "; ".join(f"{k}: {changes[k][0]!r} -> {changes[k][1]!r}" if k in had else
+                          f"{k}: not in the run's config (a key added to dualgap since), now "
+                          f"{changes[k][1]!r}" for k in bad[:6])
         raise UserError(
             f"config.yaml: changed since the run started ({shown}{' ...' if len(bad) > 6 else ''})"
             f"; a run keeps the config it started with: restore these keys or start a new run "

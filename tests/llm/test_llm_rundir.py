@@ -62,3 +62,25 @@ def test_bad_state_json(tmp_path, text, message):
         read_state(path, iterations=2)
     path.write_text('{"completed": ["setup", "dual_0", "policy_1"]}')
     assert read_state(path, iterations=2)["completed"][-1] == "policy_1"
+
+
+def test_load_run_config_compares_with_the_started_config(tmp_path):
+    import json
+
+    from dualgap.llm.rundir import RESOLVED, load_run_config, write_run_config
+
+    cfg = load_config("tiny")
+    write_run_config(tmp_path, cfg)
+    assert load_run_config(tmp_path) == (cfg, {})
+    again, changes = load_run_config(tmp_path, ["evaluation.num_prompts=5"])
+    assert again.evaluation.num_prompts == 5 and changes == {"evaluation.num_prompts": (None, 5)}
+    with pytest.raises(UserError, match=r"beta: 0\.1 -> 0\.2"):
+        load_run_config(tmp_path, ["beta=0.2"])
+    started = json.loads((tmp_path / RESOLVED).read_text())
+    del started["train"]["dpo"]  # a run started before the key existed
+    (tmp_path / RESOLVED).write_text(json.dumps(started))
+    with pytest.raises(UserError, match=r"train\.dpo: not in the run's config \(a key added"):
+        load_run_config(tmp_path)
+    (tmp_path / "config.yaml").unlink()
+    with pytest.raises(UserError, match=r"config\.yaml: missing; the run directory is damaged"):
+        load_run_config(tmp_path)

@@ -75,9 +75,11 @@ def _load(path: str | Path, dtype: str, lora: LoraSettings, revision: str | None
                                                 **base_model_kwargs(dtype, lora, revision))
 
 
-def _quiet_callbacks(trainer: Any, log_path: Path | None, verbose: bool, progress: bool) -> None:
-    """Route TRL's per-step log dicts to ``log_path`` (one JSON line each) and, unless
-    ``verbose``, off the terminal (the progress bar stays when ``progress``)."""
+def _quiet_callbacks(trainer: Any, log_path: Path | None, verbose: bool, progress: bool,
+                     tag: str) -> None:
+    """Route TRL's per-step log dicts to ``log_path`` (one JSON line each, with ``tag``: the
+    iterate's directory name) and, unless ``verbose``, off the terminal (the progress bar stays
+    when ``progress``)."""
     import json
 
     from transformers.trainer_callback import PrinterCallback, ProgressCallback, TrainerCallback
@@ -86,7 +88,8 @@ def _quiet_callbacks(trainer: Any, log_path: Path | None, verbose: bool, progres
         def on_log(self, args, state, control, logs=None, **kwargs):
             if log_path is not None and state.is_world_process_zero and logs:
                 with open(log_path, "a") as f:
-                    f.write(json.dumps({"step": state.global_step, **logs}, default=str) + "\n")
+                    f.write(json.dumps({"iterate": tag, "step": state.global_step, **logs},
+                                       default=str) + "\n")
 
     class BarOnly(ProgressCallback):
         def on_log(self, args, state, control, logs=None, **kwargs):
@@ -149,7 +152,8 @@ def dpo_step(records: dict[str, list[str]], start: str | Path, reference: str | 
     trainer = DPOTrainer(model=model, ref_model=ref_model, args=args, train_dataset=dataset,
                          processing_class=tokenizer, peft_config=peft_config,
                          callbacks=callbacks)
-    _quiet_callbacks(trainer, None if log_path is None else Path(log_path), verbose, progress)
+    _quiet_callbacks(trainer, None if log_path is None else Path(log_path), verbose, progress,
+                     output_dir.name)
     result = trainer.train()
     trainer.save_model(str(output_dir))
     return {

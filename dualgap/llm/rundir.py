@@ -1,4 +1,5 @@
-"""The files of a run directory: reading them strictly, and checking a directory before resume.
+"""A run directory: its :class:`Run` (files, models, scorers, sampling of one stage), reading
+its files strictly, and checking it before resume.
 
 A run directory (see :mod:`dualgap.llm.run`) is written by one process in a fixed order: a
 stage's records and arrays first, then ``state.json`` marks it finished.  So after a kill,

@@ -222,6 +222,7 @@ def test_resume_refuses_a_changed_config_and_names_the_keys(stopped_run, tmp_pat
     assert run.config.train.logging_steps == 2
     steps = [json.loads(line) for line in (stopped_run / "run.log").read_text().splitlines()]
     assert steps and all("loss" in r or "train_loss" in r for r in steps)
+    assert {r["iterate"] for r in steps} == {"iter_0", "iter_1"}  # resumed: both iterates
 
 
 @pytest.mark.parametrize("damage, message", [

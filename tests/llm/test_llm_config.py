@@ -170,3 +170,19 @@ def test_train_dpo_passes_dpo_config_fields_through():
             load_config("tiny", [override])
     assert any(line.startswith("train.dpo (dict[str, Any], default {})")
                for line in describe_config())
+
+
+def test_help_config_lists_every_key_with_type_default_and_help():
+    import re
+
+    from dualgap.llm.rundir import flatten
+
+    lines = describe_config()
+    described = {line.split(" (", 1)[0] for line in lines if " (" in line.split(":", 1)[0]}
+    leaves = {re.sub(r"\.\d+(\.|$)", r".N\1", k)  # constraints.0.x -> constraints.N.x
+              for k in flatten(config_to_dict(load_config("pku_saferlhf_30k")))}
+    lists_of_values = {"train.report_to.N", "train.loss_type.N"}  # described as list[str]
+    assert leaves - lists_of_values <= described and len(described) >= 60
+    for line in lines:
+        if " (" in line.split(":", 1)[0]:  # a leaf: `key (type, default X): help`
+            assert re.fullmatch(r"[\w.]+ \(.+, default .*\): \S.*", line), line

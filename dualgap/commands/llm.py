@@ -37,6 +37,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--stop-after", type=int, default=None, metavar="N",
                    help="stop after N policy steps, resume later (default: run to the end)")
     t.add_argument("--no-progress", action="store_true", help="no progress bars (default: off)")
+    t.add_argument("--verbose", action="store_true",
+                   help="print TRL's per-step losses; they are always in the run's run.log "
+                   "(default: off)")
     t.add_argument("--help-config", action="store_true",
                    help="list every config key with its type, default and help, and exit "
                    "(default: off)")
@@ -47,6 +50,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--stop-after", type=int, default=None, metavar="N",
                    help="stop after N policy steps in total (default: run to the end)")
     r.add_argument("--no-progress", action="store_true", help="no progress bars (default: off)")
+    r.add_argument("--verbose", action="store_true",
+                   help="print TRL's per-step losses; they are always in the run's run.log "
+                   "(default: off)")
+    r.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="change a key that is safe to change mid-run (train.logging_steps, "
+                   "train.report_to, scorer batch sizes, evaluation.*); others are refused "
+                   "(default: none)")
     r.set_defaults(func=_resume)
 
     e = llm.add_parser("evaluate", help="improvements over pi_ref with 95%% CIs, win rates, "
@@ -77,14 +87,16 @@ def _train(args: argparse.Namespace) -> int:
 
     return _run_and_report(lambda: train(args.config, args.output_dir, overrides=args.overrides,
                                          stop_after=args.stop_after,
-                                         progress=not args.no_progress))
+                                         progress=not args.no_progress,
+                                         verbose=args.verbose))
 
 
 def _resume(args: argparse.Namespace) -> int:
     from dualgap.llm.run import resume
 
     return _run_and_report(lambda: resume(args.directory, stop_after=args.stop_after,
-                                          progress=not args.no_progress))
+                                          progress=not args.no_progress,
+                                          overrides=args.overrides, verbose=args.verbose))
 
 
 def _run_and_report(start) -> int:
@@ -94,7 +106,7 @@ def _run_and_report(start) -> int:
     from dualgap.llm.run import RunStopped
 
     try:
-        _report(start().directory)
+        _report(start())
     except RunStopped as exc:
         print(str(exc))
     finally:
@@ -102,16 +114,12 @@ def _run_and_report(start) -> int:
     return 0
 
 
-def _report(directory) -> None:
+def _report(run) -> None:
     from dualgap.llm.distributed import is_main
-    from dualgap.llm.run import read_jsonl
+    from dualgap.llm.run_summary import run_summary
 
-    if not is_main():
-        return
-    for rec in read_jsonl(directory / "lam_history.jsonl"):
-        print(f"{rec['stage']:>8}: lam = {rec['lam']}"
-              + (f", slack = {rec['slack']}" if "slack" in rec else ""))
-    print(f"run finished: {directory}")
+    if is_main():
+        print(run_summary(run.directory, run.config))
 
 
 def _evaluate(args: argparse.Namespace) -> int:

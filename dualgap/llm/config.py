@@ -1,26 +1,40 @@
-"""Run configurations: dataclasses loaded from YAML, with ``--set key=value`` overrides.
+"""Run configurations: strict pydantic models loaded from YAML, with ``--set key=value`` overrides.
 
-Every field carries its help text in ``metadata["help"]`` (printed by
-``dualgap llm train --help-config``).  Unknown keys are errors naming the key, values are checked
-against the field types (``"1e-6"`` is read as a float for a float field; ``"1-6"`` is an error),
-and nothing is silently dropped.
+The sections are pydantic v2 models in strict mode (no type coercion; unknown keys are errors),
+each field with its help text as its description (printed by ``dualgap llm train
+--help-config``).  Errors name the dotted key (``constraints.0.scorer.negat``).  The one
+conversion is YAML's: ``"1e-6"`` (a string to PyYAML) is read as a float for a float field;
+``"1-6"`` is an error.  ``train.dpo`` passes further ``trl.DPOConfig`` fields through, checked
+against DPOConfig's own fields.
 
     cfg = load_config("tiny", overrides=["dual.step_size=0.5", "constraints.0.threshold=1.0"])
 
 Shipped configs (``dualgap/llm/configs/*.yaml``): ``tiny``, ``pku_saferlhf_30k``,
-``hh_rlhf_two_constraints``.  This module imports PyYAML and the standard library only.
+``hh_rlhf_two_constraints``.  This module imports PyYAML and pydantic; transformers and TRL
+only to check ``train.report_to`` and ``train.dpo`` when they are set.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import types
-import typing
-from dataclasses import dataclass, field
+import copy
+import math
 from pathlib import Path
-from typing import Any, Literal, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, get_args, get_origin
 
 import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainValidator,
+    ValidationError,
+    model_validator,
+)
+from pydantic_core import PydanticUndefined
+
+from .config_checks import type_name as _type_name
+from .config_checks import validate_run, validation_message
 
 __all__ = [
     "DataConfig", "LoraSettings", "PolicyConfig", "ScorerConfig", "ConstraintConfig",
@@ -38,14 +52,60 @@ METHODS = ("caid", "one-shot", "dpo-helpful", "dpo-safe")
 PKU_TEMPLATE = "BEGINNING OF CONVERSATION: USER: {prompt} ASSISTANT:"
 
 
-def _f(default: Any = dataclasses.MISSING, help: str = "", factory: Any = None) -> Any:
+def _f(default: Any = PydanticUndefined, help: str = "", factory: Any = None) -> Any:
     if factory is not None:
-        return field(default_factory=factory, metadata={"help": help})
-    return field(default=default, metadata={"help": help})
+        return Field(default_factory=factory, description=help)
+    return Field(default=default, description=help)
 
 
-@dataclass
-class DataConfig:
+def _number_parser(tp: type) -> Any:
+    """A strict ``int``/``float`` parser that also reads a numeric YAML string (PyYAML reads
+    ``1e-6`` as a string): ``"1e-6"`` parses, ``"1-6"`` does not; a bool is never a number; a
+    float must be finite; an int takes an integral float (``3.0``) but not ``3.5``."""
+    what = "an int" if tp is int else "a float"
+
+    def parse(value: Any) -> Any:
+        if isinstance(value, str) and not isinstance(value, bool):
+            try:
+                value = tp(value)
+            except ValueError:
+                raise ValueError(f"expected {what}, got {value!r}") from None
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"expected {what}, got {value!r}")
+        if tp is float:
+            if not math.isfinite(value):
+                raise ValueError(f"must be a finite number, got {value!r}")
+            return float(value)
+        if isinstance(value, float):
+            if not value.is_integer():
+                raise ValueError(f"expected {what}, got {value!r}")
+            return int(value)
+        return value
+
+    return parse
+
+
+_parse_float = _number_parser(float)
+Int = Annotated[int, BeforeValidator(_number_parser(int))]
+Float = Annotated[float, BeforeValidator(_parse_float)]
+
+
+def _step_size(value: Any) -> float | str:
+    if value == "auto":
+        return "auto"
+    try:
+        return _parse_float(value)
+    except ValueError:
+        raise ValueError(f"a float or 'auto', got {value!r}") from None
+
+
+class _Section(BaseModel):
+    """A config section: strict types, unknown keys are errors, assignments validated."""
+
+    model_config = ConfigDict(strict=True, extra="forbid", validate_assignment=True)
+
+
+class DataConfig(_Section):
     """Where the preference pairs come from and how prompts are rendered."""
 
     source: str = _f("builtin:tiny", "hub dataset id (e.g. PKU-Alignment/PKU-SafeRLHF-30K), "
@@ -59,31 +119,32 @@ class DataConfig:
                               "(dualgap.llm.data.PINNED_REVISIONS), e.g. 'v0' for the v0 branch")
     train_split: str = _f("train", "split holding the training pairs")
     test_split: str = _f("test", "split holding the test prompts")
-    max_train_pairs: int | None = _f(None, "use the first N training pairs (None: all)")
-    max_test_prompts: int | None = _f(None, "use the first N test prompts (None: all)")
+    max_train_pairs: Int | None = _f(None, "use the first N training pairs (None: all)")
+    max_test_prompts: Int | None = _f(None, "use the first N test prompts (None: all)")
     drop_invalid: bool = _f(False, "drop rows that fail schema validation (count reported) "
                             "instead of raising")
-    template: str = _f(PKU_TEMPLATE, "prompt template with a {prompt} field; the response is "
-                       "appended after a space")
+    template: str = _f(PKU_TEMPLATE, "prompt template with a {prompt} field (the policy's prompt "
+                       "text in generation and DPO)")
+    response_separator: str = _f(" ", "text between the prompt text and the response in DPO "
+                                 "texts (the PKU configs: '', as upstream safe-rlhf trained "
+                                 "alpaca-7b-reproduced: 'ASSISTANT:' + answer)")
     use_chat_template: bool = _f(False, "render prompts with the policy tokenizer's chat "
                                  "template instead of `template`")
 
 
-@dataclass
-class LoraSettings:
+class LoraSettings(_Section):
     """LoRA through peft (paper: r 8, alpha 16, dropout 0.05, 4-bit base)."""
 
     enabled: bool = _f(False, "train LoRA adapters instead of all weights")
-    r: int = _f(8, "LoRA rank")
-    alpha: int = _f(16, "LoRA alpha")
-    dropout: float = _f(0.05, "LoRA dropout")
+    r: Int = _f(8, "LoRA rank")
+    alpha: Int = _f(16, "LoRA alpha")
+    dropout: Float = _f(0.05, "LoRA dropout")
     target_modules: list[str] | None = _f(None, "module names to adapt (None: peft's default "
                                           "for the architecture)")
     load_in_4bit: bool = _f(False, "load the base model in 4 bit (needs bitsandbytes and CUDA)")
 
 
-@dataclass
-class PolicyConfig:
+class PolicyConfig(_Section):
     """The reference policy pi_ref (also the starting point of training)."""
 
     model: str = _f("builtin:tiny-llama", "hub id or local directory of a causal LM, or "
@@ -94,8 +155,7 @@ class PolicyConfig:
     lora: LoraSettings = _f(factory=LoraSettings, help="LoRA settings")
 
 
-@dataclass
-class ScorerConfig:
+class ScorerConfig(_Section):
     """A reward or utility scorer.  A cost model becomes a utility with ``negate: true``."""
 
     name: str = _f("reward", "short name (used in metrics, figures and the score cache)")
@@ -108,90 +168,92 @@ class ScorerConfig:
     tokenizer: str | None = _f(None, "tokenizer id/directory (None: same as path)")
     negate: bool = _f(False, "use minus the model's output (a cost model's output is a cost: "
                       "higher = less safe; its utility is the negation)")
-    template: str = _f(PKU_TEMPLATE, "prompt template the scorer was trained with; the "
-                       "response is appended after a space")
+    template: str = _f(PKU_TEMPLATE, "prompt template the scorer was trained with")
+    response_separator: str = _f("", "text between the prompt text and the response (upstream "
+                                 "safe-rlhf: ''; the CAID authors' scoring code: ' ')")
     append_eos: bool = _f(True, "append the tokenizer's EOS token (safe-rlhf score models read "
                           "the score at the last token, which is EOS in their training data)")
-    label_index: int | None = _f(None, "for classifiers with several logits: score = the "
+    label_index: Int | None = _f(None, "for classifiers with several logits: score = the "
                                  "log-probability of this label (None: the model must have "
                                  "exactly one logit, used as is)")
-    batch_size: int = _f(16, "sequences per forward pass (sorted by length)")
-    max_length: int = _f(1024, "truncate scored sequences to this many tokens")
+    batch_size: Int = _f(16, "sequences per forward pass (sorted by length)")
+    max_length: Int = _f(1024, "truncate scored sequences to this many tokens")
     dtype: Literal["float32", "bfloat16", "float16"] = _f("float32", "weights dtype")
 
 
-@dataclass
-class ConstraintConfig:
+class ConstraintConfig(_Section):
     """One constraint ``E_pi g - E_ref g >= threshold`` (improvement over pi_ref)."""
 
     scorer: ScorerConfig = _f(factory=ScorerConfig, help="the utility g")
-    threshold: float = _f(0.0, "b: required improvement of E g over the reference policy")
+    threshold: Float = _f(0.0, "b: required improvement of E g over the reference policy")
 
 
-@dataclass
-class DualConfig:
+class DualConfig(_Section):
     """The dual step ``lam <- [lam - eta (E_pi g - E_ref g - b)]_+``."""
 
-    num_prompts: int = _f(600, "N training prompts used for dual statistics")
-    samples_per_prompt: int = _f(64, "K samples per prompt from pi_ref and from each iterate")
-    step_size: float | str = _f(
+    num_prompts: Int = _f(600, "N training prompts used for dual statistics")
+    samples_per_prompt: Int = _f(64, "K samples per prompt from pi_ref and from each iterate")
+    step_size: Annotated[float | str, PlainValidator(_step_size)] = _f(
         "auto", "eta; 'auto' = 1 / lambda_max(hess D_hat(lam_0)) = beta / lambda_max(E Cov g), "
         "the inverse curvature of the empirical dual at the starting multiplier (meant for the "
         "practical start, where lam_0 is the one-shot lam; the paper did not publish its step "
         "size)")
-    lam_init: list[float] | None = _f(None, "starting multiplier for start=literal (default 0)")
+    lam_init: list[Float] | None = _f(None, "starting multiplier for start=literal (default 0)")
     start: Literal["practical", "literal"] = _f(
         "practical", "practical: first policy step at the one-shot lam, a dual step before every "
         "later one; literal: first dual step taken at pi_ref from lam_init")
 
 
-@dataclass
-class GenerationSettings:
+class GenerationSettings(_Section):
     """Sampling for the dual statistics and the evaluation."""
 
-    temperature: float = _f(1.0, "sampling temperature")
-    top_p: float = _f(0.9, "nucleus sampling mass")
-    max_new_tokens: int = _f(512, "maximum generated tokens per response")
-    batch_size: int = _f(32, "sequences per generate() call")
+    temperature: Float = _f(1.0, "sampling temperature")
+    top_p: Float = _f(0.9, "nucleus sampling mass")
+    max_new_tokens: Int = _f(512, "maximum generated tokens per response")
+    batch_size: Int = _f(32, "sequences per generate() call")
 
 
-@dataclass
-class TrainSettings:
+class TrainSettings(_Section):
     """The DPO policy step (TRL DPOTrainer)."""
 
-    learning_rate: float = _f(5e-4, "peak learning rate")
+    learning_rate: Float = _f(5e-4, "peak learning rate")
     lr_scheduler_type: str = _f("cosine", "transformers scheduler name")
-    warmup_steps: int = _f(100, "warmup steps of each iteration")
-    max_length: int = _f(512, "max tokens of prompt + response in DPO")
-    batch_size: int = _f(64, "global batch size (pairs per optimizer step, all processes)")
-    gradient_accumulation_steps: int = _f(1, "micro-batches per optimizer step")
-    epochs_per_iteration: float = _f(1.0, "DPO epochs per CAID iteration")
+    warmup_steps: Int = _f(100, "warmup steps of each iteration")
+    max_length: Int = _f(512, "max tokens of prompt + response in DPO")
+    batch_size: Int = _f(64, "global batch size (pairs per optimizer step, all processes)")
+    gradient_accumulation_steps: Int = _f(1, "micro-batches per optimizer step")
+    epochs_per_iteration: Float = _f(1.0, "DPO epochs per CAID iteration")
     gradient_checkpointing: bool = _f(True, "trade compute for memory")
     bf16: bool = _f(False, "bf16 mixed precision (GPU)")
-    logging_steps: int = _f(10, "log every N steps")
-    report_to: list[str] = _f(factory=lambda: ["none"], help="trainer loggers "
-                              "(e.g. tensorboard, wandb); 'none' for no logger")
+    logging_steps: Int = _f(10, "log every N steps")
+    report_to: list[str] = _f(factory=lambda: ["none"], help="trainer loggers, names of "
+                              "transformers' integrations (tensorboard, wandb, mlflow, ...; "
+                              "each needs its package installed) or 'all'; 'none' for no "
+                              "logger (the run's metrics.jsonl and run.log always record the "
+                              "losses)")
     loss_type: list[str] = _f(factory=lambda: ["sigmoid"], help="TRL DPO loss types")
+    dpo: dict[str, Any] = _f(factory=dict, help="further trl.DPOConfig fields passed through "
+                             "as they are (e.g. max_grad_norm, loss_weights, "
+                             "precompute_ref_log_probs); checked against DPOConfig's own "
+                             "fields; the fields above and those dualgap sets are refused")
 
 
-@dataclass
-class EvalSettings:
+class EvalSettings(_Section):
     """Evaluation on the test split."""
 
-    num_prompts: int | None = _f(None, "test prompts (None: data.max_test_prompts / all)")
-    samples_per_prompt: int = _f(2, "samples per prompt from each policy (paper: 2)")
+    num_prompts: Int | None = _f(None, "test prompts (None: data.max_test_prompts / all)")
+    samples_per_prompt: Int = _f(2, "samples per prompt from each policy (paper: 2)")
 
 
-@dataclass
-class RunConfig:
+class RunConfig(_Section):
     """A full experiment: data, policy, scorers, constraints, dual and policy steps."""
 
     method: Literal["caid", "one-shot", "dpo-helpful", "dpo-safe"] = _f(
         "caid", "caid (dual steps between DPO iterations), one-shot (fixed one-shot lam), "
         "dpo-helpful / dpo-safe (DPO on the dataset's better / safer labels)")
-    seed: int = _f(0, "seed of every random choice (generation, labels, training)")
-    iterations: int = _f(4, "policy steps (paper: 4 iterations of one DPO epoch)")
-    beta: float = _f(0.1, "KL coefficient (DPO beta)")
+    seed: Int = _f(0, "seed of every random choice (generation, labels, training)")
+    iterations: Int = _f(4, "policy steps (paper: 4 iterations of one DPO epoch)")
+    beta: Float = _f(0.1, "KL coefficient (DPO beta)")
     data: DataConfig = _f(factory=DataConfig, help="data")
     policy: PolicyConfig = _f(factory=PolicyConfig, help="reference policy")
     reward: ScorerConfig = _f(factory=ScorerConfig, help="reward r (helpfulness)")
@@ -201,146 +263,27 @@ class RunConfig:
     train: TrainSettings = _f(factory=TrainSettings, help="DPO step")
     evaluation: EvalSettings = _f(factory=EvalSettings, help="evaluation")
 
-    def __post_init__(self) -> None:
-        _validate(self)
-
-
-# ------------------------------------------------------------------ validation
-def _validate(cfg: RunConfig) -> None:
-    def positive(key: str, value: float, strict: bool = True) -> None:
-        if value < 0 or (strict and value == 0):
-            raise ValueError(f"{key}: must be {'> 0' if strict else '>= 0'}, got {value!r}")
-
-    positive("beta", cfg.beta)
-    positive("iterations", cfg.iterations)
-    positive("dual.num_prompts", cfg.dual.num_prompts)
-    positive("dual.samples_per_prompt", cfg.dual.samples_per_prompt)
-    if isinstance(cfg.dual.step_size, str):
-        if cfg.dual.step_size != "auto":
-            raise ValueError(f"dual.step_size: a float or 'auto', got {cfg.dual.step_size!r}")
-    else:
-        positive("dual.step_size", cfg.dual.step_size, strict=False)
-    m = len(cfg.constraints)
-    if cfg.dual.lam_init is not None:
-        if len(cfg.dual.lam_init) != m:
-            raise ValueError(f"dual.lam_init: {len(cfg.dual.lam_init)} values for {m} constraints")
-        if any(v < 0 for v in cfg.dual.lam_init):
-            raise ValueError(f"dual.lam_init: multipliers must be >= 0, got {cfg.dual.lam_init}")
-    positive("generation.temperature", cfg.generation.temperature)
-    if not 0 < cfg.generation.top_p <= 1:
-        raise ValueError(f"generation.top_p: must be in (0, 1], got {cfg.generation.top_p!r}")
-    positive("generation.max_new_tokens", cfg.generation.max_new_tokens)
-    positive("generation.batch_size", cfg.generation.batch_size)
-    positive("train.learning_rate", cfg.train.learning_rate)
-    positive("train.batch_size", cfg.train.batch_size)
-    positive("train.gradient_accumulation_steps", cfg.train.gradient_accumulation_steps)
-    positive("train.epochs_per_iteration", cfg.train.epochs_per_iteration)
-    positive("train.warmup_steps", cfg.train.warmup_steps, strict=False)
-    positive("evaluation.samples_per_prompt", cfg.evaluation.samples_per_prompt)
-    if "{prompt}" not in cfg.data.template:
-        raise ValueError(f"data.template: must contain '{{prompt}}', got {cfg.data.template!r}")
-    names = [cfg.reward.name] + [c.scorer.name for c in cfg.constraints]
-    if len(set(names)) != len(names):
-        raise ValueError(f"constraints: scorer names must be distinct, got {names}")
-    for i, c in enumerate(cfg.constraints):
-        if "{prompt}" not in c.scorer.template:
-            raise ValueError(f"constraints.{i}.scorer.template: must contain '{{prompt}}'")
-    if cfg.method in ("caid", "one-shot") and m == 0:
-        raise ValueError(f"constraints: method {cfg.method!r} needs at least one constraint")
-    if cfg.data.format == "hh-rlhf" and cfg.method == "dpo-safe":
-        raise ValueError("method: 'dpo-safe' needs safety labels, which data.format='hh-rlhf' "
-                         "does not have")
+    @model_validator(mode="after")
+    def _check(self) -> RunConfig:
+        validate_run(self)
+        return self
 
 
 # ------------------------------------------------------------------ building from dicts
-def _type_name(tp: Any) -> str:
-    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
-
-
-def _coerce(value: Any, tp: Any, key: str) -> Any:
-    origin = get_origin(tp)
-    if tp is Any:
-        return value
-    if origin in (Union, types.UnionType):
-        args = get_args(tp)
-        if value is None:
-            if type(None) in args:
-                return None
-            raise ValueError(f"{key}: must not be null")
-        errors = []
-        for a in args:
-            if a is type(None):
-                continue
-            try:
-                return _coerce(value, a, key)
-            except ValueError as exc:
-                errors.append(str(exc))
-        raise ValueError(f"{key}: {value!r} is not a valid {_type_name(tp)} ({'; '.join(errors)})")
-    if origin is Literal:
-        if value in get_args(tp):
-            return value
-        raise ValueError(f"{key}: {value!r} is not one of {list(get_args(tp))}")
-    if origin is list:
-        if not isinstance(value, (list, tuple)):
-            raise ValueError(f"{key}: expected a list, got {value!r}")
-        (item,) = get_args(tp)
-        return [_coerce(v, item, f"{key}.{i}") for i, v in enumerate(value)]
-    if dataclasses.is_dataclass(tp):
-        if isinstance(value, tp):
-            return value
-        if not isinstance(value, dict):
-            raise ValueError(f"{key}: expected a mapping, got {value!r}")
-        return _build(tp, value, key)
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in ("true", "false"):
-            return value.lower() == "true"
-        raise ValueError(f"{key}: expected true/false, got {value!r}")
-    if tp in (int, float):
-        # bools are ints to Python but never numbers here; "1e-6" parses, "1-6" does not;
-        # an int field takes an integral float (3.0) but not 3.5
-        if not isinstance(value, bool):
-            if isinstance(value, str):
-                try:
-                    return tp(value)
-                except ValueError:
-                    pass
-            elif tp is float and isinstance(value, (int, float)):
-                return float(value)
-            elif tp is int and (isinstance(value, int)
-                                or (isinstance(value, float) and value.is_integer())):
-                return int(value)
-        raise ValueError(f"{key}: expected {'an int' if tp is int else 'a float'}, got {value!r}")
-    if tp is str:
-        if isinstance(value, str):
-            return value
-        raise ValueError(f"{key}: expected a string, got {value!r}")
-    raise TypeError(f"{key}: unsupported field type {tp!r}")  # pragma: no cover
-
-
-def _build(cls: type, data: dict, prefix: str = "") -> Any:
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    kwargs = {}
-    for k, v in data.items():
-        key = f"{prefix}.{k}" if prefix else str(k)
-        if k not in fields:
-            raise ValueError(f"unknown config key {key!r}; known keys here: {sorted(fields)}")
-        kwargs[k] = _coerce(v, hints[k], key)
-    return cls(**kwargs)
-
-
 def config_from_dict(data: dict) -> RunConfig:
-    """A validated :class:`RunConfig` from a nested dict (unknown keys are errors)."""
+    """A validated :class:`RunConfig` from a nested dict (unknown keys are errors, each
+    message names the dotted key)."""
     if not isinstance(data, dict):
         raise ValueError(f"config: expected a mapping at the top level, got {type(data).__name__}")
-    return _build(RunConfig, data)
+    try:
+        return RunConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ValueError(validation_message(exc, RunConfig)) from None
 
 
 def config_to_dict(cfg: Any) -> dict:
     """The nested dict of a config (round-trips through :func:`config_from_dict`)."""
-    return dataclasses.asdict(cfg)
+    return cfg.model_dump()
 
 
 def _set_path(data: dict, path: list[str], value: Any, full: str) -> None:
@@ -392,9 +335,10 @@ def shipped_configs() -> dict[str, Path]:
 
 
 def load_config(source: str | Path | dict, overrides: list[str] | None = None) -> RunConfig:
-    """A :class:`RunConfig` from a shipped name, a YAML path or a dict, with overrides."""
+    """A :class:`RunConfig` from a shipped name, a YAML path or a dict, with overrides applied
+    to the raw data and the result validated once."""
     if isinstance(source, dict):
-        data = dataclasses.asdict(config_from_dict(source))
+        data = copy.deepcopy(source)
     else:
         path = Path(source)
         shipped = shipped_configs()
@@ -409,8 +353,6 @@ def load_config(source: str | Path | dict, overrides: list[str] | None = None) -
             raise ValueError(f"config: {str(path)!r} is not valid YAML ({exc})") from None
         if not isinstance(data, dict):
             raise ValueError(f"config: {str(path)!r} must hold a mapping")
-        # fill defaults first so that overrides can reach nested lists
-        data = dataclasses.asdict(config_from_dict(data))
     return config_from_dict(apply_overrides(data, overrides))
 
 
@@ -422,24 +364,18 @@ def save_config(cfg: RunConfig, path: str | Path) -> None:
 def describe_config(cls: type = RunConfig, prefix: str = "") -> list[str]:
     """One line per leaf key: ``key (type, default): help`` (the ``--help-config`` text)."""
     lines = []
-    hints = typing.get_type_hints(cls)
-    for f in dataclasses.fields(cls):
-        key = f"{prefix}{f.name}"
-        tp = hints[f.name]
-        if dataclasses.is_dataclass(tp):
-            lines.append(f"{key}: {f.metadata.get('help', '')}")
+    for name, info in cls.model_fields.items():
+        key = f"{prefix}{name}"
+        tp, help_text = info.annotation, info.description or ""
+        if isinstance(tp, type) and issubclass(tp, BaseModel):
+            lines.append(f"{key}: {help_text}")
             lines.extend(describe_config(tp, key + "."))
             continue
-        if get_origin(tp) is list and dataclasses.is_dataclass(get_args(tp)[0]):
-            item_fields = ", ".join(x.name for x in dataclasses.fields(get_args(tp)[0]))
-            lines.append(f"{key}: list of {{{item_fields}}} - {f.metadata.get('help', '')}")
-            lines.extend(describe_config(get_args(tp)[0], key + ".N."))
+        item = get_args(tp)[0] if get_origin(tp) is list else None
+        if isinstance(item, type) and issubclass(item, BaseModel):
+            lines.append(f"{key}: list of {{{', '.join(item.model_fields)}}} - {help_text}")
+            lines.extend(describe_config(item, key + ".N."))
             continue
-        if f.default is not dataclasses.MISSING:
-            default = f.default
-        elif f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
-            default = f.default_factory()  # type: ignore[misc]
-        else:
-            default = None
-        lines.append(f"{key} ({_type_name(tp)}, default {default!r}): {f.metadata.get('help', '')}")
+        default = info.get_default(call_default_factory=True)
+        lines.append(f"{key} ({_type_name(tp)}, default {default!r}): {help_text}")
     return lines

@@ -14,7 +14,9 @@ last ``"\\n\\nAssistant:"`` into a shared prompt and two responses (``better_res
 
 Prompts are rendered with ``BEGINNING OF CONVERSATION: USER: {prompt} ASSISTANT:`` by default
 (the template of alpaca-7b-reproduced and the beaver score models), or with a tokenizer's chat
-template; a response is appended after one space.
+template; a response is appended after ``data.response_separator``.  The PKU configs use none,
+as upstream safe-rlhf builds its texts (``PROMPT_ASSISTANT = 'ASSISTANT:'``, "should not have a
+space at the end"; text = prompt + answer, + EOS for scoring).
 """
 
 from __future__ import annotations
@@ -70,6 +72,9 @@ class PreferencePairs:
         is_safe: ``(is_response_0_safe, is_response_1_safe)``, bool array ``(P, 2)`` (or None).
         dropped: rows dropped by ``drop_invalid`` (0 otherwise).
         source: a description of where the rows came from.
+        extra: every other column of the source, one value per kept pair (PKU-SafeRLHF:
+            ``prompt_source``, ``response_{0,1}_source``, ``response_{0,1}_harm_category``
+            (category -> bool), ``response_{0,1}_severity_level``, ``response_{0,1}_sha256``).
     """
 
     prompts: list[str]
@@ -94,7 +99,27 @@ class PreferencePairs:
         return PreferencePairs(
             self.prompts[:n], self.response_0[:n], self.response_1[:n], self.better[:n],
             None if self.safer is None else self.safer[:n],
-            None if self.is_safe is None else self.is_safe[:n], self.dropped, self.source)
+            None if self.is_safe is None else self.is_safe[:n], self.dropped, self.source,
+            {k: v[:n] for k, v in self.extra.items()})
+
+    def harm_categories(self) -> dict[str, list[str]]:
+        """``{prompt: categories}``: the harm categories flagged for either response of any of
+        the prompt's pairs (PKU-SafeRLHF's ``response_{0,1}_harm_category``; ``{}`` when the
+        source has no such columns)."""
+        cols = [c for c in ("response_0_harm_category", "response_1_harm_category")
+                if c in self.extra]
+        if not cols:
+            return {}
+        out: dict[str, dict[str, None]] = {}
+        for i, prompt in enumerate(self.prompts):
+            flags = out.setdefault(prompt, {})
+            for c in cols:
+                value = self.extra[c][i] or {}
+                if not isinstance(value, dict):
+                    raise ValueError(f"{self.source}: row {i}, column {c!r}: expected a mapping "
+                                     f"of category -> bool, got {value!r}")
+                flags.update({k: None for k, v in value.items() if v is True})
+        return {p: list(f) for p, f in out.items()}
 
     def unique_prompts(self) -> list[str]:
         """Prompts in order of first appearance, without repeats."""
@@ -149,6 +174,8 @@ def validate_pairs(rows: Any, drop_invalid: bool = False, fmt: str = "pku-saferl
     if missing:
         raise ValueError(f"{source or 'data'}: missing column(s) {missing}; found {columns}")
     prompts, r0, r1, better, safer, safe = [], [], [], [], [], []
+    extra_cols = [c for c in columns if c not in required]
+    extra: dict[str, list[Any]] = {c: [] for c in extra_cols}
     dropped = 0
     for i, row in enumerate(rows):
         if fmt == "hh-rlhf":
@@ -179,6 +206,8 @@ def validate_pairs(rows: Any, drop_invalid: bool = False, fmt: str = "pku-saferl
             better.append(int(row["better_response_id"]))
             safer.append(int(row["safer_response_id"]))
             safe.append((bool(row["is_response_0_safe"]), bool(row["is_response_1_safe"])))
+        for c in extra_cols:
+            extra[c].append(row.get(c))
     if dropped:
         logger.warning("%s: dropped %d invalid row(s) of %d", source or "data", dropped,
                        dropped + len(prompts))
@@ -188,7 +217,7 @@ def validate_pairs(rows: Any, drop_invalid: bool = False, fmt: str = "pku-saferl
         prompts, r0, r1, np.asarray(better, dtype=np.int64),
         np.asarray(safer, dtype=np.int64) if fmt != "hh-rlhf" else None,
         np.asarray(safe, dtype=bool).reshape(-1, 2) if fmt != "hh-rlhf" else None,
-        dropped, source)
+        dropped, source, extra)
 
 
 _HH_ASSISTANT = "\n\nAssistant:"
@@ -213,14 +242,48 @@ def split_hh_dialogue(chosen: object, rejected: object) -> tuple[str, str, str]:
 
 
 # ------------------------------------------------------------------ loading
+#: compressions that ``datasets`` decompresses by file extension (through fsspec)
+_COMPRESSIONS = (".gz", ".xz", ".bz2", ".zst")
+
+
 def _local_builder(path: Path) -> str:
-    suffix = "".join(path.suffixes[-2:]) if path.suffix == ".gz" else path.suffix
-    if suffix in (".json", ".jsonl", ".json.gz", ".jsonl.gz"):
+    suffixes = path.suffixes[-2:] if path.suffix in _COMPRESSIONS else path.suffixes[-1:]
+    base = suffixes[0] if suffixes else ""
+    if base in (".json", ".jsonl"):
         return "json"
-    if suffix == ".parquet":
+    if base == ".parquet" and len(suffixes) == 1:
         return "parquet"
-    raise ValueError(f"data.source: unsupported file type {path.suffix!r} for {str(path)!r} "
-                     "(use .json, .jsonl or .parquet)")
+    raise ValueError(f"data.source: unsupported file type {''.join(suffixes)!r} for "
+                     f"{str(path)!r} (use .json or .jsonl, optionally {'/'.join(_COMPRESSIONS)}"
+                     "-compressed, or .parquet)")
+
+
+_MIXED = re.compile(r"Column\(/([^)]*)\) changed from (\w+) to (\w+) in row (\d+)")
+
+
+def _load_local(builder: str, target: Path, split: str):
+    """A local file through ``datasets.load_dataset``.  JSON columns whose values change type
+    (``true`` in one row, ``"false"`` in another) are errors naming the row and the column,
+    not re-encoded as JSON (datasets' default ``on_mixed_types='use_json'`` would read the
+    string ``"false"`` as the boolean ``false``)."""
+    import datasets
+
+    kwargs = {"on_mixed_types": None} if builder == "json" else {}
+    try:
+        return datasets.load_dataset(builder, data_files={split: str(target)}, split=split,
+                                     **kwargs)
+    except datasets.exceptions.DatasetGenerationError as exc:
+        cause: BaseException | None = exc
+        while cause is not None:
+            m = _MIXED.search(str(cause))
+            if m:
+                col, was, now, row = m.groups()
+                raise ValueError(
+                    f"{target}: row {row}, column {col!r}: a {now} where earlier rows have a "
+                    f"{was} (booleans and ids must be JSON true/false and numbers, not strings "
+                    "such as \"false\" or \"1\")") from None
+            cause = cause.__cause__ or cause.__context__
+        raise
 
 
 def load_split(source: str, split: str, *, name: str | None = None, revision: str | None = None,
@@ -237,7 +300,7 @@ def load_split(source: str, split: str, *, name: str | None = None, revision: st
         if split not in files:
             raise ValueError(f"data.{split}_split: {source} has splits {sorted(files)}, "
                              f"not {split!r}")
-        return datasets.load_dataset("json", data_files={split: str(files[split])}, split=split)
+        return _load_local("json", files[split], split)
     path = Path(source)
     if path.exists():
         if split != "train" and test_path is None:
@@ -246,9 +309,10 @@ def load_split(source: str, split: str, *, name: str | None = None, revision: st
         target = Path(test_path) if split != "train" else path
         if not target.exists():
             raise ValueError(f"data.test_path: {str(target)!r} does not exist")
-        builder = _local_builder(target)
-        return datasets.load_dataset(builder, data_files={split: str(target)}, split=split)
-    if source.startswith(("/", ".")) or source.endswith((".json", ".jsonl", ".parquet")):
+        return _load_local(_local_builder(target), target, split)
+    if source.startswith(("/", ".")) or source.endswith(
+            (".json", ".jsonl", ".parquet") + tuple(f".json{c}" for c in _COMPRESSIONS)
+            + tuple(f".jsonl{c}" for c in _COMPRESSIONS)):
         raise ValueError(f"data.source: file {source!r} does not exist")
     rev = revision if revision is not None else PINNED_REVISIONS.get(source)
     if rev is None or not re.fullmatch(r"[0-9a-f]{40}", rev):
@@ -284,6 +348,8 @@ def format_prompt(prompt: str, template: str = DEFAULT_TEMPLATE, tokenizer: Any 
     return template.format(prompt=prompt)
 
 
-def join_response(prompt_text: str, response: str) -> str:
-    """``prompt_text + " " + response`` (the response appended after one space)."""
-    return f"{prompt_text} {response.strip()}"
+def join_response(prompt_text: str, response: str, separator: str = " ") -> str:
+    """``prompt_text + separator + response.strip()``: the one rule that builds every scored
+    and DPO text (upstream safe-rlhf: ``separator = ""``; responses are stripped of surrounding
+    whitespace, which PKU-SafeRLHF's answers do not have)."""
+    return f"{prompt_text}{separator}{response.strip()}"

@@ -7,6 +7,11 @@ with the 95% confidence interval ``mean +- t_{0.975, n-1} sd(d) / sqrt(n)``.  A 
 constraint ``i`` iff its improvement is ``>= b_i`` (``met``); ``met_with_confidence`` asks the
 same of the lower end of the interval.
 
+Where the test split has PKU-SafeRLHF's harm categories, the same improvement (and interval) of
+every constraint is reported on the test prompts of each category (a prompt belongs to a
+category when either response of one of its pairs is flagged with it), in
+``summary["by_harm_category"]``.
+
 Win rate of run A against run B (model-based, per score): the same test prompts, sample ``s``
 of A against sample ``s`` of B, ``w = 1`` if A scores higher, ``1/2`` on a tie, ``0`` otherwise;
 the per-prompt mean of ``w`` gets the same interval.
@@ -23,7 +28,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["mean_ci", "win_rate", "evaluation_scores", "evaluate", "format_summary"]
+__all__ = ["mean_ci", "win_rate", "evaluation_scores", "evaluate", "format_summary",
+           "by_harm_category"]
 
 
 def mean_ci(values: np.ndarray, level: float = 0.95) -> tuple[float, float, float]:
@@ -50,27 +56,48 @@ def win_rate(a: np.ndarray, b: np.ndarray) -> tuple[float, float, float]:
     return mean_ci(w.mean(axis=1))
 
 
-def _test_prompts(run: Any) -> list[str]:
+def _test_pairs(run: Any):
     from .data import load_pairs
 
+    d = run.config.data
+    return load_pairs(d.source, d.test_split, name=d.name, revision=d.revision,
+                      test_path=d.test_path, fmt=d.format, drop_invalid=d.drop_invalid)
+
+
+def _test_prompts(run: Any, pairs: Any = None) -> list[str]:
     cfg = run.config
-    d = cfg.data
-    pairs = load_pairs(d.source, d.test_split, name=d.name, revision=d.revision,
-                       test_path=d.test_path, fmt=d.format, drop_invalid=d.drop_invalid)
-    prompts = pairs.unique_prompts()
-    n = cfg.evaluation.num_prompts or d.max_test_prompts
+    prompts = (pairs or _test_pairs(run)).unique_prompts()
+    n = cfg.evaluation.num_prompts or cfg.data.max_test_prompts
     return prompts[:n] if n else prompts
+
+
+def by_harm_category(prompts: list[str], categories: dict[str, list[str]], ref: np.ndarray,
+                     pol: np.ndarray, names: list[str]) -> dict[str, dict]:
+    """``{category: {"num_prompts": n, name: {"improvement", "ci95"}}}`` for every harm
+    category of the test prompts and every score in ``names`` (indices ``1..`` of the score
+    arrays ``(1 + m, n, S)``); an interval needs two prompts (``None`` otherwise)."""
+    out: dict[str, dict] = {}
+    cats = sorted({c for p in prompts for c in categories.get(p, [])})
+    for cat in cats:
+        idx = np.array([i for i, p in enumerate(prompts) if cat in categories.get(p, [])])
+        entry: dict[str, Any] = {"num_prompts": int(idx.shape[0])}
+        for i, name in enumerate(names, start=1):
+            d = pol[i][idx].mean(axis=1) - ref[i][idx].mean(axis=1)  # size = (n_c,)
+            mean, lo, hi = mean_ci(d)
+            entry[name] = {"improvement": mean,
+                           "ci95": [lo, hi] if np.isfinite([lo, hi]).all() else None}
+        out[cat] = entry
+    return out
 
 
 def evaluation_scores(directory: str | Path, progress: bool = True
                       ) -> tuple[list[str], np.ndarray, np.ndarray]:
     """``(prompts, reference scores, policy scores)``, scores of shape ``(1 + m, n, S)``;
     generated and scored once (kept in the run directory)."""
-    from .config import load_config
-    from .run import Run
+    from .rundir import Run, load_run_config
 
     directory = Path(directory)
-    run = Run(directory, load_config(directory / "config.yaml"), progress)
+    run = Run(directory, load_run_config(directory)[0], progress)
     run.load_state()
     if not run.done("complete"):
         raise ValueError(f"directory: the run in {str(directory)!r} is not finished "
@@ -80,10 +107,13 @@ def evaluation_scores(directory: str | Path, progress: bool = True
     out = []
     for stage, t in (("eval_reference", -1), ("eval_policy", run.config.iterations - 1)):
         path = directory / "scores" / f"{stage}.npz"
+        scores = None
         if path.exists():
             arr = run.load_arrays(stage)
             scores = np.concatenate([arr["reward"][None], arr["utilities"]])
-        else:
+            if scores.shape[1:] != (len(prompts), S):  # evaluation.* changed since: redo
+                scores = None
+        if scores is None:
             _, scores = run.sample_and_score(stage, t, prompts, "eval", {}, num_samples=S)
         out.append(scores)
     return prompts, out[0], out[1]
@@ -93,15 +123,17 @@ def evaluate(directory: str | Path, against: list[str | Path] | None = None,
              figures: bool = True, progress: bool = True) -> dict:
     """Improvements with 95% CIs, thresholds met, win rates against ``against`` runs, figures;
     the summary is also written to ``DIR/eval/summary.json``."""
-    from .config import load_config
     from .distributed import is_main
-    from .run import read_jsonl
+    from .rundir import load_run_config, read_jsonl
 
     directory = Path(directory)
-    cfg = load_config(directory / "config.yaml")
+    cfg = load_run_config(directory)[0]
     names = [cfg.reward.name] + [c.scorer.name for c in cfg.constraints]
     thresholds = [None] + [c.threshold for c in cfg.constraints]
     prompts, ref, pol = evaluation_scores(directory, progress)
+    from .rundir import Run
+
+    categories = _test_pairs(Run(directory, cfg)).harm_categories()
     summary: dict[str, Any] = {"run": str(directory), "method": cfg.method,
                                "num_prompts": len(prompts),
                                "samples_per_prompt": int(ref.shape[2]), "scores": {}}
@@ -115,6 +147,8 @@ def evaluate(directory: str | Path, against: list[str | Path] | None = None,
             entry.update(threshold=thresholds[i], met=bool(mean >= thresholds[i]),
                          met_with_confidence=bool(lo >= thresholds[i]))
         summary["scores"][name] = entry
+    if categories and len(names) > 1:
+        summary["by_harm_category"] = by_harm_category(prompts, categories, ref, pol, names[1:])
     summary["win_rates"] = {}
     others = []
     for other in against or []:
@@ -122,7 +156,7 @@ def evaluate(directory: str | Path, against: list[str | Path] | None = None,
         o_prompts, _, o_pol = evaluation_scores(other, progress)
         if o_prompts != prompts or o_pol.shape != pol.shape:
             raise ValueError(f"against: {str(other)!r} was evaluated on other test prompts")
-        o_cfg = load_config(other / "config.yaml")
+        o_cfg = load_run_config(other)[0]
         o_names = [o_cfg.reward.name] + [c.scorer.name for c in o_cfg.constraints]
         rates = {}
         for i, name in enumerate(names):
@@ -180,6 +214,16 @@ def format_summary(summary: dict) -> str:
                 " (CI above b)" if e["met_with_confidence"] else "")
         lines.append(f"{name:<16}{e['reference_mean']:>10.4g}{e['policy_mean']:>10.4g}"
                      f"{e['improvement']:>13.4g}  [{lo:.4g}, {hi:.4g}]  {thr}")
+    if summary.get("by_harm_category"):
+        lines.append("improvement by harm category of the test prompts:")
+    for cat, entry in summary.get("by_harm_category", {}).items():
+        parts = []
+        for name, e in entry.items():
+            if name == "num_prompts":
+                continue
+            ci = "" if e["ci95"] is None else f" [{e['ci95'][0]:.3g}, {e['ci95'][1]:.3g}]"
+            parts.append(f"{name} {e['improvement']:+.3g}{ci}")
+        lines.append(f"  {cat} ({entry['num_prompts']} prompts): {'; '.join(parts)}")
     for other, rates in summary["win_rates"].items():
         for name, r in rates.items():
             lines.append(f"win rate vs {other} ({name}): {r['win_rate']:.3f} "

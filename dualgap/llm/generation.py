@@ -15,11 +15,11 @@ from typing import Any
 
 import numpy as np
 
-from .config import GenerationSettings
+from .config import GenerationSettings, LoraSettings
 from .distributed import map_sharded
 
-__all__ = ["derive_seed", "load_policy", "generate_samples", "generate_one_at_a_time",
-           "is_adapter_dir"]
+__all__ = ["derive_seed", "load_policy", "base_model_kwargs", "generate_samples",
+           "generate_one_at_a_time", "is_adapter_dir"]
 
 
 def derive_seed(*parts: int) -> int:
@@ -32,28 +32,52 @@ def is_adapter_dir(path: str | Path) -> bool:
     return (Path(path) / "adapter_config.json").exists()
 
 
-def load_policy(path: str | Path, base: str | Path | None = None, dtype: str = "float32",
-                device: Any = None, revision: str | None = None, merge: bool = True):
-    """A causal LM in eval mode: a full checkpoint, or ``base`` + the LoRA adapter in ``path``
-    (merged for speed unless ``merge=False``)."""
+def base_model_kwargs(dtype: str, lora: LoraSettings | None = None,
+                      revision: str | None = None) -> dict[str, Any]:
+    """The ``from_pretrained`` arguments of the base model ``pi_ref``, shared by the DPO step
+    and generation so that a LoRA iterate is sampled on the base it was trained on: the dtype,
+    the revision and, with ``lora.load_in_4bit``, the same 4-bit (nf4) quantization."""
     import torch
+
+    kwargs: dict[str, Any] = {"dtype": getattr(torch, dtype)}
+    if revision is not None:
+        kwargs["revision"] = revision
+    if lora is not None and lora.enabled and lora.load_in_4bit:
+        import importlib.util
+
+        if importlib.util.find_spec("bitsandbytes") is None or not torch.cuda.is_available():
+            raise ValueError("policy.lora.load_in_4bit: needs bitsandbytes and CUDA")
+        from transformers import BitsAndBytesConfig
+
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4",
+            bnb_4bit_compute_dtype=torch.bfloat16)
+    return kwargs
+
+
+def load_policy(path: str | Path, base: str | Path | None = None, dtype: str = "float32",
+                device: Any = None, revision: str | None = None, merge: bool = True,
+                lora: LoraSettings | None = None):
+    """A causal LM in eval mode: a full checkpoint (at ``revision``), or ``base`` (at
+    ``revision``, quantized as ``lora`` says, exactly as in training) + the LoRA adapter in
+    ``path``, merged for speed unless ``merge=False`` or the base is quantized."""
     from transformers import AutoModelForCausalLM
 
-    torch_dtype = getattr(torch, dtype)
+    kwargs = base_model_kwargs(dtype, lora, revision)
     if is_adapter_dir(path):
         from peft import PeftModel
 
         if base is None:
             raise ValueError(f"policy: {str(path)!r} holds a LoRA adapter; the base model is "
                              "needed")
-        model = AutoModelForCausalLM.from_pretrained(str(base), dtype=torch_dtype)
+        model = AutoModelForCausalLM.from_pretrained(str(base), **kwargs)
         model = PeftModel.from_pretrained(model, str(path))
-        if merge:
+        if merge and "quantization_config" not in kwargs:
             model = model.merge_and_unload()
     else:
-        model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch_dtype,
-                                                     revision=revision)
-    if device is not None:
+        kwargs.pop("quantization_config", None)  # a full checkpoint was trained unquantized
+        model = AutoModelForCausalLM.from_pretrained(str(path), **kwargs)
+    if device is not None and "quantization_config" not in kwargs:
         model.to(device)
     model.eval()
     return model

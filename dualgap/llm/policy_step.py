@@ -30,7 +30,8 @@ __all__ = ["dpo_step", "make_dpo_config"]
 
 def make_dpo_config(settings: TrainSettings, beta: float, output_dir: str | Path, seed: int,
                     world: int = 1, progress: bool = True):
-    """The ``DPOConfig`` of one policy step (per-device batch from the global batch)."""
+    """The ``DPOConfig`` of one policy step (per-device batch from the global batch), with the
+    further fields of ``train.dpo`` passed through."""
     import torch
     from trl import DPOConfig
 
@@ -54,7 +55,7 @@ def make_dpo_config(settings: TrainSettings, beta: float, output_dir: str | Path
         bf16=bool(settings.bf16 and cuda), use_cpu=not cuda, seed=seed, data_seed=seed,
         logging_steps=settings.logging_steps, report_to=list(settings.report_to),
         save_strategy="no", dataloader_drop_last=True, disable_tqdm=not progress,
-        ddp_find_unused_parameters=False,
+        **{"ddp_find_unused_parameters": False, **settings.dpo},
     )
 
 
@@ -66,31 +67,53 @@ def _lora_config(lora: LoraSettings):
 
 
 def _load(path: str | Path, dtype: str, lora: LoraSettings, revision: str | None = None):
-    import torch
     from transformers import AutoModelForCausalLM
 
-    kwargs: dict[str, Any] = {"dtype": getattr(torch, dtype)}
-    if revision is not None:
-        kwargs["revision"] = revision
-    if lora.enabled and lora.load_in_4bit:
-        import importlib.util
+    from .generation import base_model_kwargs
 
-        if importlib.util.find_spec("bitsandbytes") is None or not torch.cuda.is_available():
-            raise ValueError("policy.lora.load_in_4bit: needs bitsandbytes and CUDA")
-        from transformers import BitsAndBytesConfig
+    return AutoModelForCausalLM.from_pretrained(str(path),
+                                                **base_model_kwargs(dtype, lora, revision))
 
-        kwargs["quantization_config"] = BitsAndBytesConfig(
-            load_in_4bit=True, bnb_4bit_quant_type="nf4",
-            bnb_4bit_compute_dtype=torch.bfloat16)
-    return AutoModelForCausalLM.from_pretrained(str(path), **kwargs)
+
+def _quiet_callbacks(trainer: Any, log_path: Path | None, verbose: bool, progress: bool,
+                     tag: str) -> None:
+    """Route TRL's per-step log dicts to ``log_path`` (one JSON line each, with ``tag``: the
+    iterate's directory name) and, unless ``verbose``, off the terminal (the progress bar stays
+    when ``progress``)."""
+    import json
+
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback, TrainerCallback
+
+    class LogFile(TrainerCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if log_path is not None and state.is_world_process_zero and logs:
+                with open(log_path, "a") as f:
+                    f.write(json.dumps({"iterate": tag, "step": state.global_step, **logs},
+                                       default=str) + "\n")
+
+    class BarOnly(ProgressCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            pass
+
+    trainer.add_callback(LogFile())
+    if verbose:
+        return
+    trainer.remove_callback(PrinterCallback)
+    if progress:
+        trainer.remove_callback(ProgressCallback)
+        trainer.add_callback(BarOnly())
 
 
 def dpo_step(records: dict[str, list[str]], start: str | Path, reference: str | Path,
              tokenizer: Any, output_dir: str | Path, settings: TrainSettings, beta: float,
              seed: int, lora: LoraSettings | None = None, dtype: str = "float32",
              reference_revision: str | None = None, progress: bool = True,
-             callbacks: list[Any] | None = None) -> dict[str, Any]:
+             callbacks: list[Any] | None = None, log_path: str | Path | None = None,
+             verbose: bool = False) -> dict[str, Any]:
     """Run one DPO policy step and save the new iterate to ``output_dir``.
+
+    TRL's per-step log dicts (loss, rewards, learning rate) are appended to ``log_path`` and
+    printed only when ``verbose``.
 
     Args:
         records: ``{"prompt", "chosen", "rejected"}`` columns (TRL's standard form).
@@ -129,10 +152,8 @@ def dpo_step(records: dict[str, list[str]], start: str | Path, reference: str | 
     trainer = DPOTrainer(model=model, ref_model=ref_model, args=args, train_dataset=dataset,
                          processing_class=tokenizer, peft_config=peft_config,
                          callbacks=callbacks)
-    if not progress:  # no per-step log lines either
-        from transformers.trainer_callback import PrinterCallback
-
-        trainer.remove_callback(PrinterCallback)
+    _quiet_callbacks(trainer, None if log_path is None else Path(log_path), verbose, progress,
+                     output_dir.name)
     result = trainer.train()
     trainer.save_model(str(output_dir))
     return {

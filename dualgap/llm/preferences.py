@@ -49,15 +49,18 @@ def pseudo_labels(reward: np.ndarray, utilities: np.ndarray, lam: Sequence[float
 
 
 def preference_dataset(prompt_texts: Sequence[str], response_0: Sequence[str],
-                       response_1: Sequence[str], labels: np.ndarray) -> dict[str, list[str]]:
+                       response_1: Sequence[str], labels: np.ndarray,
+                       separator: str = " ") -> dict[str, list[str]]:
     """TRL's ``prompt / chosen / rejected`` columns: the winner (``labels``: 1 = ``y_1``) is
-    chosen; responses get a leading space (appended after one space to the prompt text)."""
+    chosen.  A completion is ``separator + response.strip()``, so that TRL's tokenization of
+    ``prompt + completion`` (+ EOS, which TRL appends) is the text of
+    :func:`dualgap.llm.data.join_response`."""
     labels = np.asarray(labels)
     if not (len(prompt_texts) == len(response_0) == len(response_1) == labels.shape[0]):
         raise ValueError("labels: prompts, responses and labels differ in length")
     if not np.isin(labels, (0, 1)).all():
         raise ValueError("labels: must be 0 or 1")
     triples = list(zip(response_0, response_1, labels, strict=True))
-    chosen = [f" {(b if lab else a).strip()}" for a, b, lab in triples]
-    rejected = [f" {(a if lab else b).strip()}" for a, b, lab in triples]
+    chosen = [separator + (b if lab else a).strip() for a, b, lab in triples]
+    rejected = [separator + (a if lab else b).strip() for a, b, lab in triples]
     return {"prompt": list(prompt_texts), "chosen": chosen, "rejected": rejected}

@@ -16,8 +16,10 @@ and one-shot runs measure ``E g`` of the final iterate (stage ``final``).
 
 The run directory::
 
-    config.yaml          the resolved config
-    state.json           finished stages, step size, paths
+    config.yaml          the resolved config (resume reads it; see SAFE_TO_CHANGE)
+    resolved_config.json the config the run started with (resume compares config.yaml with it)
+    state.json           finished stages, step size, paths, accepted config changes
+    run.log              TRL's per-step log dicts (loss, rewards, learning rate), one JSON line each
     lam_history.jsonl    one record per dual stage: lam, E_pi g, E_ref g, slack, step size
     metrics.jsonl        one record per stage: timings (generation / scoring / DPO), losses
     samples/, scores/    sampled responses and their scores, per stage
@@ -25,9 +27,12 @@ The run directory::
     checkpoints/iter_t/  the iterates (full weights or a LoRA adapter)
     models/reference/    the built-in tiny policy when policy.model = builtin:tiny-llama
 
-A stage is marked finished only after its outputs are written, and every random choice is
-seeded from ``(seed, stage)``, so ``dualgap llm resume DIR`` after a kill continues from the last
-finished stage and produces the same ``lam`` trajectory as an uninterrupted run.  Under
+A failed setup leaves nothing behind (:func:`train` builds the directory under a temporary name
+and renames it when the setup succeeded).  A stage is marked finished only after its outputs are
+written, and every random choice is seeded from ``(seed, stage)``, so ``dualgap llm resume DIR``
+after a kill continues from the last finished stage and produces the same ``lam`` trajectory as
+an uninterrupted run; resume refuses a changed config and a damaged directory
+(:mod:`dualgap.llm.rundir`).  Under
 ``torchrun``/``accelerate launch`` every rank runs this same code: generation and scoring are
 split across ranks and gathered, rank 0 writes the files.
 """
@@ -36,34 +41,36 @@ from __future__ import annotations
 
 import json
 import logging
-import os
+import shutil
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .config import RunConfig, load_config, save_config
+from ..errors import UserError, one_line
+from .config import RunConfig, config_to_dict, load_config
+from .rundir import (
+    _STAGE_SEEDS,
+    SAFE_TO_CHANGE,
+    Run,
+    _seed,
+    atomic_write,
+    check_run_directory,
+    load_run_config,
+    read_jsonl,
+    read_jsonl_for_resume,
+    write_run_config,
+)
 
-__all__ = ["Run", "RunStopped", "train", "resume", "read_jsonl", "lam_trajectory"]
+__all__ = ["Run", "RunStopped", "train", "resume", "read_jsonl", "lam_trajectory",
+           "check_setup", "SAFE_TO_CHANGE"]
 
 logger = logging.getLogger(__name__)
-
-_STAGE_SEEDS = {"reference": 1, "dual": 2, "labels": 3, "dpo": 4, "final": 5, "prompts": 6,
-                "eval": 7}
 
 
 class RunStopped(Exception):
     """Raised internally when ``stop_after`` is reached (the run can be resumed)."""
-
-
-def read_jsonl(path: str | Path) -> list[dict]:
-    """Records of a JSONL file (``[]`` if it does not exist)."""
-    path = Path(path)
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def lam_trajectory(directory: str | Path) -> np.ndarray:
@@ -72,241 +79,31 @@ def lam_trajectory(directory: str | Path) -> np.ndarray:
     return np.array([r["lam"] for r in recs], dtype=np.float64)
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
-
-
-def _to_list(x: Any) -> Any:
-    if isinstance(x, np.ndarray):
-        return x.tolist()
-    if isinstance(x, (np.floating, np.integer)):
-        return x.item()
-    if isinstance(x, dict):
-        return {k: _to_list(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_to_list(v) for v in x]
-    return x
-
-
-@dataclass
-class Run:
-    """A run directory and the machinery of its stages (see the module docstring)."""
-
-    directory: Path
-    config: RunConfig
-    progress: bool = True
-    state: dict = field(default_factory=dict)
-    _scorers: list | None = field(default=None, repr=False)
-    _tokenizer: Any = field(default=None, repr=False)
-
-    # ------------------------------------------------------------ files
-    @property
-    def state_path(self) -> Path:
-        return self.directory / "state.json"
-
-    def load_state(self) -> None:
-        self.state = json.loads(self.state_path.read_text()) if self.state_path.exists() else {
-            "completed": [], "step_size": None}
-
-    def done(self, stage: str) -> bool:
-        return stage in self.state["completed"]
-
-    def mark(self, stage: str, **extra: Any) -> None:
-        from .distributed import barrier, is_main
-
-        self.state["completed"].append(stage)
-        self.state.update(_to_list(extra))
-        if is_main():
-            _atomic_write(self.state_path, json.dumps(self.state, indent=1))
-        barrier()
-
-    def append(self, name: str, record: dict) -> None:
-        from .distributed import is_main
-
-        if is_main():
-            with open(self.directory / name, "a") as f:
-                f.write(json.dumps(_to_list(record)) + "\n")
-
-    def save_arrays(self, stage: str, **arrays: np.ndarray) -> None:
-        from .distributed import is_main
-
-        if is_main():
-            (self.directory / "scores").mkdir(exist_ok=True)
-            tmp = self.directory / "scores" / f"{stage}.tmp.npz"
-            np.savez(tmp, **arrays)
-            tmp.replace(self.directory / "scores" / f"{stage}.npz")
-
-    def load_arrays(self, stage: str) -> dict[str, np.ndarray]:
-        with np.load(self.directory / "scores" / f"{stage}.npz") as data:
-            return {k: data[k] for k in data.files}
-
-    def save_samples(self, stage: str, prompts: list[str], samples: list[list[str]]) -> None:
-        from .distributed import is_main
-
-        if is_main():
-            (self.directory / "samples").mkdir(exist_ok=True)
-            _atomic_write(self.directory / "samples" / f"{stage}.json",
-                          json.dumps({"prompts": prompts, "samples": samples}))
-
-    def checkpoint(self, t: int) -> Path:
-        return self.directory / "checkpoints" / f"iter_{t}"
-
-    # ------------------------------------------------------------ models and scorers
-    @property
-    def reference_path(self) -> str:
-        """``pi_ref``: a hub id or directory; ``run:<rel>`` is relative to the run directory."""
-        ref = self.state["reference_path"]
-        return str(self.directory / ref[4:]) if ref.startswith("run:") else ref
-
-    def tokenizer(self) -> Any:
-        if self._tokenizer is None:
-            from transformers import AutoTokenizer
-
-            p = self.config.policy
-            self._tokenizer = AutoTokenizer.from_pretrained(
-                p.tokenizer or self.reference_path,
-                revision=p.revision if p.tokenizer is None else None)
-            if self._tokenizer.pad_token is None:
-                self._tokenizer.pad_token = self._tokenizer.eos_token
-            self._tokenizer.padding_side = "left"
-        return self._tokenizer
-
-    def policy_path(self, t: int) -> str:
-        """The iterate after policy step ``t`` (``t = -1``: ``pi_ref``)."""
-        return self.reference_path if t < 0 else str(self.checkpoint(t))
-
-    def load_policy(self, t: int) -> Any:
-        from .distributed import device
-        from .generation import load_policy
-
-        p = self.config.policy
-        return load_policy(self.policy_path(t), base=self.reference_path, dtype=p.dtype,
-                           device=device(), revision=p.revision if t < 0 else None)
-
-    def scorers(self) -> list:
-        """``[reward, g_1, ..., g_m]`` (signed, cached)."""
-        if self._scorers is None:
-            from .distributed import device, rank
-            from .scoring import build_scorer
-
-            cache = self.directory / "cache" / "scores"
-            cfgs = [self.config.reward] + [c.scorer for c in self.config.constraints]
-            self._scorers = [build_scorer(c, cache, rank(), device(), self.progress) for c in cfgs]
-        return self._scorers
-
-    def release_models(self) -> None:
-        """Drop the transformer scorers and free GPU memory before the next stage (on GPUs the
-        score models would otherwise sit beside the policy during DPO; the score cache keeps
-        what they computed)."""
-        import sys
-
-        torch = sys.modules.get("torch")
-        if torch is None or not torch.cuda.is_available():
-            return
-        from .scoring import CachedScorer, TransformerScorer
-
-        if self._scorers is not None and any(
-                isinstance(s.scorer if isinstance(s, CachedScorer) else s, TransformerScorer)
-                for s in self._scorers):
-            self._scorers = None
-        torch.cuda.empty_cache()
-
-    def score(self, prompts: list[str], responses: list[str]) -> np.ndarray:
-        """Signed scores ``[r, g_1..g_m]`` of (prompt, response) lists, shape ``(1 + m, n)``,
-        split across ranks in chunks and gathered."""
-        from .distributed import map_sharded
-
-        chunk = 256
-        idx = [(i, min(i + chunk, len(prompts))) for i in range(0, len(prompts), chunk)]
-
-        def work(_: int, span: tuple[int, int]) -> np.ndarray:
-            a, b = span
-            return np.stack([s(prompts[a:b], responses[a:b]) for s in self.scorers()])
-
-        parts = map_sharded(work, idx)
-        return np.concatenate(parts, axis=1) if parts else np.zeros((len(self.scorers()), 0))
-
-    # ------------------------------------------------------------ data
-    def prompt_text(self, prompt: str) -> str:
-        from .data import format_prompt
-
-        d = self.config.data
-        return format_prompt(prompt, d.template, self.tokenizer(), d.use_chat_template)
-
-    def train_pairs(self):
-        from .data import load_pairs
-
-        d = self.config.data
-        return load_pairs(d.source, d.train_split, name=d.name, revision=d.revision,
-                          test_path=d.test_path, fmt=d.format, drop_invalid=d.drop_invalid,
-                          max_pairs=d.max_train_pairs)
-
-    def dual_prompts(self, pairs) -> list[str]:
-        """``dual.num_prompts`` distinct training prompts, a seeded choice."""
-        uniq = pairs.unique_prompts()
-        n = min(self.config.dual.num_prompts, len(uniq))
-        rng = np.random.default_rng([self.config.seed, _STAGE_SEEDS["prompts"]])
-        return [uniq[i] for i in sorted(rng.choice(len(uniq), size=n, replace=False))]
-
-    def sample_and_score(self, stage: str, t_policy: int, prompts: list[str], seed_tag: str,
-                         timing: dict, num_samples: int | None = None
-                         ) -> tuple[list[list[str]], np.ndarray]:
-        """K samples per prompt from iterate ``t_policy`` and their scores ``(1 + m, N, K)``
-        (``K = dual.samples_per_prompt`` unless ``num_samples`` is given)."""
-        from .generation import generate_samples
-
-        cfg = self.config
-        K = num_samples or cfg.dual.samples_per_prompt
-        t0 = time.perf_counter()
-        model = self.load_policy(t_policy)
-        samples = generate_samples(
-            model, self.tokenizer(), [self.prompt_text(p) for p in prompts], K, cfg.generation,
-            seed=_seed(cfg.seed, _STAGE_SEEDS[seed_tag], t_policy + 1), progress=self.progress,
-            desc=f"generating ({stage})")
-        del model
-        self.release_models()
-        t1 = time.perf_counter()
-        flat_p = [p for p in prompts for _ in range(K)]
-        flat_y = [y for ys in samples for y in ys]
-        scores = self.score(flat_p, flat_y).reshape(-1, len(prompts), K)
-        self.release_models()
-        t2 = time.perf_counter()
-        timing["generation_s"] = timing.get("generation_s", 0.0) + t1 - t0
-        timing["scoring_s"] = timing.get("scoring_s", 0.0) + t2 - t1
-        self.save_samples(stage, prompts, samples)
-        self.save_arrays(stage, reward=scores[0], utilities=scores[1:])
-        return samples, scores
-
-
-def _seed(*parts: int) -> int:
-    from .generation import derive_seed
-
-    return derive_seed(*parts)
-
-
 # ------------------------------------------------------------------ the loop
-def _prepare(run: Run) -> None:
+def _prepare(run: Run, local: bool = False) -> None:
+    """The setup stage: the built-in reference model (when ``policy.model`` names it) and the
+    reference path.  ``local``: rank 0 alone, inside the partial directory of :func:`train`."""
     from .distributed import barrier, broadcast_object, is_main
     from .tiny import materialize_tiny_policy
 
     if run.done("setup"):
         return
     model = run.config.policy.model
-    if model.startswith("builtin:"):
-        if model != "builtin:tiny-llama":
-            raise ValueError(f"policy.model: unknown built-in model {model!r} "
-                             "(known: builtin:tiny-llama)")
-        target = run.directory / "models" / "reference"
-        if is_main():
-            materialize_tiny_policy(target, seed=run.config.seed)
-        barrier()
+    if model.startswith("builtin:"):  # the name was checked by check_setup
+        if local or is_main():
+            materialize_tiny_policy(run.directory / "models" / "reference",
+                                    seed=run.config.seed)
+        if not local:
+            barrier()
         ref = "run:models/reference"
     else:
         ref = model
-    run.state["reference_path"] = broadcast_object(ref)
-    run.mark("setup", reference_path=ref)
+    run.state["reference_path"] = ref if local else broadcast_object(ref)
+    if local:
+        run.state["completed"].append("setup")
+        atomic_write(run.state_path, json.dumps(run.state, indent=1))
+    else:
+        run.mark("setup", reference_path=ref)
 
 
 def _pool_scores(run: Run, pairs) -> tuple[np.ndarray, np.ndarray]:
@@ -408,7 +205,7 @@ def _policy_stage(run: Run, t: int, pairs, pool: tuple[np.ndarray, np.ndarray] |
         label_t = 0 if cfg.method == "one-shot" else t
         labels = pseudo_labels(pool[0], pool[1], lam, [cfg.seed, _STAGE_SEEDS["labels"], label_t])
     records = preference_dataset([run.prompt_text(p) for p in pairs.prompts], pairs.response_0,
-                                 pairs.response_1, labels)
+                                 pairs.response_1, labels, cfg.data.response_separator)
     out = run.checkpoint(t)
     if is_main():
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -417,7 +214,8 @@ def _policy_stage(run: Run, t: int, pairs, pool: tuple[np.ndarray, np.ndarray] |
                       cfg.train, cfg.beta, seed=_seed(cfg.seed, _STAGE_SEEDS["dpo"], t) % 2**31,
                       lora=cfg.policy.lora, dtype=cfg.policy.dtype,
                       reference_revision=cfg.policy.revision, progress=run.progress,
-                      callbacks=callbacks)
+                      callbacks=callbacks, log_path=run.directory / "run.log",
+                      verbose=run.verbose)
     timing["dpo_s"] = result["seconds"]
     run.append("metrics.jsonl", {
         "stage": stage, "iteration": t, "timing": timing, "train_loss": result["train_loss"],
@@ -471,54 +269,169 @@ def _execute(run: Run, stop_after: int | None = None, callbacks: list | None = N
     return run
 
 
+def _resolve(key: str, value: str, load) -> Any:
+    if value.startswith(("/", "./", "../", "~")) and not Path(value).expanduser().exists():
+        raise UserError(f"{key}: {value!r} does not exist (a local path, not a hub id)")
+    try:
+        return load()
+    except (OSError, ValueError, ImportError) as exc:
+        raise UserError(f"{key}: cannot load {value!r} ({one_line(exc)})") from None
+
+
+def check_setup(run: Run) -> None:
+    """Everything a run needs before its first stage, checked without writing anything: the
+    loggers of ``train.report_to`` are installed, ``train.dpo`` builds a ``DPOConfig``, the
+    training pairs load (and a local test file exists), the policy's config and tokenizer and
+    every scorer resolve.  Raises
+    ``ValueError``/:class:`UserError` naming the config key and the value."""
+    cfg = run.config
+    if cfg.train.report_to not in (["none"], ["all"]):
+        from transformers.integrations.integration_utils import (
+            get_available_reporting_integrations,
+        )
+
+        have = get_available_reporting_integrations()
+        for name in cfg.train.report_to:
+            if name not in have:
+                raise UserError(f"train.report_to: {name!r} is not installed (pip install "
+                                f"{name.replace('_', '-')}), or set train.report_to=[none]")
+    if cfg.train.dpo:  # the values too: DPOConfig checks them when it is built
+        from .distributed import world_size
+        from .policy_step import make_dpo_config
+
+        try:
+            make_dpo_config(cfg.train, cfg.beta, run.directory / "dpo-check", 0, world_size())
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"train.dpo: {one_line(exc)}") from None
+    d = cfg.data
+    _resolve("data.source", d.source, run.train_pairs)
+    if d.test_path is not None and not Path(d.test_path).exists():
+        raise UserError(f"data.test_path: {d.test_path!r} does not exist")
+    p = cfg.policy
+    if p.model.startswith("builtin:"):
+        if p.model != "builtin:tiny-llama":
+            raise ValueError(f"policy.model: unknown built-in model {p.model!r} "
+                             "(known: builtin:tiny-llama)")
+    else:
+        from transformers import AutoConfig
+
+        _resolve("policy.model", p.model,
+                 lambda: AutoConfig.from_pretrained(p.model, revision=p.revision))
+        _resolve("policy.tokenizer" if p.tokenizer else "policy.model", p.tokenizer or p.model,
+                 run.tokenizer)
+    scorers = [("reward", cfg.reward)] + [(f"constraints.{i}.scorer", c.scorer)
+                                          for i, c in enumerate(cfg.constraints)]
+    for key, sc in scorers:
+        if sc.kind == "callable":
+            from .scoring import resolve_callable
+
+            try:
+                resolve_callable(sc.path)
+            except ValueError as exc:
+                raise ValueError(f"{key}.{exc}") from None
+        else:
+            from transformers import AutoConfig
+
+            _resolve(f"{key}.path", sc.path,
+                     lambda sc=sc: AutoConfig.from_pretrained(sc.path, revision=sc.revision))
+
+
 def train(config: RunConfig | str | Path, output_dir: str | Path,
           overrides: list[str] | None = None, stop_after: int | None = None, progress: bool = True,
-          callbacks: list | None = None) -> Run:
+          callbacks: list | None = None, verbose: bool = False) -> Run:
     """Start a run in ``output_dir`` (which must not hold one already).
 
-    ``stop_after=n`` stops after ``n`` policy steps (raises :class:`RunStopped`), as a kill would.
+    The setup (config checks, :func:`check_setup`, the built-in model, ``config.yaml``) is made
+    in a hidden sibling ``.NAME.partial`` that is renamed to ``output_dir`` only when it
+    succeeded, and removed when it failed: a failed setup leaves nothing in the way of the same
+    command.  ``stop_after=n`` stops after ``n`` policy steps (raises :class:`RunStopped`), as a
+    kill would.
     """
-    from .distributed import barrier, init_distributed, is_main
+    from .distributed import barrier, broadcast_object, init_distributed, is_main
 
     init_distributed()
     cfg = config if isinstance(config, RunConfig) else load_config(config, overrides)
     if isinstance(config, RunConfig) and overrides:
-        from .config import config_to_dict
-
         cfg = load_config(config_to_dict(config), overrides)
     directory = Path(output_dir)
     if (directory / "state.json").exists():
         raise ValueError(f"output_dir: {str(directory)!r} already holds a run; use "
                          "`dualgap llm resume` to continue it")
+    if directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
+        raise ValueError(f"output_dir: {str(directory)!r} exists and is not an empty directory")
+    partial = directory.with_name(f".{directory.name}.partial")
+    run = Run(partial, cfg, progress, verbose)
+    check_setup(run)  # every rank: nothing written yet
     barrier()  # every rank has looked before rank 0 creates the run
+    error = None
     if is_main():
-        directory.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, directory / "config.yaml")
-        _atomic_write(directory / "state.json",
-                      json.dumps({"completed": [], "step_size": None}, indent=1))
+        try:
+            if partial.exists():  # a setup killed earlier: never a run
+                shutil.rmtree(partial)
+            partial.mkdir(parents=True)
+            write_run_config(partial, cfg)
+            run.state = {"completed": [], "step_size": None}
+            _prepare(run, local=True)
+            directory.parent.mkdir(parents=True, exist_ok=True)
+            if directory.exists():
+                directory.rmdir()  # empty (checked above)
+            partial.replace(directory)
+        except BaseException as exc:
+            shutil.rmtree(partial, ignore_errors=True)
+            error = f"{type(exc).__name__}: {one_line(exc)}"
+            if broadcast_object(error) is not None:
+                raise
+    if broadcast_object(error) is not None:
+        raise UserError(f"output_dir: the setup failed on rank 0 ({error})")
     barrier()
-    run = Run(directory, cfg, progress)
+    run = Run(directory, cfg, progress, verbose, _pairs=run._pairs, _tokenizer=run._tokenizer)
     run.load_state()
     return _execute(run, stop_after, callbacks)
 
 
 def resume(output_dir: str | Path, stop_after: int | None = None, progress: bool = True,
-           callbacks: list | None = None) -> Run:
-    """Continue the run in ``output_dir`` from its last finished stage."""
-    from .distributed import init_distributed
+           callbacks: list | None = None, overrides: list[str] | None = None,
+           verbose: bool = False) -> Run:
+    """Continue the run in ``output_dir`` from its last finished stage, with the config it
+    started with.
+
+    ``overrides`` (``resume --set KEY=VALUE``) and edits of ``config.yaml`` may change only the
+    keys of :data:`dualgap.llm.rundir.SAFE_TO_CHANGE`; any other change is refused, naming the
+    keys.  A damaged directory is refused with one line naming the file
+    (:func:`dualgap.llm.rundir.check_run_directory`).
+    """
+    from .distributed import barrier, init_distributed, is_main
 
     init_distributed()
     directory = Path(output_dir)
     if not (directory / "state.json").exists():
-        raise ValueError(f"output_dir: {str(directory)!r} holds no run (no state.json)")
-    cfg = load_config(directory / "config.yaml")
-    run = Run(directory, cfg, progress)
+        partial = directory.with_name(f".{directory.name}.partial")
+        hint = (" (its setup did not finish: start it again with `dualgap llm train`)"
+                if partial.exists() else "")
+        raise UserError(f"output_dir: {str(directory)!r} holds no run (no state.json){hint}")
+    cfg, changes = load_run_config(directory, overrides)
+    run = Run(directory, cfg, progress, verbose)
     run.load_state()
-    # drop stage outputs written after the last finished stage (a kill mid-stage)
-    for name in ("lam_history.jsonl", "metrics.jsonl"):
-        path = directory / name
-        recs = read_jsonl(path)
-        keep = [r for r in recs if r.get("stage") in run.state["completed"]]
-        if len(keep) != len(recs) and int(os.environ.get("RANK", "0")) == 0:
-            _atomic_write(path, "".join(json.dumps(r) + "\n" for r in keep))
+    check_run_directory(directory, run.state,
+                        builtin_reference=str(run.state.get("reference_path", "")
+                                              ).startswith("run:"))
+    check_setup(run)  # still installed and reachable (a logger set with --set, the hub)
+    barrier()
+    if is_main():
+        if changes:
+            logger.warning("resume: changed %s", ", ".join(
+                f"{k} {a!r} -> {b!r}" for k, (a, b) in changes.items()))
+            run.state.setdefault("config_changes", []).append({
+                "after": list(run.state["completed"]),
+                "changes": {k: list(v) for k, v in changes.items()}})
+            atomic_write(run.state_path, json.dumps(run.state, indent=1))
+            write_run_config(directory, cfg)
+        # drop what a kill left of an unfinished stage: its records and a cut last line
+        for name in ("lam_history.jsonl", "metrics.jsonl"):
+            path = directory / name
+            recs, cut = read_jsonl_for_resume(path)
+            keep = [r for r in recs if r.get("stage") in run.state["completed"]]
+            if cut or len(keep) != len(recs):
+                atomic_write(path, "".join(json.dumps(r) + "\n" for r in keep))
+    barrier()
     return _execute(run, stop_after, callbacks)

@@ -1,15 +1,21 @@
 """safe-rlhf score models (e.g. PKU-Alignment/beaver-7b-v1.0-reward / -cost) without their code.
 
-Checkpoint layout (docs/llm.md): ``config.json`` names the architecture ``<Backbone>ForScore``
-(``LlamaForScore``, ``GPT2ForScore``, ``OPTForScore``, ``MistralForScore``, ...) with the extra
-keys ``score_dim``, ``score_bias``, ``score_type``, ``do_normalize``, ``normalizer_type`` and
-possibly ``mean``/``var``; the weights hold the backbone under its attribute prefix (``model.``
-for Llama; ``transformer.`` for GPT-2), ``score_head.weight`` (``score_dim x hidden``),
-``score_head.bias`` when ``score_bias``, and ``normalizer.mean``/``.var``/``.count``, in sharded
-PyTorch ``.bin`` or safetensors files.
+Checkpoint layouts (docs/llm.md), both of which safe-rlhf loads:
 
-The backbone is built from the checkpoint's config with transformers' own class
-(``LlamaForScore -> LlamaModel``), the tensors are read with safetensors or
+* ``<Backbone>ForScore`` (``LlamaForScore``, ``GPT2ForScore``, ``OPTForScore``, ...), the head's
+  bias switched by the config key ``score_bias`` (default true);
+* the older ``<Backbone>ModelForScore`` (``LlamaModelForScore``, e.g. the beaver-7b-v1.0 models),
+  the head's bias switched by the config key ``bias`` (default false).
+
+Both carry ``score_dim``, ``score_type``, ``do_normalize``, ``normalizer_type`` and possibly
+``mean``/``var``; the weights hold the backbone under its attribute prefix (``model.`` for
+Llama; ``transformer.`` for GPT-2), ``score_head.weight`` (``score_dim x hidden``),
+``score_head.bias`` when the head has a bias, and ``normalizer.mean``/``.var``/``.count``, in
+sharded PyTorch ``.bin`` or safetensors files.
+
+As upstream's ``AutoModelForScore`` does, the backbone class is chosen by the config's
+``model_type`` (transformers' own ``AutoModel`` mapping: ``llama -> LlamaModel``), whatever the
+architecture's name; the tensors are read with safetensors or
 ``torch.load(weights_only=True)`` (nothing but tensors is unpickled), the prefix is remapped, and
 the score of a sequence is::
 
@@ -28,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 __all__ = ["ScoreModel", "load_score_model", "read_checkpoint_tensors", "backbone_class_name",
-           "NORMALIZE_FUNCTIONS"]
+           "head_has_bias", "NORMALIZE_FUNCTIONS"]
 
 #: safe-rlhf's normalization by score type.
 NORMALIZE_FUNCTIONS = {"reward": "affine", "cost": "scale", "critic": "identity"}
@@ -36,10 +42,27 @@ _EPS = 1e-8
 
 
 def backbone_class_name(architecture: str) -> str:
-    """``LlamaForScore -> LlamaModel`` (the transformers base-model class of the backbone)."""
+    """``LlamaForScore`` or ``LlamaModelForScore`` -> ``LlamaModel`` (the transformers
+    base-model class the architecture's name points to; the loader dispatches on
+    ``model_type`` and checks that the two agree)."""
     if not architecture.endswith("ForScore"):
-        raise ValueError(f"architectures: expected '<Backbone>ForScore', got {architecture!r}")
-    return architecture[: -len("ForScore")] + "Model"
+        raise ValueError(f"architectures: expected '<Backbone>ForScore' or "
+                         f"'<Backbone>ModelForScore', got {architecture!r}")
+    stem = architecture[: -len("ForScore")]
+    return stem if stem.endswith("Model") else stem + "Model"
+
+
+def head_has_bias(architecture: str, raw_config: dict) -> bool:
+    """Whether ``score_head`` has a bias: ``score_bias`` (default true) for ``<X>ForScore``,
+    ``bias`` (default false) for the older ``<X>ModelForScore``."""
+    if architecture.endswith("ModelForScore"):
+        key, default = "bias", False
+    else:
+        key, default = "score_bias", True
+    value = raw_config.get(key, default)
+    if not isinstance(value, bool):
+        raise ValueError(f"config.json: {key} must be true or false, got {value!r}")
+    return value
 
 
 def _resolve(path: str, revision: str | None) -> Path:
@@ -146,9 +169,9 @@ def load_score_model(path: str, revision: str | None = None, dtype: str = "float
         ValueError: unknown architecture, missing or unexpected tensors (named).
     """
     import torch
-    import transformers
     from transformers import AutoConfig
     from transformers.initialization import no_init_weights
+    from transformers.models.auto.modeling_auto import MODEL_MAPPING
 
     directory = _resolve(path, revision)
     raw = json.loads((directory / "config.json").read_text())
@@ -156,11 +179,14 @@ def load_score_model(path: str, revision: str | None = None, dtype: str = "float
     if len(archs) != 1:
         raise ValueError(f"config.json: expected one architecture, got {archs!r}")
     cls_name = backbone_class_name(archs[0])
-    cls = getattr(transformers, cls_name, None)
-    if cls is None:
-        raise ValueError(f"architectures: transformers has no backbone class {cls_name!r} "
-                         f"for {archs[0]!r}")
     config = AutoConfig.from_pretrained(str(directory))
+    cls = MODEL_MAPPING.get(type(config), None)  # model_type -> backbone, as AutoModel
+    if cls is None:
+        raise ValueError(f"config.json: transformers has no backbone model for model_type "
+                         f"{raw.get('model_type')!r}")
+    if cls.__name__ != cls_name:
+        raise ValueError(f"config.json: architecture {archs[0]!r} does not match model_type "
+                         f"{raw.get('model_type')!r} (backbone {cls.__name__})")
     torch_dtype = getattr(torch, dtype)
     with no_init_weights():
         backbone = cls._from_config(config, dtype=torch_dtype)
@@ -195,11 +221,15 @@ def load_score_model(path: str, revision: str | None = None, dtype: str = "float
     score_dim = int(raw.get("score_dim", w.shape[0]))
     if w.shape[0] != score_dim:
         raise ValueError(f"score_head.weight: {w.shape[0]} rows, config score_dim {score_dim}")
-    if raw.get("score_bias", True):
+    bias_key = "bias" if archs[0].endswith("ModelForScore") else "score_bias"
+    if head_has_bias(archs[0], raw):
         if "score_head.bias" not in head:
-            raise ValueError(f"{directory.name}: score_bias is true but score_head.bias is missing")
+            raise ValueError(f"{directory.name}: {bias_key} is true but score_head.bias is missing")
         b = head["score_head.bias"].float()
     else:
+        if "score_head.bias" in head:
+            raise ValueError(f"{directory.name}: the checkpoint has score_head.bias but "
+                             f"config.json's {bias_key} is false or absent (unused weights)")
         b = torch.zeros(score_dim)
     mean = head.get("normalizer.mean")
     var = head.get("normalizer.var")

@@ -14,8 +14,10 @@ Signs are explicit: the value used by the dual and the pseudo-preferences is
 raw output; the key is ``sha256(scorer identity, prompt, response)``, where the identity covers
 everything that changes the output (kind, path, revision, template, EOS, label, max length, dtype).
 
-A scored text is ``template.format(prompt=x) + " " + y`` (plus the tokenizer's EOS when
-``append_eos``).  Texts are scored in order of token length so that each batch pads little.
+A scored text is ``template.format(prompt=x) + response_separator + y`` (plus the tokenizer's EOS
+when ``append_eos``), built by :func:`dualgap.llm.data.join_response`; upstream safe-rlhf's
+score models were trained on ``separator = ""``.  Texts are scored in order of token length so
+that each batch pads little.
 """
 
 from __future__ import annotations
@@ -58,7 +60,8 @@ def resolve_callable(target: str) -> Callable[..., Any]:
 def scorer_identity(cfg: ScorerConfig) -> str:
     """A short hash of every field that changes a scorer's raw output."""
     keys = {k: getattr(cfg, k) for k in ("kind", "path", "revision", "tokenizer", "template",
-                                         "append_eos", "label_index", "max_length", "dtype")}
+                                         "response_separator", "append_eos", "label_index",
+                                         "max_length", "dtype")}
     return hashlib.sha256(json.dumps(keys, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -159,10 +162,19 @@ class TransformerScorer(Scorer):
         return torch.log_softmax(logits, dim=-1)[:, self.cfg.label_index: self.cfg.label_index + 1]
 
     def texts(self, prompts: Sequence[str], responses: Sequence[str]) -> list[str]:
-        """The scored texts ``template(x) + " " + y (+ EOS)``."""
+        """The scored texts ``template(x) + response_separator + y (+ EOS)``."""
+        from .data import join_response
+
         eos = self.tokenizer.eos_token if (self.cfg.append_eos and self.tokenizer.eos_token) else ""
-        return [f"{self.cfg.template.format(prompt=p)} {r.strip()}{eos}"
+        sep = self.cfg.response_separator
+        return [join_response(self.cfg.template.format(prompt=p), r, sep) + eos
                 for p, r in zip(prompts, responses, strict=True)]
+
+    def encode(self, prompts: Sequence[str], responses: Sequence[str]) -> list[list[int]]:
+        """Token ids of the scored texts, as safe-rlhf tokenizes them: the whole text at once,
+        with the tokenizer's special tokens (BOS for Llama), truncated to ``max_length``."""
+        return self.tokenizer(self.texts(prompts, responses), add_special_tokens=True,
+                              truncation=True, max_length=self.cfg.max_length)["input_ids"]
 
     def raw(self, prompts: Sequence[str], responses: Sequence[str]) -> np.ndarray:
         import torch
@@ -170,12 +182,10 @@ class TransformerScorer(Scorer):
 
         if len(prompts) != len(responses):
             raise ValueError(f"responses: {len(responses)} for {len(prompts)} prompts")
-        texts = self.texts(prompts, responses)
-        if not texts:
+        if not len(prompts):
             return np.zeros(0)
-        enc = self.tokenizer(texts, add_special_tokens=True, truncation=True,
-                             max_length=self.cfg.max_length)["input_ids"]
-        out = np.empty(len(texts))
+        enc = self.encode(prompts, responses)
+        out = np.empty(len(enc))
         pad = self.tokenizer.pad_token_id
         batches = length_sorted_batches([len(e) for e in enc], self.cfg.batch_size)
         for idx in tqdm(batches, desc=f"scoring ({self.name})", disable=not self.progress,

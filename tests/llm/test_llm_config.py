@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from dualgap.llm.config import (
+    CONFIG_DIR,
     RunConfig,
     config_from_dict,
     config_to_dict,
@@ -88,3 +89,100 @@ def test_method_needs_constraints():
     with pytest.raises(ValueError, match="needs at least one constraint"):
         load_config("tiny", ["constraints=[]"])
     assert load_config("tiny", ["constraints=[]", "method=dpo-helpful"]).constraints == []
+
+
+def test_report_to_default_needs_nothing_and_names_are_checked():
+    """The shipped configs log to nothing extra (tensorboard is not in the llm extra); a name
+    transformers does not know is an error at config time, naming the key."""
+    from transformers.integrations.integration_utils import INTEGRATION_TO_CALLBACK
+
+    for name in shipped_configs():
+        assert load_config(name).train.report_to == ["none"]
+    assert load_config("tiny", ["train.report_to=[wandb]"]).train.report_to == ["wandb"]
+    assert "tensorboard" in INTEGRATION_TO_CALLBACK
+    with pytest.raises(ValueError, match=r"train\.report_to: unknown logger 'tensorbord'"):
+        load_config("tiny", ["train.report_to=[tensorbord]"])
+    with pytest.raises(ValueError, match=r"train\.report_to: 'none' and 'all' stand alone"):
+        load_config("tiny", ["train.report_to=[none, wandb]"])
+
+
+@pytest.mark.parametrize("value", [".nan", "nan", ".inf", "-inf"])
+def test_non_finite_numbers_are_rejected(value):
+    with pytest.raises(ValueError, match=r"constraints\.0\.threshold: must be a finite number"):
+        load_config("tiny", [f"constraints.0.threshold={value}"])
+
+
+def test_pku_texts_are_upstream_by_default():
+    paper = load_config("pku_saferlhf_30k")
+    assert paper.data.response_separator == ""
+    assert paper.reward.response_separator == "" and paper.reward.append_eos
+    assert paper.constraints[0].scorer.response_separator == ""
+    assert paper.data.template == "BEGINNING OF CONVERSATION: USER: {prompt} ASSISTANT:"
+    text = (CONFIG_DIR / "pku_saferlhf_30k.yaml").read_text()
+    assert "'ASSISTANT:' + ' ' + response" in text  # the authors' scoring variant is named
+
+
+def test_strict_types_name_the_dotted_key():
+    """pydantic strict models: no silent coercion, the message names the key and the value."""
+    cases = {
+        "seed=1.5": "seed: expected an int, got 1.5",
+        "dual.lam_init=[1, true]": "dual.lam_init.1: expected a float, got True",
+        "data.source=3": "data.source: expected a string, got 3",
+        "constraints=3": "constraints: expected a list, got 3",
+        "policy.lora=[1]": "policy.lora: expected a mapping, got [1]",
+        "data.drop_invalid='true'": "data.drop_invalid: expected true/false, got 'true'",
+        "constraints.0.scorer.kind=x": "constraints.0.scorer.kind: 'x' is not one of",
+    }
+    for override, message in cases.items():
+        with pytest.raises(ValueError, match=message.replace(".", r"\.").replace("[", r"\[")):
+            load_config("tiny", [override])
+    with pytest.raises(ValueError, match=r"unknown config key 'policy\.lora\.rank'; known keys "
+                       r"here: \['alpha', 'dropout', 'enabled', 'load_in_4bit', 'r', "):
+        load_config("tiny", ["policy.lora.rank=4"])
+    # the one conversion: YAML's strings for numbers; an integral float for an int
+    cfg = load_config("tiny", ["train.learning_rate='3e-4'", "seed=3.0"])
+    assert cfg.train.learning_rate == 3e-4 and cfg.seed == 3 and isinstance(cfg.seed, int)
+    with pytest.raises(ValueError, match="expected an int"):
+        cfg.train.batch_size = "eight"  # assignments are validated too
+
+
+def test_train_dpo_passes_dpo_config_fields_through():
+    import dataclasses
+
+    from trl import DPOConfig
+
+    from dualgap.llm.policy_step import make_dpo_config
+
+    cfg = load_config("tiny", ["train.dpo={max_grad_norm: 0.25, precompute_ref_log_probs: true,"
+                               " loss_weights: [1.0]}"])
+    args = make_dpo_config(cfg.train, cfg.beta, "unused", seed=0)
+    assert isinstance(args, DPOConfig)
+    assert (args.max_grad_norm, args.precompute_ref_log_probs, args.loss_weights) == (
+        0.25, True, [1.0])
+    assert "max_grad_norm" in {f.name for f in dataclasses.fields(DPOConfig)}
+    for override, message in {
+        "train.dpo={max_grad_nrom: 1}": r"train\.dpo\.max_grad_nrom: not a trl\.DPOConfig field",
+        "train.dpo={beta: 0.5}": r"train\.dpo\.beta: set by dualgap from beta",
+        "train.dpo={max_grad_norm: fast}": r"train\.dpo\.max_grad_norm: expected float, got 'fast'",
+        "train.dpo={torch_compile: 1}": r"train\.dpo\.torch_compile: expected bool, got 1",
+    }.items():
+        with pytest.raises(ValueError, match=message):
+            load_config("tiny", [override])
+    assert any(line.startswith("train.dpo (dict[str, Any], default {})")
+               for line in describe_config())
+
+
+def test_help_config_lists_every_key_with_type_default_and_help():
+    import re
+
+    from dualgap.llm.rundir import flatten
+
+    lines = describe_config()
+    described = {line.split(" (", 1)[0] for line in lines if " (" in line.split(":", 1)[0]}
+    leaves = {re.sub(r"\.\d+(\.|$)", r".N\1", k)  # constraints.0.x -> constraints.N.x
+              for k in flatten(config_to_dict(load_config("pku_saferlhf_30k")))}
+    lists_of_values = {"train.report_to.N", "train.loss_type.N"}  # described as list[str]
+    assert leaves - lists_of_values <= described and len(described) >= 60
+    for line in lines:
+        if " (" in line.split(":", 1)[0]:  # a leaf: `key (type, default X): help`
+            assert re.fullmatch(r"[\w.]+ \(.+, default .*\): \S.*", line), line

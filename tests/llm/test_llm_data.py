@@ -85,6 +85,70 @@ def test_local_files_through_load_dataset(tmp_path, suffix):
         load_pairs(str(train), "test")
 
 
+@pytest.mark.parametrize("suffix", ["jsonl.xz", "json.gz", "jsonl.bz2"])
+def test_compressed_files_load(tmp_path, suffix):
+    import bz2
+    import gzip
+    import lzma
+
+    rows = _rows()[:7]
+    text = (json.dumps(rows) if suffix.startswith("json.")
+            else "".join(json.dumps(r) + "\n" for r in rows)).encode()
+    opener = {"xz": lzma.open, "gz": gzip.open, "bz2": bz2.open}[suffix.rsplit(".", 1)[1]]
+    path = tmp_path / f"train.{suffix}"
+    with opener(path, "wb") as f:
+        f.write(text)
+    pairs = load_pairs(str(path), "train")
+    assert pairs.prompts == [r["prompt"] for r in rows]
+
+
+def test_extra_pku_columns_stay_on_the_pairs():
+    rows = _rows()
+    pairs = load_pairs("builtin:tiny", "train")
+    extra = {"prompt_source", "response_0_source", "response_1_source",
+             "response_0_harm_category", "response_1_harm_category", "response_0_severity_level",
+             "response_1_severity_level", "response_0_sha256", "response_1_sha256"}
+    assert set(pairs.extra) == extra
+    for col in extra:
+        assert pairs.extra[col] == [r[col] for r in rows]
+    assert pairs.head(3).extra["response_0_severity_level"] == [
+        r["response_0_severity_level"] for r in rows[:3]]
+    cats = pairs.harm_categories()
+    for r in rows:  # the categories flagged for either response of the prompt
+        flagged = {k for c in ("response_0_harm_category", "response_1_harm_category")
+                   for k, v in r[c].items() if v}
+        assert flagged <= set(cats[r["prompt"]])
+    assert any(cats.values())
+    # a dropped row's extra values go with it
+    bad = [dict(r) for r in rows[:5]]
+    bad[2]["safer_response_id"] = 7
+    kept = validate_pairs(bad, drop_invalid=True)
+    assert kept.extra["response_0_sha256"] == [r["response_0_sha256"] for i, r in
+                                               enumerate(bad) if i != 2]
+
+
+@pytest.mark.parametrize("column, value", [
+    ("is_response_0_safe", "false"), ("is_response_1_safe", "1"),
+    ("safer_response_id", "1"), ("better_response_id", "0"),
+])
+def test_booleans_and_ids_as_strings_are_rejected(tmp_path, column, value):
+    """In a JSON file: one row with a string (datasets would otherwise decode "false" as
+    false), and every row with a string; both name the row and the column."""
+    rows = _rows()[:6]
+    mixed = [dict(r) for r in rows]
+    mixed[3][column] = value
+    path = tmp_path / "mixed.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in mixed))
+    with pytest.raises(ValueError, match=rf"row 3, column '{column}': a string where earlier "
+                       "rows have a (boolean|number)"):
+        load_pairs(str(path))
+    every = [dict(r, **{column: value}) for r in rows]
+    path = tmp_path / "strings.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in every))
+    with pytest.raises(ValueError, match=rf"row 0, column '{column}': .*got '{value}'"):
+        load_pairs(str(path))
+
+
 def test_local_file_errors(tmp_path):
     with pytest.raises(ValueError, match="does not exist"):
         load_pairs(str(tmp_path / "nope.jsonl"))

@@ -27,9 +27,12 @@ RESPONSES = ["first turn off the water then check the washer", "a book",
 
 
 def _save_score_checkpoint(directory, config, seed, score_type, fmt, shards=2, bias=True,
-                           do_normalize=True, tokenizer=None):
+                           do_normalize=True, tokenizer=None, layout="LlamaForScore",
+                           bias_key=None):
     """A checkpoint in safe-rlhf's layout: backbone under ``model.``, ``score_head`` with bias,
-    normalizer buffers; sharded safetensors or ``.bin`` files with an index."""
+    normalizer buffers; sharded safetensors or ``.bin`` files with an index.  ``layout``
+    ``LlamaForScore`` writes ``score_bias``; the older ``LlamaModelForScore`` writes ``bias``
+    (``bias_key=False``: no key at all, the layout's default applies)."""
     from transformers import LlamaModel
 
     torch.manual_seed(seed)
@@ -46,8 +49,10 @@ def _save_score_checkpoint(directory, config, seed, score_type, fmt, shards=2, b
                   "normalizer.count": torch.tensor([1000])})
     directory.mkdir(parents=True)
     cfg = config.to_dict()
-    cfg.update(architectures=["LlamaForScore"], score_dim=1, score_bias=bias,
-               score_type=score_type, do_normalize=do_normalize, normalizer_type="RunningMeanStd")
+    cfg.update(architectures=[layout], score_dim=1, score_type=score_type,
+               do_normalize=do_normalize, normalizer_type="RunningMeanStd")
+    if bias_key is not False:
+        cfg[bias_key or ("bias" if layout == "LlamaModelForScore" else "score_bias")] = bias
     (directory / "config.json").write_text(json.dumps(cfg))
     keys = sorted(state)
     parts = [keys[i::shards] for i in range(shards)]
@@ -74,7 +79,7 @@ def _hand_scores(backbone, tokenizer, head_w, head_b, prompts, responses):
     """Each text alone (no padding): W h_last + b."""
     out = []
     for p, r in zip(prompts, responses, strict=True):
-        text = f"BEGINNING OF CONVERSATION: USER: {p} ASSISTANT: {r}{tokenizer.eos_token}"
+        text = f"BEGINNING OF CONVERSATION: USER: {p} ASSISTANT:{r}{tokenizer.eos_token}"
         ids = torch.tensor([tokenizer(text)["input_ids"]])
         with torch.no_grad():
             h = backbone(input_ids=ids).last_hidden_state[0, -1]
@@ -129,6 +134,109 @@ def test_score_model_without_normalization_and_errors(tmp_path, tiny_tokenizer, 
     (d / "model.safetensors.index.json").write_text(json.dumps(idx))
     with pytest.raises(ValueError, match="missing from the checkpoint.*norm.weight"):
         load_score_model(str(d))
+
+
+@pytest.mark.parametrize("bias", [False, True])
+def test_older_layout_llama_model_for_score(tmp_path, tiny_tokenizer, tiny_llama_config, bias):
+    """``LlamaModelForScore`` with config key ``bias`` (the beaver-7b-v1.0 layout) loads, with
+    and without the head's bias, and its default (no key) is no bias."""
+    from dualgap.llm.score_model import backbone_class_name, load_score_model
+
+    assert backbone_class_name("LlamaModelForScore") == "LlamaModel"
+    d = tmp_path / "old"
+    backbone, w, b, _, _ = _save_score_checkpoint(
+        d, tiny_llama_config, 7, "cost", "bin", bias=bias, do_normalize=False,
+        tokenizer=tiny_tokenizer, layout="LlamaModelForScore",
+        bias_key=None if bias else False)
+    scorer = build_scorer(ScorerConfig(kind="score-model", path=str(d), batch_size=2),
+                          device="cpu", progress=False)
+    np.testing.assert_allclose(scorer.raw(PROMPTS, RESPONSES),
+                               _hand_scores(backbone, tiny_tokenizer, w, b, PROMPTS, RESPONSES),
+                               rtol=1e-5, atol=1e-5)
+    model, _ = load_score_model(str(d))
+    assert bool(model.head_bias.abs().max() > 0) == bias
+    # the new layout's key does not switch the old layout's head (upstream reads `bias`)
+    cfg = json.loads((d / "config.json").read_text())
+    cfg.pop("bias", None)
+    cfg["score_bias"] = True
+    (d / "config.json").write_text(json.dumps(cfg))
+    if bias:  # the head has a bias the config does not declare: named, not dropped
+        with pytest.raises(ValueError, match="has score_head.bias but config.json's bias"):
+            load_score_model(str(d))
+    else:
+        load_score_model(str(d))
+
+
+def test_new_layout_defaults_to_a_bias(tmp_path, tiny_tokenizer, tiny_llama_config):
+    from dualgap.llm.score_model import load_score_model
+
+    d = tmp_path / "new"
+    _save_score_checkpoint(d, tiny_llama_config, 8, "reward", "safetensors", shards=1,
+                           bias=True, tokenizer=tiny_tokenizer, bias_key=False)
+    assert float(load_score_model(str(d))[0].head_bias.abs().max()) > 0
+    cfg = json.loads((d / "config.json").read_text())
+    cfg["model_type"] = "gpt2"
+    (d / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ValueError, match="does not match model_type 'gpt2'"):
+        load_score_model(str(d))
+
+
+def _llama_style_tokenizer():
+    """A small BPE tokenizer in Llama's scheme (SentencePiece-style ``▁`` word boundaries with
+    a prefix space, ``<s>`` added in front, ``</s>`` as EOS), trained locally."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import LlamaTokenizerFast
+
+    tok = Tokenizer(models.BPE(unk_token="<unk>", fuse_unk=True))
+    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first")
+    tok.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="first")
+    corpus = [f"BEGINNING OF CONVERSATION: USER: {p} ASSISTANT: {r}" for p, r in
+              zip(PROMPTS, RESPONSES, strict=True)] * 4
+    tok.train_from_iterator(corpus, trainers.BpeTrainer(
+        vocab_size=300, special_tokens=["<unk>", "<s>", "</s>"], show_progress=False))
+    return LlamaTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>",
+                              unk_token="<unk>", add_bos_token=True, add_eos_token=False)
+
+
+def test_scoring_ids_are_upstream_safe_rlhf(tmp_path, tiny_llama_config):
+    """The token ids of one scoring input equal safe-rlhf's construction: ``PROMPT_BEGIN +
+    PROMPT_USER.format(input=x) + PROMPT_ASSISTANT + answer + eos``, tokenized whole with the
+    special tokens (``'BEGINNING OF CONVERSATION: '``, ``'USER: {input} '``, ``'ASSISTANT:'``,
+    "should not have a space at the end"); the authors' scoring variant (one space) differs."""
+    from transformers import LlamaConfig
+
+    from dualgap.llm.config import load_config
+    from dualgap.llm.data import join_response
+
+    tok = _llama_style_tokenizer()
+    config = LlamaConfig(**{**tiny_llama_config.to_dict(), "vocab_size": len(tok),
+                            "pad_token_id": 0, "bos_token_id": 1, "eos_token_id": 2})
+    d = tmp_path / "beaver"
+    _save_score_checkpoint(d, config, 9, "cost", "safetensors", shards=1, tokenizer=tok)
+    prompt, answer = PROMPTS[0], RESPONSES[0]
+    upstream_text = ("BEGINNING OF CONVERSATION: " + "USER: {input} ".format(input=prompt)  # noqa: UP032
+                     + "ASSISTANT:" + answer + tok.eos_token)
+    upstream_ids = tok(upstream_text, add_special_tokens=True)["input_ids"]
+    paper = load_config("pku_saferlhf_30k")
+    for scorer_cfg in (paper.reward, paper.constraints[0].scorer):
+        cfg = scorer_cfg.model_copy(update={"path": str(d), "dtype": "float32"})
+        scorer = build_scorer(cfg, device="cpu", progress=False)
+        (ids,) = scorer.encode([prompt], [answer])
+        assert ids == upstream_ids
+    assert upstream_ids[0] == tok.bos_token_id and upstream_ids[-1] == tok.eos_token_id
+    # with a Llama-style tokenizer the space is not cosmetic: the ids differ
+    spaced = paper.reward.model_copy(update={"path": str(d), "dtype": "float32",
+                                             "response_separator": " "})
+    (ids_spaced,) = build_scorer(spaced, device="cpu", progress=False).encode([prompt], [answer])
+    assert ids_spaced != upstream_ids
+    assert ids_spaced == tok(join_response(paper.reward.template.format(prompt=prompt), answer,
+                                           " ") + tok.eos_token)["input_ids"]
+    # the DPO texts of the PKU config are the same string (TRL tokenizes prompt + completion)
+    from dualgap.llm.preferences import preference_dataset
+
+    rec = preference_dataset([paper.data.template.format(prompt=prompt)], [answer], ["x"],
+                             np.array([0]), paper.data.response_separator)
+    assert rec["prompt"][0] + rec["chosen"][0] + tok.eos_token == upstream_text
 
 
 def test_sequence_classifier_scorer(tmp_path, tiny_tokenizer, tiny_llama_config):

@@ -31,7 +31,14 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from .dual import DualEval, constraint_slack, dual_oracle, lagrangian_policy, objective
+from .dual import (
+    DualEval,
+    _check_lam,
+    constraint_slack,
+    dual_oracle,
+    lagrangian_policy,
+    objective,
+)
 from .feasibility import (
     InfeasibleError,
     attainable_maxima,
@@ -39,7 +46,7 @@ from .feasibility import (
     mixture_margin,
     ray_bound,
 )
-from .problem import AlignmentProblem
+from .problem import AlignmentProblem, as_real_scalar
 
 __all__ = [
     "DualSolution",
@@ -53,6 +60,9 @@ __all__ = [
 #: Above this many support entries the exact LP margin is skipped (the mixture certificate
 #: almost always suffices; the warning says so when it does not).
 LP_MAX_ENTRIES = 2_000_000
+
+#: relative KKT tolerance of the continuation stages (each warm-starts the next)
+STAGE_TOL = 1e-10
 
 
 class BoundaryFeasibleWarning(UserWarning):
@@ -167,8 +177,12 @@ def _continuation_betas(problem: AlignmentProblem, ratio: float = 100.0) -> list
 class _Newton:
     """Projected Newton with a trust region and Armijo search on one problem."""
 
-    def __init__(self, problem: AlignmentProblem, maxima: np.ndarray, ftol: float) -> None:
+    def __init__(self, problem: AlignmentProblem, maxima: np.ndarray, ftol: float,
+                 units: tuple[np.ndarray, np.ndarray] | None = None) -> None:
         self.problem, self.maxima, self.ftol = problem, maxima, ftol
+        # (u, v): the stopping test is ||lam u - [lam u - grad v]_+|| (the problem's own KKT
+        # residual relative to its scale, see solve); None: the residual as it is
+        self.units = units
         self.passes = 0
         self.iterations = 0
         self.history: list[tuple[float, float, float]] = []
@@ -176,6 +190,12 @@ class _Newton:
     def oracle(self, lam: np.ndarray) -> DualEval:
         self.passes += 1
         return dual_oracle(self.problem, lam, order=2)
+
+    def stop_residual(self, ev: DualEval) -> float:
+        if self.units is None:
+            return kkt_residual(ev.lam, ev.gradient)
+        u, v = self.units
+        return kkt_residual(ev.lam * u, ev.gradient * v)
 
     def run(self, lam: np.ndarray, tol: float, max_iter: int) -> np.ndarray:
         problem, ftol = self.problem, self.ftol
@@ -185,7 +205,7 @@ class _Newton:
         next_ray_check = 10.0 * max(1.0, float(lam.sum()))
         radius = 10.0 * (1.0 + float(np.max(lam, initial=0.0))) * _multiplier_scale(problem)
         it = 0
-        converged = kkt <= max(tol, _precision_floor(ev))
+        converged = self.stop_residual(ev) <= max(tol, _precision_floor(ev))
         while not converged and it < max_iter:
             it += 1
             g = ev.gradient
@@ -232,7 +252,7 @@ class _Newton:
             lam, ev = accepted
             kkt = kkt_residual(lam, ev.gradient)
             self.history.append((ev.value, kkt, t))
-            converged = kkt <= max(tol, _precision_floor(ev))
+            converged = self.stop_residual(ev) <= max(tol, _precision_floor(ev))
             norm = float(lam.sum())
             if norm > next_ray_check:  # diverging multiplier: test the ray for infeasibility
                 next_ray_check = 2.0 * norm
@@ -245,6 +265,28 @@ class _Newton:
         return lam
 
 
+#: the largest relative KKT tolerance the float64 floor may grant (``kkt_tolerance`` never
+#: exceeds this share of the data's scale, whatever the floor)
+FLOOR_CAP = 1e-6
+
+
+def _check_solve_args(problem: AlignmentProblem, tol: object, max_iter: object,
+                      lam0: object, check_slater: object) -> tuple[float, np.ndarray | None]:
+    if isinstance(tol, (bool, np.bool_, str, bytes)) or np.ndim(tol) != 0:
+        raise ValueError(f"tol: must be a positive finite float below 1, got {tol!r}")
+    tol_f = as_real_scalar("tol", tol)
+    if not (np.isfinite(tol_f) and 0.0 < tol_f < 1.0):
+        raise ValueError(f"tol: must be a positive finite float below 1, got {tol!r}")
+    if isinstance(max_iter, (bool, np.bool_)) or not isinstance(max_iter, (int, np.integer)):
+        raise ValueError(f"max_iter: must be a positive int, got {max_iter!r}")
+    if max_iter < 1:
+        raise ValueError(f"max_iter: must be a positive int, got {max_iter!r}")
+    if not isinstance(check_slater, (bool, np.bool_)):
+        raise ValueError(f"check_slater: must be a bool, got {check_slater!r}")
+    lam = None if lam0 is None else _check_lam(problem, lam0, overflow_guard=False)
+    return tol_f, lam
+
+
 def solve(
     problem: AlignmentProblem,
     tol: float = 1e-10,
@@ -254,61 +296,74 @@ def solve(
 ) -> DualSolution:
     """Solve ``max_pi J(pi) s.t. E h >= 0`` exactly through ``min_{lam >= 0} D(lam)``.
 
+    The Newton method runs in normalized units (:mod:`dualgap.scaling`: scores of size one),
+    so any finite instance float64 can hold is solved the same way; every reported quantity is
+    in the problem's own units, and ``converged`` is decided there: the KKT residual
+    ``||lam - [lam - E_{pi_lam} h]_+||_inf``, recomputed on the returned ``lam``, is at most
+    ``kkt_tolerance = max(tol, floor) * M_h`` (``M_h = max |h|`` on the support; ``floor`` the
+    float64 resolution of the KKT conditions, granted only up to :data:`FLOOR_CAP`).
+
     Args:
         problem: the instance.
-        tol: KKT tolerance, relative to ``max(1, M_h)`` with ``M_h = max |h|`` on the support.
-        max_iter: Newton iteration cap (a :class:`ConvergenceWarning` if reached).
-        lam0: warm start (default zeros).
+        tol: relative KKT tolerance, a float in ``(0, 1)``.
+        max_iter: Newton iteration cap per stage (a :class:`ConvergenceWarning` if reached).
+        lam0: warm start ``(m,)``, ``>= 0`` (default zeros).
         check_slater: certify strict feasibility at the end (cheap mixture LP, then the
             exact LP margin when the cheap test is inconclusive).
 
     Raises:
         InfeasibleError: with a certificate, when no policy meets the constraints.
+        ValueError: a bad argument, or an instance whose answer float64 cannot represent
+            (the message names the field and says why).
     """
     t0 = time.perf_counter()
+    tol, lam0_arr = _check_solve_args(problem, tol, max_iter, lam0, check_slater)
     m = problem.num_constraints
-    s = problem.support
-    h_scale = max(
-        [1.0]
-        + [float(np.abs(problem.utilities[i][s] - problem.offsets[i]).max()) for i in range(m)]
-    )
-    atol = tol * h_scale
-    ftol = 1e-12 * h_scale  # what counts as "zero" in feasibility tests
+    norm = problem.normalized
+    inner = norm.problem
+    a = norm.constraint_scales  # size = (m,)
+    ftol = 1e-12  # what counts as "zero" in feasibility tests, in normalized units (|h'| <= 1)
+    scale = float(a.max(initial=0.0))
+    with np.errstate(over="ignore", under="ignore"):
+        units = (norm.reward_scale / a / scale, a / scale)  # lam' -> lam / M_h, grad' -> grad / M_h
+    try:
+        lam_n, newton, it, passes, history = _solve_normalized(
+            inner, tol, max_iter, None if lam0_arr is None else norm.to_internal(lam0_arr), ftol,
+            units,
+        )
+    except InfeasibleError as exc:  # back to the problem's units and thresholds
+        w = exc.weights / a
+        raise InfeasibleError(problem, w / w.sum(), exc.bound / float((exc.weights / a).sum()),
+                              exc.maxima * a) from None
+    ev = newton.ev
+    lam = norm.to_problem(lam_n, problem.names)
 
-    maxima = attainable_maxima(problem) if m else np.zeros(0)
-    passes = 1 if m else 0
-    if m and (maxima < -ftol).any():
-        i = int(np.argmin(maxima))
-        w = np.zeros(m)
-        w[i] = 1.0
-        raise InfeasibleError(problem, w, maxima[i], maxima)
-
-    lam = np.zeros(m) if lam0 is None else np.maximum(np.asarray(lam0, float).reshape(m), 0.0)
-    history: list[tuple[float, float, float]] = []
-    it = 0
-    # beta-continuation: when the softmax is nearly hard (score spread >> beta) D is nearly
-    # piecewise linear far from lam*; solve a smoother problem first and warm-start.
-    for stage_beta in _continuation_betas(problem) if lam0 is None else []:
-        stage = _Newton(problem.replace(beta=stage_beta), maxima, ftol)
-        lam = stage.run(lam, tol=1e-3 * h_scale, max_iter=max_iter)
-        it += stage.iterations
-        passes += stage.passes
-        history += stage.history
-    newton = _Newton(problem, maxima, ftol)
-    lam = newton.run(lam, tol=atol, max_iter=max_iter)
-    it += newton.iterations
-    passes += newton.passes
-    history += newton.history
-    ev, kkt, converged = newton.ev, newton.kkt, newton.converged
-
+    # everything below is recomputed on the returned lam, in the problem's units
     policy = lagrangian_policy(problem, lam)
-    slack = constraint_slack(problem, policy)
-    primal = objective(problem, policy)
-    passes += 1
+    slack = a * constraint_slack(inner, policy)  # = E_rho E_pi h = grad D(lam), size = (m,)
+    kkt = kkt_residual(lam, slack)
+    floor = _precision_floor(ev)
+    kkt_tolerance = max(tol, min(floor, FLOOR_CAP)) * scale
+    converged = bool(kkt <= kkt_tolerance)
+    primal = norm.value(objective(inner, policy))
+    dual = norm.value(ev.value)
+    passes += 2
 
+    if not converged and floor > FLOOR_CAP:
+        spread = float(np.ptp(inner.reward[inner.support])) * norm.reward_scale
+        raise ValueError(
+            f"beta: {problem.beta!r} is too small for float64 against scores of spread "
+            f"{spread:.3g}: the KKT conditions can be resolved only to {floor:.2g} relative "
+            f"(residual {kkt:.3g} > tolerance {kkt_tolerance:.3g}); pi* is nearly an argmax "
+            "that float64 cannot represent"
+        )
     strictly, margin, unbounded = None, None, False
     if m and check_slater:
-        strictly, margin, unbounded = _certify_slater(problem, policy, slack, maxima, ftol)
+        strictly, margin_n, unbounded = _certify_slater(
+            inner, policy, slack / a, newton.maxima, ftol
+        )
+        if margin_n is not None:  # a valid lower bound in the problem's units
+            margin = margin_n * float(a.min() if margin_n > 0 else a.max())
         if unbounded:
             warnings.warn(
                 "the constraints can be met only on the boundary (no strictly feasible policy: "
@@ -319,29 +374,63 @@ def solve(
             )
     if not converged:
         warnings.warn(
-            f"solve stopped after {it} iterations with KKT residual {kkt:.3g} > {atol:.3g}",
+            f"solve stopped after {it} iterations with KKT residual {kkt:.3g} > "
+            f"{kkt_tolerance:.3g}",
             ConvergenceWarning,
             stacklevel=2,
         )
+    with np.errstate(over="ignore"):  # inf only where hess D itself exceeds float64
+        hessian = ev.hessian * (a[:, None] * a[None, :] / norm.reward_scale)
     return DualSolution(
         lam=lam,
-        dual_value=ev.value,
+        dual_value=dual,
         primal_value=primal,
         policy=policy,
         slack=slack,
         kkt_residual=kkt,
-        kkt_tolerance=max(atol, _precision_floor(ev)),
-        duality_gap=ev.value - primal,
+        kkt_tolerance=kkt_tolerance,
+        duality_gap=norm.reward_scale * (ev.value - objective(inner, policy)),
         iterations=it,
         passes=passes,
         converged=converged,
         strictly_feasible=strictly,
         margin=margin,
-        multiplier_unbounded=unbounded,
-        hessian=ev.hessian,
+        multiplier_unbounded=bool(unbounded),
+        hessian=hessian,
         seconds=time.perf_counter() - t0,
         history=history,
     )
+
+
+def _solve_normalized(problem: AlignmentProblem, tol: float, max_iter: int,
+                      lam0: np.ndarray | None, ftol: float,
+                      units: tuple[np.ndarray, np.ndarray] | None = None):
+    """The Newton solve (with beta-continuation) on a normalized problem (``|h| <= 1``)."""
+    m = problem.num_constraints
+    maxima = attainable_maxima(problem) if m else np.zeros(0)
+    passes = 1 if m else 0
+    if m and (maxima < -ftol).any():
+        i = int(np.argmin(maxima))
+        w = np.zeros(m)
+        w[i] = 1.0
+        raise InfeasibleError(problem, w, maxima[i], maxima)
+    lam = np.zeros(m) if lam0 is None else lam0
+    history: list[tuple[float, float, float]] = []
+    it = 0
+    # beta-continuation: when the softmax is nearly hard (score spread >> beta) D is nearly
+    # piecewise linear far from lam*; solve smoother problems first and warm-start.
+    for stage_beta in _continuation_betas(problem) if lam0 is None else []:
+        stage = _Newton(problem.replace(beta=stage_beta), maxima, ftol, units)
+        lam = stage.run(lam, tol=STAGE_TOL, max_iter=max_iter)
+        it += stage.iterations
+        passes += stage.passes
+        history += stage.history
+    newton = _Newton(problem, maxima, ftol, units)
+    lam = newton.run(lam, tol=tol, max_iter=max_iter)
+    it += newton.iterations
+    passes += newton.passes
+    history += newton.history
+    return lam, newton, it, passes, history
 
 
 def _precision_floor(ev: DualEval) -> float:

@@ -128,10 +128,15 @@ class DualSolution:
 
 
 def kkt_residual(lam: np.ndarray, grad: np.ndarray) -> float:
-    """``||lam - [lam - grad]_+||_inf``: zero iff ``lam >= 0, grad >= 0, lam * grad = 0``."""
+    """``||lam - [lam - grad]_+||_inf``: zero iff ``lam >= 0, grad >= 0, lam * grad = 0``.
+
+    Evaluated without cancellation: entry ``i`` is ``grad_i`` where ``grad_i <= lam_i`` and
+    ``lam_i`` elsewhere (the same number in exact arithmetic; ``lam - (lam - grad)`` would lose
+    ``grad`` entirely when ``lam >> |grad|``).
+    """
     if lam.size == 0:
         return 0.0
-    return float(np.abs(lam - np.maximum(lam - grad, 0.0)).max())
+    return float(np.abs(np.where(grad <= lam, grad, lam)).max())
 
 
 def _newton_direction(ev: DualEval, free: np.ndarray) -> np.ndarray:
@@ -177,12 +182,8 @@ def _continuation_betas(problem: AlignmentProblem, ratio: float = 100.0) -> list
 class _Newton:
     """Projected Newton with a trust region and Armijo search on one problem."""
 
-    def __init__(self, problem: AlignmentProblem, maxima: np.ndarray, ftol: float,
-                 units: tuple[np.ndarray, np.ndarray] | None = None) -> None:
+    def __init__(self, problem: AlignmentProblem, maxima: np.ndarray, ftol: float) -> None:
         self.problem, self.maxima, self.ftol = problem, maxima, ftol
-        # (u, v): the stopping test is ||lam u - [lam u - grad v]_+|| (the problem's own KKT
-        # residual relative to its scale, see solve); None: the residual as it is
-        self.units = units
         self.passes = 0
         self.iterations = 0
         self.history: list[tuple[float, float, float]] = []
@@ -190,12 +191,6 @@ class _Newton:
     def oracle(self, lam: np.ndarray) -> DualEval:
         self.passes += 1
         return dual_oracle(self.problem, lam, order=2)
-
-    def stop_residual(self, ev: DualEval) -> float:
-        if self.units is None:
-            return kkt_residual(ev.lam, ev.gradient)
-        u, v = self.units
-        return kkt_residual(ev.lam * u, ev.gradient * v)
 
     def run(self, lam: np.ndarray, tol: float, max_iter: int) -> np.ndarray:
         problem, ftol = self.problem, self.ftol
@@ -205,7 +200,7 @@ class _Newton:
         next_ray_check = 10.0 * max(1.0, float(lam.sum()))
         radius = 10.0 * (1.0 + float(np.max(lam, initial=0.0))) * _multiplier_scale(problem)
         it = 0
-        converged = self.stop_residual(ev) <= max(tol, _precision_floor(ev))
+        converged = kkt <= max(tol, _precision_floor(ev))
         while not converged and it < max_iter:
             it += 1
             g = ev.gradient
@@ -252,7 +247,7 @@ class _Newton:
             lam, ev = accepted
             kkt = kkt_residual(lam, ev.gradient)
             self.history.append((ev.value, kkt, t))
-            converged = self.stop_residual(ev) <= max(tol, _precision_floor(ev))
+            converged = kkt <= max(tol, _precision_floor(ev))
             norm = float(lam.sum())
             if norm > next_ray_check:  # diverging multiplier: test the ray for infeasibility
                 next_ray_check = 2.0 * norm
@@ -323,13 +318,9 @@ def solve(
     inner = norm.problem
     a = norm.constraint_scales  # size = (m,)
     ftol = 1e-12  # what counts as "zero" in feasibility tests, in normalized units (|h'| <= 1)
-    scale = float(a.max(initial=0.0))
-    with np.errstate(over="ignore", under="ignore"):
-        units = (norm.reward_scale / a / scale, a / scale)  # lam' -> lam / M_h, grad' -> grad / M_h
     try:
         lam_n, newton, it, passes, history = _solve_normalized(
-            inner, tol, max_iter, None if lam0_arr is None else norm.to_internal(lam0_arr), ftol,
-            units,
+            inner, tol, max_iter, None if lam0_arr is None else norm.to_internal(lam0_arr), ftol
         )
     except InfeasibleError as exc:  # back to the problem's units and thresholds
         w = exc.weights / a
@@ -341,7 +332,11 @@ def solve(
     # everything below is recomputed on the returned lam, in the problem's units
     policy = lagrangian_policy(problem, lam)
     slack = a * constraint_slack(inner, policy)  # = E_rho E_pi h = grad D(lam), size = (m,)
-    kkt = kkt_residual(lam, slack)
+    # the residual in the units of h: lam_i a_i / s and slack_i / a_i are the problem's own
+    # multiplier and slack made dimensionless (s = reward scale, a_i = max |h_i|), times M_h
+    scale = float(a.max(initial=0.0))
+    with np.errstate(over="ignore", under="ignore"):
+        kkt = scale * kkt_residual(lam * (a / norm.reward_scale), slack / a)
     floor = _precision_floor(ev)
     kkt_tolerance = max(tol, min(floor, FLOOR_CAP)) * scale
     converged = bool(kkt <= kkt_tolerance)
@@ -403,8 +398,7 @@ def solve(
 
 
 def _solve_normalized(problem: AlignmentProblem, tol: float, max_iter: int,
-                      lam0: np.ndarray | None, ftol: float,
-                      units: tuple[np.ndarray, np.ndarray] | None = None):
+                      lam0: np.ndarray | None, ftol: float):
     """The Newton solve (with beta-continuation) on a normalized problem (``|h| <= 1``)."""
     m = problem.num_constraints
     maxima = attainable_maxima(problem) if m else np.zeros(0)
@@ -420,12 +414,12 @@ def _solve_normalized(problem: AlignmentProblem, tol: float, max_iter: int,
     # beta-continuation: when the softmax is nearly hard (score spread >> beta) D is nearly
     # piecewise linear far from lam*; solve smoother problems first and warm-start.
     for stage_beta in _continuation_betas(problem) if lam0 is None else []:
-        stage = _Newton(problem.replace(beta=stage_beta), maxima, ftol, units)
+        stage = _Newton(problem.replace(beta=stage_beta), maxima, ftol)
         lam = stage.run(lam, tol=STAGE_TOL, max_iter=max_iter)
         it += stage.iterations
         passes += stage.passes
         history += stage.history
-    newton = _Newton(problem, maxima, ftol, units)
+    newton = _Newton(problem, maxima, ftol)
     lam = newton.run(lam, tol=tol, max_iter=max_iter)
     it += newton.iterations
     passes += newton.passes

@@ -43,7 +43,7 @@ class InfeasibleError(ValueError):
         self.weights = np.asarray(weights, dtype=float)
         self.bound = float(bound)
         self.maxima = np.asarray(maxima, dtype=float)
-        names = problem.names or ()
+        names = problem.names
         lines = ["no policy on the reference support satisfies the constraints."]
         bad = [i for i in range(len(self.maxima)) if self.maxima[i] < 0]
         for i in bad:
@@ -52,11 +52,13 @@ class InfeasibleError(ValueError):
                 f"(threshold {problem.thresholds[i]:.6g} is {-self.maxima[i]:.6g} out of reach)"
             )
         if not bad:
-            combo = " + ".join(f"{w:.4g}*h[{i}]" for i, w in enumerate(self.weights) if w > 0)
+            combo = " + ".join(
+                f"{w:.4g}*E h[{names[i]}]" for i, w in enumerate(self.weights) if w > 0
+            )
             lines.append(
-                f"  each constraint alone is attainable (best E h = "
-                f"{np.array2string(self.maxima, precision=4)}) but not jointly: every policy has "
-                f"{combo} <= {self.bound:.6g} < 0"
+                "  each constraint alone is attainable (best E h: "
+                + ", ".join(f"{n} {v:.4g}" for n, v in zip(names, self.maxima))
+                + f") but not jointly: every policy has {combo} <= {self.bound:.6g} < 0"
             )
         super().__init__("\n".join(lines))
 
@@ -79,7 +81,11 @@ def attainable_maxima(problem: AlignmentProblem) -> np.ndarray:
 
 def ray_bound(problem: AlignmentProblem, weights: object) -> float:
     """``E_rho max_{y in supp} w^T h(x, y)``: an upper bound on ``w^T E_rho E_pi h``."""
-    w = np.asarray(weights, dtype=float).reshape(-1)
+    from .problem import as_real_array
+
+    w = as_real_array("weights", weights).reshape(-1)
+    if not np.isfinite(w).all():
+        raise ValueError(f"weights: must be finite, got {w.tolist()}")
     if w.shape != (problem.num_constraints,) or (w < 0).any():
         raise ValueError(f"weights: need shape ({problem.num_constraints},) and >= 0, got {w!r}")
     wg = np.tensordot(w, problem.utilities, axes=1)  # size = (X, Y)

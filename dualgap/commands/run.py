@@ -157,7 +157,9 @@ def _run(args: argparse.Namespace) -> int:
     from ..instances import demo_problem
     from ..problem import AlignmentProblem
     from ..solver import solve
+    from ._io import check_output_path
 
+    check_output_path(args.out, "--out")
     if args.torch_threads is not None:
         import torch
 

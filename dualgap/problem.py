@@ -40,8 +40,9 @@ _PROB_ATOL = 1e-9
 
 def _describe_dtype(arr: np.ndarray) -> str:
     kind = arr.dtype.kind
-    what = {"b": "booleans", "c": "complex numbers", "O": "Python objects", "U": "strings",
-            "S": "byte strings", "M": "dates", "m": "time deltas", "V": "raw records"}
+    what = {"i": "integers", "u": "integers", "f": "floats", "b": "booleans",
+            "c": "complex numbers", "O": "Python objects", "U": "strings", "S": "byte strings",
+            "M": "dates", "m": "time deltas", "V": "raw records"}
     return f"{what.get(kind, 'values')} (dtype {arr.dtype})"
 
 

@@ -35,7 +35,8 @@ __all__ = ["sample_responses", "empirical_problem", "empirical_problem_from_scor
 def _as_rng(rng: np.random.Generator | int | None) -> np.random.Generator:
     if isinstance(rng, np.random.Generator):
         return rng
-    if rng is None or (isinstance(rng, (int, np.integer)) and not isinstance(rng, (bool, np.bool_))):
+    is_bool = isinstance(rng, (bool, np.bool_))
+    if rng is None or (isinstance(rng, (int, np.integer)) and not is_bool):
         return np.random.default_rng(rng)
     raise ValueError(f"rng: expected a numpy Generator, an int seed or None, got {rng!r}")
 

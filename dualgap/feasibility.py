@@ -57,7 +57,7 @@ class InfeasibleError(ValueError):
             )
             lines.append(
                 "  each constraint alone is attainable (best E h: "
-                + ", ".join(f"{n} {v:.4g}" for n, v in zip(names, self.maxima))
+                + ", ".join(f"{n} {v:.4g}" for n, v in zip(names, self.maxima, strict=True))
                 + f") but not jointly: every policy has {combo} <= {self.bound:.6g} < 0"
             )
         super().__init__("\n".join(lines))

@@ -266,7 +266,7 @@ class AlignmentProblem:
 
     @cached_property
     def entry_bounds(self) -> tuple[float, np.ndarray]:
-        """``(max |r|, max |g_i|)`` over the whole table (support or not), shapes ``()``, ``(m,)``."""
+        """``(max |r|, max |g_i|)`` over the whole table (support or not), shapes () and (m,)."""
         g = np.abs(self.utilities).reshape(self.num_constraints, self.reward.size)
         return float(np.abs(self.reward).max()), g.max(axis=1, initial=0.0)
 
@@ -363,7 +363,8 @@ def _read_npz(path: Path) -> dict[str, object]:
         raise UserError(f"{path}: file is empty")
     if head.startswith(b"\x93NUMPY"):
         raise UserError(f"{path}: is a single .npy array, not an .npz archive of the fields "
-                        f"{sorted(NPZ_FIELDS)} (write one with numpy.savez or AlignmentProblem.save)")
+                        f"{sorted(NPZ_FIELDS)} (write one with numpy.savez or "
+                        "AlignmentProblem.save)")
     if not head.startswith(_ZIP_MAGIC):
         raise UserError(f"{path}: is not an .npz archive (a zip of .npy arrays); it starts with "
                         f"{head!r}")

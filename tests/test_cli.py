@@ -115,7 +115,7 @@ def _bad_files(d):
         "cplx.npz": "cplx.npz: field 'reward' holds complex numbers",
         "nothr.npz": "nothr.npz: missing field 'thresholds' (needed for the 2 constraints",
         "dup.npz": "dup.npz: names: duplicate name 'a'",
-        "intnames.npz": "intnames.npz: field 'names' holds integers (dtype int64), expected strings",
+        "intnames.npz": "intnames.npz: field 'names' holds integers (dtype int64), expected str",
         "strrel.npz": "strrel.npz: field 'relative' holds strings",
     }
 

@@ -344,13 +344,16 @@ def solve(
     dual = norm.value(ev.value)
     passes += 2
 
-    if not converged and floor > FLOOR_CAP:
+    # a one-ulp move of lam' moves grad' by up to 8 eps max(1, |lam'|) / beta' (|h'| <= 1)
+    worst_floor = 8.0 * np.finfo(float).eps * max(1.0, float(np.abs(lam_n).max(initial=0.0)))
+    worst_floor /= inner.beta
+    if m and not converged and max(floor, worst_floor) > FLOOR_CAP:
         spread = float(np.ptp(inner.reward[inner.support])) * norm.reward_scale
         raise ValueError(
             f"beta: {problem.beta!r} is too small for float64 against scores of spread "
-            f"{spread:.3g}: the KKT conditions can be resolved only to {floor:.2g} relative "
-            f"(residual {kkt:.3g} > tolerance {kkt_tolerance:.3g}); pi* is nearly an argmax "
-            "that float64 cannot represent"
+            f"{spread:.3g}: near lam* a one-ulp change of lam moves the gradient by up to "
+            f"{max(floor, worst_floor):.2g} relative (KKT residual {kkt:.3g} > tolerance "
+            f"{kkt_tolerance:.3g}); pi* is nearly an argmax that float64 cannot represent"
         )
     strictly, margin, unbounded = None, None, False
     if m and check_slater:

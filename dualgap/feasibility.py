@@ -12,6 +12,7 @@ only on the boundary; ``< 0``: infeasible) is a linear program solved with HiGHS
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,7 +26,19 @@ __all__ = [
     "FeasibilityMargin",
     "feasibility_margin",
     "mixture_margin",
+    "certify_slater",
+    "BoundaryFeasibleWarning",
+    "LP_MAX_ENTRIES",
 ]
+
+
+#: Above this many support entries the exact LP margin is skipped (the mixture certificate
+#: almost always suffices; the warning says so when it does not).
+LP_MAX_ENTRIES = 2_000_000
+
+
+class BoundaryFeasibleWarning(UserWarning):
+    """The constraints can be met, but not strictly: lam* is unbounded (no Slater point)."""
 
 
 class InfeasibleError(ValueError):
@@ -172,3 +185,49 @@ def feasibility_margin(problem: AlignmentProblem) -> FeasibilityMargin:
     pi[xs, ys] = res.x[:n]
     w = -np.asarray(res.ineqlin.marginals)
     return FeasibilityMargin(float(res.x[-1]), pi, np.maximum(w, 0.0))
+
+
+def certify_slater(
+    problem: AlignmentProblem,
+    policy: np.ndarray,
+    slack: np.ndarray,
+    maxima: np.ndarray,
+    ftol: float,
+) -> tuple[bool | None, float | None, bool]:
+    """Certify strict feasibility (Slater) near a solution: ``(strictly, margin, unbounded)``.
+
+    Candidates: ``policy`` (whose ``slack`` is given) and the deterministic maximizer of each
+    ``h_i``; a strictly feasible candidate or mixture of candidates (LP) certifies Slater, and
+    the exact LP margin (:func:`feasibility_margin`) decides the rest (skipped with a warning
+    above :data:`LP_MAX_ENTRIES` support entries).  ``ftol`` is the zero of the margin.
+    """
+    m = problem.num_constraints
+    if (maxima <= ftol).any():  # one constraint can only be met with equality
+        return False, float(maxima.min()), True
+    # candidates: pi*, and the deterministic maximizer of each h_i
+    rows = [slack]
+    rho, g, c, sup = problem.prompt_weights, problem.utilities, problem.offsets, problem.support
+    for i in range(m):
+        best = np.argmax(np.where(sup, g[i], -np.inf), axis=1)  # size = (X,)
+        rows.append(rho @ g[:, np.arange(problem.num_prompts), best].T - c)
+    S = np.array(rows)  # size = (K, m)
+    # cheap certificates first: one candidate, or the uniform mixture, strictly feasible
+    margin = max(float(S.min(axis=1).max()), float(S.mean(axis=0).min()))
+    if margin <= ftol:
+        margin, _ = mixture_margin(S)
+    if margin > ftol:
+        return True, margin, False
+    if int(sup.sum()) > LP_MAX_ENTRIES:
+        warnings.warn(
+            "could not certify strict feasibility cheaply and the instance is too large for the "
+            "exact LP margin; Slater is undecided",
+            BoundaryFeasibleWarning,
+            stacklevel=3,
+        )
+        return None, None, False
+    exact = feasibility_margin(problem)
+    if exact.margin > ftol:
+        return True, exact.margin, False
+    if exact.margin < -ftol:  # pragma: no cover - the Newton loop raises first
+        raise InfeasibleError(problem, exact.weights, ray_bound(problem, exact.weights), maxima)
+    return False, exact.margin, True

@@ -9,14 +9,22 @@
 * a trust region ``||d||_inf <= radius`` (D is nearly piecewise linear where the softmax is
   nearly hard, and the raw Newton step is then huge), and a projected Armijo search on
   ``lam(t) = [lam + t d]_+`` with safeguarded quadratic interpolation of the step;
-* beta-continuation when ``spread(scores) / beta > 1e3``: the problem is first solved loosely at
+* beta-continuation when ``spread(scores) / beta > 1e3``: the problem is first solved at
   larger betas (factor 10 apart) and each solution warm-starts the next.
 
-It stops when the KKT residual ``||lam - [lam - grad D(lam)]_+||_inf`` (primal feasibility,
-dual feasibility and complementary slackness at once, in the units of ``h``) is at most
-``tol * max(1, M_h)``, or at the float64 floor ``8 eps ||H|| max(1, ||lam||)`` when that is
-larger (the residual is always reported as computed).  Along the way it watches for a
-diverging multiplier, which is how infeasibility shows in the dual:
+All of this runs in normalized units (:mod:`dualgap.scaling`: per-prompt reward shift, scores
+of size one, one scale ``a_i = max |h_i|`` per constraint), so scores of 1e300, beta from
+1e-300 to 1e300 and offsets of 1e12 are solved the same way.  It stops when the dimensionless
+KKT residual ``||lam' - [lam' - grad']_+||_inf`` (``lam'_i = lam_i a_i / s``, ``grad'_i =
+E h_i / a_i``: primal feasibility, dual feasibility and complementary slackness at once) is at
+most ``tol``, or at the float64 floor ``8 eps ||H'|| max(1, ||lam'||)`` when that is larger.
+The result is reported in the problem's units and judged there: the residual is recomputed from
+the returned ``lam`` (its policy and slack), times ``M_h = max_i a_i``; ``converged`` means it is
+at most ``kkt_tolerance = max(tol, min(floor, FLOOR_CAP)) * M_h``.  A run that cannot converge
+because float64 cannot resolve the KKT conditions (beta far below the score spread, so that pi*
+is an argmax at float precision) raises ``ValueError`` naming ``beta``.
+
+Along the way it watches for a diverging multiplier, which is how infeasibility shows in the dual:
 ``ray_bound(lam / ||lam||_1) < 0`` is a proof, raised as
 :class:`~dualgap.feasibility.InfeasibleError`.  At the end it certifies strict feasibility
 (Slater) with a mixture of known policies, or with the exact LP margin; a problem feasible only
@@ -40,10 +48,10 @@ from .dual import (
     objective,
 )
 from .feasibility import (
+    BoundaryFeasibleWarning,
     InfeasibleError,
     attainable_maxima,
-    feasibility_margin,
-    mixture_margin,
+    certify_slater,
     ray_bound,
 )
 from .problem import AlignmentProblem, as_real_scalar
@@ -57,16 +65,9 @@ __all__ = [
     "kkt_residual",
 ]
 
-#: Above this many support entries the exact LP margin is skipped (the mixture certificate
-#: almost always suffices; the warning says so when it does not).
-LP_MAX_ENTRIES = 2_000_000
 
 #: relative KKT tolerance of the continuation stages (each warm-starts the next)
 STAGE_TOL = 1e-10
-
-
-class BoundaryFeasibleWarning(UserWarning):
-    """The constraints can be met, but not strictly: lam* is unbounded (no Slater point)."""
 
 
 class ConvergenceWarning(UserWarning):
@@ -83,8 +84,11 @@ class DualSolution:
         primal_value: ``J(pi_{lam*})``, computed from the policy (not from ``D``).
         policy: ``pi* = pi_{lam*}``, shape ``(X, Y)``.
         slack: ``E_rho E_{pi*} h``, shape ``(m,)`` (``>= 0`` up to the tolerance).
-        kkt_residual: ``||lam - [lam - grad D]_+||_inf`` at ``lam*``.
-        kkt_tolerance: the target it was held to: ``max(tol * max(1, M_h), float64 floor)``.
+        kkt_residual: ``M_h ||lam' - [lam' - slack']_+||_inf`` in the units of ``h``, recomputed
+            from the returned ``lam`` (``lam'_i = lam_i a_i / s``, ``slack'_i = slack_i / a_i``,
+            ``a_i = max |h_i|``, ``s`` the reward scale, ``M_h = max_i a_i``; see the module).
+        kkt_tolerance: the target it was held to: ``max(tol, min(float64 floor, FLOOR_CAP))
+            * M_h``, never above ``M_h``.
         duality_gap: ``D(lam*) - J(pi*)`` (``= lam*^T slack``, complementary slackness).
         iterations: Newton iterations taken.
         passes: passes over the ``(X, Y)`` data (oracle calls).
@@ -94,9 +98,11 @@ class DualSolution:
         multiplier_unbounded: the problem is feasible only on the boundary (Slater fails), so
             the set of optimal multipliers is unbounded -- or empty (``lam* = inf``), in which
             case ``lam`` is the last finite iterate and ``policy`` its limit up to ``tol``.
-        hessian: ``hess D(lam*)``, shape ``(m, m)``.
+        hessian: ``hess D(lam*)``, shape ``(m, m)``, in the problem's units; an entry is
+            ``inf`` only where ``hess D`` itself exceeds float64 (``a_i a_j / beta > 1e308``,
+            for example utilities of 1e300 with ``beta = 1``), never NaN.
         seconds: wall time.
-        history: per-iteration ``(D, kkt_residual, step)``.
+        history: per-iteration ``(D', kkt_residual', step)`` in normalized units (all stages).
     """
 
     lam: np.ndarray
@@ -357,7 +363,7 @@ def solve(
         )
     strictly, margin, unbounded = None, None, False
     if m and check_slater:
-        strictly, margin_n, unbounded = _certify_slater(
+        strictly, margin_n, unbounded = certify_slater(
             inner, policy, slack / a, newton.maxima, ftol
         )
         if margin_n is not None:  # a valid lower bound in the problem's units
@@ -449,46 +455,6 @@ def _multiplier_scale(problem: AlignmentProblem) -> float:
     g_ranges = [float(np.ptp(problem.utilities[i][s])) for i in range(problem.num_constraints)]
     g_min = min([v for v in g_ranges if v > 0], default=1.0)
     return max(1.0, r_range / g_min)
-
-
-def _certify_slater(
-    problem: AlignmentProblem,
-    policy: np.ndarray,
-    slack: np.ndarray,
-    maxima: np.ndarray,
-    ftol: float,
-) -> tuple[bool | None, float | None, bool]:
-    """Returns ``(strictly_feasible, margin, multiplier_unbounded)``."""
-    m = problem.num_constraints
-    if (maxima <= ftol).any():  # one constraint can only be met with equality
-        return False, float(maxima.min()), True
-    # candidates: pi*, and the deterministic maximizer of each h_i
-    rows = [slack]
-    rho, g, c, sup = problem.prompt_weights, problem.utilities, problem.offsets, problem.support
-    for i in range(m):
-        best = np.argmax(np.where(sup, g[i], -np.inf), axis=1)  # size = (X,)
-        rows.append(rho @ g[:, np.arange(problem.num_prompts), best].T - c)
-    S = np.array(rows)  # size = (K, m)
-    # cheap certificates first: one candidate, or the uniform mixture, strictly feasible
-    margin = max(float(S.min(axis=1).max()), float(S.mean(axis=0).min()))
-    if margin <= ftol:
-        margin, _ = mixture_margin(S)
-    if margin > ftol:
-        return True, margin, False
-    if int(sup.sum()) > LP_MAX_ENTRIES:
-        warnings.warn(
-            "could not certify strict feasibility cheaply and the instance is too large for the "
-            "exact LP margin; Slater is undecided",
-            BoundaryFeasibleWarning,
-            stacklevel=3,
-        )
-        return None, None, False
-    exact = feasibility_margin(problem)
-    if exact.margin > ftol:
-        return True, exact.margin, False
-    if exact.margin < -ftol:  # pragma: no cover - the Newton loop raises first
-        raise InfeasibleError(problem, exact.weights, ray_bound(problem, exact.weights), maxima)
-    return False, exact.margin, True
 
 
 def perturbation(problem: AlignmentProblem, eps: float | np.ndarray, **solve_kw: object) -> float:

@@ -65,6 +65,8 @@ def _check_lam(problem: AlignmentProblem, lam: object, overflow_guard: bool = Tr
     """
     from .problem import as_real_array
 
+    if not isinstance(problem, AlignmentProblem):
+        raise ValueError(f"problem: expected an AlignmentProblem, got {type(problem).__name__}")
     m = problem.num_constraints
     arr = np.zeros(0) if lam is None and m == 0 else as_real_array("lam", lam)
     arr = arr.reshape(-1) if m or arr.size == 0 else arr
@@ -213,6 +215,8 @@ def check_policy(policy: object, shape: tuple[int, int] | None = None,
 
 
 def _check_policy(problem: AlignmentProblem, policy: object) -> np.ndarray:
+    if not isinstance(problem, AlignmentProblem):
+        raise ValueError(f"problem: expected an AlignmentProblem, got {type(problem).__name__}")
     return check_policy(policy, problem.reward.shape)
 
 

@@ -94,6 +94,8 @@ def attainable_maxima(problem: AlignmentProblem) -> np.ndarray:
 
 def ray_bound(problem: AlignmentProblem, weights: object) -> float:
     """``E_rho max_{y in supp} w^T h(x, y)``: an upper bound on ``w^T E_rho E_pi h``."""
+    if not isinstance(problem, AlignmentProblem):
+        raise ValueError(f"problem: expected an AlignmentProblem, got {type(problem).__name__}")
     from .problem import as_real_array
 
     w = as_real_array("weights", weights).reshape(-1)
@@ -113,7 +115,13 @@ def mixture_margin(slacks: np.ndarray) -> tuple[float, np.ndarray]:
     """
     from scipy.optimize import linprog
 
-    S = np.asarray(slacks, dtype=float)
+    from .problem import as_real_array
+
+    S = as_real_array("slacks", slacks)
+    if S.ndim != 2 or 0 in S.shape:
+        raise ValueError(f"slacks: expected shape (K, m) with K, m >= 1, got {S.shape}")
+    if not np.isfinite(S).all():
+        raise ValueError("slacks: non-finite value")
     K, m = S.shape
     unit = max(float(np.abs(S).max()), 1e-300)  # HiGHS prefers O(1) coefficients
     S = S / unit

@@ -273,6 +273,8 @@ FLOOR_CAP = 1e-6
 
 def _check_solve_args(problem: AlignmentProblem, tol: object, max_iter: object,
                       lam0: object, check_slater: object) -> tuple[float, np.ndarray | None]:
+    if not isinstance(problem, AlignmentProblem):
+        raise ValueError(f"problem: expected an AlignmentProblem, got {type(problem).__name__}")
     if isinstance(tol, (bool, np.bool_, str, bytes)) or np.ndim(tol) != 0:
         raise ValueError(f"tol: must be a positive finite float below 1, got {tol!r}")
     tol_f = as_real_scalar("tol", tol)

@@ -247,6 +247,9 @@ BAD_INPUTS = [
      "utilities: the multiplier of constraint"),
     ("hessian overflow", lambda: dg.dual_hessian(_scaled(g=1e300), [0.0, 0.0]),
      "utilities: hess D = Cov(g) / beta overflows float64"),
+    ("problem dict", lambda: dg.solve({"reward": 1}), "problem: expected an AlignmentProblem"),
+    ("problem oracle", lambda: dg.dual_value(None, []), "problem: expected an AlignmentProblem"),
+    ("slacks shape", lambda: dg.feasibility.mixture_margin(np.ones(3)), "slacks: expected shape"),
     # instances and sampling
     ("num_prompts 0", lambda: random_problem(num_prompts=0), "num_prompts: must be an int >= 1"),
     ("num_responses 0", lambda: random_problem(num_responses=0), "num_responses: must be an int"),

@@ -352,17 +352,6 @@ def solve(
     dual = norm.value(ev.value)
     passes += 2
 
-    # a one-ulp move of lam' moves grad' by up to 8 eps max(1, |lam'|) / beta' (|h'| <= 1)
-    worst_floor = 8.0 * np.finfo(float).eps * max(1.0, float(np.abs(lam_n).max(initial=0.0)))
-    worst_floor /= inner.beta
-    if m and not converged and max(floor, worst_floor) > FLOOR_CAP:
-        spread = float(np.ptp(inner.reward[inner.support])) * norm.reward_scale
-        raise ValueError(
-            f"beta: {problem.beta!r} is too small for float64 against scores of spread "
-            f"{spread:.3g}: near lam* a one-ulp change of lam moves the gradient by up to "
-            f"{max(floor, worst_floor):.2g} relative (KKT residual {kkt:.3g} > tolerance "
-            f"{kkt_tolerance:.3g}); pi* is nearly an argmax that float64 cannot represent"
-        )
     strictly, margin, unbounded = None, None, False
     if m and check_slater:
         strictly, margin_n, unbounded = certify_slater(
@@ -378,6 +367,16 @@ def solve(
                 BoundaryFeasibleWarning,
                 stacklevel=2,
             )
+    # a one-ulp move of lam' (|lam'| >= 1) moves grad' by up to 8 eps / beta' (|h'| <= 1)
+    worst_floor = 8.0 * np.finfo(float).eps / inner.beta
+    if m and not converged and not unbounded and max(floor, worst_floor) > FLOOR_CAP:
+        spread = float(np.ptp(inner.reward[inner.support])) * norm.reward_scale
+        raise ValueError(
+            f"beta: {problem.beta!r} is too small for float64 against scores of spread "
+            f"{spread:.3g}: near lam* a one-ulp change of lam moves the gradient by up to "
+            f"{max(floor, worst_floor):.2g} relative (KKT residual {kkt:.3g} > tolerance "
+            f"{kkt_tolerance:.3g}); pi* is nearly an argmax that float64 cannot represent"
+        )
     if not converged:
         warnings.warn(
             f"solve stopped after {it} iterations with KKT residual {kkt:.3g} > "
@@ -386,7 +385,7 @@ def solve(
             stacklevel=2,
         )
     with np.errstate(over="ignore"):  # inf only where hess D itself exceeds float64
-        hessian = ev.hessian * (a[:, None] * a[None, :] / norm.reward_scale)
+        hessian = (ev.hessian * (a / norm.reward_scale)[:, None]) * a[None, :]
     return DualSolution(
         lam=lam,
         dual_value=dual,

@@ -14,7 +14,7 @@ themselves, so offsets of 1e12 cancel once, exactly, in ``h = g - c``, and never
 Entries outside the reference support are set to 0 (they never carry probability).
 
 Anything float64 cannot hold raises ``ValueError`` naming the field and why (a spread or an
-offset that overflows, or ``beta / spread`` below the smallest normal float).  Numpy only.
+offset that overflows, or ``beta / spread`` below :data:`BETA_MIN`).  Numpy only.
 """
 
 from __future__ import annotations
@@ -25,10 +25,11 @@ import numpy as np
 
 from .problem import AlignmentProblem
 
-__all__ = ["Normalization", "normalize"]
+__all__ = ["Normalization", "normalize", "BETA_MIN"]
 
-#: the smallest beta' = beta / s accepted: below it 1 / beta' overflows float64
-_TINY = np.finfo(np.float64).tiny
+#: the smallest beta' = beta / s accepted: 1 / beta' and the Hessian bound 4 / beta' must fit
+#: in float64 with room to spare
+BETA_MIN = 1e-306
 
 
 @dataclass(frozen=True, eq=False)
@@ -106,10 +107,11 @@ def normalize(problem: AlignmentProblem) -> Normalization:
     a = np.where(a > 0, a, 1.0)
     s = max(spread, problem.beta)
     beta_n = problem.beta / s
-    if beta_n < _TINY:
+    if not beta_n >= BETA_MIN:
         raise ValueError(
-            f"beta: {problem.beta!r} against a reward spread of {spread:.3g}: beta / spread "
-            "underflows float64 (the optimal policy is an argmax float64 cannot resolve)"
+            f"beta: {problem.beta!r} against a reward spread of {spread:.3g}: beta / spread = "
+            f"{beta_n:.3g} is below {BETA_MIN:g}, beyond float64 (the optimal policy is an argmax "
+            "float64 cannot resolve)"
         )
     normalized = AlignmentProblem(
         r / s, h / a[:, None, None], np.zeros(h.shape[0]), beta_n, problem.reference,

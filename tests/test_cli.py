@@ -175,3 +175,26 @@ def test_closed_pipe_ends_quietly(tmp_path):
     proc.stdout.close()
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=60) == 0 and err == ""
+
+
+def test_warnings_and_internal_errors_are_one_line(tmp_path, capsys, monkeypatch):
+    import dualgap
+
+    # a boundary-feasible instance: the solver warns (lam* unbounded)
+    g = np.array([[[1.0, -1.0]], [[-1.0, 1.0]]])
+    dualgap.AlignmentProblem(np.zeros((1, 2)), g, [0.0, 0.0], 0.1, np.array([[0.5, 0.5]]),
+                             relative=False).save(tmp_path / "b.npz")
+    assert main(["solve", str(tmp_path / "b.npz")]) == 0
+    err = capsys.readouterr().err
+    assert "dualgap solve: warning: BoundaryFeasibleWarning: " in err and "warnings.warn" not in err
+
+    def broken(*a, **k):
+        raise RuntimeError("solver exploded\nbadly")
+
+    monkeypatch.setattr(dualgap, "solve", broken)
+    assert main(["solve", str(tmp_path / "b.npz")]) == 1
+    err = capsys.readouterr().err
+    assert err.strip() == ("dualgap solve: internal error: RuntimeError: solver exploded badly "
+                           "(rerun with --debug for the traceback)")
+    with pytest.raises(RuntimeError):
+        main(["--debug", "solve", str(tmp_path / "b.npz")])

@@ -271,3 +271,16 @@ def test_bad_input_is_one_clear_error(label, call, message):
     text = str(err.value)
     assert message in text, text
     assert "\n" not in text and "allow_pickle" not in text
+
+
+@pytest.mark.parametrize("offset,rtol", [(1e6, 1e-8), (1e12, 1e-3)])
+def test_utility_offsets_cancel_up_to_their_float_resolution(offset, rtol):
+    # relative constraints: g + K and E_ref g + K cancel in h = g - c; what remains is the
+    # rounding of numbers of size K (eps K ~ 1e-4 for K = 1e12), which moves c by that much
+    p = random_problem(5, 5, 7, 3, 0.5)
+    g = p.utilities + offset
+    base = _solve(p.replace(utilities=g - offset))
+    sol = _solve(p.replace(utilities=g))
+    _same_lam(sol.lam, base.lam, rtol=rtol)
+    assert (sol.slack >= -sol.kkt_tolerance).all()
+    assert sol.kkt_tolerance <= 1e-9 * p.score_bound  # the tolerance stays in the units of h

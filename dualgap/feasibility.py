@@ -81,8 +81,14 @@ def _support_max(problem: AlignmentProblem, values: np.ndarray) -> np.ndarray:
     return np.where(problem.support, values, -np.inf).max(axis=1)
 
 
+def _check_problem(problem: object) -> None:
+    if not isinstance(problem, AlignmentProblem):
+        raise ValueError(f"problem: expected an AlignmentProblem, got {type(problem).__name__}")
+
+
 def attainable_maxima(problem: AlignmentProblem) -> np.ndarray:
     """``max_pi E_rho E_pi h_i = E_rho max_{y in supp} h_i``, one constraint at a time, ``(m,)``."""
+    _check_problem(problem)
     rho, c = problem.prompt_weights, problem.offsets
     return np.array(
         [
@@ -94,8 +100,7 @@ def attainable_maxima(problem: AlignmentProblem) -> np.ndarray:
 
 def ray_bound(problem: AlignmentProblem, weights: object) -> float:
     """``E_rho max_{y in supp} w^T h(x, y)``: an upper bound on ``w^T E_rho E_pi h``."""
-    if not isinstance(problem, AlignmentProblem):
-        raise ValueError(f"problem: expected an AlignmentProblem, got {type(problem).__name__}")
+    _check_problem(problem)
     from .problem import as_real_array
 
     w = as_real_array("weights", weights).reshape(-1)
@@ -161,6 +166,7 @@ def feasibility_margin(problem: AlignmentProblem) -> FeasibilityMargin:
     from scipy.optimize import linprog
     from scipy.sparse import csr_matrix, hstack, vstack
 
+    _check_problem(problem)
     m = problem.num_constraints
     if m == 0:
         return FeasibilityMargin(np.inf, problem.reference.copy(), np.zeros(0))

@@ -54,7 +54,7 @@ from .feasibility import (
     certify_slater,
     ray_bound,
 )
-from .problem import AlignmentProblem, as_real_scalar
+from .problem import AlignmentProblem, as_real_array, as_real_scalar
 
 __all__ = [
     "DualSolution",
@@ -140,6 +140,10 @@ def kkt_residual(lam: np.ndarray, grad: np.ndarray) -> float:
     ``lam_i`` elsewhere (the same number in exact arithmetic; ``lam - (lam - grad)`` would lose
     ``grad`` entirely when ``lam >> |grad|``).
     """
+    lam, grad = as_real_array("lam", lam), as_real_array("grad", grad)
+    if lam.ndim != 1 or grad.shape != lam.shape:
+        raise ValueError(f"kkt_residual: lam and grad must be vectors of one shape, got "
+                         f"{lam.shape} and {grad.shape}")
     if lam.size == 0:
         return 0.0
     return float(np.abs(np.where(grad <= lam, grad, lam)).max())

@@ -250,6 +250,9 @@ BAD_INPUTS = [
     ("problem dict", lambda: dg.solve({"reward": 1}), "problem: expected an AlignmentProblem"),
     ("problem oracle", lambda: dg.dual_value(None, []), "problem: expected an AlignmentProblem"),
     ("slacks shape", lambda: dg.feasibility.mixture_margin(np.ones(3)), "slacks: expected shape"),
+    ("kkt shapes", lambda: dg.kkt_residual(np.zeros(2), np.zeros(3)), "kkt_residual: lam and"),
+    ("margin problem", lambda: dg.feasibility_margin("p.npz"), "problem: expected an Alignment"),
+    ("cvxpy problem", lambda: dg.solve_primal_cvxpy([1.0]), "problem: expected an Alignment"),
     # instances and sampling
     ("num_prompts 0", lambda: random_problem(num_prompts=0), "num_prompts: must be an int >= 1"),
     ("num_responses 0", lambda: random_problem(num_responses=0), "num_responses: must be an int"),

@@ -118,6 +118,31 @@ def test_huge_beta_is_solved_to_tolerance(p, k):
     assert abs(sol.dual_value - sol.primal_value) <= gap_tol
 
 
+@given(base_problems(max_constraints=4), st.integers(-300, 300), st.data())
+def test_policy_and_oracle_are_finite_or_raise_for_any_multiplier(p, k, data):
+    c = 10.0**k
+    q = p.replace(reward=p.reward * c, utilities=p.utilities * c,
+                  thresholds=p.thresholds * c, beta=p.beta * c)
+    lam = np.array(data.draw(st.lists(st.floats(0.0, 1e308), min_size=q.num_constraints,
+                                      max_size=q.num_constraints)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # overflow on the way is a bug, not a warning
+        try:
+            pi = dg.lagrangian_policy(q, lam)
+        except ValueError as err:
+            assert str(err).startswith("lam: ")
+        else:
+            check_policy(pi, q.reward.shape)
+            assert (pi[~q.support] == 0).all()
+        try:
+            ev = dg.dual_oracle(q, lam)
+        except ValueError as err:
+            assert str(err).startswith(("lam: ", "utilities: hess D"))
+        else:
+            assert np.isfinite(ev.value) and np.isfinite(ev.gradient).all()
+            assert np.isfinite(ev.hessian).all()
+
+
 def test_widest_scale_range_and_beta_range_solved():
     p = random_problem(3, 4, 6, 3, 0.5)
     ref = _solve(p)

@@ -82,28 +82,34 @@ class Normalization:
 
 
 def normalize(problem: AlignmentProblem) -> Normalization:
-    """The normalized problem of ``problem`` (use ``problem.normalized``, which caches it)."""
-    sup = problem.support  # size = (X, Y)
+    """The normalized problem of ``problem`` (use ``problem.normalized``, which caches it).
+
+    Works in place on two new arrays (``r'`` and ``h'``), so the extra memory is one copy of
+    the reward and utility tables.
+    """
+    off = ~problem.support  # size = (X, Y)
+    names = problem.names
     with np.errstate(over="ignore", invalid="ignore"):
-        shift = np.where(sup, problem.reward, -np.inf).max(axis=1)  # size = (X,)
-        r = np.where(sup, problem.reward - shift[:, None], 0.0)  # size = (X, Y), <= 0
-        if not np.isfinite(r).all():
-            x = int(np.argmax(~np.isfinite(r).all(axis=1)))
+        shift = np.where(off, -np.inf, problem.reward).max(axis=1)  # size = (X,)
+        r = problem.reward - shift[:, None]  # size = (X, Y), <= 0 on the support
+        r[off] = 0.0
+        bad_rows = ~np.isfinite(r).all(axis=1)
+        if bad_rows.any():
             raise ValueError(f"reward: the spread of the reward over the support of prompt "
-                             f"x = {x} overflows float64")
+                             f"x = {int(np.argmax(bad_rows))} overflows float64")
         c = problem.offsets
-        names = problem.names
         if not np.isfinite(c).all():
             i = int(np.argmax(~np.isfinite(c)))
             raise ValueError(f"thresholds: the offset c = E_ref g + b of constraint "
                              f"{names[i]!r} overflows float64")
-        h = np.where(sup[None], problem.utilities - c[:, None, None], 0.0)  # size = (m, X, Y)
-        if not np.isfinite(h).all():
-            i = int(np.argmax(~np.isfinite(h).reshape(len(c), r.size).all(axis=1)))
+        h = problem.utilities - c[:, None, None]  # size = (m, X, Y)
+        h[:, off] = 0.0
+        a = np.abs(h).reshape(len(c), r.size).max(axis=1, initial=0.0)  # size = (m,)
+        if not np.isfinite(a).all():
+            i = int(np.argmax(~np.isfinite(a)))
             raise ValueError(f"utilities: h = g - c of constraint {names[i]!r} overflows "
                              f"float64 (threshold {problem.thresholds[i]!r})")
     spread = float(-r.min())
-    a = np.abs(h).reshape(h.shape[0], r.size).max(axis=1, initial=0.0)  # size = (m,)
     a = np.where(a > 0, a, 1.0)
     s = max(spread, problem.beta)
     beta_n = problem.beta / s
@@ -113,8 +119,10 @@ def normalize(problem: AlignmentProblem) -> Normalization:
             f"{beta_n:.3g} is below {BETA_MIN:g}, beyond float64 (the optimal policy is an argmax "
             "float64 cannot resolve)"
         )
+    r /= s
+    h /= a[:, None, None]
     normalized = AlignmentProblem(
-        r / s, h / a[:, None, None], np.zeros(h.shape[0]), beta_n, problem.reference,
-        problem.prompt_weights, relative=False, names=problem.names,
+        r, h, np.zeros(len(c)), beta_n, problem.reference, problem.prompt_weights,
+        relative=False, names=names,
     )
     return Normalization(normalized, shift, s, a)

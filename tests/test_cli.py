@@ -1,6 +1,7 @@
 """The command line: demo, solve, and errors reported by field."""
 
 import json
+import shlex
 import subprocess
 import sys
 
@@ -167,7 +168,7 @@ def test_closed_pipe_ends_quietly(tmp_path):
     random_problem(4, 5, 6, 2).save(tmp_path / "p.npz")
     cmd = [sys.executable, "-m", "dualgap.cli", "solve", str(tmp_path / "p.npz"), "--json"]
     # the shell pipeline of the issue
-    shell = subprocess.run(" ".join(cmd) + " | head -c 10", shell=True, capture_output=True,
+    shell = subprocess.run(shlex.join(cmd) + " | head -c 10", shell=True, capture_output=True,
                            text=True, timeout=60)
     assert shell.stdout == '{\n  "dual"' and shell.stderr == ""
     # and a pipe closed before the first byte is written (deterministic EPIPE)

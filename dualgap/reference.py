@@ -40,11 +40,11 @@ def solve_primal_cvxpy(
     """Solve the primal with cvxpy (``solver`` in ``{"CLARABEL", "SCS", "ECOS", ...}``)."""
     import time
 
+    if not isinstance(problem, AlignmentProblem):
+        raise ValueError(f"problem: expected an AlignmentProblem, got {type(problem).__name__}")
     import cvxpy as cp
     import scipy.sparse as sp
 
-    if not isinstance(problem, AlignmentProblem):
-        raise ValueError(f"problem: expected an AlignmentProblem, got {type(problem).__name__}")
     t0 = time.perf_counter()
     xs, ys = np.nonzero(problem.support)
     n = xs.size

@@ -267,8 +267,8 @@ class AlignmentProblem:
     @cached_property
     def entry_bounds(self) -> tuple[float, np.ndarray]:
         """``(max |r|, max |g_i|)`` over the whole table (support or not), shapes () and (m,)."""
-        g = np.abs(self.utilities).reshape(self.num_constraints, self.reward.size)
-        return float(np.abs(self.reward).max()), g.max(axis=1, initial=0.0)
+        g = [float(np.abs(gi).max()) for gi in self.utilities]  # one (X, Y) temporary at a time
+        return float(np.abs(self.reward).max()), np.array(g, dtype=np.float64).reshape(-1)
 
     # ------------------------------------------------------------- variants
     def replace(self, **changes: object) -> AlignmentProblem:

@@ -104,7 +104,7 @@ def normalize(problem: AlignmentProblem) -> Normalization:
                              f"{names[i]!r} overflows float64")
         h = problem.utilities - c[:, None, None]  # size = (m, X, Y)
         h[:, off] = 0.0
-        a = np.abs(h).reshape(len(c), r.size).max(axis=1, initial=0.0)  # size = (m,)
+        a = np.array([np.abs(hi).max() for hi in h], dtype=np.float64).reshape(-1)  # size = (m,)
         if not np.isfinite(a).all():
             i = int(np.argmax(~np.isfinite(a)))
             raise ValueError(f"utilities: h = g - c of constraint {names[i]!r} overflows "

@@ -44,23 +44,46 @@ def main(argv: list[str] | None = None) -> int:
 
     ``ValueError`` (every bad input, :class:`dualgap.errors.UserError` included) and
     ``OSError`` (a file that cannot be read or written) are reported as
-    ``dualgap COMMAND: error: MESSAGE``; ``--debug`` re-raises them with the traceback.
+    ``dualgap COMMAND: error: MESSAGE`` (exit 2); any other exception as one
+    ``internal error`` line (exit 1); ``--debug`` re-raises them with the traceback.
+    Warnings are one line each.
     A closed output pipe (``dualgap solve --json | head``) ends quietly.
     """
+    import warnings
+
     from .errors import one_line
 
     parser = build_parser()
     args = parser.parse_args(argv)
-    try:
-        return int(args.func(args) or 0)
-    except BrokenPipeError:
-        _silence_closed_stdout()
-        return 0
-    except (ValueError, OSError) as exc:  # bad input: one clear line, no traceback
-        if args.debug:
-            raise
-        print(f"dualgap {args.command}: error: {one_line(exc)}", file=sys.stderr)
-        return 2
+    with warnings.catch_warnings():
+        if not args.debug:  # warnings as one line each, without the source line
+            warnings.showwarning = _one_line_warning(args.command)
+        try:
+            return int(args.func(args) or 0)
+        except BrokenPipeError:
+            _silence_closed_stdout()
+            return 0
+        except (ValueError, OSError) as exc:  # bad input: one clear line, no traceback
+            if args.debug:
+                raise
+            print(f"dualgap {args.command}: error: {one_line(exc)}", file=sys.stderr)
+            return 2
+        except Exception as exc:  # a failure that is not the user's: still one line
+            if args.debug:
+                raise
+            print(f"dualgap {args.command}: internal error: {type(exc).__name__}: "
+                  f"{one_line(exc)} (rerun with --debug for the traceback)", file=sys.stderr)
+            return 1
+
+
+def _one_line_warning(command: str):
+    def show(message, category, filename, lineno, file=None, line=None):
+        from .errors import one_line
+
+        print(f"dualgap {command}: warning: {category.__name__}: {one_line(message)}",
+              file=sys.stderr if file is None else file)
+
+    return show
 
 
 def _silence_closed_stdout() -> None:

@@ -53,15 +53,44 @@ class DualEval:
     hessian: np.ndarray | None = None
 
 
-def _check_lam(problem: AlignmentProblem, lam: object) -> np.ndarray:
+def _check_lam(problem: AlignmentProblem, lam: object, overflow_guard: bool = True) -> np.ndarray:
+    """``lam`` as float64 ``(m,)``: real numbers, finite, ``>= 0`` (else ``ValueError``).
+
+    With ``overflow_guard``, also that ``D``, its gradient and Hessian stay finite.
+
+    The oracle works in the problem's own units: ``|r + lam^T g| / beta`` (bounded by
+    ``(max |r| + lam^T max |g|) / beta``) and ``Cov(g) / beta`` (by ``(2 max |g|)^2 / beta``)
+    must fit in float64; otherwise a ``ValueError`` says so (``dualgap.solve`` works in
+    normalized units and is not limited by this).
+    """
+    from .problem import as_real_array
+
+    if not isinstance(problem, AlignmentProblem):
+        raise ValueError(f"problem: expected an AlignmentProblem, got {type(problem).__name__}")
     m = problem.num_constraints
-    arr = np.asarray(lam, dtype=np.float64).reshape(-1) if m else np.zeros(0)
+    arr = np.zeros(0) if lam is None and m == 0 else as_real_array("lam", lam)
+    arr = arr.reshape(-1) if m or arr.size == 0 else arr
     if arr.shape != (m,):
         raise ValueError(f"lam: shape {arr.shape} does not match m = {m}")
     if not np.isfinite(arr).all():
         raise ValueError(f"lam: non-finite value in {arr.tolist()}")
     if (arr < 0).any():
         raise ValueError(f"lam: multipliers must be >= 0, got {arr.tolist()}")
+    if not overflow_guard:
+        return arr
+    beta = problem.beta
+    r_max, g_max = problem.entry_bounds
+    with np.errstate(over="ignore", invalid="ignore"):
+        z_bound = np.float64(2.0) * (r_max + arr @ g_max) / beta
+        c_bound = np.abs(arr) @ np.abs(problem.offsets) if arr.size else 0.0
+        h_bound = np.square(2.0 * g_max.max(initial=0.0)) / beta
+    if not (np.isfinite(z_bound) and np.isfinite(c_bound)):
+        raise ValueError(f"lam: {arr.tolist()} is too large for this problem: (r + lam^T g) / beta "
+                         f"overflows float64 (max |r| = {r_max:.3g}, beta = {beta:.3g})")
+    if not np.isfinite(h_bound):
+        raise ValueError(f"utilities: hess D = Cov(g) / beta overflows float64 (max |g| = "
+                         f"{float(g_max.max()):.3g}, beta = {beta:.3g}); dualgap.solve works in "
+                         "normalized units")
     return arr
 
 
@@ -147,11 +176,21 @@ def lagrangian_policy(problem: AlignmentProblem, lam: object) -> np.ndarray:
     """``pi_lam(y|x) ∝ pi_ref(y|x) exp((r + lam^T g) / beta)``, shape ``(X, Y)``.
 
     The maximizer of ``L(pi, lam)`` over all policies; exactly zero outside the support.
+    Computed in normalized units (:mod:`dualgap.scaling`: per-prompt constants and the offsets
+    ``c`` cancel, so ``r + lam^T h`` is formed without cancellation); a ``lam`` so large that
+    the exponent overflows float64 raises ``ValueError``, never a row of NaN.
     """
-    lam = _check_lam(problem, lam)
+    lam = _check_lam(problem, lam, overflow_guard=False)
+    norm = problem.normalized
+    lam_n = norm.to_internal(lam)
+    inner = norm.problem
     out = np.empty_like(problem.reward)
-    for blk in _blocks(problem):
-        out[blk], _ = _block_policy(_block_log_weights(problem, lam, blk))
+    with np.errstate(over="ignore", invalid="ignore"):
+        for blk in _blocks(inner):
+            out[blk], _ = _block_policy(_block_log_weights(inner, lam_n, blk))
+    if not np.isfinite(out).all():
+        raise ValueError(f"lam: {lam.tolist()} is too large for this problem: (r + lam^T h) / beta "
+                         f"overflows float64 (beta = {problem.beta:.3g})")
     return out
 
 
@@ -160,7 +199,9 @@ def check_policy(policy: object, shape: tuple[int, int] | None = None,
                  name: str = "policy") -> np.ndarray:
     """Validate a policy table: float64 ``(X, Y)`` (``shape`` when given), finite, ``>= 0``,
     rows summing to 1 within 1e-8.  Raises ``ValueError`` naming ``name`` and the bad value."""
-    pi = np.asarray(policy, dtype=np.float64)
+    from .problem import as_real_array
+
+    pi = as_real_array(name, policy)
     if pi.ndim != 2 or pi.shape[1] == 0 or (shape is not None and pi.shape != tuple(shape)):
         want = "(X, Y)" if shape is None else str(tuple(shape))
         raise ValueError(f"{name}: shape {pi.shape} does not match {want}")
@@ -174,6 +215,8 @@ def check_policy(policy: object, shape: tuple[int, int] | None = None,
 
 
 def _check_policy(problem: AlignmentProblem, policy: object) -> np.ndarray:
+    if not isinstance(problem, AlignmentProblem):
+        raise ValueError(f"problem: expected an AlignmentProblem, got {type(problem).__name__}")
     return check_policy(policy, problem.reward.shape)
 
 

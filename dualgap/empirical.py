@@ -27,7 +27,7 @@ from __future__ import annotations
 import numpy as np
 
 from .dual import check_policy
-from .problem import AlignmentProblem
+from .problem import AlignmentProblem, as_real_array
 
 __all__ = ["sample_responses", "empirical_problem", "empirical_problem_from_scores"]
 
@@ -35,7 +35,8 @@ __all__ = ["sample_responses", "empirical_problem", "empirical_problem_from_scor
 def _as_rng(rng: np.random.Generator | int | None) -> np.random.Generator:
     if isinstance(rng, np.random.Generator):
         return rng
-    if rng is None or isinstance(rng, (int, np.integer)):
+    is_bool = isinstance(rng, (bool, np.bool_))
+    if rng is None or (isinstance(rng, (int, np.integer)) and not is_bool):
         return np.random.default_rng(rng)
     raise ValueError(f"rng: expected a numpy Generator, an int seed or None, got {rng!r}")
 
@@ -52,7 +53,8 @@ def sample_responses(policy: np.ndarray, num_samples: int,
         ValueError: ``num_samples < 1``; ``policy`` not a 2-D table of non-negative rows summing
             to 1 (within 1e-8).
     """
-    if not isinstance(num_samples, (int, np.integer)) or num_samples < 1:
+    if (isinstance(num_samples, (bool, np.bool_)) or not isinstance(num_samples, (int, np.integer))
+            or num_samples < 1):
         raise ValueError(f"num_samples: must be a positive int, got {num_samples!r}")
     p = check_policy(policy)
     sums = p.sum(axis=1)
@@ -86,7 +88,7 @@ def empirical_problem_from_scores(
             improvement over the reference, whose ``E_ref g`` is then the sample mean).
         beta, relative, prompt_weights, names: as in :class:`~dualgap.problem.AlignmentProblem`.
     """
-    r = np.asarray(reward, dtype=np.float64)
+    r = as_real_array("reward", reward)
     if r.ndim != 2:
         raise ValueError(f"reward: expected shape (X, K), got {r.shape}")
     X, K = r.shape
@@ -104,6 +106,9 @@ def empirical_problem(problem: AlignmentProblem, num_samples: int,
     caller can keep the indices: ``samples = sample_responses(problem.reference, K, rng)``).
     The thresholds, ``relative``, ``beta``, ``rho`` and names are the original problem's.
     """
+    if (isinstance(num_samples, (bool, np.bool_)) or not isinstance(num_samples, (int, np.integer))
+            or num_samples < 1):
+        raise ValueError(f"num_samples: must be a positive int, got {num_samples!r}")
     if samples is None:
         samples = sample_responses(problem.reference, num_samples, rng)
     idx = np.asarray(samples)

@@ -12,6 +12,7 @@ only on the boundary; ``< 0``: infeasible) is a linear program solved with HiGHS
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,7 +26,19 @@ __all__ = [
     "FeasibilityMargin",
     "feasibility_margin",
     "mixture_margin",
+    "certify_slater",
+    "BoundaryFeasibleWarning",
+    "LP_MAX_ENTRIES",
 ]
+
+
+#: Above this many support entries the exact LP margin is skipped (the mixture certificate
+#: almost always suffices; the warning says so when it does not).
+LP_MAX_ENTRIES = 2_000_000
+
+
+class BoundaryFeasibleWarning(UserWarning):
+    """The constraints can be met, but not strictly: lam* is unbounded (no Slater point)."""
 
 
 class InfeasibleError(ValueError):
@@ -43,7 +56,7 @@ class InfeasibleError(ValueError):
         self.weights = np.asarray(weights, dtype=float)
         self.bound = float(bound)
         self.maxima = np.asarray(maxima, dtype=float)
-        names = problem.names or ()
+        names = problem.names
         lines = ["no policy on the reference support satisfies the constraints."]
         bad = [i for i in range(len(self.maxima)) if self.maxima[i] < 0]
         for i in bad:
@@ -52,11 +65,13 @@ class InfeasibleError(ValueError):
                 f"(threshold {problem.thresholds[i]:.6g} is {-self.maxima[i]:.6g} out of reach)"
             )
         if not bad:
-            combo = " + ".join(f"{w:.4g}*h[{i}]" for i, w in enumerate(self.weights) if w > 0)
+            combo = " + ".join(
+                f"{w:.4g}*E h[{names[i]}]" for i, w in enumerate(self.weights) if w > 0
+            )
             lines.append(
-                f"  each constraint alone is attainable (best E h = "
-                f"{np.array2string(self.maxima, precision=4)}) but not jointly: every policy has "
-                f"{combo} <= {self.bound:.6g} < 0"
+                "  each constraint alone is attainable (best E h: "
+                + ", ".join(f"{n} {v:.4g}" for n, v in zip(names, self.maxima, strict=True))
+                + f") but not jointly: every policy has {combo} <= {self.bound:.6g} < 0"
             )
         super().__init__("\n".join(lines))
 
@@ -66,8 +81,14 @@ def _support_max(problem: AlignmentProblem, values: np.ndarray) -> np.ndarray:
     return np.where(problem.support, values, -np.inf).max(axis=1)
 
 
+def _check_problem(problem: object) -> None:
+    if not isinstance(problem, AlignmentProblem):
+        raise ValueError(f"problem: expected an AlignmentProblem, got {type(problem).__name__}")
+
+
 def attainable_maxima(problem: AlignmentProblem) -> np.ndarray:
     """``max_pi E_rho E_pi h_i = E_rho max_{y in supp} h_i``, one constraint at a time, ``(m,)``."""
+    _check_problem(problem)
     rho, c = problem.prompt_weights, problem.offsets
     return np.array(
         [
@@ -79,7 +100,12 @@ def attainable_maxima(problem: AlignmentProblem) -> np.ndarray:
 
 def ray_bound(problem: AlignmentProblem, weights: object) -> float:
     """``E_rho max_{y in supp} w^T h(x, y)``: an upper bound on ``w^T E_rho E_pi h``."""
-    w = np.asarray(weights, dtype=float).reshape(-1)
+    _check_problem(problem)
+    from .problem import as_real_array
+
+    w = as_real_array("weights", weights).reshape(-1)
+    if not np.isfinite(w).all():
+        raise ValueError(f"weights: must be finite, got {w.tolist()}")
     if w.shape != (problem.num_constraints,) or (w < 0).any():
         raise ValueError(f"weights: need shape ({problem.num_constraints},) and >= 0, got {w!r}")
     wg = np.tensordot(w, problem.utilities, axes=1)  # size = (X, Y)
@@ -94,7 +120,13 @@ def mixture_margin(slacks: np.ndarray) -> tuple[float, np.ndarray]:
     """
     from scipy.optimize import linprog
 
-    S = np.asarray(slacks, dtype=float)
+    from .problem import as_real_array
+
+    S = as_real_array("slacks", slacks)
+    if S.ndim != 2 or 0 in S.shape:
+        raise ValueError(f"slacks: expected shape (K, m) with K, m >= 1, got {S.shape}")
+    if not np.isfinite(S).all():
+        raise ValueError("slacks: non-finite value")
     K, m = S.shape
     unit = max(float(np.abs(S).max()), 1e-300)  # HiGHS prefers O(1) coefficients
     S = S / unit
@@ -134,6 +166,7 @@ def feasibility_margin(problem: AlignmentProblem) -> FeasibilityMargin:
     from scipy.optimize import linprog
     from scipy.sparse import csr_matrix, hstack, vstack
 
+    _check_problem(problem)
     m = problem.num_constraints
     if m == 0:
         return FeasibilityMargin(np.inf, problem.reference.copy(), np.zeros(0))
@@ -166,3 +199,49 @@ def feasibility_margin(problem: AlignmentProblem) -> FeasibilityMargin:
     pi[xs, ys] = res.x[:n]
     w = -np.asarray(res.ineqlin.marginals)
     return FeasibilityMargin(float(res.x[-1]), pi, np.maximum(w, 0.0))
+
+
+def certify_slater(
+    problem: AlignmentProblem,
+    policy: np.ndarray,
+    slack: np.ndarray,
+    maxima: np.ndarray,
+    ftol: float,
+) -> tuple[bool | None, float | None, bool]:
+    """Certify strict feasibility (Slater) near a solution: ``(strictly, margin, unbounded)``.
+
+    Candidates: ``policy`` (whose ``slack`` is given) and the deterministic maximizer of each
+    ``h_i``; a strictly feasible candidate or mixture of candidates (LP) certifies Slater, and
+    the exact LP margin (:func:`feasibility_margin`) decides the rest (skipped with a warning
+    above :data:`LP_MAX_ENTRIES` support entries).  ``ftol`` is the zero of the margin.
+    """
+    m = problem.num_constraints
+    if (maxima <= ftol).any():  # one constraint can only be met with equality
+        return False, float(maxima.min()), True
+    # candidates: pi*, and the deterministic maximizer of each h_i
+    rows = [slack]
+    rho, g, c, sup = problem.prompt_weights, problem.utilities, problem.offsets, problem.support
+    for i in range(m):
+        best = np.argmax(np.where(sup, g[i], -np.inf), axis=1)  # size = (X,)
+        rows.append(rho @ g[:, np.arange(problem.num_prompts), best].T - c)
+    S = np.array(rows)  # size = (K, m)
+    # cheap certificates first: one candidate, or the uniform mixture, strictly feasible
+    margin = max(float(S.min(axis=1).max()), float(S.mean(axis=0).min()))
+    if margin <= ftol:
+        margin, _ = mixture_margin(S)
+    if margin > ftol:
+        return True, margin, False
+    if int(sup.sum()) > LP_MAX_ENTRIES:
+        warnings.warn(
+            "could not certify strict feasibility cheaply and the instance is too large for the "
+            "exact LP margin; Slater is undecided",
+            BoundaryFeasibleWarning,
+            stacklevel=3,
+        )
+        return None, None, False
+    exact = feasibility_margin(problem)
+    if exact.margin > ftol:
+        return True, exact.margin, False
+    if exact.margin < -ftol:  # pragma: no cover - the Newton loop raises first
+        raise InfeasibleError(problem, exact.weights, ray_bound(problem, exact.weights), maxima)
+    return False, exact.margin, True

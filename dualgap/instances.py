@@ -12,6 +12,28 @@ from .problem import AlignmentProblem
 __all__ = ["random_problem", "demo_problem", "DEMO_DESCRIPTION"]
 
 
+def _check_int(name: str, value: object, lo: int) -> None:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise ValueError(f"{name}: must be an int >= {lo}, got {value!r}")
+    if value < lo:
+        raise ValueError(f"{name}: must be an int >= {lo}, got {value!r}")
+
+
+def _check_real(name: str, value: object, lo: float, hi: float = np.inf,
+                lo_open: bool = True) -> float:
+    """A finite real in ``(lo, hi]`` (``[lo, hi]`` when not ``lo_open``)."""
+    from .problem import as_real_scalar
+
+    if isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"{name}: must be a real number, got {value!r}")
+    v = as_real_scalar(name, value)
+    ok = np.isfinite(v) and (v > lo if lo_open else v >= lo) and v <= hi
+    if not ok:
+        left = "(" if lo_open else "["
+        raise ValueError(f"{name}: must be a finite number in {left}{lo:g}, {hi:g}], got {value!r}")
+    return v
+
+
 def random_problem(
     seed: int = 0,
     num_prompts: int = 6,
@@ -35,6 +57,18 @@ def random_problem(
     feasible and, for ``tightness`` near 1, the constraints bind.
     ``support_fraction < 1`` zeroes that share of reference entries (at least one kept per row).
     """
+    _check_int("seed", seed, 0)
+    _check_int("num_prompts", num_prompts, 1)
+    _check_int("num_responses", num_responses, 1)
+    _check_int("num_constraints", num_constraints, 0)
+    beta = _check_real("beta", beta, lo=0.0)
+    margin = _check_real("margin", margin, lo=0.0, lo_open=False)
+    support_fraction = _check_real("support_fraction", support_fraction, lo=0.0, hi=1.0)
+    scale = _check_real("scale", scale, lo=0.0)
+    tightness = _check_real("tightness", tightness, lo=0.0, lo_open=False)
+    correlation = _check_real("correlation", correlation, lo=-1.0, lo_open=False, hi=1.0)
+    if not isinstance(relative, (bool, np.bool_)):
+        raise ValueError(f"relative: must be a bool, got {relative!r}")
     rng = np.random.default_rng(seed)
     X, Y, m = num_prompts, num_responses, num_constraints
     ref = rng.dirichlet(np.full(Y, 1.0), size=X)
@@ -72,6 +106,7 @@ b = (0.25, 0.12).  beta = 0.1 (the paper's KL coefficient)."""
 
 def demo_problem(seed: int = 2025) -> AlignmentProblem:
     """The documented built-in instance of ``dualgap demo`` (see :data:`DEMO_DESCRIPTION`)."""
+    _check_int("seed", seed, 0)
     rng = np.random.default_rng(seed)
     X, Y = 40, 256
     q = rng.normal(size=(X, Y))

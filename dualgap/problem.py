@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["AlignmentProblem", "NPZ_FIELDS"]
+__all__ = ["AlignmentProblem", "NPZ_FIELDS", "as_real_array", "as_real_scalar"]
 
 #: Fields of the ``.npz`` instance format read by :meth:`AlignmentProblem.load` and
 #: ``dualgap solve``.  Required: ``reward``, ``reference``, ``beta``; the others are optional.
@@ -38,14 +38,39 @@ NPZ_FIELDS: dict[str, str] = {
 _PROB_ATOL = 1e-9
 
 
-def _as_float_array(name: str, value: object, ndim: int) -> np.ndarray:
+def _describe_dtype(arr: np.ndarray) -> str:
+    kind = arr.dtype.kind
+    what = {"i": "integers", "u": "integers", "f": "floats", "b": "booleans",
+            "c": "complex numbers", "O": "Python objects", "U": "strings", "S": "byte strings",
+            "M": "dates", "m": "time deltas", "V": "raw records"}
+    return f"{what.get(kind, 'values')} (dtype {arr.dtype})"
+
+
+def as_real_array(name: str, value: object, ndim: int | None = None) -> np.ndarray:
+    """``value`` as a float64 array; only real numbers (float or int dtypes) are accepted.
+
+    Strings, booleans, complex numbers and object arrays raise ``ValueError`` naming ``name``
+    (nothing is coerced: ``"0.5"`` is not a number, and an imaginary part is never dropped).
+    """
     try:
-        arr = np.asarray(value, dtype=np.float64)
+        arr = np.asarray(value)
     except (TypeError, ValueError) as exc:
-        raise ValueError(f"{name}: cannot be read as a float array ({exc})") from None
-    if arr.ndim != ndim:
+        raise ValueError(f"{name}: cannot be read as an array of numbers ({exc})") from None
+    if arr.dtype.kind not in "iuf":
+        raise ValueError(f"{name}: must hold real numbers (float or int), got "
+                         f"{_describe_dtype(arr)}")
+    arr = arr.astype(np.float64, copy=False)
+    if ndim is not None and arr.ndim != ndim:
         raise ValueError(f"{name}: expected {ndim} dimensions, got shape {arr.shape}")
     return arr
+
+
+def as_real_scalar(name: str, value: object) -> float:
+    """``value`` as a Python float; only a real number (not a bool, str or complex) passes."""
+    arr = np.asarray(value) if not isinstance(value, (str, bytes)) else None
+    if arr is None or arr.ndim != 0 or arr.dtype.kind not in "iuf":
+        raise ValueError(f"{name}: must be a real number (float or int), got {value!r}")
+    return float(arr)
 
 
 def _check_finite(name: str, arr: np.ndarray) -> None:
@@ -56,6 +81,25 @@ def _check_finite(name: str, arr: np.ndarray) -> None:
             f"{name}: {int(bad.sum())} non-finite value(s), "
             f"first {float(arr[idx])!r} at index {idx}"
         )
+
+
+def _check_names(names: object, m: int) -> tuple[str, ...]:
+    """``m`` unique, non-empty strings (``str`` or numpy ``str_``)."""
+    if isinstance(names, (str, bytes)) or not hasattr(names, "__iter__"):
+        raise ValueError(f"names: expected a sequence of {m} strings, got {names!r}")
+    out = tuple(names)
+    if len(out) != m:
+        raise ValueError(f"names: {len(out)} names for m = {m} constraints")
+    seen: set[str] = set()
+    for i, n in enumerate(out):
+        if not isinstance(n, str):
+            raise ValueError(f"names: name {i} is {n!r} ({type(n).__name__}), not a string")
+        if not n.strip():
+            raise ValueError(f"names: name {i} is empty")
+        if n in seen:
+            raise ValueError(f"names: duplicate name {n!r}")
+        seen.add(n)
+    return tuple(str(n) for n in out)
 
 
 @dataclass(frozen=True, eq=False)
@@ -88,35 +132,34 @@ class AlignmentProblem:
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
-        r = _as_float_array("reward", self.reward, 2)
+        r = as_real_array("reward", self.reward, 2)
         X, Y = r.shape
         if X == 0 or Y == 0:
             raise ValueError(f"reward: needs at least one prompt and one response, got {r.shape}")
-        ref = _as_float_array("reference", self.reference, 2)
+        ref = as_real_array("reference", self.reference, 2)
         if ref.shape != (X, Y):
             raise ValueError(f"reference: shape {ref.shape} does not match reward {r.shape}")
-        g = np.asarray(self.utilities, dtype=np.float64) if self.utilities is not None else None
+        g = as_real_array("utilities", self.utilities) if self.utilities is not None else None
         if g is None or (g.ndim == 1 and g.size == 0):
             g = np.zeros((0, X, Y))
-        g = _as_float_array("utilities", g, 3)
+        g = as_real_array("utilities", g, 3)
         if g.shape[1:] != (X, Y):
             raise ValueError(f"utilities: shape {g.shape} does not match (m, X, Y) = (m, {X}, {Y})")
         m = g.shape[0]
-        b = _as_float_array(
+        b = as_real_array(
             "thresholds",
             np.atleast_1d(self.thresholds)
             if m
-            else np.asarray(self.thresholds, dtype=np.float64).reshape(-1),
+            else as_real_array("thresholds", self.thresholds).reshape(-1),
             1,
         )
         if b.shape != (m,):
             raise ValueError(f"thresholds: shape {b.shape} does not match m = {m} utilities")
         for name, arr in (("reward", r), ("utilities", g), ("thresholds", b), ("reference", ref)):
             _check_finite(name, arr)
-        try:
-            beta = float(self.beta)
-        except (TypeError, ValueError):
-            raise ValueError(f"beta: must be a positive float, got {self.beta!r}") from None
+        if isinstance(self.beta, (str, bytes, bool, np.bool_)) or np.ndim(self.beta) != 0:
+            raise ValueError(f"beta: must be a positive finite float, got {self.beta!r}")
+        beta = as_real_scalar("beta", self.beta)
         if not np.isfinite(beta) or beta <= 0:
             raise ValueError(f"beta: must be a positive finite float, got {beta!r}")
         if (ref < 0).any():
@@ -132,7 +175,7 @@ class AlignmentProblem:
         if self.prompt_weights is None:
             rho = np.full(X, 1.0 / X)
         else:
-            rho = _as_float_array("prompt_weights", self.prompt_weights, 1)
+            rho = as_real_array("prompt_weights", self.prompt_weights, 1)
             if rho.shape != (X,):
                 raise ValueError(f"prompt_weights: shape {rho.shape} does not match X = {X}")
             _check_finite("prompt_weights", rho)
@@ -145,9 +188,7 @@ class AlignmentProblem:
             raise ValueError(f"relative: must be a bool, got {self.relative!r}")
         names = self.names
         if names is not None:
-            names = tuple(str(n) for n in names)
-            if len(names) != m:
-                raise ValueError(f"names: {len(names)} names for m = {m} constraints")
+            names = _check_names(names, m)
         else:
             names = tuple(f"g{i + 1}" for i in range(m))
         set_(self, "reward", r)
@@ -213,6 +254,22 @@ class AlignmentProblem:
             M = max(M, float(np.abs(self.utilities[i][s] - self.offsets[i]).max()))
         return M
 
+    @cached_property
+    def normalized(self):  # -> dualgap.scaling.Normalization
+        """This problem in normalized units (scores of size one), see :mod:`dualgap.scaling`.
+
+        Raises ``ValueError`` naming the field when float64 cannot hold the normalization.
+        """
+        from .scaling import normalize
+
+        return normalize(self)
+
+    @cached_property
+    def entry_bounds(self) -> tuple[float, np.ndarray]:
+        """``(max |r|, max |g_i|)`` over the whole table (support or not), shapes () and (m,)."""
+        g = [float(np.abs(gi).max()) for gi in self.utilities]  # one (X, Y) temporary at a time
+        return float(np.abs(self.reward).max()), np.array(g, dtype=np.float64).reshape(-1)
+
     # ------------------------------------------------------------- variants
     def replace(self, **changes: object) -> AlignmentProblem:
         """A copy with some fields changed (validated again)."""
@@ -238,8 +295,13 @@ class AlignmentProblem:
 
     def tightened(self, eps: float | np.ndarray) -> AlignmentProblem:
         """The problem with constraints ``E_rho E_pi h_i >= eps_i`` (perturbation ``P*(eps)``)."""
-        eps_arr = np.broadcast_to(np.asarray(eps, dtype=np.float64), (self.num_constraints,))
-        return self.replace(thresholds=self.thresholds + eps_arr)
+        m = self.num_constraints
+        eps_arr = as_real_array("eps", eps)
+        if eps_arr.shape not in ((), (m,)):
+            raise ValueError(f"eps: expected a scalar or {m} values (one per constraint), got "
+                             f"shape {eps_arr.shape}")
+        _check_finite("eps", eps_arr.reshape(-1))
+        return self.replace(thresholds=self.thresholds + np.broadcast_to(eps_arr, (m,)))
 
     # ------------------------------------------------------------------- I/O
     def save(self, path: str | Path) -> None:
@@ -258,39 +320,18 @@ class AlignmentProblem:
 
     @classmethod
     def load(cls, path: str | Path) -> AlignmentProblem:
-        """Read an instance in the npz schema :data:`NPZ_FIELDS`; errors name the field."""
+        """Read an instance in the npz schema :data:`NPZ_FIELDS`.
+
+        Every problem with the file (missing, empty, not a zip, truncated, a ``.npy`` array,
+        object arrays, a missing or unknown field, strings where numbers belong) raises a
+        ``ValueError`` whose one-line message names the file and what is wrong.
+        """
         path = Path(path)
-        if not path.exists():
-            raise ValueError(f"file: {str(path)!r} does not exist")
+        fields = _read_npz(path)
         try:
-            data = np.load(path, allow_pickle=False)
-        except (OSError, ValueError) as exc:
-            raise ValueError(
-                f"file: {str(path)!r} is not a readable .npz archive ({exc})"
-            ) from None
-        with data:
-            keys = set(data.files)
-            unknown = keys - set(NPZ_FIELDS)
-            if unknown:
-                raise ValueError(
-                    f"{path.name}: unknown field(s) {sorted(unknown)}; known: {sorted(NPZ_FIELDS)}"
-                )
-            for req in ("reward", "reference", "beta"):
-                if req not in keys:
-                    raise ValueError(f"{path.name}: missing required field {req!r}")
-            kw: dict[str, object] = {k: data[k] for k in keys}
-        X, Y = np.shape(kw["reward"])[:2] if np.ndim(kw["reward"]) == 2 else (0, 0)
-        kw.setdefault("utilities", np.zeros((0, X, Y)))
-        kw.setdefault("thresholds", np.zeros(0))
-        for scalar in ("beta", "relative"):
-            if scalar in kw:
-                arr = np.asarray(kw[scalar])
-                if arr.ndim != 0:
-                    raise ValueError(f"{scalar}: expected a scalar, got shape {arr.shape}")
-                kw[scalar] = arr.item()
-        if "names" in kw:
-            kw["names"] = tuple(str(n) for n in np.asarray(kw["names"]).reshape(-1))
-        return cls(**kw)  # type: ignore[arg-type]
+            return cls(**fields)  # type: ignore[arg-type]
+        except ValueError as exc:
+            raise ValueError(f"{path}: {exc}") from None
 
     def __repr__(self) -> str:
         kind = "relative" if self.relative else "absolute"
@@ -299,3 +340,85 @@ class AlignmentProblem:
             f"m={self.num_constraints}, beta={self.beta:g}, {kind}, "
             f"thresholds={np.array2string(self.thresholds, precision=4)})"
         )
+
+
+_ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")  # a zip with members / an empty zip
+_NUMERIC_FIELDS = ("reward", "utilities", "thresholds", "beta", "reference", "prompt_weights")
+
+
+def _read_npz(path: Path) -> dict[str, object]:
+    """The fields of an ``.npz`` instance file, checked field by field (see ``load``)."""
+    import zipfile
+    import zlib
+
+    from .errors import UserError
+
+    if not path.exists():
+        raise UserError(f"{path}: file does not exist")
+    if path.is_dir():
+        raise UserError(f"{path}: is a folder, not an .npz file")
+    with open(path, "rb") as fh:
+        head = fh.read(6)
+    if not head:
+        raise UserError(f"{path}: file is empty")
+    if head.startswith(b"\x93NUMPY"):
+        raise UserError(f"{path}: is a single .npy array, not an .npz archive of the fields "
+                        f"{sorted(NPZ_FIELDS)} (write one with numpy.savez or "
+                        "AlignmentProblem.save)")
+    if not head.startswith(_ZIP_MAGIC):
+        raise UserError(f"{path}: is not an .npz archive (a zip of .npy arrays); it starts with "
+                        f"{head!r}")
+    fields: dict[str, object] = {}
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            keys = set(data.files)
+            unknown = keys - set(NPZ_FIELDS)
+            if unknown:
+                raise UserError(f"{path}: unknown field(s) {sorted(unknown)}; known: "
+                                f"{sorted(NPZ_FIELDS)}")
+            for key in sorted(keys):
+                try:
+                    fields[key] = data[key]
+                except ValueError as exc:
+                    if "Object arrays" in str(exc):
+                        raise UserError(f"{path}: field {key!r} holds Python objects (an object "
+                                        "array); store numbers, bools or strings") from None
+                    raise UserError(f"{path}: field {key!r} cannot be read ({exc})") from None
+    except (zipfile.BadZipFile, EOFError, zlib.error, OSError) as exc:
+        raise UserError(f"{path}: is a damaged or truncated .npz archive ({exc})") from None
+    for req in ("reward", "reference", "beta"):
+        if req not in fields:
+            raise UserError(f"{path}: missing required field {req!r}")
+    for key in _NUMERIC_FIELDS:
+        arr = fields.get(key)
+        if arr is not None and np.asarray(arr).dtype.kind not in "iuf":
+            raise UserError(f"{path}: field {key!r} holds {_describe_dtype(np.asarray(arr))}, "
+                            "expected real numbers")
+    if "relative" in fields and np.asarray(fields["relative"]).dtype.kind != "b":
+        raise UserError(f"{path}: field 'relative' holds "
+                        f"{_describe_dtype(np.asarray(fields['relative']))}, expected a bool")
+    if "names" in fields and np.asarray(fields["names"]).dtype.kind != "U":
+        raise UserError(f"{path}: field 'names' holds "
+                        f"{_describe_dtype(np.asarray(fields['names']))}, expected strings")
+    reward = np.asarray(fields["reward"])
+    X, Y = reward.shape if reward.ndim == 2 else (0, 0)
+    utilities = fields.get("utilities")
+    m = int(np.shape(utilities)[0]) if utilities is not None and np.ndim(utilities) == 3 else 0
+    if m and "thresholds" not in fields:
+        raise UserError(f"{path}: missing field 'thresholds' (needed for the {m} constraints "
+                        "in 'utilities')")
+    if "thresholds" in fields and np.size(fields["thresholds"]) and "utilities" not in fields:
+        raise UserError(f"{path}: field 'thresholds' has {np.size(fields['thresholds'])} "
+                        "value(s) but the field 'utilities' is missing")
+    fields.setdefault("utilities", np.zeros((0, X, Y)))
+    fields.setdefault("thresholds", np.zeros(0))
+    for scalar in ("beta", "relative"):
+        if scalar in fields:
+            arr = np.asarray(fields[scalar])
+            if arr.ndim != 0:
+                raise UserError(f"{path}: field {scalar!r} must be a scalar, got shape "
+                                f"{arr.shape}")
+            fields[scalar] = arr.item()
+    if "names" in fields:
+        fields["names"] = tuple(str(n) for n in np.asarray(fields["names"]).reshape(-1))
+    return fields

@@ -40,6 +40,8 @@ def solve_primal_cvxpy(
     """Solve the primal with cvxpy (``solver`` in ``{"CLARABEL", "SCS", "ECOS", ...}``)."""
     import time
 
+    if not isinstance(problem, AlignmentProblem):
+        raise ValueError(f"problem: expected an AlignmentProblem, got {type(problem).__name__}")
     import cvxpy as cp
     import scipy.sparse as sp
 
@@ -65,8 +67,12 @@ def solve_primal_cvxpy(
         maxima = attainable_maxima(problem)
         i = int(np.argmin(maxima))
         raise InfeasibleError(problem, np.eye(m)[i], maxima[i], maxima)
-    if p.value is None:
+    if p.value is None or prob.status not in (cp.OPTIMAL, cp.OPTIMAL_INACCURATE):
         raise RuntimeError(f"cvxpy ({solver}) returned status {prob.status!r}")
+    values = [p.value, prob.value] + ([cons[1].dual_value] if m else [])
+    if not all(np.isfinite(np.asarray(v, dtype=float)).all() for v in values):
+        raise RuntimeError(f"cvxpy ({solver}) returned non-finite values (status "
+                           f"{prob.status!r}); the instance's scale may be beyond the solver")
     pi = np.zeros_like(problem.reward)
     pi[xs, ys] = np.maximum(p.value, 0.0)
     pi /= pi.sum(axis=1, keepdims=True)

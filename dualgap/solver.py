@@ -9,14 +9,22 @@
 * a trust region ``||d||_inf <= radius`` (D is nearly piecewise linear where the softmax is
   nearly hard, and the raw Newton step is then huge), and a projected Armijo search on
   ``lam(t) = [lam + t d]_+`` with safeguarded quadratic interpolation of the step;
-* beta-continuation when ``spread(scores) / beta > 1e3``: the problem is first solved loosely at
+* beta-continuation when ``spread(scores) / beta > 1e3``: the problem is first solved at
   larger betas (factor 10 apart) and each solution warm-starts the next.
 
-It stops when the KKT residual ``||lam - [lam - grad D(lam)]_+||_inf`` (primal feasibility,
-dual feasibility and complementary slackness at once, in the units of ``h``) is at most
-``tol * max(1, M_h)``, or at the float64 floor ``8 eps ||H|| max(1, ||lam||)`` when that is
-larger (the residual is always reported as computed).  Along the way it watches for a
-diverging multiplier, which is how infeasibility shows in the dual:
+All of this runs in normalized units (:mod:`dualgap.scaling`: per-prompt reward shift, scores
+of size one, one scale ``a_i = max |h_i|`` per constraint), so scores of 1e300, beta from
+1e-300 to 1e300 and offsets of 1e12 are solved the same way.  It stops when the dimensionless
+KKT residual ``||lam' - [lam' - grad']_+||_inf`` (``lam'_i = lam_i a_i / s``, ``grad'_i =
+E h_i / a_i``: primal feasibility, dual feasibility and complementary slackness at once) is at
+most ``tol``, or at the float64 floor ``8 eps ||H'|| max(1, ||lam'||)`` when that is larger.
+The result is reported in the problem's units and judged there: the residual is recomputed from
+the returned ``lam`` (its policy and slack), times ``M_h = max_i a_i``; ``converged`` means it is
+at most ``kkt_tolerance = max(tol, min(floor, FLOOR_CAP)) * M_h``.  A run that cannot converge
+because float64 cannot resolve the KKT conditions (beta far below the score spread, so that pi*
+is an argmax at float precision) raises ``ValueError`` naming ``beta``.
+
+Along the way it watches for a diverging multiplier, which is how infeasibility shows in the dual:
 ``ray_bound(lam / ||lam||_1) < 0`` is a proof, raised as
 :class:`~dualgap.feasibility.InfeasibleError`.  At the end it certifies strict feasibility
 (Slater) with a mixture of known policies, or with the exact LP margin; a problem feasible only
@@ -31,15 +39,22 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from .dual import DualEval, constraint_slack, dual_oracle, lagrangian_policy, objective
+from .dual import (
+    DualEval,
+    _check_lam,
+    constraint_slack,
+    dual_oracle,
+    lagrangian_policy,
+    objective,
+)
 from .feasibility import (
+    BoundaryFeasibleWarning,
     InfeasibleError,
     attainable_maxima,
-    feasibility_margin,
-    mixture_margin,
+    certify_slater,
     ray_bound,
 )
-from .problem import AlignmentProblem
+from .problem import AlignmentProblem, as_real_array, as_real_scalar
 
 __all__ = [
     "DualSolution",
@@ -50,13 +65,9 @@ __all__ = [
     "kkt_residual",
 ]
 
-#: Above this many support entries the exact LP margin is skipped (the mixture certificate
-#: almost always suffices; the warning says so when it does not).
-LP_MAX_ENTRIES = 2_000_000
 
-
-class BoundaryFeasibleWarning(UserWarning):
-    """The constraints can be met, but not strictly: lam* is unbounded (no Slater point)."""
+#: relative KKT tolerance of the continuation stages (each warm-starts the next)
+STAGE_TOL = 1e-10
 
 
 class ConvergenceWarning(UserWarning):
@@ -73,8 +84,11 @@ class DualSolution:
         primal_value: ``J(pi_{lam*})``, computed from the policy (not from ``D``).
         policy: ``pi* = pi_{lam*}``, shape ``(X, Y)``.
         slack: ``E_rho E_{pi*} h``, shape ``(m,)`` (``>= 0`` up to the tolerance).
-        kkt_residual: ``||lam - [lam - grad D]_+||_inf`` at ``lam*``.
-        kkt_tolerance: the target it was held to: ``max(tol * max(1, M_h), float64 floor)``.
+        kkt_residual: ``M_h ||lam' - [lam' - slack']_+||_inf`` in the units of ``h``, recomputed
+            from the returned ``lam`` (``lam'_i = lam_i a_i / s``, ``slack'_i = slack_i / a_i``,
+            ``a_i = max |h_i|``, ``s`` the reward scale, ``M_h = max_i a_i``; see the module).
+        kkt_tolerance: the target it was held to: ``max(tol, min(float64 floor, FLOOR_CAP))
+            * M_h``, never above ``M_h``.
         duality_gap: ``D(lam*) - J(pi*)`` (``= lam*^T slack``, complementary slackness).
         iterations: Newton iterations taken.
         passes: passes over the ``(X, Y)`` data (oracle calls).
@@ -84,9 +98,11 @@ class DualSolution:
         multiplier_unbounded: the problem is feasible only on the boundary (Slater fails), so
             the set of optimal multipliers is unbounded -- or empty (``lam* = inf``), in which
             case ``lam`` is the last finite iterate and ``policy`` its limit up to ``tol``.
-        hessian: ``hess D(lam*)``, shape ``(m, m)``.
+        hessian: ``hess D(lam*)``, shape ``(m, m)``, in the problem's units; an entry is
+            ``inf`` only where ``hess D`` itself exceeds float64 (``a_i a_j / beta > 1e308``,
+            for example utilities of 1e300 with ``beta = 1``), never NaN.
         seconds: wall time.
-        history: per-iteration ``(D, kkt_residual, step)``.
+        history: per-iteration ``(D', kkt_residual', step)`` in normalized units (all stages).
     """
 
     lam: np.ndarray
@@ -118,10 +134,19 @@ class DualSolution:
 
 
 def kkt_residual(lam: np.ndarray, grad: np.ndarray) -> float:
-    """``||lam - [lam - grad]_+||_inf``: zero iff ``lam >= 0, grad >= 0, lam * grad = 0``."""
+    """``||lam - [lam - grad]_+||_inf``: zero iff ``lam >= 0, grad >= 0, lam * grad = 0``.
+
+    Evaluated without cancellation: entry ``i`` is ``grad_i`` where ``grad_i <= lam_i`` and
+    ``lam_i`` elsewhere (the same number in exact arithmetic; ``lam - (lam - grad)`` would lose
+    ``grad`` entirely when ``lam >> |grad|``).
+    """
+    lam, grad = as_real_array("lam", lam), as_real_array("grad", grad)
+    if lam.ndim != 1 or grad.shape != lam.shape:
+        raise ValueError(f"kkt_residual: lam and grad must be vectors of one shape, got "
+                         f"{lam.shape} and {grad.shape}")
     if lam.size == 0:
         return 0.0
-    return float(np.abs(lam - np.maximum(lam - grad, 0.0)).max())
+    return float(np.abs(np.where(grad <= lam, grad, lam)).max())
 
 
 def _newton_direction(ev: DualEval, free: np.ndarray) -> np.ndarray:
@@ -245,6 +270,30 @@ class _Newton:
         return lam
 
 
+#: the largest relative KKT tolerance the float64 floor may grant (``kkt_tolerance`` never
+#: exceeds this share of the data's scale, whatever the floor)
+FLOOR_CAP = 1e-6
+
+
+def _check_solve_args(problem: AlignmentProblem, tol: object, max_iter: object,
+                      lam0: object, check_slater: object) -> tuple[float, np.ndarray | None]:
+    if not isinstance(problem, AlignmentProblem):
+        raise ValueError(f"problem: expected an AlignmentProblem, got {type(problem).__name__}")
+    if isinstance(tol, (bool, np.bool_, str, bytes)) or np.ndim(tol) != 0:
+        raise ValueError(f"tol: must be a positive finite float below 1, got {tol!r}")
+    tol_f = as_real_scalar("tol", tol)
+    if not (np.isfinite(tol_f) and 0.0 < tol_f < 1.0):
+        raise ValueError(f"tol: must be a positive finite float below 1, got {tol!r}")
+    if isinstance(max_iter, (bool, np.bool_)) or not isinstance(max_iter, (int, np.integer)):
+        raise ValueError(f"max_iter: must be a positive int, got {max_iter!r}")
+    if max_iter < 1:
+        raise ValueError(f"max_iter: must be a positive int, got {max_iter!r}")
+    if not isinstance(check_slater, (bool, np.bool_)):
+        raise ValueError(f"check_slater: must be a bool, got {check_slater!r}")
+    lam = None if lam0 is None else _check_lam(problem, lam0, overflow_guard=False)
+    return tol_f, lam
+
+
 def solve(
     problem: AlignmentProblem,
     tol: float = 1e-10,
@@ -254,61 +303,66 @@ def solve(
 ) -> DualSolution:
     """Solve ``max_pi J(pi) s.t. E h >= 0`` exactly through ``min_{lam >= 0} D(lam)``.
 
+    The Newton method runs in normalized units (:mod:`dualgap.scaling`: scores of size one),
+    so any finite instance float64 can hold is solved the same way; every reported quantity is
+    in the problem's own units, and ``converged`` is decided there: the KKT residual
+    ``||lam - [lam - E_{pi_lam} h]_+||_inf``, recomputed on the returned ``lam``, is at most
+    ``kkt_tolerance = max(tol, floor) * M_h`` (``M_h = max |h|`` on the support; ``floor`` the
+    float64 resolution of the KKT conditions, granted only up to :data:`FLOOR_CAP`).
+
     Args:
         problem: the instance.
-        tol: KKT tolerance, relative to ``max(1, M_h)`` with ``M_h = max |h|`` on the support.
-        max_iter: Newton iteration cap (a :class:`ConvergenceWarning` if reached).
-        lam0: warm start (default zeros).
+        tol: relative KKT tolerance, a float in ``(0, 1)``.
+        max_iter: Newton iteration cap per stage (a :class:`ConvergenceWarning` if reached).
+        lam0: warm start ``(m,)``, ``>= 0`` (default zeros).
         check_slater: certify strict feasibility at the end (cheap mixture LP, then the
             exact LP margin when the cheap test is inconclusive).
 
     Raises:
         InfeasibleError: with a certificate, when no policy meets the constraints.
+        ValueError: a bad argument, or an instance whose answer float64 cannot represent
+            (the message names the field and says why).
     """
     t0 = time.perf_counter()
+    tol, lam0_arr = _check_solve_args(problem, tol, max_iter, lam0, check_slater)
     m = problem.num_constraints
-    s = problem.support
-    h_scale = max(
-        [1.0]
-        + [float(np.abs(problem.utilities[i][s] - problem.offsets[i]).max()) for i in range(m)]
-    )
-    atol = tol * h_scale
-    ftol = 1e-12 * h_scale  # what counts as "zero" in feasibility tests
+    norm = problem.normalized
+    inner = norm.problem
+    a = norm.constraint_scales  # size = (m,)
+    ftol = 1e-12  # what counts as "zero" in feasibility tests, in normalized units (|h'| <= 1)
+    try:
+        lam_n, newton, it, passes, history = _solve_normalized(
+            inner, tol, max_iter, None if lam0_arr is None else norm.to_internal(lam0_arr), ftol
+        )
+    except InfeasibleError as exc:  # back to the problem's units and thresholds
+        w = exc.weights / a
+        raise InfeasibleError(problem, w / w.sum(), exc.bound / float((exc.weights / a).sum()),
+                              exc.maxima * a) from None
+    ev = newton.ev
+    lam = norm.to_problem(lam_n, problem.names)
 
-    maxima = attainable_maxima(problem) if m else np.zeros(0)
-    passes = 1 if m else 0
-    if m and (maxima < -ftol).any():
-        i = int(np.argmin(maxima))
-        w = np.zeros(m)
-        w[i] = 1.0
-        raise InfeasibleError(problem, w, maxima[i], maxima)
-
-    lam = np.zeros(m) if lam0 is None else np.maximum(np.asarray(lam0, float).reshape(m), 0.0)
-    history: list[tuple[float, float, float]] = []
-    it = 0
-    # beta-continuation: when the softmax is nearly hard (score spread >> beta) D is nearly
-    # piecewise linear far from lam*; solve a smoother problem first and warm-start.
-    for stage_beta in _continuation_betas(problem) if lam0 is None else []:
-        stage = _Newton(problem.replace(beta=stage_beta), maxima, ftol)
-        lam = stage.run(lam, tol=1e-3 * h_scale, max_iter=max_iter)
-        it += stage.iterations
-        passes += stage.passes
-        history += stage.history
-    newton = _Newton(problem, maxima, ftol)
-    lam = newton.run(lam, tol=atol, max_iter=max_iter)
-    it += newton.iterations
-    passes += newton.passes
-    history += newton.history
-    ev, kkt, converged = newton.ev, newton.kkt, newton.converged
-
+    # everything below is recomputed on the returned lam, in the problem's units
     policy = lagrangian_policy(problem, lam)
-    slack = constraint_slack(problem, policy)
-    primal = objective(problem, policy)
-    passes += 1
+    slack = a * constraint_slack(inner, policy)  # = E_rho E_pi h = grad D(lam), size = (m,)
+    # the residual in the units of h: lam_i a_i / s and slack_i / a_i are the problem's own
+    # multiplier and slack made dimensionless (s = reward scale, a_i = max |h_i|), times M_h
+    scale = float(a.max(initial=0.0))
+    with np.errstate(over="ignore", under="ignore"):
+        kkt = scale * kkt_residual(lam * (a / norm.reward_scale), slack / a)
+    floor = _precision_floor(ev)
+    kkt_tolerance = max(tol, min(floor, FLOOR_CAP)) * scale
+    converged = bool(kkt <= kkt_tolerance)
+    primal = norm.value(objective(inner, policy))
+    dual = norm.value(ev.value)
+    passes += 2
 
     strictly, margin, unbounded = None, None, False
     if m and check_slater:
-        strictly, margin, unbounded = _certify_slater(problem, policy, slack, maxima, ftol)
+        strictly, margin_n, unbounded = certify_slater(
+            inner, policy, slack / a, newton.maxima, ftol
+        )
+        if margin_n is not None:  # a valid lower bound in the problem's units
+            margin = margin_n * float(a.min() if margin_n > 0 else a.max())
         if unbounded:
             warnings.warn(
                 "the constraints can be met only on the boundary (no strictly feasible policy: "
@@ -317,31 +371,74 @@ def solve(
                 BoundaryFeasibleWarning,
                 stacklevel=2,
             )
+    # a one-ulp move of lam' (|lam'| >= 1) moves grad' by up to 8 eps / beta' (|h'| <= 1)
+    worst_floor = 8.0 * np.finfo(float).eps / inner.beta
+    if m and not converged and not unbounded and max(floor, worst_floor) > FLOOR_CAP:
+        spread = float(np.ptp(inner.reward[inner.support])) * norm.reward_scale
+        raise ValueError(
+            f"beta: {problem.beta!r} is too small for float64 against scores of spread "
+            f"{spread:.3g}: near lam* a one-ulp change of lam moves the gradient by up to "
+            f"{max(floor, worst_floor):.2g} relative (KKT residual {kkt:.3g} > tolerance "
+            f"{kkt_tolerance:.3g}); pi* is nearly an argmax that float64 cannot represent"
+        )
     if not converged:
         warnings.warn(
-            f"solve stopped after {it} iterations with KKT residual {kkt:.3g} > {atol:.3g}",
+            f"solve stopped after {it} iterations with KKT residual {kkt:.3g} > "
+            f"{kkt_tolerance:.3g}",
             ConvergenceWarning,
             stacklevel=2,
         )
+    with np.errstate(over="ignore"):  # inf only where hess D itself exceeds float64
+        hessian = (ev.hessian * (a / norm.reward_scale)[:, None]) * a[None, :]
     return DualSolution(
         lam=lam,
-        dual_value=ev.value,
+        dual_value=dual,
         primal_value=primal,
         policy=policy,
         slack=slack,
         kkt_residual=kkt,
-        kkt_tolerance=max(atol, _precision_floor(ev)),
-        duality_gap=ev.value - primal,
+        kkt_tolerance=kkt_tolerance,
+        duality_gap=norm.reward_scale * (ev.value - objective(inner, policy)),
         iterations=it,
         passes=passes,
         converged=converged,
         strictly_feasible=strictly,
         margin=margin,
-        multiplier_unbounded=unbounded,
-        hessian=ev.hessian,
+        multiplier_unbounded=bool(unbounded),
+        hessian=hessian,
         seconds=time.perf_counter() - t0,
         history=history,
     )
+
+
+def _solve_normalized(problem: AlignmentProblem, tol: float, max_iter: int,
+                      lam0: np.ndarray | None, ftol: float):
+    """The Newton solve (with beta-continuation) on a normalized problem (``|h| <= 1``)."""
+    m = problem.num_constraints
+    maxima = attainable_maxima(problem) if m else np.zeros(0)
+    passes = 1 if m else 0
+    if m and (maxima < -ftol).any():
+        i = int(np.argmin(maxima))
+        w = np.zeros(m)
+        w[i] = 1.0
+        raise InfeasibleError(problem, w, maxima[i], maxima)
+    lam = np.zeros(m) if lam0 is None else lam0
+    history: list[tuple[float, float, float]] = []
+    it = 0
+    # beta-continuation: when the softmax is nearly hard (score spread >> beta) D is nearly
+    # piecewise linear far from lam*; solve smoother problems first and warm-start.
+    for stage_beta in _continuation_betas(problem) if lam0 is None else []:
+        stage = _Newton(problem.replace(beta=stage_beta), maxima, ftol)
+        lam = stage.run(lam, tol=STAGE_TOL, max_iter=max_iter)
+        it += stage.iterations
+        passes += stage.passes
+        history += stage.history
+    newton = _Newton(problem, maxima, ftol)
+    lam = newton.run(lam, tol=tol, max_iter=max_iter)
+    it += newton.iterations
+    passes += newton.passes
+    history += newton.history
+    return lam, newton, it, passes, history
 
 
 def _precision_floor(ev: DualEval) -> float:
@@ -363,46 +460,6 @@ def _multiplier_scale(problem: AlignmentProblem) -> float:
     g_ranges = [float(np.ptp(problem.utilities[i][s])) for i in range(problem.num_constraints)]
     g_min = min([v for v in g_ranges if v > 0], default=1.0)
     return max(1.0, r_range / g_min)
-
-
-def _certify_slater(
-    problem: AlignmentProblem,
-    policy: np.ndarray,
-    slack: np.ndarray,
-    maxima: np.ndarray,
-    ftol: float,
-) -> tuple[bool | None, float | None, bool]:
-    """Returns ``(strictly_feasible, margin, multiplier_unbounded)``."""
-    m = problem.num_constraints
-    if (maxima <= ftol).any():  # one constraint can only be met with equality
-        return False, float(maxima.min()), True
-    # candidates: pi*, and the deterministic maximizer of each h_i
-    rows = [slack]
-    rho, g, c, sup = problem.prompt_weights, problem.utilities, problem.offsets, problem.support
-    for i in range(m):
-        best = np.argmax(np.where(sup, g[i], -np.inf), axis=1)  # size = (X,)
-        rows.append(rho @ g[:, np.arange(problem.num_prompts), best].T - c)
-    S = np.array(rows)  # size = (K, m)
-    # cheap certificates first: one candidate, or the uniform mixture, strictly feasible
-    margin = max(float(S.min(axis=1).max()), float(S.mean(axis=0).min()))
-    if margin <= ftol:
-        margin, _ = mixture_margin(S)
-    if margin > ftol:
-        return True, margin, False
-    if int(sup.sum()) > LP_MAX_ENTRIES:
-        warnings.warn(
-            "could not certify strict feasibility cheaply and the instance is too large for the "
-            "exact LP margin; Slater is undecided",
-            BoundaryFeasibleWarning,
-            stacklevel=3,
-        )
-        return None, None, False
-    exact = feasibility_margin(problem)
-    if exact.margin > ftol:
-        return True, exact.margin, False
-    if exact.margin < -ftol:  # pragma: no cover - the Newton loop raises first
-        raise InfeasibleError(problem, exact.weights, ray_bound(problem, exact.weights), maxima)
-    return False, exact.margin, True
 
 
 def perturbation(problem: AlignmentProblem, eps: float | np.ndarray, **solve_kw: object) -> float:

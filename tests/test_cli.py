@@ -1,6 +1,7 @@
 """The command line: demo, solve, and errors reported by field."""
 
 import json
+import shlex
 import subprocess
 import sys
 
@@ -79,3 +80,122 @@ def test_console_script_help():
         [sys.executable, "-m", "dualgap.cli", "--help"], capture_output=True, text=True, check=True
     )
     assert "demo" in out.stdout and "solve" in out.stdout
+
+
+# ------------------------------------------------------------------ file problems, one line each
+def _bad_files(d):
+    p = random_problem(1, 4, 5, 2)
+    p.save(d / "ok.npz")
+    raw = (d / "ok.npz").read_bytes()
+    (d / "empty.npz").write_bytes(b"")
+    (d / "trunc.npz").write_bytes(raw[: len(raw) // 2])
+    np.save(d / "arr.npy", np.zeros(3))
+    (d / "text.npz").write_text("reward,beta\n1,2\n")
+    np.savez(d / "obj.npz", reward=np.array([1, "x", None], dtype=object),
+             reference=np.ones((1, 1)), beta=1.0)
+    np.savez(d / "strbeta.npz", reward=p.reward, reference=p.reference, beta="0.5")
+    np.savez(d / "strreward.npz", reward=p.reward.astype(str), reference=p.reference, beta=0.5)
+    np.savez(d / "cplx.npz", reward=p.reward + 1j, reference=p.reference, beta=0.5)
+    np.savez(d / "nothr.npz", reward=p.reward, reference=p.reference, beta=0.5,
+             utilities=p.utilities)
+    np.savez(d / "dup.npz", reward=p.reward, reference=p.reference, beta=0.5,
+             utilities=p.utilities, thresholds=p.thresholds, names=np.array(["a", "a"]))
+    np.savez(d / "intnames.npz", reward=p.reward, reference=p.reference, beta=0.5,
+             utilities=p.utilities, thresholds=p.thresholds, names=np.array([1, 2]))
+    np.savez(d / "strrel.npz", reward=p.reward, reference=p.reference, beta=0.5,
+             relative="yes")
+    return {
+        "missing.npz": "missing.npz: file does not exist",
+        "empty.npz": "empty.npz: file is empty",
+        "trunc.npz": "trunc.npz: is a damaged or truncated .npz archive",
+        "arr.npy": "arr.npy: is a single .npy array, not an .npz archive",
+        "text.npz": "text.npz: is not an .npz archive (a zip of .npy arrays)",
+        "obj.npz": "obj.npz: field 'reward' holds Python objects (an object array)",
+        "strbeta.npz": "strbeta.npz: field 'beta' holds strings (dtype <U3), expected real",
+        "strreward.npz": "strreward.npz: field 'reward' holds strings",
+        "cplx.npz": "cplx.npz: field 'reward' holds complex numbers",
+        "nothr.npz": "nothr.npz: missing field 'thresholds' (needed for the 2 constraints",
+        "dup.npz": "dup.npz: names: duplicate name 'a'",
+        "intnames.npz": "intnames.npz: field 'names' holds integers (dtype int64), expected str",
+        "strrel.npz": "strrel.npz: field 'relative' holds strings",
+    }
+
+
+def test_every_file_problem_is_one_line_naming_the_file(tmp_path, capsys):
+    cases = _bad_files(tmp_path)
+    for name, message in cases.items():
+        assert main(["solve", str(tmp_path / name)]) == 2, name
+        cap = capsys.readouterr()
+        lines = cap.err.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("dualgap solve: error: "), cap.err
+        assert message in lines[0], (name, lines[0])
+        assert "allow_pickle" not in lines[0] and "pickle" not in lines[0]
+        assert cap.out == ""
+    with pytest.raises(ValueError, match="file is empty"):  # --debug: the exception itself
+        main(["--debug", "solve", str(tmp_path / "empty.npz")])
+
+
+def test_json_is_valid_at_any_tolerance_and_bad_tol_is_one_line(tmp_path, capsys):
+    random_problem(4, 5, 6, 2).save(tmp_path / "p.npz")
+    assert main(["solve", str(tmp_path / "p.npz"), "--json", "--tol", "1e-15"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert isinstance(out["dual"]["converged"], bool)
+    for tol in ("-1", "nan", "0", "inf"):
+        assert main(["solve", str(tmp_path / "p.npz"), "--json", "--tol", tol]) == 2
+        cap = capsys.readouterr()
+        assert cap.out == "" and "error: tol: must be a positive finite float" in cap.err
+
+
+def test_output_paths_are_checked_before_any_work(tmp_path, capsys, monkeypatch):
+    import dualgap.instances
+
+    def boom(*a, **k):  # pragma: no cover - reached only if the check came too late
+        raise AssertionError("work started before the output path was checked")
+
+    monkeypatch.setattr(dualgap.instances, "demo_problem", boom)
+    assert main(["demo", "--figure", str(tmp_path / "missing" / "x.png")]) == 2
+    assert "--figure: folder" in capsys.readouterr().err
+    random_problem(4, 5, 6, 2).save(tmp_path / "p.npz")
+    monkeypatch.setattr("dualgap.solve", boom)
+    assert main(["solve", str(tmp_path / "p.npz"), "--policy-out",
+                 str(tmp_path / "missing" / "pi.npy")]) == 2
+    assert "--policy-out: folder" in capsys.readouterr().err
+    assert main(["run", "dual-descent", "--out", str(tmp_path / "missing" / "t.json")]) == 2
+    assert "--out: folder" in capsys.readouterr().err
+
+
+def test_closed_pipe_ends_quietly(tmp_path):
+    random_problem(4, 5, 6, 2).save(tmp_path / "p.npz")
+    cmd = [sys.executable, "-m", "dualgap.cli", "solve", str(tmp_path / "p.npz"), "--json"]
+    # the shell pipeline of the issue
+    shell = subprocess.run(shlex.join(cmd) + " | head -c 10", shell=True, capture_output=True,
+                           text=True, timeout=60)
+    assert shell.stdout == '{\n  "dual"' and shell.stderr == ""
+    # and a pipe closed before the first byte is written (deterministic EPIPE)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 0 and err == ""
+
+
+def test_warnings_and_internal_errors_are_one_line(tmp_path, capsys, monkeypatch):
+    import dualgap
+
+    # a boundary-feasible instance: the solver warns (lam* unbounded)
+    g = np.array([[[1.0, -1.0]], [[-1.0, 1.0]]])
+    dualgap.AlignmentProblem(np.zeros((1, 2)), g, [0.0, 0.0], 0.1, np.array([[0.5, 0.5]]),
+                             relative=False).save(tmp_path / "b.npz")
+    assert main(["solve", str(tmp_path / "b.npz")]) == 0
+    err = capsys.readouterr().err
+    assert "dualgap solve: warning: BoundaryFeasibleWarning: " in err and "warnings.warn" not in err
+
+    def broken(*a, **k):
+        raise RuntimeError("solver exploded\nbadly")
+
+    monkeypatch.setattr(dualgap, "solve", broken)
+    assert main(["solve", str(tmp_path / "b.npz")]) == 1
+    err = capsys.readouterr().err
+    assert err.strip() == ("dualgap solve: internal error: RuntimeError: solver exploded badly "
+                           "(rerun with --debug for the traceback)")
+    with pytest.raises(RuntimeError):
+        main(["--debug", "solve", str(tmp_path / "b.npz")])

@@ -77,5 +77,5 @@ def test_npz_roundtrip_and_errors(tmp_path):
     with pytest.raises(ValueError, match="does not exist"):
         AlignmentProblem.load(tmp_path / "nope.npz")
     np.savez(tmp_path / "vec.npz", reward=p.reward, reference=p.reference, beta=[0.1, 0.2])
-    with pytest.raises(ValueError, match="beta: expected a scalar"):
+    with pytest.raises(ValueError, match="field .beta. must be a scalar"):
         AlignmentProblem.load(tmp_path / "vec.npz")

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import json
-import sys
-from pathlib import Path
 
 from .._format import format_table
+from ._io import check_output_path, dumps
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -114,20 +112,21 @@ def _demo(args: argparse.Namespace) -> int:
     if args.describe:
         print(DEMO_DESCRIPTION)
         return 0
+    figure = None if args.no_figure else check_output_path(args.figure, "--figure")
     problem = demo_problem()
     solve(problem)  # warm-up: first call pays scipy's import, not the solver
     sol = solve(problem)
     ref = solve_primal_cvxpy(problem, solver="CLARABEL")
     rows, data = _comparison(problem, sol, ref)
     fig_path = None
-    if not args.no_figure:
+    if figure is not None:
         from ..plots import plot_dual_landscape
 
-        fig_path = Path(args.figure).resolve()
+        fig_path = figure.resolve()
         plot_dual_landscape(problem, sol, fig_path)
         data["figure"] = str(fig_path)
     if args.json:
-        print(json.dumps(data, indent=2))
+        print(dumps(data))
         return 0
     print(DEMO_DESCRIPTION)
     print()
@@ -144,10 +143,11 @@ def _solve(args: argparse.Namespace) -> int:
 
     from .. import AlignmentProblem, solve, solve_primal_cvxpy
 
+    policy_out = check_output_path(args.policy_out, "--policy-out")
     problem = AlignmentProblem.load(args.file)
     sol = solve(problem, tol=args.tol)
-    if args.policy_out:
-        np.save(args.policy_out, sol.policy)
+    if policy_out is not None:
+        np.save(policy_out, sol.policy)
     if args.check:
         rows, data = _comparison(problem, sol, solve_primal_cvxpy(problem))
     else:
@@ -163,8 +163,7 @@ def _solve(args: argparse.Namespace) -> int:
         rows.append(("multiplier unbounded", str(sol.multiplier_unbounded)))
         rows.append(("solve time [s]", f"{sol.seconds:.4f}"))
     if args.json:
-        json.dump(data, sys.stdout, indent=2)
-        print()
+        print(dumps(data))
     else:
         print(repr(problem))
         print(format_table(rows))

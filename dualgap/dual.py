@@ -30,6 +30,8 @@ __all__ = [
     "DualEval",
     "DualSums",
     "dual_sums",
+    "BACKENDS",
+    "dual_backend",
     "dual_oracle",
     "dual_value",
     "dual_gradient",
@@ -249,6 +251,30 @@ def dual_oracle(problem: AlignmentProblem, lam: object, order: int = 2) -> DualE
         order,
     )
     return sums.finish(lam, problem.beta, problem.offsets, order)
+
+
+#: Oracle backends accepted by :func:`dual_backend` and ``solve(..., backend=...)``.
+BACKENDS = ("numpy", "torch", "torch-float32")
+
+
+def dual_backend(name: str):
+    """The oracle ``(problem, lam, order) -> DualEval`` of a backend in :data:`BACKENDS`.
+
+    ``"numpy"``: :func:`dual_oracle`; ``"torch"``: the same sums in torch, float64, on CUDA when
+    available, else CPU; ``"torch-float32"``: the same in float32.  Torch is imported only here.
+    """
+    if name == "numpy":
+        return dual_oracle
+    if name in ("torch", "torch-float32"):
+        from .dual_torch import torch_dual_oracle
+
+        dtype = "float32" if name == "torch-float32" else "float64"
+
+        def oracle(problem: AlignmentProblem, lam: object, order: int = 2) -> DualEval:
+            return torch_dual_oracle(problem, lam, order, dtype=dtype)
+
+        return oracle
+    raise ValueError(f"backend: must be one of {BACKENDS}, got {name!r}")
 
 
 def dual_value(problem: AlignmentProblem, lam: object) -> float:

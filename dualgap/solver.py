@@ -31,7 +31,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from .dual import DualEval, constraint_slack, dual_oracle, lagrangian_policy, objective
+from .dual import DualEval, constraint_slack, dual_backend, lagrangian_policy, objective
 from .feasibility import (
     InfeasibleError,
     attainable_maxima,
@@ -167,15 +167,17 @@ def _continuation_betas(problem: AlignmentProblem, ratio: float = 100.0) -> list
 class _Newton:
     """Projected Newton with a trust region and Armijo search on one problem."""
 
-    def __init__(self, problem: AlignmentProblem, maxima: np.ndarray, ftol: float) -> None:
+    def __init__(self, problem: AlignmentProblem, maxima: np.ndarray, ftol: float,
+                 backend: str = "numpy") -> None:
         self.problem, self.maxima, self.ftol = problem, maxima, ftol
+        self.dual = dual_backend(backend)
         self.passes = 0
         self.iterations = 0
         self.history: list[tuple[float, float, float]] = []
 
     def oracle(self, lam: np.ndarray) -> DualEval:
         self.passes += 1
-        return dual_oracle(self.problem, lam, order=2)
+        return self.dual(self.problem, lam, order=2)
 
     def run(self, lam: np.ndarray, tol: float, max_iter: int) -> np.ndarray:
         problem, ftol = self.problem, self.ftol
@@ -251,6 +253,7 @@ def solve(
     max_iter: int = 200,
     lam0: object = None,
     check_slater: bool = True,
+    backend: str = "numpy",
 ) -> DualSolution:
     """Solve ``max_pi J(pi) s.t. E h >= 0`` exactly through ``min_{lam >= 0} D(lam)``.
 
@@ -261,11 +264,14 @@ def solve(
         lam0: warm start (default zeros).
         check_slater: certify strict feasibility at the end (cheap mixture LP, then the
             exact LP margin when the cheap test is inconclusive).
+        backend: the dual oracle's backend, one of :data:`dualgap.dual.BACKENDS`
+            (``"torch"``: float64 on CUDA when available, else CPU; ``"torch-float32"``).
 
     Raises:
         InfeasibleError: with a certificate, when no policy meets the constraints.
     """
     t0 = time.perf_counter()
+    dual_backend(backend)  # an unknown backend fails before any work
     m = problem.num_constraints
     s = problem.support
     h_scale = max(
@@ -289,12 +295,12 @@ def solve(
     # beta-continuation: when the softmax is nearly hard (score spread >> beta) D is nearly
     # piecewise linear far from lam*; solve a smoother problem first and warm-start.
     for stage_beta in _continuation_betas(problem) if lam0 is None else []:
-        stage = _Newton(problem.replace(beta=stage_beta), maxima, ftol)
+        stage = _Newton(problem.replace(beta=stage_beta), maxima, ftol, backend)
         lam = stage.run(lam, tol=1e-3 * h_scale, max_iter=max_iter)
         it += stage.iterations
         passes += stage.passes
         history += stage.history
-    newton = _Newton(problem, maxima, ftol)
+    newton = _Newton(problem, maxima, ftol, backend)
     lam = newton.run(lam, tol=atol, max_iter=max_iter)
     it += newton.iterations
     passes += newton.passes

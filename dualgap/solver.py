@@ -179,13 +179,20 @@ class _Newton:
         self.passes += 1
         return self.dual(self.problem, lam, order=2)
 
+    # hooks that a problem stored out of memory (dualgap.streaming) computes its own way
+    def multiplier_scale(self) -> float:
+        return _multiplier_scale(self.problem)
+
+    def ray_bound(self, w: np.ndarray) -> float:
+        return ray_bound(self.problem, w)
+
     def run(self, lam: np.ndarray, tol: float, max_iter: int) -> np.ndarray:
         problem, ftol = self.problem, self.ftol
         ev = self.oracle(lam)
         kkt = kkt_residual(lam, ev.gradient)
         self.history.append((ev.value, kkt, 0.0))
         next_ray_check = 10.0 * max(1.0, float(lam.sum()))
-        radius = 10.0 * (1.0 + float(np.max(lam, initial=0.0))) * _multiplier_scale(problem)
+        radius = 10.0 * (1.0 + float(np.max(lam, initial=0.0))) * self.multiplier_scale()
         it = 0
         converged = kkt <= max(tol, _precision_floor(ev))
         while not converged and it < max_iter:
@@ -239,7 +246,7 @@ class _Newton:
             if norm > next_ray_check:  # diverging multiplier: test the ray for infeasibility
                 next_ray_check = 2.0 * norm
                 w = lam / norm
-                bound = ray_bound(problem, w)
+                bound = self.ray_bound(w)
                 self.passes += 1
                 if bound < -ftol:
                     raise InfeasibleError(problem, w, bound, self.maxima)
@@ -270,6 +277,13 @@ def solve(
     Raises:
         InfeasibleError: with a certificate, when no policy meets the constraints.
     """
+    if not isinstance(problem, AlignmentProblem):  # chunked, out of memory: streamed passes
+        from .streaming import ChunkedProblem, solve_chunked
+
+        if isinstance(problem, ChunkedProblem):
+            return solve_chunked(problem, tol, max_iter, lam0, check_slater, backend)
+        raise ValueError(f"problem: expected an AlignmentProblem or ChunkedProblem, got "
+                         f"{type(problem).__name__}")
     t0 = time.perf_counter()
     dual_backend(backend)  # an unknown backend fails before any work
     m = problem.num_constraints

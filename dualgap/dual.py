@@ -340,13 +340,15 @@ def constraint_slack(problem: AlignmentProblem, policy: object) -> np.ndarray:
 def kl_divergence(problem: AlignmentProblem, policy: object) -> np.ndarray:
     """``KL(pi(.|x) || pi_ref(.|x))`` per prompt, shape ``(X,)``; ``inf`` off the support."""
     pi = _check_policy(problem, policy)
-    pos = pi > 0
-    off = pos & ~problem.support
-    log_ratio = np.zeros_like(pi)
-    ok = pos & problem.support
-    log_ratio[ok] = np.log(pi[ok]) - problem.log_reference[ok]
-    kl = (pi * log_ratio).sum(axis=1)
-    kl[off.any(axis=1)] = np.inf
+    kl = np.empty(problem.num_prompts)
+    for blk in _blocks(problem):  # cache-sized blocks: no full-size temporaries
+        p = pi[blk]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            t = np.log(p)  # size = (b, Y); -inf where pi = 0
+            t -= problem.log_reference[blk]  # +inf where pi > 0 off the support
+            t *= p
+        t[p == 0] = 0.0  # 0 log 0 = 0, on or off the support
+        kl[blk] = t.sum(axis=1)
     return np.maximum(kl, 0.0)
 
 

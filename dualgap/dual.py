@@ -140,19 +140,23 @@ def _block_policy(z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return z, np.log(total) + zmax[:, 0]
 
 
+# The block kernels use numpy's own loops (einsum), never BLAS: a multithreaded OpenBLAS called
+# on every cache-sized block spends more time synchronizing its threads than computing, 3-9x
+# slower on a loaded 2-core machine (measured), and some builds take ~200x longer on a dot of
+# this length.
 def _dot(a: np.ndarray, b: np.ndarray) -> float:
-    """``sum_k a_k b_k`` of two contiguous vectors of at most a block's length (BLAS ``ddot``)."""
-    return float(np.dot(a, b))
+    """``sum_k a_k b_k`` of two vectors of at most a block's length."""
+    return float(np.einsum("k,k->", a, b))
 
 
 def _gram(A: np.ndarray, B: np.ndarray) -> np.ndarray:
-    """``A B^T`` for ``(m, n)`` rows with ``m`` small and ``B A^T`` symmetric: ``m (m + 1) / 2``
-    ``ddot`` calls, several times faster than a ``(m, n) @ (n, m)`` gemm with OpenBLAS."""
+    """``A B^T`` for ``(m, n)`` rows with ``m`` small and ``A B^T`` symmetric: ``m (m + 1) / 2``
+    dot products."""
     m = A.shape[0]
     out = np.empty((m, m))
     for i in range(m):
         for j in range(i, m):
-            out[i, j] = out[j, i] = np.dot(A[i], B[j])
+            out[i, j] = out[j, i] = _dot(A[i], B[j])
     return out
 
 
@@ -198,7 +202,7 @@ def dual_sums(
         z = zbuf[: b * Y].reshape(b, Y)  # size = (b, Y)
         G = utilities[:, start:stop]  # size = (m, b, Y)
         if len(active) == m and m > 1:
-            np.dot(lam, G.reshape(m, b * Y), out=zbuf[: b * Y])
+            np.einsum("i,ik->k", lam, G.reshape(m, b * Y), out=zbuf[: b * Y])
             z += reward[start:stop]
         else:
             np.copyto(z, reward[start:stop])
@@ -220,7 +224,7 @@ def dual_sums(
             continue
         GW = gbuf[: m * b * Y].reshape(m, b, Y)  # size = (m, b, Y)
         np.multiply(G, z[None], out=GW)
-        M1 = GW.sum(axis=2)  # size = (m, b): rho_x mu(x)
+        M1 = np.einsum("ixy->ix", GW)  # size = (m, b): rho_x mu(x)
         mu = M1 / np.where(w > 0, w, 1.0)  # size = (m, b)
         M2 = _gram(GW.reshape(m, b * Y), G.reshape(m, b * Y))  # size = (m, m)
         H = M2 - M1 @ mu.T

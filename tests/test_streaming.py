@@ -69,7 +69,7 @@ def test_chunk_iterator_with_and_without_prompt_weights(weighted):
     cuts = [0, 7, 8, 31, 60]
 
     def chunks():
-        for a, b in zip(cuts[:-1], cuts[1:]):
+        for a, b in zip(cuts[:-1], cuts[1:], strict=True):
             yield PromptChunk(p.reward[a:b], p.utilities[:, a:b], p.reference[a:b],
                               p.prompt_weights[a:b] if weighted else None)
 

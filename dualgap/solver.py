@@ -295,8 +295,14 @@ def solve(
     atol = tol * h_scale
     ftol = 1e-12 * h_scale  # what counts as "zero" in feasibility tests
 
-    maxima = attainable_maxima(problem) if m else np.zeros(0)
-    passes = 1 if m else 0
+    # properties of the constraint set alone, computed once per problem: a warm re-solve
+    # (lam0 from an earlier solve of the same problem) skips their passes
+    memo = problem.__dict__.setdefault("_solve_memo", {})
+    passes = 0
+    if "maxima" not in memo:
+        memo["maxima"] = attainable_maxima(problem) if m else np.zeros(0)
+        passes = 1 if m else 0
+    maxima = memo["maxima"]
     if m and (maxima < -ftol).any():
         i = int(np.argmin(maxima))
         w = np.zeros(m)
@@ -328,7 +334,9 @@ def solve(
 
     strictly, margin, unbounded = None, None, False
     if m and check_slater:
-        strictly, margin, unbounded = _certify_slater(problem, policy, slack, maxima, ftol)
+        if "slater" not in memo:
+            memo["slater"] = _certify_slater(problem, policy, slack, maxima, ftol)
+        strictly, margin, unbounded = memo["slater"]
         if unbounded:
             warnings.warn(
                 "the constraints can be met only on the boundary (no strictly feasible policy: "

@@ -72,9 +72,7 @@ def oracle_rate(X: int, Y: int, m: int, device: str, repeats: int) -> dict:
     """Seconds per oracle call on device data, float64 and float32, and float32's error."""
     import torch
 
-    from dualgap.dual_torch import torch_dual_sums
-
-    from dualgap.dual_torch import TorchData
+    from dualgap.dual_torch import TorchData, torch_dual_sums
 
     lam = np.full(m, 0.5)
     out: dict = {"entries": X * Y, "X": X, "Y": Y, "m": m}

@@ -46,8 +46,10 @@ __all__ = [
 ]
 
 #: Target number of table entries processed per block: the block's working set (one ``(b, Y)``
-#: weight buffer and one ``(m, b, Y)`` product buffer) stays in a core's L2 cache.
-BLOCK_ENTRIES = 1 << 14
+#: weight buffer, one ``(m, b, Y)`` product buffer and the block's inputs, ~3 MB at m = 3) stays
+#: in cache, and the ~25 numpy calls per block are amortized (2^16 took 1.3x less CPU time than
+#: 2^14 and the same as 2^17 at 1e7 entries, m = 3, on the 2-core development machine).
+BLOCK_ENTRIES = 1 << 16
 
 #: The uncentered covariance ``E_p[g g^T] - mu mu^T`` is used when it keeps at least
 #: ``log10(1 / CANCELLATION) = 4`` fewer digits than float64 holds; below that a block is redone
@@ -141,9 +143,9 @@ def _block_policy(z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 # The block kernels use numpy's own loops (einsum), never BLAS: a multithreaded OpenBLAS called
-# on every cache-sized block spends more time synchronizing its threads than computing, 3-9x
-# slower on a loaded 2-core machine (measured), and some builds take ~200x longer on a dot of
-# this length.
+# on every cache-sized block spends more time synchronizing its threads than computing (one
+# oracle call at 1e7 entries, m = 3, on the loaded 2-core machine: 0.94 s wall against 0.105 s
+# with one BLAS thread), and some builds take ~200x longer on a dot of this length.
 def _dot(a: np.ndarray, b: np.ndarray) -> float:
     """``sum_k a_k b_k`` of two vectors of at most a block's length."""
     return float(np.einsum("k,k->", a, b))

@@ -2,6 +2,7 @@
 loop's generation, scoring and DPO throughput on a randomly initialized ~1B Llama in bf16.
 
     python benchmarks/gpu.py                  # on a CUDA machine (a few minutes)
+    python benchmarks/gpu.py --out $OUT/gpu.json   # on a lent machine: the result comes back
     python benchmarks/gpu.py --smoke          # anywhere: tiny sizes on CPU (seconds)
 
 Without CUDA the script says so, runs the smoke sizes on CPU and exits 0, so a test can run it.

@@ -192,7 +192,7 @@ def dual_sums(
     step = max(1, block_entries // Y)
     rows = min(step, X)
     zbuf = np.empty(rows * Y)
-    gbuf = np.empty(m * rows * Y) if order >= 2 and m else None
+    gbuf = np.empty(m * rows * Y if order >= 2 else 0)
     inv_beta = 1.0 / beta
     value = 0.0
     first = np.zeros(m)

@@ -62,12 +62,12 @@ class PromptChunk:
 
 @dataclass
 class _Stats:
+    ref_g: np.ndarray  # sum_k s_k E_ref g, size = (m,)
+    max_g: np.ndarray  # sum_k s_k E max_supp g, size = (m,)
+    g_lo: np.ndarray  # min over the support, size = (m,)
+    g_hi: np.ndarray
     prompts: int = 0
     mass: float = 0.0
-    ref_g: np.ndarray | None = None  # sum_k s_k E_ref g, size = (m,)
-    max_g: np.ndarray | None = None  # sum_k s_k E max_supp g, size = (m,)
-    g_lo: np.ndarray | None = None  # min over the support, size = (m,)
-    g_hi: np.ndarray | None = None
     r_lo: float = np.inf
     r_hi: float = -np.inf
 
@@ -95,13 +95,13 @@ class ChunkedProblem:
         self.relative = relative
         self.names = names
         self._uniform: bool | None = None
-        st = _Stats()
+        st = _Stats(np.zeros(0), np.zeros(0), np.zeros(0), np.zeros(0))
+        m = 0
         for k, (sub, mass) in enumerate(self._problems(with_uniform=False)):
             if k == 0:
                 self.num_responses, self.num_constraints = sub.num_responses, sub.num_constraints
                 m = self.num_constraints
-                st.ref_g, st.max_g = np.zeros(m), np.zeros(m)
-                st.g_lo, st.g_hi = np.full(m, np.inf), np.full(m, -np.inf)
+                st = _Stats(np.zeros(m), np.zeros(m), np.full(m, np.inf), np.full(m, -np.inf))
                 self.beta = sub.beta
             elif (sub.num_responses, sub.num_constraints) != (self.num_responses, m):
                 raise ValueError(
@@ -111,7 +111,8 @@ class ChunkedProblem:
             st.prompts += sub.num_prompts
             st.mass += mass
             st.ref_g += mass * sub.reference_utilities
-            st.max_g += mass * attainable_maxima(sub) if m else 0.0
+            if m:
+                st.max_g += mass * attainable_maxima(sub)
             s = sub.support
             st.r_lo = min(st.r_lo, float(sub.reward[s].min()))
             st.r_hi = max(st.r_hi, float(sub.reward[s].max()))

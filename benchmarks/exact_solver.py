@@ -22,6 +22,19 @@ relative to the input arrays.  SCS is run at its default accuracy.
 
 Writes ``benchmarks/results/exact_solver.json`` and the table in ``benchmarks/README.md``
 (between the ``exact_solver`` markers).
+
+    python benchmarks/exact_solver.py --floor           # the oracle against its memory floor
+    python benchmarks/exact_solver.py --memory          # 1e8 entries (m = 1) past memory
+
+``--floor`` (1e7 entries, m = 3): the time to read every input array once (one numpy pass),
+one ``dual_oracle`` call, ``solve`` and its passes, and ``solve / (passes x read)``, for the
+tree before the fused oracle (``--before``, a git revision, timed in a subprocess on its own
+copy of the package) and for this tree, in one run on the same saved instance; this tree also
+with ``backend="torch"`` and the float32 oracle's error.  ``--memory``: a memory-mapped
+instance written chunk by chunk, solved with streamed passes; time, passes, KKT residual, the
+peak of allocated memory (tracemalloc) and the peak resident set (which also counts the mapped
+file pages the kernel may drop), and the chunked answer against the in-memory one on the
+first tenth of the prompts.  Both write their own section of the JSON and of the README.
 """
 
 from __future__ import annotations
@@ -171,6 +184,8 @@ def write_readme_section(name: str, text: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    import exact_floor as ef  # the floor and past-memory sections (a sibling module)
+
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument(
         "--sizes",
@@ -183,9 +198,37 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--methods", nargs="+", default=["newton", "clarabel", "scs", "pgd"], choices=sorted(LIMITS)
     )
+    ap.add_argument("--floor", action="store_true",
+                    help="only the floor section (before/after the fused oracle)")
+    ap.add_argument("--floor-size", type=float, default=1e7, help="entries for --floor")
+    ap.add_argument("--before", default=ef.BEFORE_REV,
+                    help="git revision timed as 'before' by --floor ('' to skip)")
+    ap.add_argument("--rounds", type=int, default=2, help="alternating rounds for --floor")
+    ap.add_argument("--memory", action="store_true", help="only the past-memory section")
+    ap.add_argument("--memory-size", type=float, default=1e8, help="entries for --memory")
     ap.add_argument("--out", default=str(HERE / "results" / "exact_solver.json"))
     ap.add_argument("--no-readme", action="store_true", help="do not update benchmarks/README.md")
     args = ap.parse_args(argv)
+    out = Path(args.out)
+    if args.floor or args.memory:
+        result = json.loads(out.read_text()) if out.exists() else {"benchmark": "exact_solver"}
+        if args.floor:
+            if args.floor_size not in ef.SHAPES:
+                ap.error(f"--floor-size: {args.floor_size:g} is not one of {sorted(ef.SHAPES)}")
+            result["floor"] = ef.run_floor(args.floor_size, args.before or None, args.rounds)
+            table = ef.floor_markdown(result["floor"])
+            print(table)
+            if not args.no_readme:
+                write_readme_section("exact_floor", table)
+        if args.memory:
+            result["memory"] = ef.run_memory(args.memory_size)
+            table = ef.memory_markdown(result["memory"])
+            print(table)
+            if not args.no_readme:
+                write_readme_section("exact_memory", table)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=2))
+        return 0
     for s in args.sizes:
         if s not in SHAPES:
             ap.error(f"--sizes: {s:g} is not one of {sorted(SHAPES)}")
@@ -205,6 +248,9 @@ def main(argv: list[str] | None = None) -> int:
         },
         "rows": rows,
     }
+    if out.exists():  # the floor and memory sections are kept
+        result.update({k: v for k, v in json.loads(out.read_text()).items()
+                       if k in ("floor", "memory")})
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2))
     table = markdown(rows)

@@ -147,11 +147,15 @@ def generation_speedup(run_dir: Path, repeats: int) -> dict:
             "speedup": t1 / tb, "target": ">= 5", "met": t1 / tb >= 5}
 
 
-def gpu_throughput() -> dict:
-    """Tokens/s of a ~1B Llama-shaped model (random weights, bf16) on the first CUDA device."""
+def gpu_throughput(smoke: bool = False) -> dict:
+    """Tokens/s of a ~1B Llama-shaped model (random weights, bf16) on the first CUDA device.
+
+    ``smoke``: the same stages on CPU with a 2-layer float32 model and tiny batches (seconds),
+    so the code path is exercised where no GPU is.
+    """
     import torch
 
-    if not torch.cuda.is_available():
+    if not smoke and not torch.cuda.is_available():
         return {"skipped": "no CUDA device"}
     from datasets import Dataset
     from transformers import LlamaConfig, LlamaForCausalLM, LlamaModel
@@ -161,19 +165,24 @@ def gpu_throughput() -> dict:
     from dualgap.llm.policy_step import make_dpo_config
     from dualgap.llm.tiny import build_tiny_tokenizer
 
-    dev = torch.device("cuda")
+    dev = torch.device("cpu" if smoke else "cuda")
+    dtype = torch.float32 if smoke else torch.bfloat16
+    sync = (lambda: None) if smoke else torch.cuda.synchronize
     tok = build_tiny_tokenizer()
-    conf = LlamaConfig(vocab_size=32000, hidden_size=2048, intermediate_size=5632,
-                       num_hidden_layers=16, num_attention_heads=32, num_key_value_heads=8,
+    shape = (dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                  num_attention_heads=4, num_key_value_heads=2) if smoke else
+             dict(hidden_size=2048, intermediate_size=5632, num_hidden_layers=16,
+                  num_attention_heads=32, num_key_value_heads=8))
+    conf = LlamaConfig(vocab_size=32000, **shape,
                        max_position_embeddings=2048, pad_token_id=tok.pad_token_id,
                        eos_token_id=tok.eos_token_id, bos_token_id=tok.bos_token_id)
     torch.manual_seed(0)
-    model = LlamaForCausalLM(conf).to(dev, torch.bfloat16).eval()
+    model = LlamaForCausalLM(conf).to(dev, dtype).eval()
     n_params = sum(p.numel() for p in model.parameters())
-    out: dict = {"card": torch.cuda.get_device_name(0), "parameters": n_params,
-                 "dtype": "bfloat16"}
+    out: dict = {"card": "cpu (smoke)" if smoke else torch.cuda.get_device_name(0),
+                 "parameters": n_params, "dtype": str(dtype).replace("torch.", "")}
     # generation: batch 64, prompt 64 tokens, 256 new tokens (eos never stops it: min_new_tokens)
-    B, P, T = 64, 64, 256
+    B, P, T = (2, 8, 8) if smoke else (64, 64, 256)
     ids = torch.randint(10, len(tok), (B, P), device=dev)
     mask = torch.ones_like(ids)
 
@@ -182,24 +191,24 @@ def gpu_throughput() -> dict:
             model.generate(input_ids=ids, attention_mask=mask, do_sample=True, top_p=0.9,
                            temperature=1.0, max_new_tokens=T, min_new_tokens=T,
                            pad_token_id=tok.pad_token_id)
-        torch.cuda.synchronize()
+        sync()
 
-    tg, _ = _median_time(gen, 2)
+    tg, _ = _median_time(gen, 1 if smoke else 2)
     out["generation"] = {"batch": B, "prompt_tokens": P, "new_tokens": T, "seconds": tg,
                          "new_tokens_per_s": B * T / tg}
     # scoring: backbone + head at the last token, batch 32 x 512
-    backbone = LlamaModel(conf).to(dev, torch.bfloat16).eval()
-    head = torch.nn.Linear(conf.hidden_size, 1, bias=True).to(dev, torch.bfloat16)
-    sb, sl = 32, 512
+    backbone = LlamaModel(conf).to(dev, dtype).eval()
+    head = torch.nn.Linear(conf.hidden_size, 1, bias=True).to(dev, dtype)
+    sb, sl = (2, 16) if smoke else (32, 512)
     sids = torch.randint(10, len(tok), (sb, sl), device=dev)
 
     def score():
         with torch.no_grad():
             h = backbone(input_ids=sids).last_hidden_state[:, -1]
             head(h)
-        torch.cuda.synchronize()
+        sync()
 
-    ts, _ = _median_time(score, 3)
+    ts, _ = _median_time(score, 1 if smoke else 3)
     out["scoring"] = {"batch": sb, "tokens": sl, "seconds": ts, "tokens_per_s": sb * sl / ts}
     backbone = head = None  # free the GPU memory before DPO
     # DPO: 64 pairs of ~200-token texts, global batch 8, full fine-tuning in bf16
@@ -209,26 +218,28 @@ def gpu_throughput() -> dict:
     def text(n):
         return " ".join(rng.choice(vocab, n))
 
-    records = {"prompt": [text(60) for _ in range(64)],
-               "chosen": [" " + text(140) for _ in range(64)],
-               "rejected": [" " + text(140) for _ in range(64)]}
+    pairs, lp, lc = (4, 6, 10) if smoke else (64, 60, 140)
+    records = {"prompt": [text(lp) for _ in range(pairs)],
+               "chosen": [" " + text(lc) for _ in range(pairs)],
+               "rejected": [" " + text(lc) for _ in range(pairs)]}
     settings = TrainSettings(learning_rate=1e-5, lr_scheduler_type="constant", warmup_steps=0,
-                             max_length=512, batch_size=8, gradient_checkpointing=True,
-                             bf16=True, logging_steps=100)
+                             max_length=512, batch_size=2 if smoke else 8,
+                             gradient_checkpointing=not smoke, bf16=not smoke, logging_steps=100)
     model.train()
-    ref_model = LlamaForCausalLM(conf).to(dev, torch.bfloat16).eval()
+    ref_model = LlamaForCausalLM(conf).to(dev, dtype).eval()
     with tempfile.TemporaryDirectory() as tmp:
         args = make_dpo_config(settings, 0.1, tmp, seed=0, progress=False)
         trainer = DPOTrainer(model=model, ref_model=ref_model, args=args,
                              train_dataset=Dataset.from_dict(records), processing_class=tok)
         t0 = time.perf_counter()
         trainer.train()
-        torch.cuda.synchronize()
+        sync()
         td = time.perf_counter() - t0
     n_tok = sum(len(tok(p + c)["input_ids"]) + len(tok(p + r)["input_ids"])
                 for p, c, r in zip(records["prompt"], records["chosen"], records["rejected"],
                                    strict=True))
-    out["dpo"] = {"pairs": 64, "batch": 8, "seconds": td, "tokens_per_s": n_tok / td,
+    out["dpo"] = {"pairs": pairs, "batch": settings.batch_size, "seconds": td,
+                  "tokens_per_s": n_tok / td,
                   "note": "includes the first step's warm-up"}
     return out
 

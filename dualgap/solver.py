@@ -43,7 +43,7 @@ from .dual import (
     DualEval,
     _check_lam,
     constraint_slack,
-    dual_oracle,
+    dual_backend,
     lagrangian_policy,
     objective,
 )
@@ -192,15 +192,24 @@ def _continuation_betas(problem: AlignmentProblem, ratio: float = 100.0) -> list
 class _Newton:
     """Projected Newton with a trust region and Armijo search on one problem."""
 
-    def __init__(self, problem: AlignmentProblem, maxima: np.ndarray, ftol: float) -> None:
+    def __init__(self, problem: AlignmentProblem, maxima: np.ndarray, ftol: float,
+                 backend: str = "numpy") -> None:
         self.problem, self.maxima, self.ftol = problem, maxima, ftol
+        self.dual = dual_backend(backend)
         self.passes = 0
         self.iterations = 0
         self.history: list[tuple[float, float, float]] = []
 
     def oracle(self, lam: np.ndarray) -> DualEval:
         self.passes += 1
-        return dual_oracle(self.problem, lam, order=2)
+        return self.dual(self.problem, lam, order=2)
+
+    # hooks that a problem stored out of memory (dualgap.streaming) computes its own way
+    def multiplier_scale(self) -> float:
+        return _multiplier_scale(self.problem)
+
+    def ray_bound(self, w: np.ndarray) -> float:
+        return ray_bound(self.problem, w)
 
     def run(self, lam: np.ndarray, tol: float, max_iter: int) -> np.ndarray:
         problem, ftol = self.problem, self.ftol
@@ -208,7 +217,7 @@ class _Newton:
         kkt = kkt_residual(lam, ev.gradient)
         self.history.append((ev.value, kkt, 0.0))
         next_ray_check = 10.0 * max(1.0, float(lam.sum()))
-        radius = 10.0 * (1.0 + float(np.max(lam, initial=0.0))) * _multiplier_scale(problem)
+        radius = 10.0 * (1.0 + float(np.max(lam, initial=0.0))) * self.multiplier_scale()
         it = 0
         converged = kkt <= max(tol, _precision_floor(ev))
         while not converged and it < max_iter:
@@ -262,7 +271,7 @@ class _Newton:
             if norm > next_ray_check:  # diverging multiplier: test the ray for infeasibility
                 next_ray_check = 2.0 * norm
                 w = lam / norm
-                bound = ray_bound(problem, w)
+                bound = self.ray_bound(w)
                 self.passes += 1
                 if bound < -ftol:
                     raise InfeasibleError(problem, w, bound, self.maxima)
@@ -300,6 +309,7 @@ def solve(
     max_iter: int = 200,
     lam0: object = None,
     check_slater: bool = True,
+    backend: str = "numpy",
 ) -> DualSolution:
     """Solve ``max_pi J(pi) s.t. E h >= 0`` exactly through ``min_{lam >= 0} D(lam)``.
 
@@ -317,14 +327,24 @@ def solve(
         lam0: warm start ``(m,)``, ``>= 0`` (default zeros).
         check_slater: certify strict feasibility at the end (cheap mixture LP, then the
             exact LP margin when the cheap test is inconclusive).
+        backend: the dual oracle's backend, one of :data:`dualgap.dual.BACKENDS`
+            (``"torch"``: float64 on CUDA when available, else CPU; ``"torch-float32"``).
 
     Raises:
         InfeasibleError: with a certificate, when no policy meets the constraints.
         ValueError: a bad argument, or an instance whose answer float64 cannot represent
             (the message names the field and says why).
     """
+    if not isinstance(problem, AlignmentProblem):  # chunked, out of memory: streamed passes
+        from .streaming import ChunkedProblem, solve_chunked
+
+        if isinstance(problem, ChunkedProblem):
+            return solve_chunked(problem, tol, max_iter, lam0, check_slater, backend)
+        raise ValueError(f"problem: expected an AlignmentProblem or ChunkedProblem, got "
+                         f"{type(problem).__name__}")
     t0 = time.perf_counter()
     tol, lam0_arr = _check_solve_args(problem, tol, max_iter, lam0, check_slater)
+    dual_backend(backend)  # an unknown backend fails before any work
     m = problem.num_constraints
     norm = problem.normalized
     inner = norm.problem
@@ -332,7 +352,8 @@ def solve(
     ftol = 1e-12  # what counts as "zero" in feasibility tests, in normalized units (|h'| <= 1)
     try:
         lam_n, newton, it, passes, history = _solve_normalized(
-            inner, tol, max_iter, None if lam0_arr is None else norm.to_internal(lam0_arr), ftol
+            inner, tol, max_iter, None if lam0_arr is None else norm.to_internal(lam0_arr), ftol,
+            backend,
         )
     except InfeasibleError as exc:  # back to the problem's units and thresholds
         w = exc.weights / a
@@ -358,9 +379,12 @@ def solve(
 
     strictly, margin, unbounded = None, None, False
     if m and check_slater:
-        strictly, margin_n, unbounded = certify_slater(
-            inner, policy, slack / a, newton.maxima, ftol
-        )
+        # a property of the constraint set and lam*: a warm re-solve of the same problem
+        # (lam0 from an earlier solve) reuses the certificate instead of redoing its LP passes
+        memo = inner.__dict__.setdefault("_solve_memo", {})
+        if "slater" not in memo:
+            memo["slater"] = certify_slater(inner, policy, slack / a, newton.maxima, ftol)
+        strictly, margin_n, unbounded = memo["slater"]
         if margin_n is not None:  # a valid lower bound in the problem's units
             margin = margin_n * float(a.min() if margin_n > 0 else a.max())
         if unbounded:
@@ -412,11 +436,19 @@ def solve(
 
 
 def _solve_normalized(problem: AlignmentProblem, tol: float, max_iter: int,
-                      lam0: np.ndarray | None, ftol: float):
-    """The Newton solve (with beta-continuation) on a normalized problem (``|h| <= 1``)."""
+                      lam0: np.ndarray | None, ftol: float, backend: str = "numpy"):
+    """The Newton solve (with beta-continuation) on a normalized problem (``|h| <= 1``).
+
+    The attainable maxima are a property of the constraint set alone: computed once per
+    problem object and reused by a warm re-solve.
+    """
     m = problem.num_constraints
-    maxima = attainable_maxima(problem) if m else np.zeros(0)
-    passes = 1 if m else 0
+    memo = problem.__dict__.setdefault("_solve_memo", {})
+    passes = 0
+    if "maxima" not in memo:
+        memo["maxima"] = attainable_maxima(problem) if m else np.zeros(0)
+        passes = 1 if m else 0
+    maxima = memo["maxima"]
     if m and (maxima < -ftol).any():
         i = int(np.argmin(maxima))
         w = np.zeros(m)
@@ -428,12 +460,12 @@ def _solve_normalized(problem: AlignmentProblem, tol: float, max_iter: int,
     # beta-continuation: when the softmax is nearly hard (score spread >> beta) D is nearly
     # piecewise linear far from lam*; solve smoother problems first and warm-start.
     for stage_beta in _continuation_betas(problem) if lam0 is None else []:
-        stage = _Newton(problem.replace(beta=stage_beta), maxima, ftol)
+        stage = _Newton(problem.replace(beta=stage_beta), maxima, ftol, backend)
         lam = stage.run(lam, tol=STAGE_TOL, max_iter=max_iter)
         it += stage.iterations
         passes += stage.passes
         history += stage.history
-    newton = _Newton(problem, maxima, ftol)
+    newton = _Newton(problem, maxima, ftol, backend)
     lam = newton.run(lam, tol=tol, max_iter=max_iter)
     it += newton.iterations
     passes += newton.passes

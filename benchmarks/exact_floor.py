@@ -1,0 +1,293 @@
+"""The exact core against its memory floor, and past memory (issue 15).
+
+Run through ``python benchmarks/exact_solver.py --floor`` / ``--memory`` (see its docstring);
+this module holds those two sections and their subprocess workers::
+
+    python benchmarks/exact_floor.py --floor-worker INSTANCE.npz numpy [torch]
+    python benchmarks/exact_floor.py --memory-worker DIR THRESHOLDS_JSON BETA PROMPTS
+
+A worker times whichever ``dualgap`` is first on ``PYTHONPATH`` (the "before" tree is a
+``git archive`` of a revision) and prints one JSON line.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+import tracemalloc
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+import dualgap as dg
+from dualgap.instances import random_problem
+
+HERE = Path(__file__).resolve().parent
+SHAPES = {1e4: (40, 250), 1e5: (100, 1000), 1e6: (1000, 1000), 1e7: (2000, 5000)}
+#: The last commit before the fused oracle (issue 15): the "before" row of ``--floor``.
+BEFORE_REV = "ebd061f"
+
+
+# ----------------------------------------------------------------------- the floor
+def best_of(fn, repeats: int = 3) -> dict:
+    """The least wall time and the least CPU time (all threads) of ``repeats`` calls: the
+    machine is shared, so wall time includes waiting for a core; CPU time is the work."""
+    wall, cpu = [], []
+    for _ in range(repeats):
+        t0, c0 = time.perf_counter(), time.process_time()
+        fn()
+        wall.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
+    return {"wall": min(wall), "cpu": min(cpu)}
+
+
+def floor_worker(npz: str, backends: list[str]) -> dict:
+    """Timings of one tree (whichever ``dualgap`` is on the path) on a saved instance."""
+    p = dg.AlignmentProblem.load(npz)
+    arrays = (p.reward, p.utilities, p.reference)
+    out = {
+        "dualgap": str(Path(dg.__file__).parent),
+        "entries": p.reward.size,
+        "m": p.num_constraints,
+        "read_seconds": best_of(lambda: [float(a.sum()) for a in arrays], 5),
+    }
+    sol = dg.solve(p.replace())  # warm-up, and lam* for the oracle timing
+    out["oracle_seconds"] = best_of(lambda: dg.dual_oracle(p, sol.lam, order=2), 5)
+    out["value_seconds"] = best_of(lambda: dg.dual_oracle(p, sol.lam, order=0), 5)
+    for backend in backends:
+        kw = {} if backend == "numpy" else {"backend": backend}
+        holder = {}
+        seconds = best_of(lambda kw=kw, h=holder: h.update(sol=dg.solve(p.replace(), **kw)))
+        s = holder["sol"]
+        ev = dg.dual_oracle(p, s.lam, order=1)  # residual measured by the numpy oracle
+        out[backend] = {
+            "solve_seconds": seconds,
+            "passes": s.passes,
+            "iterations": s.iterations,
+            "kkt_residual": dg.kkt_residual(s.lam, ev.gradient),
+            "dual_value": ev.value,
+            "floor_ratio": {k: seconds[k] / (s.passes * out["read_seconds"][k])
+                            for k in ("wall", "cpu")},
+        }
+    if "torch" in backends:
+        from dualgap.dual_torch import torch_dual_oracle
+
+        want = dg.dual_oracle(p, sol.lam)
+        for dtype in ("float64", "float32"):
+            got = torch_dual_oracle(p, sol.lam, dtype=dtype)
+            out[f"torch_{dtype}_error"] = {
+                "value": abs(got.value - want.value) / max(1.0, abs(want.value)),
+                "gradient": float(np.abs(got.gradient - want.gradient).max()),
+                "hessian": float(np.abs(got.hessian - want.hessian).max()
+                                 / max(1e-300, np.abs(want.hessian).max())),
+            }
+    return out
+
+
+def _worker(root: Path, args: list[str]) -> dict:
+    env = dict(os.environ, PYTHONPATH=str(root))
+    res = subprocess.run([sys.executable, __file__, *args], env=env, capture_output=True,
+                         text=True, check=False)
+    if res.returncode:
+        raise RuntimeError(f"worker {args[0]} under {root} failed:\n{res.stderr[-2000:]}")
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def run_floor(entries: float, before: str | None, rounds: int = 2) -> dict:
+    """Before/after rows measured in one run on the same saved instance, ``rounds`` times
+    alternately (the least time of each kept)."""
+    X, Y = SHAPES[entries]
+    m = 3
+    p = random_problem(int(entries) + m, X, Y, m, beta=0.5, support_fraction=0.9,
+                       tightness=0.9)
+    result: dict = {"entries": int(entries), "X": X, "Y": Y, "m": m, "rows": {}}
+    with tempfile.TemporaryDirectory() as tmp:
+        npz = str(Path(tmp) / "instance.npz")
+        p.save(npz)
+        del p
+        trees = {"before": Path(tmp) / "before", "after": HERE.parent}
+        if before:
+            trees["before"].mkdir()
+            archive = subprocess.run(["git", "-C", str(HERE.parent), "archive", before,
+                                      "dualgap"], capture_output=True, check=False)
+            if archive.returncode:
+                result["rows"]["before"] = {"skipped": f"git archive {before} failed"}
+            else:
+                subprocess.run(["tar", "-x", "-C", str(trees["before"])], input=archive.stdout,
+                               check=True)
+        backends = {"before": ["numpy"], "after": ["numpy"]}
+        try:
+            import torch  # noqa: F401
+
+            backends["after"].append("torch")
+        except ImportError:
+            pass
+        todo = [t for t in ("before", "after") if t not in result["rows"] and
+                (t == "after" or before)]
+        for _ in tqdm(range(rounds), desc="floor rounds", unit="round"):
+            for tree in todo:  # alternate, so both trees see the same load
+                row = _worker(trees[tree], ["--floor-worker", npz, *backends[tree]])
+                result["rows"][tree] = _least(result["rows"].get(tree), row)
+        for tree in todo:
+            result["rows"][tree]["revision"] = before if tree == "before" else "working tree"
+    return result
+
+
+def _least(a: dict | None, b: dict) -> dict:
+    """Per timing, the smaller of two rounds (other fields from the later one)."""
+    if a is None:
+        return b
+    out = dict(b)
+    for k, v in b.items():
+        if isinstance(v, dict) and isinstance(a.get(k), dict):
+            out[k] = ({t: min(a[k][t], v[t]) for t in v} if set(v) == {"wall", "cpu"}
+                      else _least(a[k], v))
+    return out
+
+
+def floor_markdown(res: dict) -> str:
+    out = [
+        f"Floor at {res['entries']:.0e} entries, m = {res['m']} ({res['X']} x {res['Y']}), one "
+        "run, CPU seconds (wall in parentheses: the machine is shared); `floor` = solve / "
+        "(passes x one numpy read of every input array), in CPU time.",
+        "",
+        "| tree | backend | read | oracle (D, grad, hess) | D only | solve | passes | "
+        "KKT residual | floor ratio | solve speed-up |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    rows = res["rows"]
+    base = rows.get("before", {}).get("numpy", {}).get("solve_seconds", {}).get("cpu")
+
+    def t(v: dict) -> str:
+        return f"{v['cpu']:.4f} ({v['wall']:.4f})"
+
+    for tree, r in rows.items():
+        if "skipped" in r:
+            out.append(f"| {tree} | {r['skipped']} | | | | | | | | |")
+            continue
+        for backend in ("numpy", "torch"):
+            if backend not in r:
+                continue
+            b = r[backend]
+            speed = f"{base / b['solve_seconds']['cpu']:.2f}x" if base else "n/a"
+            out.append(
+                f"| {tree} | {backend} | {t(r['read_seconds'])} | {t(r['oracle_seconds'])} | "
+                f"{t(r['value_seconds'])} | {t(b['solve_seconds'])} | {b['passes']} | "
+                f"{b['kkt_residual']:.1e} | {b['floor_ratio']['cpu']:.1f}x | {speed} |"
+            )
+    err = rows.get("after", {}).get("torch_float32_error")
+    if err:
+        out += ["", f"torch float32 oracle at lam*: relative error of D {err['value']:.1e}, "
+                f"gradient {err['gradient']:.1e} (absolute), Hessian {err['hessian']:.1e} "
+                f"(relative to its largest entry); float64: D "
+                f"{rows['after']['torch_float64_error']['value']:.1e}."]
+    return "\n".join(out)
+
+
+# ---------------------------------------------------------------------- past memory
+def write_memmap_instance(directory: Path, X: int, Y: int, m: int, seed: int = 0,
+                          rows_per_chunk: int = 500) -> np.ndarray:
+    """Write ``reward/utilities/reference.npy`` chunk by chunk (never whole in memory); returns
+    thresholds that bind.  Utilities pull against the reward (correlation -0.5)."""
+    from numpy.lib.format import open_memmap
+
+    rng = np.random.default_rng(seed)
+    r = open_memmap(directory / "reward.npy", "w+", np.float64, (X, Y))
+    g = open_memmap(directory / "utilities.npy", "w+", np.float64, (m, X, Y))
+    ref = open_memmap(directory / "reference.npy", "w+", np.float64, (X, Y))
+    for a in tqdm(range(0, X, rows_per_chunk), desc="write instance", unit="chunk",
+                  total=-(-X // rows_per_chunk)):
+        b = min(X, a + rows_per_chunk)
+        gi = rng.standard_normal((m, b - a, Y))
+        g[:, a:b] = gi
+        r[a:b] = -0.5 * gi.mean(axis=0) + rng.standard_normal((b - a, Y))
+        ref[a:b] = rng.dirichlet(np.ones(Y), size=b - a)
+    for arr in (r, g, ref):
+        arr.flush()
+    del r, g, ref
+    return np.full(m, 0.3)  # E_pi g - E_ref g >= 0.3: binding at beta = 0.5 (tanh-like gain)
+
+
+def memory_worker(directory: str, thresholds: list[float], beta: float, prompts: int) -> dict:
+    """Solve the memory-mapped instance (all prompts, or the first ``prompts`` in memory too)."""
+    from dualgap.streaming import ChunkedProblem
+
+    d = sub = Path(directory)
+    if prompts:  # the subsample: its first rows, chunked and in memory
+        sub = d / "sub"
+        sub.mkdir(exist_ok=True)
+        for name in ("reward", "reference"):
+            np.save(sub / f"{name}.npy", np.load(d / f"{name}.npy", mmap_mode="r")[:prompts])
+        np.save(sub / "utilities.npy", np.load(d / "utilities.npy", mmap_mode="r")[:, :prompts])
+    tracemalloc.start()
+    t0 = time.perf_counter()
+    cp = ChunkedProblem.from_npy(sub, thresholds, beta)
+    sol = dg.solve(cp)
+    seconds = time.perf_counter() - t0
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    out = {
+        "entries": cp.num_prompts * cp.num_responses, "m": cp.num_constraints,
+        "seconds": seconds, "passes": sol.passes, "kkt_residual": sol.kkt_residual,
+        "converged": sol.converged, "lam": sol.lam.tolist(), "peak_alloc_bytes": peak,
+        "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        "input_bytes": (2 + cp.num_constraints) * cp.num_prompts * cp.num_responses * 8,
+    }
+    if prompts:
+        p = dg.AlignmentProblem(*(np.load(sub / f"{n}.npy") for n in ("reward", "utilities")),
+                                thresholds, beta, np.load(sub / "reference.npy"))
+        ref = dg.solve(p)
+        out["in_memory_lam"] = ref.lam.tolist()
+        out["lam_difference"] = float(np.abs(ref.lam - sol.lam).max())
+        out["dual_difference"] = abs(ref.dual_value - sol.dual_value)
+    return out
+
+
+def run_memory(entries: float) -> dict:
+    Y = 5000 if entries >= 1e6 else 100
+    X, m, beta = int(entries) // Y, 1, 0.5
+    with tempfile.TemporaryDirectory(dir=os.environ.get("DUALGAP_BENCH_TMP")) as tmp:
+        thresholds = write_memmap_instance(Path(tmp), X, Y, m)
+        args = [tmp, json.dumps(thresholds.tolist()), str(beta)]
+        full = _worker(HERE.parent, ["--memory-worker", *args, "0"])
+        sub = _worker(HERE.parent, ["--memory-worker", *args, str(max(1, X // 10))])
+    return {"X": X, "Y": Y, "m": m, "beta": beta, "full": full, "subsample": sub}
+
+
+def memory_markdown(res: dict) -> str:
+    f, s = res["full"], res["subsample"]
+    gb = 1024**3
+    return "\n".join([
+        "| instance | entries | time [s] | passes | KKT residual | peak allocated | peak RSS | "
+        "input on disk |",
+        "|---|---|---|---|---|---|---|---|",
+        *(f"| {name} | {r['entries']:.0e} | {r['seconds']:.2f} | {r['passes']} | "
+          f"{r['kkt_residual']:.1e} | {r['peak_alloc_bytes'] / gb:.3f} GiB | "
+          f"{r['peak_rss_bytes'] / gb:.2f} GiB | {r['input_bytes'] / gb:.2f} GiB |"
+          for name, r in (("memory-mapped, chunked", f), ("first tenth, chunked", s))),
+        "",
+        f"First tenth of the prompts solved in memory: max |lam_chunked - lam_in_memory| = "
+        f"{s['lam_difference']:.1e}, |D_chunked - D_in_memory| = {s['dual_difference']:.1e}.",
+    ])
+
+
+def main(argv: list[str]) -> int:
+    if argv[:1] == ["--floor-worker"]:
+        print(json.dumps(floor_worker(argv[1], argv[2:])))
+        return 0
+    if argv[:1] == ["--memory-worker"]:
+        print(json.dumps(memory_worker(argv[1], json.loads(argv[2]), float(argv[3]),
+                                       int(argv[4]))))
+        return 0
+    print(__doc__)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -123,7 +123,7 @@ def _demo(args: argparse.Namespace) -> int:
         from ..plots import plot_dual_landscape
 
         fig_path = figure.resolve()
-        plot_dual_landscape(problem, sol, fig_path)
+        plot_dual_landscape(problem, sol, fig_path, instance="the built-in demo instance")
         data["figure"] = str(fig_path)
     if args.json:
         print(dumps(data))

@@ -1,4 +1,5 @@
-"""A client of any OpenAI-compatible chat-completions endpoint (``POST {base_url}/chat/completions``),
+"""A client of any OpenAI-compatible chat-completions endpoint
+(``POST {base_url}/chat/completions``),
 built on ``httpx`` (the ``judge`` extra).
 
 * The API key is read from an environment variable whose *name* is configured; the key itself is

@@ -95,8 +95,16 @@ def run_calls(calls: list[Call], settings: EndpointSettings, cache: JudgmentCach
                    disable=not progress)
         with ChatClient(settings) as client:
 
+            stop = threading.Event()  # set by the first failure: queued calls are not sent
+
             def work(call: Call) -> None:
-                rec = _judge_one(client, call, max_parse_retries)
+                if stop.is_set():
+                    return
+                try:
+                    rec = _judge_one(client, call, max_parse_retries)
+                except BaseException:
+                    stop.set()
+                    raise
                 if rec["scores"] is not None:
                     cache.add(rec)
                 with lock:

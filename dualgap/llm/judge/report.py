@@ -88,6 +88,6 @@ def format_results(results: dict) -> str:
                      f"{e['unjudged']} ({e['win']['interval']} 95% intervals)")
     c = results["calls"]
     lines.append(f"calls: {c['calls']} ({c['from_cache']} from the cache, {c['sent']} sent, "
-                 f"{c['http_requests']} HTTP requests); unparseable replies {c['unparseable_replies']}"
-                 f" (retried), never parsed {c['never_parsed']}")
+                 f"{c['http_requests']} HTTP requests); unparseable replies "
+                 f"{c['unparseable_replies']} (retried), never parsed {c['never_parsed']}")
     return "\n".join(lines)

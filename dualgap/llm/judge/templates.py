@@ -72,8 +72,10 @@ def build_messages(aspect: str, question: str, answer_a: str, answer_b: str) -> 
     task, scale = _TASK[aspect]
     user = (f"{task.format(items=', '.join(items))}\n{scale}\n{_FORMAT}\n\n"
             f"[Question]\n{question}\n\n"
-            f"[The Start of Assistant A's Answer]\n{answer_a}\n[The End of Assistant A's Answer]\n\n"
-            f"[The Start of Assistant B's Answer]\n{answer_b}\n[The End of Assistant B's Answer]")
+            f"[The Start of Assistant A's Answer]\n{answer_a}\n"
+            f"[The End of Assistant A's Answer]\n\n"
+            f"[The Start of Assistant B's Answer]\n{answer_b}\n"
+            f"[The End of Assistant B's Answer]")
     return [{"role": "system", "content": _SYSTEM[aspect]}, {"role": "user", "content": user}]
 
 

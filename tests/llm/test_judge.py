@@ -170,3 +170,20 @@ def test_advbench_original_csv_column_goal(tmp_path):
     g.write_text('{"text": "do x"}\n')
     with pytest.raises(ValueError, match="neither 'prompt' nor 'goal'"):
         load_advbench(str(g))
+
+
+def test_rate_limiter_spaces_request_starts():
+    import time
+
+    from dualgap.llm.judge.client import RateLimiter
+
+    limiter = RateLimiter(requests_per_minute=1200)  # one start every 50 ms
+    t0 = time.monotonic()
+    for _ in range(5):
+        limiter.wait()
+    assert time.monotonic() - t0 >= 4 * 0.05 - 1e-3
+    free = RateLimiter(None)
+    t0 = time.monotonic()
+    for _ in range(100):
+        free.wait()
+    assert time.monotonic() - t0 < 0.05

@@ -44,7 +44,8 @@ import numpy as np
 from .scoring import Scorer
 
 __all__ = ["dpo_completion_ids", "completion_logprobs", "ImplicitRewardScorer",
-           "reference_kl_term", "implicit_slack", "prealign", "PREALIGN_LABELS"]
+           "reference_kl_term", "implicit_slack", "implicit_reward_error", "prealign",
+           "PREALIGN_LABELS"]
 
 
 def dpo_completion_ids(tokenizer: Any, prompt_text: str, response: str,
@@ -179,6 +180,32 @@ def implicit_slack(e_pi: np.ndarray, e_ref: np.ndarray, thresholds: np.ndarray) 
     if not e_pi.shape == e_ref.shape == b.shape:
         raise ValueError(f"slack: shapes {e_pi.shape}, {e_ref.shape}, {b.shape} differ")
     return e_pi - e_ref - b
+
+
+def implicit_reward_error(implicit: np.ndarray, true: np.ndarray,
+                          weights: np.ndarray | None = None) -> dict[str, float]:
+    """How close implicit rewards come to the true ones *up to per-prompt constants*, both of
+    shape ``(N, K)`` (prompt x response), with response weights ``(N, K)`` (rows sum to 1;
+    default uniform):
+
+        c(x)  = sum_y w(x,y) (true - implicit)(x,y)        (the best per-prompt constant)
+        rmse  = sqrt(mean_x sum_y w (implicit + c(x) - true)^2)
+        corr  = the weighted correlation of the per-prompt-centred scores
+
+    ``rmse = 0`` iff ``implicit = true - const(x)`` on the weighted support.
+    """
+    a, t = np.asarray(implicit, dtype=np.float64), np.asarray(true, dtype=np.float64)
+    if a.shape != t.shape or a.ndim != 2:
+        raise ValueError(f"implicit, true: shapes {a.shape} and {t.shape} must be equal (N, K)")
+    w = np.full(a.shape, 1.0 / a.shape[1]) if weights is None else np.asarray(weights, float)
+    if w.shape != a.shape or (w < 0).any() or not np.allclose(w.sum(axis=1), 1.0):
+        raise ValueError(f"weights: expected nonnegative rows of shape {a.shape} summing to 1")
+    ac = a - (w * a).sum(axis=1, keepdims=True)  # size = (N, K), per-prompt centred
+    tc = t - (w * t).sum(axis=1, keepdims=True)
+    rmse = float(np.sqrt((w * (ac - tc) ** 2).sum(axis=1).mean()))
+    va, vt = (w * ac ** 2).sum(), (w * tc ** 2).sum()
+    corr = float((w * ac * tc).sum() / np.sqrt(va * vt)) if va > 0 and vt > 0 else float("nan")
+    return {"rmse": rmse, "corr": corr}
 
 
 #: the label of each pre-aligned model: the reward's, then one per utility (PKU-SafeRLHF)

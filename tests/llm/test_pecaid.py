@@ -202,3 +202,20 @@ def test_prealign_trains_one_dpo_model_per_label_and_resumes(tiny_tokenizer, tmp
     with pytest.raises(ValueError, match="labels.humor: the pairs have no 'humor' labels"):
         prealign(pairs, texts, ref, tiny_tokenizer, tmp_path / "pre2", train, BETA, 0,
                  labels={"humor": "humor"}, progress=False)
+
+
+def test_implicit_reward_error_ignores_per_prompt_constants():
+    from dualgap.llm.pecaid import implicit_reward_error
+
+    rng = np.random.default_rng(0)
+    true = rng.normal(size=(5, 7))
+    shifted = true - rng.normal(size=(5, 1)) * 10  # only per-prompt constants differ
+    e = implicit_reward_error(shifted, true)
+    assert e["rmse"] == pytest.approx(0.0, abs=1e-12) and e["corr"] == pytest.approx(1.0)
+    noisy = shifted + 0.1 * rng.normal(size=true.shape)
+    e2 = implicit_reward_error(noisy, true)
+    centred = (noisy - noisy.mean(1, keepdims=True)) - (true - true.mean(1, keepdims=True))
+    assert e2["rmse"] == pytest.approx(np.sqrt((centred ** 2).mean()), rel=1e-12)
+    assert 0.9 < e2["corr"] < 1.0
+    with pytest.raises(ValueError, match="must be equal"):
+        implicit_reward_error(true, true[:, :3])

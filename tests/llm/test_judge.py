@@ -124,7 +124,8 @@ def test_cache_survives_a_torn_last_line_and_rejects_damage(tmp_path):
 
 def _result(threshold, label_b, win, lo, hi):
     entry = {"win": {"rate": win, "ci95": [lo, hi]}}
-    return {"label_a": f"b{threshold}", "label_b": label_b, "threshold_a": threshold,
+    return {"label_a": f"b{threshold}", "label_b": f"{label_b}-b{threshold}",
+            "method_b": label_b, "side_b": "policy", "threshold_a": threshold,
             "aspects": {"helpfulness": entry, "safety": entry}}
 
 
@@ -145,6 +146,10 @@ def test_win_rate_figure_has_title_labels_and_legend(tmp_path):
     line = ax.get_lines()[0]
     assert line.get_xdata().tolist() == [3, 5, 7]
     assert line.get_ydata().tolist() == [0.6, 0.7, 0.4]
+    ref = {**rows[0], "side_b": "reference"}
+    fig2 = plot_win_rates_vs_threshold([ref])
+    assert "helpfulness vs π_ref" in [t.get_text() for t in fig2.axes[0].get_legend().get_texts()]
+    plt.close(fig2)
     assert (tmp_path / "w.png").stat().st_size > 0
     plt.close(fig)
     with pytest.raises(ValueError, match="no constraint threshold"):

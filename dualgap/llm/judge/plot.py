@@ -1,5 +1,7 @@
 """The figure of judge win rates across thresholds: one point per judged run, at its threshold
-``b`` (run A's first constraint), with its 95% interval; one series per aspect and opponent."""
+``b`` (run A's first constraint), with its 95% interval; one series per aspect and opponent,
+the opponent named by its method (``pi_ref`` for a ``DIR@reference`` side), so that the runs at
+several thresholds against their matching baselines form one line."""
 
 from __future__ import annotations
 
@@ -13,6 +15,12 @@ from ...plots._figure import finish, pyplot
 from .templates import ASPECTS
 
 __all__ = ["plot_win_rates_vs_threshold"]
+
+
+def _opponent(result: dict) -> str:
+    if result.get("side_b") == "reference":
+        return "π_ref"
+    return result.get("method_b") or result["label_b"]
 
 
 def plot_win_rates_vs_threshold(results: Sequence[dict | str | Path],
@@ -30,12 +38,12 @@ def plot_win_rates_vs_threshold(results: Sequence[dict | str | Path],
                              "place it on the axis")
     plt = pyplot(path)
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    opponents = sorted({r["label_b"] for r in rows})
+    opponents = sorted({_opponent(r) for r in rows})
     markers = "os^Dv<>"
     for i, aspect in enumerate(aspects):
         for j, opp in enumerate(opponents):
             pts = sorted((r["threshold_a"], r["aspects"][aspect]["win"]) for r in rows
-                         if r["label_b"] == opp and aspect in r["aspects"]
+                         if _opponent(r) == opp and aspect in r["aspects"]
                          and r["aspects"][aspect]["win"]["rate"] is not None)
             if not pts:
                 continue

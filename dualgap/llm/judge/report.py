@@ -57,7 +57,8 @@ def judge_runs(spec_a: str, spec_b: str, settings: EndpointSettings,
     results = {
         "run_a": str(a.directory), "run_b": str(b.directory), "label_a": a.label,
         "label_b": b.label, "method_a": a.method, "method_b": b.method,
-        "threshold_a": a.threshold, "threshold_b": b.threshold, "prompt_set": prompt_set,
+        "threshold_a": a.threshold, "threshold_b": b.threshold, "side_a": a.which,
+        "side_b": b.which, "prompt_set": prompt_set,
         "judge": {"base_url": settings.base_url, "model": settings.model,
                   "temperature": settings.temperature, "template_version": TEMPLATE_VERSION},
         **summary}

@@ -15,10 +15,14 @@ relative constraint (both expectations are over the same prompts)::
     E_rho E_pi g - E_rho E_ref g  =  E_rho E_pi g_hat - E_rho E_ref g_hat,
     E_ref[g_hat](x) = E_ref[beta log pi_g/pi_ref] = -beta KL(pi_ref(.|x) || pi_g(.|x))  (any pi_g)
 
-so the slack of constraint ``i`` is estimated by (:func:`implicit_slack`)::
+so the slack of constraint ``i`` is estimated by::
 
     u_i = E_rho E_{pi_theta}[g_hat_i]  +  beta E_rho KL(pi_ref || pi_gi)  -  b_i
 
+which is the existing dual step :func:`dualgap.llm.dual.dual_step` with ``E_pi g`` the mean
+implicit utility of on-policy samples and ``E_ref g = e_ref`` of :func:`reference_kl_term` (no
+second dual here; the one-shot start is :func:`dualgap.llm.dual.one_shot_multiplier` on the
+implicit scores of reference samples, unchanged by the per-prompt constants)
 with the first term from on-policy samples and the KL term estimated once, offline, from
 reference samples: ``KL_hat = -(1/beta) mean_{x, y ~ pi_ref} g_hat(x, y)`` (unbiased;
 :func:`reference_kl_term`).  Absolute constraints ``E_pi g >= b`` are not identified by implicit
@@ -44,7 +48,7 @@ import numpy as np
 from .scoring import Scorer
 
 __all__ = ["dpo_completion_ids", "completion_logprobs", "ImplicitRewardScorer",
-           "reference_kl_term", "implicit_slack", "implicit_reward_error", "prealign",
+           "reference_kl_term", "implicit_reward_error", "prealign",
            "PREALIGN_LABELS"]
 
 
@@ -170,16 +174,6 @@ def reference_kl_term(ref_scores: np.ndarray, beta: float,
     e_ref = per_prompt.mean(axis=1)  # size = (m,)
     se = per_prompt.std(axis=1, ddof=1) / np.sqrt(N) if N > 1 else np.full(m, np.inf)
     return {"e_ref": e_ref, "kl": -e_ref / beta, "se": se}
-
-
-def implicit_slack(e_pi: np.ndarray, e_ref: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
-    """``u_i = E_rho E_pi g_hat_i - E_rho E_ref g_hat_i - b_i`` (``= E_pi g_hat_i + beta KL_i -
-    b_i``), the slack of the relative constraints from implicit utilities, shape ``(m,)``."""
-    e_pi, e_ref, b = (np.asarray(v, dtype=np.float64).reshape(-1) for v in (e_pi, e_ref,
-                                                                             thresholds))
-    if not e_pi.shape == e_ref.shape == b.shape:
-        raise ValueError(f"slack: shapes {e_pi.shape}, {e_ref.shape}, {b.shape} differ")
-    return e_pi - e_ref - b
 
 
 def implicit_reward_error(implicit: np.ndarray, true: np.ndarray,

@@ -242,6 +242,7 @@ def test_unauthorized_names_the_variable_never_the_key(runs, tmp_path):
 def test_missing_key_variable_fails_before_any_request(runs, tmp_path, monkeypatch):
     a, b = runs
     monkeypatch.delenv("DUALGAP_TEST_JUDGE_KEY")
+    # the key is checked before any work (before answers are read or generated)
     with Stub() as stub:
         with pytest.raises(UserError, match="DUALGAP_TEST_JUDGE_KEY is not set"):
             judge_runs(a, b, settings(stub.url), output_dir=tmp_path / "o", progress=False)
@@ -352,6 +353,9 @@ def test_cli_errors_are_one_line_exit_2(runs, tmp_path):
     assert proc.returncode == 2
     assert stderr.strip().startswith("dualgap llm: error:") and "401" in stderr
     assert len(stderr.strip().splitlines()) == 1 and KEY not in stderr
+    proc = _cli(a, b, "--figure", str(tmp_path / "w.png"), "--with", str(tmp_path / "nope.json"))
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 2 and "--with: " in stderr and "nope.json" in stderr
 
 
 def test_tiny_run_end_to_end_eval_answers_and_advbench(tiny_run, tmp_path):

@@ -84,6 +84,12 @@ def _judge(args: argparse.Namespace) -> int:
     figure = check_output_path(args.figure, "--figure")
     if args.with_results and figure is None:
         raise ValueError("--with: only used with --figure")
+    from pathlib import Path
+
+    for path in args.with_results:
+        if not Path(path).is_file():
+            raise ValueError(f"--with: {path!r} is not a file (a results.json of "
+                             "`dualgap llm judge`)")
     if args.advbench_source is not None and args.prompt_set != "advbench":
         raise ValueError("--advbench-source: only used with --prompt-set advbench")
     settings = EndpointSettings(

@@ -53,6 +53,19 @@ class EndpointSettings:
                 raise ValueError(f"{option}: must be >= {low:g}, got {value!r}")
 
 
+    def api_key(self) -> str | None:
+        """The key from ``$api_key_env`` (``None`` without one); a missing variable is a
+        :class:`~dualgap.errors.UserError` (checked before any work, and again by the client)."""
+        if self.api_key_env is None:
+            return None
+        key = os.environ.get(self.api_key_env)
+        if not key:
+            raise UserError(f"--api-key-env: the environment variable {self.api_key_env} "
+                            "is not set; export the judge's API key there (or pass "
+                            "--no-api-key for an endpoint without authentication)")
+        return key
+
+
 class RateLimiter:
     """Request starts spaced by at least ``60 / requests_per_minute`` seconds (thread-safe)."""
 
@@ -78,12 +91,8 @@ class ChatClient:
 
         self.settings = settings
         headers = {"Content-Type": "application/json"}
-        if settings.api_key_env is not None:
-            key = os.environ.get(settings.api_key_env)
-            if not key:
-                raise UserError(f"--api-key-env: the environment variable {settings.api_key_env} "
-                                "is not set; export the judge's API key there (or pass "
-                                "--no-api-key for an endpoint without authentication)")
+        key = settings.api_key()
+        if key is not None:
             headers["Authorization"] = f"Bearer {key}"
         self.url = settings.base_url.rstrip("/") + "/chat/completions"
         self._http = httpx.Client(headers=headers, timeout=settings.timeout_s)

@@ -30,6 +30,7 @@ def judge_runs(spec_a: str, spec_b: str, settings: EndpointSettings,
                max_parse_retries: int = 2, progress: bool = True) -> dict:
     """Judge run A (``DIR`` or ``DIR@reference``) against run B on ``prompt_set`` and write
     ``OUTPUT_DIR/results.json`` (the judgment cache defaults to ``OUTPUT_DIR/cache.jsonl``)."""
+    settings.api_key()  # a missing key fails here, before any answer is generated
     unknown = [a for a in aspects if a not in ASPECTS]
     if unknown or not aspects:
         raise ValueError(f"--aspects: {list(aspects)!r} must be a non-empty subset of "

@@ -93,8 +93,10 @@ def completion_logprobs(model: Any, sequences: Sequence[tuple[list[int], list[in
             cmask[j, :len(m)] = torch.tensor(m, dtype=torch.bool)
         with torch.no_grad():
             logits = model(input_ids=input_ids.to(dev), attention_mask=attn.to(dev)).logits
-        logp = torch.log_softmax(logits[:, :-1].double(), dim=-1)  # size = (b, L-1, V)
-        tok = logp.gather(-1, input_ids[:, 1:].to(dev).unsqueeze(-1)).squeeze(-1)  # (b, L-1)
+        # log pi(t) = logit_t - logsumexp(logits), float32 as TRL (no (b, L, V) log-softmax)
+        logits = logits[:, :-1].float()  # size = (b, L-1, V)
+        picked = logits.gather(-1, input_ids[:, 1:].to(dev).unsqueeze(-1)).squeeze(-1)
+        tok = (picked - torch.logsumexp(logits, dim=-1)).double()  # size = (b, L-1)
         tok = tok * cmask[:, 1:].to(dev)
         out[a:a + len(batch)] = tok.sum(dim=1).cpu().numpy()
     return out
@@ -104,7 +106,10 @@ class ImplicitRewardScorer(Scorer):
     """``beta log pi_model(y|x) / pi_ref(y|x)`` as a scorer (usable wherever the pipeline takes a
     :class:`~dualgap.llm.scoring.Scorer`, :class:`~dualgap.llm.scoring.CachedScorer` included).
 
-    ``prompt_format(x)`` is the text the policy conditions on (the run's ``prompt_text``);
+    ``prompt_format(x)`` is the text the policy conditions on (the run's ``prompt_text``; its
+    rendering of a placeholder enters the cache identity, with the paths, ``beta`` and
+    ``max_length``; a model passed as an object is named by its ``id`` there, so its cached
+    scores are not reused by another process);
     ``model`` and ``reference`` are loaded models or paths (loaded with
     :func:`~dualgap.llm.generation.load_policy`, LoRA adapters on ``reference`` as base).
     """
@@ -127,8 +132,11 @@ class ImplicitRewardScorer(Scorer):
             model = (load_policy(model, base=ref_path, dtype=dtype, device=device)
                      if paths[0] is not None else model)
         self.model, self.reference = model, reference
+        # in-memory models have no stable name: their scores are cached for this process only
+        paths = [p if p is not None else f"object:{id(m)}"
+                 for p, m in zip(paths, (model, reference), strict=True)]
         self.identity = "implicit:" + hashlib.sha256(json.dumps(
-            [paths, self.beta, max_length, getattr(prompt_format, "__qualname__", None)]
+            [paths, self.beta, max_length, self.prompt_format("\x00")]  # the template
         ).encode()).hexdigest()[:16]
 
     def log_ratios(self, prompts: Sequence[str], responses: Sequence[str]) -> np.ndarray:

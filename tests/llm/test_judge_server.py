@@ -387,3 +387,14 @@ def test_tiny_run_end_to_end_eval_answers_and_advbench(tiny_run, tmp_path):
                            output_dir=tmp_path / "a", progress=False)
         assert stub.bodies == [] and again["aspects"] == adv["aspects"]
     assert (d / "samples" / "judge_advbench_policy.json").stat().st_mtime_ns == before
+
+
+def test_server_errors_are_retried_and_404_names_the_url(runs, tmp_path):
+    a, b = runs
+    with Stub(lambda body, n: (503, "busy", {}, 0.0) if n == 0 else content_judge(body, n)) as stub:
+        res = judge_runs(a, b, settings(stub.url, concurrency=1), output_dir=tmp_path / "o",
+                         progress=False)
+        assert len(stub.bodies) == 17 and res["calls"]["http_requests"] == 17
+    with Stub(lambda body, n: (404, "no such route", {}, 0.0)) as stub:
+        with pytest.raises(UserError, match="404: check --base-url .* --model 'stub-judge'"):
+            judge_runs(a, b, settings(stub.url), output_dir=tmp_path / "p", progress=False)

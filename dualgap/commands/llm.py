@@ -73,6 +73,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     from dualgap.llm.synthetic.cli import add_synthetic_parser  # argparse only (issue 6)
 
     add_synthetic_parser(llm)
+    from dualgap.llm.judge.cli import register_judge  # argparse only (issue 14)
+
+    register_judge(llm)
 
 
 def _train(args: argparse.Namespace) -> int:

@@ -1,4 +1,4 @@
-"""Pairwise LLM-judge evaluation of two runs (SPEC §4, the paper's App. D.3).
+"""Pairwise LLM-judge evaluation of two runs (the paper's App. D.3; docs/judge.md).
 
     export OPENAI_API_KEY=...
     dualgap llm judge runs/caid-b5 runs/one-shot-b5             # the evaluation answers

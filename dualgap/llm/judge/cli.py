@@ -33,7 +33,7 @@ def register_judge(llm: argparse._SubParsersAction) -> None:
                    help="environment variable holding the API key (default: %(default)s); the "
                    "key is never written anywhere")
     j.add_argument("--no-api-key", action="store_true",
-                   help="send no key (a local endpoint without authentication)")
+                   help="send no key, for a local endpoint without authentication (default: off)")
     j.add_argument("--prompt-set", choices=("eval", "advbench"), default="eval",
                    help="eval: the answers `dualgap llm evaluate` wrote (default); advbench: "
                    "AdvBench's harmful prompts, answered by each run's final iterate")
@@ -41,7 +41,8 @@ def register_judge(llm: argparse._SubParsersAction) -> None:
                    help="AdvBench as a hub id or a local file (default: walledai/AdvBench; "
                    "builtin:advbench-sample is a 5-row schema sample)")
     j.add_argument("--advbench-revision", default=None, metavar="SHA",
-                   help="pin the AdvBench dataset revision")
+                   help="pin the AdvBench dataset revision (default: none, the moving main ref, with "
+                   "a warning)")
     j.add_argument("--max-prompts", type=int, default=None, metavar="N",
                    help="judge the first N questions (advbench default: 100)")
     j.add_argument("--samples-per-prompt", type=int, default=1, metavar="K",
@@ -51,27 +52,31 @@ def register_judge(llm: argparse._SubParsersAction) -> None:
                    help="comma-separated subset of helpfulness,safety (default: both)")
     j.add_argument("--temperature", type=float, default=0.7,
                    help="judge sampling temperature (default: %(default)s, as the predecessor)")
-    j.add_argument("--max-tokens", type=int, default=512, help="reply length limit")
-    j.add_argument("--concurrency", type=int, default=4, help="parallel requests")
+    j.add_argument("--max-tokens", type=int, default=512, help="reply length limit in tokens (default: %(default)s)")
+    j.add_argument("--concurrency", type=int, default=4, help="parallel requests (default: %(default)s)")
     j.add_argument("--requests-per-minute", type=float, default=None,
-                   help="space request starts to at most this rate")
-    j.add_argument("--timeout", type=float, default=60.0, help="seconds per request")
+                   help="space request starts to at most this rate (default: no limit)")
+    j.add_argument("--timeout", type=float, default=60.0, help="seconds per request (default: %(default)s)")
     j.add_argument("--max-retries", type=int, default=4,
-                   help="retries of a request after 429, 5xx, a timeout or a dropped connection")
+                   help="retries of a request after 429, 5xx, a timeout or a dropped connection "
+                   "(default: %(default)s)")
     j.add_argument("--backoff", type=float, default=2.0,
-                   help="first retry wait in seconds, doubled each retry (Retry-After wins)")
+                   help="first retry wait in seconds, doubled each retry; Retry-After wins "
+                   "(default: %(default)s)")
     j.add_argument("--max-parse-retries", type=int, default=2,
-                   help="new calls after a reply whose first line is not two scores (counted)")
+                   help="new calls after a reply whose first line is not two scores, counted "
+                   "(default: %(default)s)")
     j.add_argument("--output-dir", default=None,
                    help="where results.json goes (default: RUN_A/judge/<set>-vs-<RUN_B>)")
     j.add_argument("--cache", default=None, metavar="FILE",
                    help="judgment cache, JSONL (default: OUTPUT_DIR/cache.jsonl)")
     j.add_argument("--figure", default=None, metavar="PNG",
-                   help="also draw win rates across thresholds (this comparison and --with)")
+                   help="also draw win rates across thresholds, this comparison and --with "
+                   "(default: no figure)")
     j.add_argument("--with", dest="with_results", action="append", default=[], metavar="JSON",
-                   help="another comparison's results.json for the figure (repeatable)")
-    j.add_argument("--json", action="store_true", help="print the results as JSON")
-    j.add_argument("--no-progress", action="store_true", help="no progress bar")
+                   help="another comparison's results.json for the figure, repeatable (default: none)")
+    j.add_argument("--json", action="store_true", help="print the results as JSON (default: off)")
+    j.add_argument("--no-progress", action="store_true", help="no progress bar (default: off)")
     j.set_defaults(func=_judge)
 
 

@@ -1,4 +1,4 @@
-"""The two judge prompts (SPEC §4, the paper's App. D.3), rebuilt in the project's own words.
+"""The two judge prompts (the paper's App. D.3; docs/judge.md), rebuilt in the project's own words.
 
 A judge call shows one question and two answers, marked Assistant A and Assistant B, and asks
 for two scores on the **first line**, A's then B's, then a short explanation:

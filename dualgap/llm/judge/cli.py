@@ -41,8 +41,8 @@ def register_judge(llm: argparse._SubParsersAction) -> None:
                    help="AdvBench as a hub id or a local file (default: walledai/AdvBench; "
                    "builtin:advbench-sample is a 5-row schema sample)")
     j.add_argument("--advbench-revision", default=None, metavar="SHA",
-                   help="pin the AdvBench dataset revision (default: none, the moving main ref, with "
-                   "a warning)")
+                   help="pin the AdvBench dataset revision (default: none, the moving main ref, "
+                   "with a warning)")
     j.add_argument("--max-prompts", type=int, default=None, metavar="N",
                    help="judge the first N questions (advbench default: 100)")
     j.add_argument("--samples-per-prompt", type=int, default=1, metavar="K",
@@ -52,11 +52,14 @@ def register_judge(llm: argparse._SubParsersAction) -> None:
                    help="comma-separated subset of helpfulness,safety (default: both)")
     j.add_argument("--temperature", type=float, default=0.7,
                    help="judge sampling temperature (default: %(default)s, as the predecessor)")
-    j.add_argument("--max-tokens", type=int, default=512, help="reply length limit in tokens (default: %(default)s)")
-    j.add_argument("--concurrency", type=int, default=4, help="parallel requests (default: %(default)s)")
+    j.add_argument("--max-tokens", type=int, default=512,
+                   help="reply length limit in tokens (default: %(default)s)")
+    j.add_argument("--concurrency", type=int, default=4,
+                   help="parallel requests (default: %(default)s)")
     j.add_argument("--requests-per-minute", type=float, default=None,
                    help="space request starts to at most this rate (default: no limit)")
-    j.add_argument("--timeout", type=float, default=60.0, help="seconds per request (default: %(default)s)")
+    j.add_argument("--timeout", type=float, default=60.0,
+                   help="seconds per request (default: %(default)s)")
     j.add_argument("--max-retries", type=int, default=4,
                    help="retries of a request after 429, 5xx, a timeout or a dropped connection "
                    "(default: %(default)s)")
@@ -74,7 +77,8 @@ def register_judge(llm: argparse._SubParsersAction) -> None:
                    help="also draw win rates across thresholds, this comparison and --with "
                    "(default: no figure)")
     j.add_argument("--with", dest="with_results", action="append", default=[], metavar="JSON",
-                   help="another comparison's results.json for the figure, repeatable (default: none)")
+                   help="another comparison's results.json for the figure, repeatable (default: "
+                   "none)")
     j.add_argument("--json", action="store_true", help="print the results as JSON (default: off)")
     j.add_argument("--no-progress", action="store_true", help="no progress bar (default: off)")
     j.set_defaults(func=_judge)

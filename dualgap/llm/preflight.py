@@ -94,7 +94,8 @@ class Preflight:
             p = self.problems[0]
             more = f" (and {len(self.problems) - 1} more problem(s))" if len(
                 self.problems) > 1 else ""
-            raise UserError(f"{p.key}: {p.value!r}: {p.detail}{more}")
+            what = p.detail if repr(p.value) in p.detail else f"{p.value!r}: {p.detail}"
+            raise UserError(f"{p.key}: {what}{more}")
 
 
 # ------------------------------------------------------------------ checks
@@ -178,8 +179,10 @@ def _check_scorer(report: Preflight, key: str, s: Any) -> dict | None:
         elif s.label_index is not None and not 0 <= s.label_index < n:
             report.add(f"{key}.label_index", s.label_index, "PROBLEM",
                        f"out of range for {n} labels")
-    tok_key = f"{key}.tokenizer" if s.tokenizer else f"{key}.path"
-    _check_tokenizer(report, tok_key, s.tokenizer or s.path, None if s.tokenizer else s.revision)
+    if raw is not None or s.tokenizer:
+        tok_key = f"{key}.tokenizer" if s.tokenizer else f"{key}.path"
+        _check_tokenizer(report, tok_key, s.tokenizer or s.path,
+                         None if s.tokenizer else s.revision)
     return raw
 
 

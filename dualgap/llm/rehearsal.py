@@ -64,6 +64,7 @@ class Rehearsal:
     runs: dict[str, Path] = field(default_factory=dict)
     summaries: dict[str, dict] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)
+    killed_at: dict[str, list[str]] = field(default_factory=dict)
     preflight_table: str = ""
 
     @property
@@ -106,7 +107,7 @@ def rehearse(config: str | Path, overrides: list[str] | None = None,
     from .hub_cache import private_hub_cache
     from .preflight import preflight
     from .run import RunStopped, resume, train
-    from .standins import build_standins
+    from .standins import build_standins, cached_originals
 
     say = echo or (lambda *a, **k: None)
     base = load_config(config, overrides)
@@ -130,9 +131,11 @@ def rehearse(config: str | Path, overrides: list[str] | None = None,
     out.mkdir(parents=True, exist_ok=True)
     result = Rehearsal(str(config), out, skipped=skipped)
     rows = result.stages
+    originals = cached_originals(sized)  # the user's own cache, before switching to the private
     with private_hub_cache(out / "hf-cache") as home:
         say(f"rehearsal of {config}: stand-ins in {home}")
-        result.standins = _timed(rows, "-", "stand-ins", lambda: build_standins(sized, home),
+        result.standins = _timed(rows, "-", "stand-ins",
+                                 lambda: build_standins(sized, home, originals),
                                  "tiny models, tokenizers, datasets")
         report = _timed(rows, "-", "preflight", lambda: preflight(sized))
         result.preflight_table = report.table()
@@ -151,6 +154,9 @@ def rehearse(config: str | Path, overrides: list[str] | None = None,
                 raise RuntimeError("the run did not stop after its first policy step")
 
             _timed(rows, m, "train (killed)", start, "stop_after=1")
+            done = json.loads((run_dir / "state.json").read_text())["completed"]
+            result.killed_at[m] = done
+            rows[-1].detail = f"stopped after {done[-1]}"
             say(f"[{m}] resume")
             run = _timed(rows, m, "resume", lambda run_dir=run_dir: resume(run_dir,
                                                                             progress=progress))
@@ -167,7 +173,8 @@ def rehearse(config: str | Path, overrides: list[str] | None = None,
         "config": str(config), "overrides": list(overrides or []) + rehearsal_overrides(base),
         "stages": [asdict(s) for s in rows], "skipped": skipped,
         "standins": [asdict(s) for s in result.standins],
-        "runs": {k: str(v) for k, v in result.runs.items()}}, indent=1))
+        "runs": {k: str(v) for k, v in result.runs.items()}, "killed_at": result.killed_at},
+        indent=1))
     return result
 
 

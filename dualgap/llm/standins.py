@@ -32,7 +32,7 @@ from typing import Any
 from .hub_cache import write_dataset_cache, write_model_snapshot
 
 __all__ = ["StandIn", "DATASET_COLUMNS", "STANDIN_SIZES", "shrink_config", "build_standins",
-           "repos_of_config", "dataset_rows", "SCORE_SPREAD"]
+           "repos_of_config", "dataset_rows", "SCORE_SPREAD", "cached_originals"]
 
 #: The columns of the datasets a shipped config names (from the dataset cards).
 DATASET_COLUMNS: dict[str, tuple[str, ...]] = {
@@ -251,12 +251,22 @@ def _write_score_model(out: Path, config: Any, arch: str, score_type: str, token
     (out / "config.json").write_text(json.dumps(raw, indent=1))
 
 
-def build_standins(cfg: Any, home: str | Path, seed: int = 0) -> list[StandIn]:
+def cached_originals(cfg: Any) -> dict[str, tuple[Any, Any]]:
+    """``{repo: (config.json dict or None, tokenizer or None)}`` of the model repos of ``cfg``
+    as found in the *current* Hugging Face cache (call it before switching to a private one)."""
+    return {repo: _cached_real(repo, rev) for _, repo, rev, kind in repos_of_config(cfg)
+            if kind != "dataset"}
+
+
+def build_standins(cfg: Any, home: str | Path, originals: dict | None = None,
+                   seed: int = 0) -> list[StandIn]:
     """Write stand-ins of every repo :func:`repos_of_config` lists into the cache ``home``
-    (``home/hub``, ``home/datasets``); return what was built."""
+    (``home/hub``, ``home/datasets``); return what was built.  ``originals`` is
+    :func:`cached_originals` of the user's cache (None: nothing is cached)."""
     from .tiny import build_llama_style_tokenizer
 
     home = Path(home)
+    originals = originals or {}
     built: list[StandIn] = []
     shared_tokenizer = None
     work = Path(tempfile.mkdtemp(prefix="standin-", dir=home))
@@ -268,7 +278,7 @@ def build_standins(cfg: Any, home: str | Path, seed: int = 0) -> list[StandIn]:
             built.append(StandIn(key, repo, kind, "dataset", "real columns"
                                  if repo in DATASET_COLUMNS else "PKU core columns"))
             continue
-        raw, tokenizer = _cached_real(repo, revision)
+        raw, tokenizer = originals.get(repo, (None, None))
         if tokenizer is None:
             if shared_tokenizer is None:
                 shared_tokenizer = build_llama_style_tokenizer()

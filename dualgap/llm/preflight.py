@@ -35,8 +35,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import UserError, one_line
-from .resolve import (cached_weights, check_location, hub_offline, is_local_path,
-                      resolve_dataset, resolve_model_config, resolve_tokenizer)
+from .resolve import (
+    cached_weights,
+    check_location,
+    hub_offline,
+    is_local_path,
+    resolve_dataset,
+    resolve_model_config,
+    resolve_tokenizer,
+)
 
 __all__ = ["Check", "MemoryRow", "Preflight", "preflight", "run_preflight", "DTYPE_BYTES"]
 

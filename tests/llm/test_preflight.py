@@ -84,7 +84,7 @@ def test_scorer_layout_and_labels_are_checked(tmp_path, tiny_tokenizer, tiny_lla
     lm = _local_model(tmp_path / "lm", "LlamaForCausalLM", tiny_tokenizer, tiny_llama_config)
     clf = _local_model(tmp_path / "clf", "LlamaForSequenceClassification", tiny_tokenizer,
                        tiny_llama_config, num_labels=2)
-    cfg = load_config("tiny", [f"reward.kind=score-model", f"reward.path={lm}",
+    cfg = load_config("tiny", ["reward.kind=score-model", f"reward.path={lm}",
                                "constraints.0.scorer.kind=sequence-classifier",
                                f"constraints.0.scorer.path={clf}"])
     problems = _problems(preflight(cfg))

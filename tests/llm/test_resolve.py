@@ -5,8 +5,15 @@ from __future__ import annotations
 import pytest
 
 from dualgap.errors import UserError
-from dualgap.llm.resolve import (check_location, explain, hub_errors, is_local_path,
-                                 resolve_dataset, resolve_model_config, resolve_tokenizer)
+from dualgap.llm.resolve import (
+    check_location,
+    explain,
+    hub_errors,
+    is_local_path,
+    resolve_dataset,
+    resolve_model_config,
+    resolve_tokenizer,
+)
 
 
 @pytest.mark.parametrize(("value", "local"), [

@@ -102,7 +102,6 @@ def test_standin_keeps_a_cached_architecture_and_tokenizer(tmp_path, tiny_tokeni
 
 
 def test_llama_style_tokenizer_round_trips():
-    from transformers import AutoTokenizer
 
     from dualgap.llm.tiny import build_llama_style_tokenizer
 

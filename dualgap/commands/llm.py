@@ -174,8 +174,17 @@ def _report(directory) -> None:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from dualgap.llm.distributed import is_main, shutdown_distributed
     from dualgap.llm.evaluate import evaluate, format_summary
+
+    config_path = Path(args.directory) / "config.yaml"
+    if config_path.is_file():  # resolve the run's repos first: one line per failure
+        from dualgap.llm.config import load_config
+        from dualgap.llm.preflight import preflight
+
+        preflight(load_config(config_path), loggers=False).raise_for_problems()
 
     summary = evaluate(args.directory, against=args.against, figures=not args.no_figures,
                        progress=not args.no_progress)

@@ -17,8 +17,9 @@ the meta device with accelerate's ``init_empty_weights``)::
 
     weights      = params x bytes(dtype)               (4-bit: 0.5 byte per parameter)
     KV cache     = 2 x layers x kv_heads x head_dim x bytes(dtype) x batch x (L_prompt + L_new)
-    DPO, full    = 2 x weights (policy + reference) + params x (4 + 8)   (fp32 grads + Adam)
-    DPO, LoRA    = 2 x weights + lora_params x (4 + 4 + 8)
+    DPO, full    = 2 x weights (policy + reference) + params x 3 x bytes(dtype)
+                   (gradients and AdamW's two states at the weights' dtype)
+    DPO, LoRA    = 2 x weights + lora_params x (4 + 4 + 8)   (fp32 adapters, grads, AdamW)
 
 with ``L_prompt = train.max_length`` (an upper bound) and activations not counted.  Every
 problem names the config key and the value; :meth:`Preflight.raise_for_problems` raises the
@@ -345,8 +346,8 @@ def _estimate_memory(report: Preflight, cfg: Any, policy_raw: dict | None,
             what = f"policy + reference {2 * w_train / _GB:.2f} + LoRA ({nl / 1e6:.1f}M) " \
                    f"grads/Adam {opt / _GB:.2f}"
         else:
-            opt = n * 12
-            what = f"policy + reference {2 * w_train / _GB:.2f} + fp32 grads/Adam {opt / _GB:.2f}"
+            opt = n * 3 * b
+            what = f"policy + reference {2 * w_train / _GB:.2f} + grads/AdamW {opt / _GB:.2f}"
         report.memory.append(MemoryRow("DPO", what, 2 * w_train + opt))
     for key, s, raw in scorer_raws:
         n, _ = _count(raw, s.kind)

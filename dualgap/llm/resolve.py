@@ -26,7 +26,7 @@ from typing import Any
 
 from ..errors import UserError, one_line
 
-__all__ = ["is_local_path", "explain", "hub_errors", "check_location", "resolve_model_config",
+__all__ = ["is_local_path", "explain", "hub_errors", "guarded", "check_location", "resolve_model_config",
            "resolve_tokenizer", "resolve_dataset", "cached_weights", "hub_offline"]
 
 _WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
@@ -120,6 +120,14 @@ def hub_errors(key: str, value: str, revision: str | None = None,
         raise
     except (OSError, ValueError, ImportError, RuntimeError) as exc:
         raise explain(exc, key, value, revision, what) from exc
+
+
+def guarded(key: str, value: str, revision: str | None, fn, /, *args: Any, what: str = "repo",
+            **kwargs: Any) -> Any:
+    """``fn(*args, **kwargs)`` inside :func:`hub_errors` (one line at a loader's call site;
+    the first four arguments are positional, so ``fn`` may take a ``revision`` keyword)."""
+    with hub_errors(key, value, revision, what):
+        return fn(*args, **kwargs)
 
 
 def check_location(key: str, value: str) -> str:

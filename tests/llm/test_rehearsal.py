@@ -50,6 +50,7 @@ def test_rehearsal_of_every_shipped_config_and_method(name, method, tmp_path):
     metrics = [r["stage"] for r in read_jsonl(run / "metrics.jsonl")]
     assert metrics.count("policy_0") == 1 and metrics.count("policy_1") == 1
     assert (run / "checkpoints" / "iter_1").is_dir()
+    _assert_trained(run, load_config(name))
     assert (run / "eval" / "histograms.png").stat().st_size > 0
     assert set(result.summaries[method]["scores"]) == {
         c.name for c in [result_cfg(run).reward] + [c.scorer for c in result_cfg(run).constraints]}
@@ -64,6 +65,22 @@ def test_rehearsal_of_every_shipped_config_and_method(name, method, tmp_path):
     # the runs loaded the stand-ins by hub id, exactly as a real run would
     if not cfg.policy.model.startswith("builtin:"):
         assert state["reference_path"] == cfg.policy.model
+
+
+def _assert_trained(run, cfg):
+    """The policy steps changed the parameters (LoRA: lora_B starts at zero)."""
+    import numpy as np
+    from safetensors.numpy import load_file
+
+    ckpt = run / "checkpoints" / "iter_1"
+    if cfg.policy.lora.enabled:
+        tensors = load_file(str(ckpt / "adapter_model.safetensors"))
+        lora_b = [v for k, v in tensors.items() if "lora_B" in k]
+        assert lora_b and max(np.abs(v).max() for v in lora_b) > 0
+    else:
+        new = load_file(str(ckpt / "model.safetensors"))
+        old = load_file(str(run / "models" / "reference" / "model.safetensors"))
+        assert any(not np.array_equal(new[k], old[k]) for k in new if k in old)
 
 
 def result_cfg(run):

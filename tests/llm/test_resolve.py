@@ -107,3 +107,15 @@ def test_hub_errors_passes_user_errors_through_and_chains_the_cause():
             raise OSError("disk on fire")
     assert str(info.value) == "policy.model: cannot load 'acme/x': disk on fire"
     assert isinstance(info.value.__cause__, OSError)  # the traceback stays one --debug away
+
+
+def test_the_data_loader_reports_a_dataset_failure_in_one_line(tmp_path):
+    """``dualgap.llm.data.load_split`` goes through the same translation (a hub id that is not
+    cached, offline)."""
+    from dualgap.llm.data import load_split
+    from dualgap.llm.hub_cache import private_hub_cache
+
+    with private_hub_cache(tmp_path), pytest.warns(UserWarning, match="moving ref"):
+        with pytest.raises(UserError, match="^data.source: 'acme/pairs' .* datasets cache and "
+                           "the hub is offline"):
+            load_split("acme/pairs", "train")

@@ -26,8 +26,9 @@ from typing import Any
 
 from ..errors import UserError, one_line
 
-__all__ = ["is_local_path", "explain", "hub_errors", "guarded", "check_location", "resolve_model_config",
-           "resolve_tokenizer", "resolve_dataset", "cached_weights", "hub_offline"]
+__all__ = ["is_local_path", "explain", "hub_errors", "guarded", "check_location",
+           "resolve_model_config", "resolve_tokenizer", "resolve_dataset", "cached_weights",
+           "hub_offline"]
 
 _WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
                  "pytorch_model.bin.index.json", "adapter_model.safetensors",

@@ -213,12 +213,16 @@ def _calibrated_head(backbone: Any, tokenizer: Any, texts: list[str]) -> tuple[A
     :data:`SCORE_SPREAD` (a random head would score every text nearly alike)."""
     import torch
 
-    hs = []
+    enc = tokenizer(texts)["input_ids"]
+    lengths = torch.tensor([len(e) for e in enc])
+    ids = torch.zeros((len(enc), int(lengths.max())), dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for i, e in enumerate(enc):  # right padding: position length - 1 is each text's end
+        ids[i, : len(e)] = torch.tensor(e)
+        mask[i, : len(e)] = 1
     with torch.no_grad():
-        for t in texts:
-            ids = tokenizer(t, return_tensors="pt")["input_ids"]
-            hs.append(backbone(input_ids=ids).last_hidden_state[0, -1].float())
-    h = torch.stack(hs)  # size = (n, H)
+        hidden = backbone(input_ids=ids, attention_mask=mask).last_hidden_state  # (n, L, H)
+    h = hidden[torch.arange(len(enc)), lengths - 1].float()  # size = (n, H)
     mean = h.mean(dim=0)
     _, sv, vt = torch.linalg.svd(h - mean, full_matrices=False)
     sigma = sv[0] / (len(texts) - 1) ** 0.5

@@ -355,6 +355,32 @@ def _estimate_memory(report: Preflight, cfg: Any, policy_raw: dict | None,
                                        f"{n / 1e9:.2f}B params", n * DTYPE_BYTES[s.dtype]))
 
 
+#: the config key that lowers the memory of each stage
+_FIT_KEYS = {"generation": "generation.batch_size", "DPO": "policy.lora.load_in_4bit",
+             "scoring": "dtype"}
+
+
+def _check_fit(report: Preflight) -> None:
+    """Each stage's estimate against the smallest visible GPU.  Generation and scoring are never
+    sharded, so an estimate above the GPU's memory is a problem; DPO is one only when it runs
+    unsharded (one process, no FSDP)."""
+    import torch
+
+    total = min(torch.cuda.get_device_properties(i).total_memory
+                for i in range(torch.cuda.device_count()))
+    sharded = int(os.environ.get("WORLD_SIZE", "1")) > 1 and (
+        os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true"
+        or os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true")
+    for m in report.memory:
+        if m.bytes <= total:
+            continue
+        key = _FIT_KEYS[m.stage] if m.stage != "scoring" else m.what.split(" ")[0] + ".dtype"
+        status = "note" if (m.stage == "DPO" and sharded) else "PROBLEM"
+        report.add(key, m.stage, status, f"the {m.stage} stage needs about "
+                   f"{m.bytes / _GB:.1f} GiB per process, more than the GPU's "
+                   f"{total / _GB:.1f} GiB ({m.what})")
+
+
 # ------------------------------------------------------------------ entry point
 def preflight(cfg: Any, loggers: bool = True) -> Preflight:
     """Check everything ``cfg`` (a :class:`~dualgap.llm.config.RunConfig`) needs; never raises
@@ -382,12 +408,14 @@ def preflight(cfg: Any, loggers: bool = True) -> Preflight:
     _check_data(report, cfg.data)
     if loggers:
         _check_loggers(report, list(cfg.train.report_to))
-    _check_devices(report, cfg)
+    cuda = _check_devices(report, cfg)
     if not report.problems:
         try:
             _estimate_memory(report, cfg, policy_raw, scorer_raws)
         except Exception as exc:  # noqa: BLE001 - an estimate must not block a run
             report.add("memory", "-", "note", f"no estimate ({one_line(exc)})")
+        if cuda:
+            _check_fit(report)
     report.seconds = time.perf_counter() - t0
     return report
 

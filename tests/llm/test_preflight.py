@@ -131,3 +131,26 @@ def test_train_runs_the_preflight_before_any_work(tmp_path, capsys):
     assert rc == 2
     assert "policy.model: './no/such/sft' is not a local folder" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_a_stage_that_cannot_fit_the_gpu_is_a_problem(pku_standins, monkeypatch):
+    """With a (pretend) 16 KiB GPU every stage's estimate is too big; the key to change is
+    named.  torch.cuda is replaced by stand-ins for the device queries only."""
+    import torch
+
+    home, cfg = pku_standins
+    cfg = load_config(config_to_dict(cfg), ["train.report_to=[none]"])
+
+    class Props:
+        total_memory = 2 ** 14
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda i: Props())
+    with private_hub_cache(home):
+        report = preflight(cfg)
+    problems = _problems(report)
+    assert "the generation stage needs about" in problems["generation.batch_size"]
+    assert "the DPO stage needs" in problems["policy.lora.load_in_4bit"]
+    assert "more than the GPU's 0.0 GiB" in problems["reward.dtype"]

@@ -243,7 +243,7 @@ def _check_loggers(report: Preflight, report_to: list[str]) -> None:
             INTEGRATION_TO_CALLBACK[name]()
         except Exception as exc:  # noqa: BLE001 - any failure here is the run's first DPO step
             report.add(key, name, "PROBLEM", f"the {name} logger fails to start "
-                       f"({one_line(exc)}): install it or set train.report_to=[none]")
+                       f"({one_line(exc)}): install it or --set 'train.report_to=[none]'")
             continue
         report.add(key, name, "ok", "logger starts")
 

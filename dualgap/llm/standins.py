@@ -24,6 +24,7 @@ the same stand-ins.
 from __future__ import annotations
 
 import json
+import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -315,6 +316,7 @@ def build_standins(cfg: Any, home: str | Path, originals: dict | None = None,
             model.save_pretrained(out)
         write_model_snapshot(home / "hub", repo, out, revision)
         built.append(StandIn(key, repo, kind, arch, origin))
+    shutil.rmtree(work)  # the snapshots and the datasets cache hold copies
     return built
 
 

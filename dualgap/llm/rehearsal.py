@@ -3,7 +3,8 @@
 ``dualgap llm rehearse --config pku_saferlhf_30k`` takes the config unchanged except its sizes
 (:func:`rehearsal_overrides`: iterations, pairs, prompts, samples, token lengths, batch sizes),
 writes tiny stand-ins of every repo it names into a private Hugging Face cache
-(:mod:`dualgap.llm.standins`), and inside that cache, with the real loading code:
+(:mod:`dualgap.llm.standins`; a local model folder is replaced by a stand-in folder of the
+same architecture), and inside that cache, with the real loading code:
 
 1. runs the preflight (:mod:`dualgap.llm.preflight`) on the sized config;
 2. for each method (``caid``, ``one-shot``, ``dpo-helpful``, ``dpo-safe``; those the config
@@ -137,6 +138,9 @@ def rehearse(config: str | Path, overrides: list[str] | None = None,
         result.standins = _timed(rows, "-", "stand-ins",
                                  lambda: build_standins(sized, home, originals),
                                  "tiny models, tokenizers, datasets")
+        moved = [f"{s.key}={s.location}" for s in result.standins if s.location != s.repo]
+        if moved:  # local model folders: their stand-ins take their place
+            sized = load_config(config_to_dict(sized), moved)
         report = _timed(rows, "-", "preflight", lambda: preflight(sized))
         result.preflight_table = report.table()
         say(result.preflight_table)
@@ -170,7 +174,8 @@ def rehearse(config: str | Path, overrides: list[str] | None = None,
                 rows, m, "evaluate", lambda d=run_dir, o=others: evaluate(
                     d, against=o, figures=True, progress=progress), "CIs, win rates, figures")
     (out / "rehearsal.json").write_text(json.dumps({
-        "config": str(config), "overrides": list(overrides or []) + rehearsal_overrides(base),
+        "config": str(config), "overrides": list(overrides or []) + rehearsal_overrides(base)
+        + [f"{s.key}={s.location}" for s in result.standins if s.location != s.repo],
         "stages": [asdict(s) for s in rows], "skipped": skipped,
         "standins": [asdict(s) for s in result.standins],
         "runs": {k: str(v) for k, v in result.runs.items()}, "killed_at": result.killed_at},

@@ -2,7 +2,8 @@
 
 For each repo (policy / reference model, tokenizers, score models, classifiers, the dataset)
 :func:`build_standins` writes a stand-in into a private Hugging Face cache
-(:mod:`dualgap.llm.hub_cache`) under the repo's own id and revision:
+(:mod:`dualgap.llm.hub_cache`) under the repo's own id and revision (a local model folder gets
+a stand-in folder ``<home>/local/<config key>``, which the rehearsal puts in its place):
 
 * **architecture**: where the repo's real ``config.json`` is in the user's Hugging Face cache
   (looked up with ``local_files_only``; nothing is downloaded), the stand-in keeps its
@@ -74,7 +75,8 @@ class StandIn:
     repo: str
     kind: str  # causal-lm | score-model | sequence-classifier | tokenizer | dataset
     architecture: str
-    origin: str  # "real config.json (cached)" | "tiny Llama" | "real columns"
+    origin: str  # "real config.json (cached)" | "... (local folder)" | "tiny Llama" | ...
+    location: str = ""  # what the rehearsal loads: the hub id, or the stand-in's folder
 
 
 def shrink_config(config: Any) -> Any:
@@ -95,15 +97,19 @@ def shrink_config(config: Any) -> Any:
     return config
 
 
-def repos_of_config(cfg: Any) -> list[tuple[str, str, str | None, str]]:
-    """``(config key, repo, revision, kind)`` of every hub repo ``cfg`` names (local folders,
-    ``builtin:`` names and callables excluded)."""
+def repos_of_config(cfg: Any, local: bool = False) -> list[tuple[str, str, str | None, str]]:
+    """``(config key, repo, revision, kind)`` of every hub repo ``cfg`` names (``builtin:``
+    names and callables excluded); with ``local=True``, of every local model folder instead."""
     from .resolve import is_local_path
 
     out: list[tuple[str, str, str | None, str]] = []
 
     def add(key: str, repo: str | None, revision: str | None, kind: str) -> None:
-        if repo and not repo.startswith("builtin:") and not is_local_path(repo):
+        if not repo or repo.startswith("builtin:"):
+            return
+        if local and is_local_path(repo) and kind != "dataset":
+            out.append((key, repo, None, kind))
+        elif not local and not is_local_path(repo):
             out.append((key, repo, revision, kind))
 
     p = cfg.policy
@@ -256,11 +262,31 @@ def _write_score_model(out: Path, config: Any, arch: str, score_type: str, token
     (out / "config.json").write_text(json.dumps(raw, indent=1))
 
 
+def _local_real(folder: str) -> tuple[Any, Any]:
+    """The config.json and tokenizer of a local model folder (``None`` where absent)."""
+    import os
+
+    path = Path(os.path.expanduser(folder))
+    config = tokenizer = None
+    if (path / "config.json").is_file():
+        config = json.loads((path / "config.json").read_text())
+    try:
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(str(path))
+    except (OSError, ValueError):
+        tokenizer = None
+    return config, tokenizer
+
+
 def cached_originals(cfg: Any) -> dict[str, tuple[Any, Any]]:
     """``{repo: (config.json dict or None, tokenizer or None)}`` of the model repos of ``cfg``
-    as found in the *current* Hugging Face cache (call it before switching to a private one)."""
-    return {repo: _cached_real(repo, rev) for _, repo, rev, kind in repos_of_config(cfg)
-            if kind != "dataset"}
+    as found in the *current* Hugging Face cache (call it before switching to a private one),
+    and of its local model folders."""
+    out = {repo: _cached_real(repo, rev) for _, repo, rev, kind in repos_of_config(cfg)
+           if kind != "dataset"}
+    out.update({folder: _local_real(folder) for _, folder, _, _ in repos_of_config(cfg, True)})
+    return out
 
 
 def build_standins(cfg: Any, home: str | Path, originals: dict | None = None,
@@ -275,13 +301,15 @@ def build_standins(cfg: Any, home: str | Path, originals: dict | None = None,
     built: list[StandIn] = []
     shared_tokenizer = None
     work = Path(tempfile.mkdtemp(prefix="standin-", dir=home))
-    for i, (key, repo, revision, kind) in enumerate(repos_of_config(cfg)):
+    entries = [(e, False) for e in repos_of_config(cfg)] + [
+        (e, True) for e in repos_of_config(cfg, local=True)]
+    for i, ((key, repo, revision, kind), local) in enumerate(entries):
         if kind == "dataset":
             rows = dataset_rows(repo, cfg.data.format)
             splits = {cfg.data.train_split: rows["train"], cfg.data.test_split: rows["test"]}
             write_dataset_cache(home / "datasets", repo, cfg.data.name, splits, work / f"d{i}")
             built.append(StandIn(key, repo, kind, "dataset", "real columns"
-                                 if repo in DATASET_COLUMNS else "PKU core columns"))
+                                 if repo in DATASET_COLUMNS else "PKU core columns", repo))
             continue
         raw, tokenizer = originals.get(repo, (None, None))
         if tokenizer is None:
@@ -291,7 +319,8 @@ def build_standins(cfg: Any, home: str | Path, originals: dict | None = None,
         out = work / f"m{i}"
         out.mkdir()
         tokenizer.save_pretrained(out)
-        origin = "real config.json (cached)" if raw is not None else "tiny Llama"
+        origin = "tiny Llama" if raw is None else (
+            "real config.json (local folder)" if local else "real config.json (cached)")
         arch = "-"
         if kind == "causal-lm":
             config = _config_object(raw, tokenizer)
@@ -314,8 +343,13 @@ def build_standins(cfg: Any, home: str | Path, originals: dict | None = None,
             model = _build_model(arch, config, seed + i)
             _spread_head(model, tokenizer, s, seed + i)
             model.save_pretrained(out)
+        if local:  # a local folder gets a local stand-in; the rehearsal points the key at it
+            target = home / "local" / key
+            shutil.copytree(out, target, dirs_exist_ok=True)
+            built.append(StandIn(key, repo, kind, arch, origin, str(target)))
+            continue
         write_model_snapshot(home / "hub", repo, out, revision)
-        built.append(StandIn(key, repo, kind, arch, origin))
+        built.append(StandIn(key, repo, kind, arch, origin, repo))
     shutil.rmtree(work)  # the snapshots and the datasets cache hold copies
     return built
 

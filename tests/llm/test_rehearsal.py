@@ -129,3 +129,27 @@ def test_rehearse_command_prints_the_stage_table(tmp_path, capsys):
     assert rc == 0
     assert "one-shot     train (killed)" in out and "total" in out
     assert json.loads((tmp_path / "rehearsal.json").read_text())["runs"]["one-shot"]
+
+
+def test_a_local_model_folder_gets_a_local_standin(tmp_path, tiny_tokenizer):
+    """A config whose policy is a local folder (an SFT checkpoint) is rehearsed on a stand-in
+    of that folder (same architecture and tokenizer, stand-in size), never on the folder."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from dualgap.llm.rehearsal import rehearse
+
+    sft = tmp_path / "my-sft"
+    GPT2LMHeadModel(GPT2Config(vocab_size=len(tiny_tokenizer), n_layer=3, n_embd=48, n_head=3,
+                               bos_token_id=tiny_tokenizer.bos_token_id,
+                               eos_token_id=tiny_tokenizer.eos_token_id)).save_pretrained(sft)
+    tiny_tokenizer.save_pretrained(sft)
+    result = rehearse("tiny", overrides=[f"policy.model={sft}"], methods=["dpo-helpful"],
+                      output_dir=tmp_path / "rehearsal")
+    (standin,) = result.standins
+    assert (standin.key, standin.origin, standin.architecture) == (
+        "policy.model", "real config.json (local folder)", "GPT2LMHeadModel")
+    state = json.loads((result.runs["dpo-helpful"] / "state.json").read_text())
+    assert state["reference_path"] == standin.location != str(sft)
+    standin_cfg = json.loads((tmp_path / "rehearsal" / "hf-cache" / "local" / "policy.model"
+                              / "config.json").read_text())
+    assert standin_cfg["n_layer"] == 2

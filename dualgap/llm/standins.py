@@ -6,10 +6,11 @@ For each repo (policy / reference model, tokenizers, score models, classifiers, 
 a stand-in folder ``<home>/local/<config key>``, which the rehearsal puts in its place):
 
 * **architecture**: where the repo's real ``config.json`` is in the user's Hugging Face cache
-  (looked up with ``local_files_only``; nothing is downloaded), the stand-in keeps its
-  architecture class (and its tokenizer, when that is cached too) and shrinks depth and width
-  (:func:`shrink_config`) with random weights; otherwise it is a 2-layer Llama on a Llama-style
-  tokenizer built locally (:func:`dualgap.llm.tiny.build_llama_style_tokenizer`);
+  or, online, on the hub (only ``config.json`` and the tokenizer files are fetched, never
+  weights), the stand-in keeps its architecture class (and its tokenizer, when that is there
+  too) and shrinks depth and width (:func:`shrink_config`) with random weights; otherwise it is
+  a 2-layer Llama on a Llama-style tokenizer built locally
+  (:func:`dualgap.llm.tiny.build_llama_style_tokenizer`);
 * **score models** (``kind: score-model``) are written in safe-rlhf's layout: ``config.json`` with
   ``architectures: [<Backbone>ForScore]``, ``score_dim``, ``score_bias``, ``score_type`` and the
   tensors ``model.*``, ``score_head.weight``, ``score_head.bias``, ``normalizer.*`` in safetensors;
@@ -149,18 +150,28 @@ def dataset_rows(repo: str, fmt: str) -> dict[str, list[dict]]:
 
 
 def _cached_real(repo: str, revision: str | None) -> tuple[Any, Any]:
-    """The repo's real config and tokenizer from the user's cache (``None`` where absent)."""
-    from huggingface_hub import try_to_load_from_cache
+    """The repo's real config and tokenizer (``None`` where absent): from the user's cache, or,
+    when the hub is online, its small files fetched (``config.json`` and the tokenizer files,
+    never weights; a gated or missing repo gives ``None``)."""
+    from huggingface_hub import hf_hub_download, try_to_load_from_cache
 
+    from .resolve import hub_offline
+
+    offline = hub_offline()
     config = tokenizer = None
     path = try_to_load_from_cache(repo, "config.json", revision=revision)
+    if not isinstance(path, str) and not offline:
+        try:
+            path = hf_hub_download(repo, "config.json", revision=revision)
+        except Exception:  # noqa: BLE001 - gated, private, missing: fall back to a tiny Llama
+            path = None
     if isinstance(path, str):
         config = json.loads(Path(path).read_text())
         try:
             from transformers import AutoTokenizer
 
             tokenizer = AutoTokenizer.from_pretrained(repo, revision=revision,
-                                                      local_files_only=True)
+                                                      local_files_only=offline)
         except (OSError, ValueError):
             tokenizer = None
     return config, tokenizer

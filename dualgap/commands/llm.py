@@ -101,31 +101,45 @@ def _train(args: argparse.Namespace) -> int:
         return 0
     if not args.config or not args.output_dir:
         raise ValueError("train: --config and --output-dir are required")
-    from dualgap.llm.config import load_config
+    _preflight(args, None)
     from dualgap.llm.run import train
 
-    cfg = load_config(args.config, args.overrides)
-    if not args.no_check:
-        from dualgap.llm.preflight import run_preflight
-
-        run_preflight(cfg)
-    return _run_and_report(lambda: train(cfg, args.output_dir, stop_after=args.stop_after,
+    return _run_and_report(lambda: train(args.config, args.output_dir, overrides=args.overrides,
+                                         stop_after=args.stop_after,
                                          progress=not args.no_progress))
 
 
 def _resume(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
+    _preflight(args, args.directory)
     from dualgap.llm.run import resume
 
-    config_path = Path(args.directory) / "config.yaml"
-    if config_path.is_file():  # a run without one is reported by resume itself
-        from dualgap.llm.config import load_config
-        from dualgap.llm.preflight import run_preflight
-
-        run_preflight(load_config(config_path))
     return _run_and_report(lambda: resume(args.directory, stop_after=args.stop_after,
                                           progress=not args.no_progress))
+
+
+def _preflight(args: argparse.Namespace, run_dir: str | None, loggers: bool = True) -> None:
+    """The preflight (``dualgap llm check``) before any work: the config of ``--config`` with
+    ``--set``, or the ``config.yaml`` of the run in ``run_dir`` with the command's ``--set``
+    overrides, if any (a run without a config.yaml is reported by the command itself)."""
+    from pathlib import Path
+
+    if getattr(args, "no_check", False):
+        return
+    from dualgap.llm.config import load_config
+    from dualgap.llm.preflight import preflight, run_preflight
+
+    overrides = getattr(args, "overrides", None)
+    if run_dir is None:
+        cfg = load_config(args.config, overrides)
+    else:
+        path = Path(run_dir) / "config.yaml"
+        if not path.is_file():
+            return
+        cfg = load_config(path, overrides)
+    if loggers:
+        run_preflight(cfg)
+    else:  # evaluate: resolution and devices only, quietly
+        preflight(cfg, loggers=False).raise_for_problems()
 
 
 def _check(args: argparse.Namespace) -> int:
@@ -174,17 +188,10 @@ def _report(directory) -> None:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from dualgap.llm.distributed import is_main, shutdown_distributed
     from dualgap.llm.evaluate import evaluate, format_summary
 
-    config_path = Path(args.directory) / "config.yaml"
-    if config_path.is_file():  # resolve the run's repos first: one line per failure
-        from dualgap.llm.config import load_config
-        from dualgap.llm.preflight import preflight
-
-        preflight(load_config(config_path), loggers=False).raise_for_problems()
+    _preflight(args, args.directory, loggers=False)  # the run's repos first: one line each
 
     summary = evaluate(args.directory, against=args.against, figures=not args.no_figures,
                        progress=not args.no_progress)

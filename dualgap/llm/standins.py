@@ -207,21 +207,19 @@ def _build_model(arch: str, config: Any, seed: int) -> Any:
         return cls(config)
 
 
-def _calibration_texts(tokenizer: Any, template: str, append_eos: bool, seed: int) -> list[str]:
-    """Scored texts of the bundled responses and of random token strings (like the responses
-    of a random policy)."""
+def _calibration_texts(tokenizer: Any, scorer: Any, seed: int) -> list[str]:
+    """Scored texts (the scorer's template, separator and EOS) of the bundled responses and of
+    random token strings (like the responses of a random policy)."""
     import numpy as np
 
-    eos = tokenizer.eos_token if append_eos and tokenizer.eos_token else ""
+    eos = tokenizer.eos_token if scorer.append_eos and tokenizer.eos_token else ""
+    sep = getattr(scorer, "response_separator", " ")
     rows = dataset_rows("", "pku-saferlhf")["train"]
-    texts = [f"{template.format(prompt=r['prompt'])} {r[f'response_{i}']}{eos}"
-             for r in rows for i in (0, 1)]
     rng = np.random.default_rng(seed)
-    vocab = len(tokenizer)
-    for r in rows:
-        ids = rng.integers(3, vocab, size=6).tolist()
-        texts.append(f"{template.format(prompt=r['prompt'])} {tokenizer.decode(ids)}{eos}")
-    return texts
+    responses = [(r["prompt"], r[f"response_{i}"]) for r in rows for i in (0, 1)] + [
+        (r["prompt"], tokenizer.decode(rng.integers(3, len(tokenizer), size=6).tolist()))
+        for r in rows]
+    return [f"{scorer.template.format(prompt=p)}{sep}{y}{eos}" for p, y in responses]
 
 
 def _calibrated_head(backbone: Any, tokenizer: Any, texts: list[str]) -> tuple[Any, Any]:
@@ -258,8 +256,7 @@ def _write_score_model(out: Path, config: Any, arch: str, score_type: str, token
 
     backbone = _build_model(backbone_class_name(arch), config, seed)
     backbone.eval()
-    w, b = _calibrated_head(backbone, tokenizer, _calibration_texts(
-        tokenizer, scorer.template, scorer.append_eos, seed))
+    w, b = _calibrated_head(backbone, tokenizer, _calibration_texts(tokenizer, scorer, seed))
     tensors = {f"model.{k}": v.contiguous() for k, v in backbone.state_dict().items()}
     tensors["score_head.weight"] = w.reshape(1, -1).contiguous()
     tensors["score_head.bias"] = b.reshape(1)
@@ -372,8 +369,8 @@ def _spread_head(model: Any, tokenizer: Any, scorer: Any, seed: int) -> None:
     import torch
 
     model.eval()
-    w, _ = _calibrated_head(model.base_model, tokenizer, _calibration_texts(
-        tokenizer, scorer.template, scorer.append_eos, seed))
+    w, _ = _calibrated_head(model.base_model, tokenizer,
+                            _calibration_texts(tokenizer, scorer, seed))
     n = model.config.num_labels
     heads = [m for m in model.modules() if isinstance(m, torch.nn.Linear) and m.out_features == n]
     with torch.no_grad():

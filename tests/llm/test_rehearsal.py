@@ -88,14 +88,15 @@ def result_cfg(run):
 
 
 def test_rehearsal_refuses_a_logger_that_is_not_installed(tmp_path):
-    """The shipped PKU config logs to tensorboard, which the llm extra does not install: the
-    rehearsal's preflight stops before any training, naming the key."""
+    """A config that logs to tensorboard, which the llm extra does not install (the shipped
+    configs did): the rehearsal's preflight stops before any training, naming the key."""
     from dualgap.llm.rehearsal import rehearse
 
     if not NO_TENSORBOARD:
         pytest.skip("tensorboard is installed here")
     with pytest.raises(UserError, match=r"train\.report_to\.0: 'tensorboard'"):
-        rehearse("pku_saferlhf_30k", methods=["caid"], output_dir=tmp_path)
+        rehearse("pku_saferlhf_30k", overrides=["train.report_to=[tensorboard]"],
+                 methods=["caid"], output_dir=tmp_path)
     assert not (tmp_path / "runs").exists()
 
 

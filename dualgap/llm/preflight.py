@@ -146,9 +146,12 @@ def _check_model(report: Preflight, key: str, value: str, revision: str | None,
             report.add(key, value, "PROBLEM", f"model_type {raw.get('model_type')!r} is not a "
                        "causal LM transformers knows")
             return None
-    if hub_offline() and not cached_weights(value, revision):
-        report.add(key, value, "PROBLEM", "config.json is cached but no weights file is, and "
-                   "the hub is offline (HF_HUB_OFFLINE=1): download the repo first")
+    local = is_local_path(value)
+    if (local or hub_offline()) and not cached_weights(value, revision):
+        report.add(key, value, "PROBLEM", "the folder has no weights file (model.safetensors, "
+                   "pytorch_model.bin, sharded or as an adapter)" if local else
+                   "config.json is cached but no weights file is, and the hub is offline "
+                   "(HF_HUB_OFFLINE=1): download the repo first")
         return None
     impl = raw.get("attn_implementation") or raw.get("_attn_implementation")
     if impl == "flash_attention_2" and importlib.util.find_spec("flash_attn") is None:

@@ -158,3 +158,10 @@ def test_a_stage_that_cannot_fit_the_gpu_is_a_problem(pku_standins, monkeypatch)
     assert "the generation stage needs about" in problems["generation.batch_size"]
     assert "the DPO stage needs" in problems["policy.lora.load_in_4bit"]
     assert "more than the GPU's 0.0 GiB" in problems["reward.dtype"]
+
+
+def test_a_local_folder_without_weights(tmp_path, tiny_tokenizer, tiny_llama_config):
+    lm = _local_model(tmp_path / "lm", "LlamaForCausalLM", tiny_tokenizer, tiny_llama_config)
+    (tmp_path / "lm" / "model.safetensors").unlink()
+    problems = _problems(preflight(load_config("tiny", [f"policy.model={lm}"])))
+    assert problems["policy.model"].startswith("the folder has no weights file")

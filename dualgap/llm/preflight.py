@@ -16,6 +16,7 @@ and estimates the memory per process of each stage from ``config.json`` (paramet
 the meta device with accelerate's ``init_empty_weights``)::
 
     weights      = params x bytes(dtype)               (4-bit: 0.5 byte per parameter)
+    scoring      = the weights of every transformer scorer (the run loads them together)
     KV cache     = 2 x layers x kv_heads x head_dim x bytes(dtype) x batch x (L_prompt + L_new)
     DPO, full    = 2 x weights (policy + reference) + params x 3 x bytes(dtype)
                    (gradients and AdamW's two states at the weights' dtype)
@@ -65,6 +66,7 @@ class MemoryRow:
     stage: str
     what: str
     bytes: float
+    key: str = ""  # the config key that lowers it
 
 
 @dataclass
@@ -342,7 +344,8 @@ def _estimate_memory(report: Preflight, cfg: Any, policy_raw: dict | None,
         kv_bytes = 2 * layers * kv * head_dim * b * g.batch_size * seq
         report.memory.append(MemoryRow("generation", f"weights {w_gen / _GB:.2f} + KV cache "
                                        f"{kv_bytes / _GB:.2f} (batch {g.batch_size} x {seq} "
-                                       f"tokens); {n / 1e9:.2f}B params", w_gen + kv_bytes))
+                                       f"tokens); {n / 1e9:.2f}B params", w_gen + kv_bytes,
+                                       "generation.batch_size"))
         if lora.enabled:
             nl = _lora_params(model, policy_raw, lora)
             opt = nl * 16
@@ -351,16 +354,17 @@ def _estimate_memory(report: Preflight, cfg: Any, policy_raw: dict | None,
         else:
             opt = n * 3 * b
             what = f"policy + reference {2 * w_train / _GB:.2f} + grads/AdamW {opt / _GB:.2f}"
-        report.memory.append(MemoryRow("DPO", what, 2 * w_train + opt))
-    for key, s, raw in scorer_raws:
-        n, _ = _count(raw, s.kind)
-        report.memory.append(MemoryRow("scoring", f"{key} ({s.path}) weights, "
-                                       f"{n / 1e9:.2f}B params", n * DTYPE_BYTES[s.dtype]))
-
-
-#: the config key that lowers the memory of each stage
-_FIT_KEYS = {"generation": "generation.batch_size", "DPO": "policy.lora.load_in_4bit",
-             "scoring": "dtype"}
+        report.memory.append(MemoryRow("DPO", what, 2 * w_train + opt,
+                                       "policy.lora.load_in_4bit" if lora.enabled
+                                       else "policy.lora.enabled"))
+    if scorer_raws:  # the run loads every transformer scorer together (Run.scorers)
+        sizes = []
+        for key, s, raw in scorer_raws:
+            n, _ = _count(raw, s.kind)
+            sizes.append((n * DTYPE_BYTES[s.dtype], key, n))
+        what = " + ".join(f"{key} {b / _GB:.2f} ({n / 1e9:.2f}B params)" for b, key, n in sizes)
+        report.memory.append(MemoryRow("scoring", f"weights of {what}",
+                                       sum(b for b, _, _ in sizes), f"{max(sizes)[1]}.dtype"))
 
 
 def _check_fit(report: Preflight) -> None:
@@ -377,7 +381,7 @@ def _check_fit(report: Preflight) -> None:
     for m in report.memory:
         if m.bytes <= total:
             continue
-        key = _FIT_KEYS[m.stage] if m.stage != "scoring" else m.what.split(" ")[0] + ".dtype"
+        key = m.key
         status = "note" if (m.stage == "DPO" and sharded) else "PROBLEM"
         report.add(key, m.stage, status, f"the {m.stage} stage needs about "
                    f"{m.bytes / _GB:.1f} GiB per process, more than the GPU's "

@@ -28,7 +28,7 @@ def test_shipped_config_on_standins_passes_with_memory_rows(pku_standins):
         model = AutoModelForCausalLM.from_pretrained(cfg.policy.model, dtype=torch.float32)
     assert report.problems == [], report.table()
     stages = [m.stage for m in report.memory]
-    assert stages == ["generation", "DPO", "scoring", "scoring"]
+    assert stages == ["generation", "DPO", "scoring"]
     # weights at policy.dtype (bfloat16): the parameters counted on the meta device must be
     # those of the model transformers loads
     n = sum(p.numel() for p in model.parameters())
@@ -37,6 +37,13 @@ def test_shipped_config_on_standins_passes_with_memory_rows(pku_standins):
     kv = 2 * c.num_hidden_layers * c.num_key_value_heads * head_dim * 2 * (
         cfg.generation.batch_size * (cfg.train.max_length + cfg.generation.max_new_tokens))
     assert report.memory[0].bytes == pytest.approx(2 * n + kv)
+    from dualgap.llm.score_model import load_score_model
+
+    with private_hub_cache(home):
+        backbones = [load_score_model(s.path, None, "float32", "cpu")[0].backbone
+                     for s in [cfg.reward, cfg.constraints[0].scorer]]
+    assert report.memory[2].bytes == 2 * sum(p.numel() for b in backbones
+                                             for p in b.parameters())  # both in bfloat16
     assert "memory per process" in report.table()
 
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ._figure import finish as _finish
-from ._figure import pyplot as _plt
+from .figure import finish as _finish
+from .figure import pyplot as _plt
 
 __all__ = ["plot_gaps_vs_nu", "plot_report_bounds"]
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ._figure import finish as _finish
-from ._figure import pyplot as _plt
+from .figure import finish as _finish
+from .figure import pyplot as _plt
 
 __all__ = ["plot_score_histograms", "plot_lam_trajectory", "plot_improvement_vs_threshold"]
 

@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from ._figure import finish as _finish
-from ._figure import pyplot as _plt
+from .figure import finish as _finish
+from .figure import pyplot as _plt
 
 __all__ = ["plot_pipeline_vs_exact", "plot_capacity_sweep"]
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 
 from ..algorithms.trajectory import Trajectory
-from ._figure import finish as _finish
-from ._figure import pyplot as _plt
+from .figure import finish as _finish
+from .figure import pyplot as _plt
 
 __all__ = ["plot_trajectories", "plot_threshold_sweep", "plot_gap_vs_bound"]
 

@@ -1,5 +1,5 @@
 """The two steps every figure function shares: get pyplot, then lay out and save (public: the
-figures of :mod:`dualgap.llm.plots` use them too)."""
+figures outside this package use them too)."""
 
 from __future__ import annotations
 

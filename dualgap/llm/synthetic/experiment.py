@@ -1009,7 +1009,7 @@ def _compare(sz: SyntheticSize, directory: Path, methods: tuple[str, ...], sweep
             seconds["capacity sweep"] = time.perf_counter() - t
     cmp = Comparison(sz, task, traces, classes, seconds)
     if figures:
-        from ...plots.synthetic import plot_capacity_sweep, plot_pipeline_vs_exact
+        from ..plots.synthetic import plot_capacity_sweep, plot_pipeline_vs_exact
 
         paths = []
         if traces:

@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from .figure import finish as _finish
-from .figure import pyplot as _plt
+from ...plots.figure import finish as _finish
+from ...plots.figure import pyplot as _plt
 
 __all__ = ["plot_pipeline_vs_exact", "plot_capacity_sweep"]
 

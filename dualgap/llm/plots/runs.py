@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .figure import finish as _finish
-from .figure import pyplot as _plt
+from ...plots.figure import finish as _finish
+from ...plots.figure import pyplot as _plt
 
 __all__ = ["plot_score_histograms", "plot_lam_trajectory", "plot_improvement_vs_threshold"]
 

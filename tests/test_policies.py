@@ -13,7 +13,7 @@ from dualgap.policies import (
     MLPPolicy,
     PolicyClass,
     TabularPolicy,
-    _lbfgs,
+    lbfgs,
     problem_features,
 )
 from dualgap.testing import multipliers, problems
@@ -160,7 +160,7 @@ def test_lbfgs_reaches_the_rosenbrock_minimum():
     def f(z):
         return (100 * (z[1:] - z[:-1] ** 2) ** 2 + (1 - z[:-1]) ** 2).sum()
 
-    _lbfgs(x, f, 2000)
+    lbfgs(x, f, 2000)
     np.testing.assert_allclose(x.numpy(), np.ones(3), atol=1e-7)
 
 

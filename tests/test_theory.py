@@ -11,13 +11,13 @@ from hypothesis import strategies as st
 from dualgap import dual_gradient, dual_hessian, solve, solve_primal_cvxpy
 from dualgap.instances import random_problem
 from dualgap.policies import LogLinearPolicy, TabularPolicy, problem_features
+from dualgap.report import gap_report
 from dualgap.testing import multipliers, problems
 from dualgap.theory import (
     dual_curvature,
     dual_descent_bound,
     fit_slope,
     gap_constant,
-    gap_report,
     optimality_gaps,
     smoothness_bound,
     tightened_multiplier,

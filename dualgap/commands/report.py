@@ -56,7 +56,7 @@ def build_policy_class(problem, policy: str, noise: float = 0.1, features_seed: 
 
 def _report(args: argparse.Namespace) -> int:
     from ..problem import AlignmentProblem
-    from ..theory import gap_report
+    from ..report import gap_report
 
     if args.file:
         problem = AlignmentProblem.load(args.file)

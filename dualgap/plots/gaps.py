@@ -64,7 +64,7 @@ def plot_gaps_vs_nu(nu: Sequence[float], measured: Mapping[str, Sequence[float]]
 
 
 def plot_report_bounds(report, ax=None, path: str | Path | None = None):
-    """One :class:`~dualgap.theory.GapReport`: each checked row as ``measured / bound``
+    """One :class:`~dualgap.report.GapReport`: each checked row as ``measured / bound``
     (bars; below 1 means the bound holds), with the failing rows in red."""
     rows = [r for r in report.rows if r.bound is not None and np.isfinite(r.bound)
             and r.bound > 0]

@@ -21,7 +21,8 @@ torch = pytest.importorskip("torch")
 from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from dualgap import solve  # noqa: E402
+from dualgap import dual_value, lagrangian_policy, solve  # noqa: E402
+from dualgap.gaps import lagrangian_max, lagrangian_objective  # noqa: E402
 from dualgap.llm.synthetic import (  # noqa: E402
     TOPICS,
     WORDS,
@@ -30,22 +31,17 @@ from dualgap.llm.synthetic import (  # noqa: E402
     helpfulness_score,
     safety_score,
 )
-from dualgap.llm.synthetic.experiment import (  # noqa: E402
-    SIZES,
-    SyntheticSize,
-    build_task,
-    compare,
-    exact_problem,
-    pipeline_config,
-)
+from dualgap.llm.synthetic.compare import compare  # noqa: E402
+from dualgap.llm.synthetic.config import SIZES, SyntheticSize, TransformerArch  # noqa: E402
 from dualgap.llm.synthetic.model import (  # noqa: E402
-    TransformerArch,
     TransformerPolicy,
     build_model,
     build_tokenizer,
     exact_log_probs,
     exact_policy,
 )
+from dualgap.llm.synthetic.pipeline import pipeline_config  # noqa: E402
+from dualgap.llm.synthetic.task import build_task, exact_problem  # noqa: E402
 
 pytestmark = pytest.mark.llm
 
@@ -238,7 +234,7 @@ def test_transformer_policy_class(tiny_task):
     # a round trip through a model, and a fit that moves towards pi*
     assert torch.equal(pc.params_of(pc.to_model(theta)), theta.float().double())
     target = t.solution.policy
-    before = pc._measure(theta, target, "kl", 0).nu
+    before = pc.measure(theta, target, "kl", 0).nu
     fit = pc.fit(target, objective="kl", steps=40)
     assert fit.nu < 0.7 * before
     with pytest.raises(ValueError, match="theta"):
@@ -297,27 +293,26 @@ def test_pipeline_config_is_valid(tiny_task, tmp_path):
         SyntheticSize(name="x", language=lang, arch=TransformerArch(), thresholds=(0.1, 0.2))
 
 
-def test_secant_root_and_cut_minimum():
-    """The two small numerical pieces of measure_class, against closed forms."""
-    from dualgap.llm.synthetic.experiment import _cut_min_1d, _secant_root
-
-    slack_of, evaluated = {}, []
-
-    def evaluate(lam):
-        lam = np.asarray(lam, float).reshape(-1)
-        slack_of[tuple(lam.tolist())] = np.array([np.tanh(lam[0] - 0.7)])  # zero at 0.7
-        evaluated.append(lam)
-
-    for v in (2.0, 3.0):  # no sign change yet: the root finder must move down first
-        evaluate([v])
-    root = _secant_root(evaluate, slack_of, evaluated, steps=8)
-    assert root[0] == pytest.approx(0.7, abs=1e-4)
-    rng = np.random.default_rng(1)
-    a, s = rng.normal(size=6), rng.normal(size=6)
-    grid = np.linspace(0.0, 3.0, 300001)
-    brute = (a[None, :] + np.outer(grid, s)).max(axis=1)
-    val, arg = _cut_min_1d(a, s, 3.0)
-    assert val == pytest.approx(brute.min(), abs=1e-8) and 0.0 <= arg <= 3.0
+def test_transformer_maximizes_the_lagrangian_through_its_hook(tiny_task):
+    """gaps.lagrangian_max runs the class's own hook (Adam, reverse KL to pi_lam): it raises L
+    from the start, with the budget asked for, and its value is the exact identity
+    L(pi_theta, lam) = D(lam) - beta E_rho KL(pi_theta || pi_lam) (computed here by
+    enumeration)."""
+    t = tiny_task
+    pb = t.problem
+    pc = TransformerPolicy(pb, t.language, t.model, steps=20, warm_steps=5)
+    lam = 1.5 * t.solution.lam
+    res = lagrangian_max(pb, pc, lam)
+    assert res.steps == 20
+    start = float(lagrangian_objective(pb, pc, pc.init_params(), lam))
+    assert res.value > start
+    pi, pl = res.policy, lagrangian_policy(pb, lam)
+    kl = (pi * (np.log(pi) - np.log(pl))).sum(axis=1)
+    assert res.value == pytest.approx(dual_value(pb, lam) - pb.beta * pb.prompt_weights @ kl,
+                                      abs=1e-9)
+    assert lagrangian_max(pb, pc, lam, theta0=res.theta).steps == 5  # the warm budget
+    with pytest.raises(ValueError, match="method"):
+        lagrangian_max(pb, pc, lam, method="lbfgs")
 
 
 # ------------------------------------------------------------------------------ end to end
@@ -341,15 +336,19 @@ def test_small_end_to_end_run_has_every_row(tiny_comparison, workdir):
     assert lam_c[0] == lam_o[0] and len(set(lam_o)) == 1 and lam_c[1] != lam_c[0]
     # theory: the reference class and the sweep, each with every statement
     assert [k.arch for k in c.classes] == [TINY.arch, *TINY.sweep]
+    pb_m = c.task.problem.num_constraints
     for k in c.classes:
         stmts = {r.statement for r in k.rows}
         assert {"Lemma 3 at lam*", "Theorem 2 (upper)", "Lemma 4"} <= stmts
         assert k.nu > 0 and k.dual_p.shape == (k.lams.shape[0],)
         # D_p <= D at every evaluated lam (weak duality of the cuts: never loosened)
         assert (k.dual_p <= k.dual + 1e-9).all()
+        # the class's rows are the core report's, and every m gets lam*_p from the bundle
+        assert k.rows == k.report.rows and k.lam_p.shape == (pb_m,)
     assert len(c.theory_rows()) == 1 + len(c.classes)
     text = str(c)
     assert "theory per transformer class" in text and "caid" in text
+    assert "summary" in text and "comparison.json" in text and "improvement over pi_ref" in text
     saved = json.loads((workdir / "comparison.json").read_text())
     assert saved["exact"]["lam*"] == pytest.approx(c.task.solution.lam.tolist())
     assert all((workdir / f).exists() for f in ("pipeline_vs_exact.png", "gaps_vs_nu.png"))

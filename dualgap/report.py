@@ -4,7 +4,7 @@
 bound), ``P*_p`` (lower estimate), ``lam*``, ``lam*_p``, ``lam*_nu`` and ``nu`` with
 :mod:`dualgap.gaps`, and checks each statement of :mod:`dualgap.theory` as a :class:`GapRow`
 that says on which side each estimate errs.  The same code decides every table that shows
-these theorems (the core's notebooks and CLI, and ``dualgap.llm``'s synthetic comparison).
+these theorems (the core's notebooks and CLI, and any caller outside the core).
 Imports torch when :func:`gap_report` runs.
 """
 

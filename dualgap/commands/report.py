@@ -41,7 +41,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def build_policy_class(problem, policy: str, noise: float = 0.1, features_seed: int = 0,
                        hidden: int = 8, depth: int = 1):
-    """The policy class named by ``--policy`` on ``problem`` (shared with the notebooks)."""
+    """The policy class named by ``--policy`` on ``problem`` (used by ``dualgap report``)."""
     from ..policies import LogLinearPolicy, MLPPolicy, TabularPolicy, problem_features
 
     if policy == "tabular":

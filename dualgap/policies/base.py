@@ -11,7 +11,7 @@ so ``KL(pi_theta || pi_ref)`` is always finite; a subclass gives the score ``f_t
 always one flat float64 tensor of length ``num_params``.
 
 Two hooks let a class bring its own optimizer (the defaults are the house's L-BFGS and
-natural-gradient steps, :mod:`.optim`; ``dualgap.llm.synthetic``'s transformer overrides both
+natural-gradient steps, :mod:`.optim`; the synthetic language's transformer overrides both
 with float32 Adam):
 
 * :meth:`PolicyClass.minimize` ``(theta, loss_fn, steps) -> iterations``: the optimizer step of

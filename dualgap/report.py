@@ -230,14 +230,9 @@ def gap_report(problem: AlignmentProblem, policy_class: object, *, starts: int |
     of the class found elsewhere, e.g. a training run's iterates) add cuts and primal
     candidates.  Theorem 4's one-shot policy is the maximizer found at ``lam*``.
     """
-    from .gaps import (
-        cut,
-        lagrangian_max,
-        parametrized_dual,
-        parametrized_primal,
-        refine_dual,
-        with_candidate,
-    )
+    from tqdm.auto import tqdm
+
+    from . import gaps
     from .policies import PolicyClass, small_problem_threads
     from .solver import solve
 
@@ -251,10 +246,7 @@ def gap_report(problem: AlignmentProblem, policy_class: object, *, starts: int |
     extra = [policy_class.check_params(th).detach() for th in extra_thetas]
     t0 = time.perf_counter()
     notes: list[str] = []
-    n_bar = len(grid) + 5
-    from tqdm.auto import tqdm
-
-    bar = tqdm(total=n_bar, desc=f"gap report ({policy_class.name})", disable=not progress,
+    bar = tqdm(total=len(grid) + 5, desc=f"gap report ({policy_class.name})", disable=not progress,
                leave=False)
     with small_problem_threads(problem):
         sol = solve(problem)
@@ -267,11 +259,11 @@ def gap_report(problem: AlignmentProblem, policy_class: object, *, starts: int |
             from .reference import solve_primal_cvxpy
 
             P_cvx = solve_primal_cvxpy(problem).primal_value
-        dual = parametrized_dual(problem, policy_class, tol=tol, starts=starts, seed=seed,
-                                 **(dual_options or {}))
+        dual = gaps.parametrized_dual(problem, policy_class, tol=tol, starts=starts, seed=seed,
+                                      **(dual_options or {}))
         bar.update(1)
-        primal = parametrized_primal(problem, policy_class, dual, starts=starts or 1, seed=seed,
-                                     **(primal_options or {}))
+        primal = gaps.parametrized_primal(problem, policy_class, dual, starts=starts or 1,
+                                          seed=seed, **(primal_options or {}))
         bar.update(1)
         targets = [Target(f"{s:g} lam*", s * sol.lam) for s in grid]
         targets += [Target("lam*", sol.lam.copy()), Target("lam*_p", dual.lam.copy())]
@@ -298,17 +290,17 @@ def gap_report(problem: AlignmentProblem, policy_class: object, *, starts: int |
             """Searches at ``t`` (by ``search``); the best lower estimate of D_p and witnesses."""
             found = []
             if search == "all" or not any(np.array_equal(t.lam, s) for s in searched):
-                est = lagrangian_max(problem, policy_class, t.lam, theta0=best_theta(t.lam),
-                                     starts=starts or 1, seed=seed)
+                est = gaps.lagrangian_max(problem, policy_class, t.lam,
+                                          theta0=best_theta(t.lam), starts=starts or 1, seed=seed)
                 found.append(est)
                 if t.fit is not None:
-                    est_fit = lagrangian_max(problem, policy_class, t.lam, theta0=t.fit.theta,
-                                             seed=seed)
+                    est_fit = gaps.lagrangian_max(problem, policy_class, t.lam,
+                                                  theta0=t.fit.theta, seed=seed)
                     if est_fit.value > est.value + 1e-12 * (1 + abs(est.value)):
                         warm_won.append(t.label)
                     found.append(est_fit)
             th_cut = best_theta(t.lam)
-            J, s = cut(problem, policy_class, th_cut)
+            J, s = gaps.cut(problem, policy_class, th_cut)
             t.d_p, t.theta = J + float(t.lam @ s), th_cut
             for est in found:
                 if est.value > t.d_p:
@@ -319,8 +311,10 @@ def gap_report(problem: AlignmentProblem, policy_class: object, *, starts: int |
 
         for t in targets:
             fit_target(t)
-        new = [t.fit.theta for t in targets if t.fit is not None] + extra
-        dual = refine_dual(problem, policy_class, dual, new)
+        # the primal's feasible theta is a cut too (so the D*_p estimate is never below it)
+        new = [t.fit.theta for t in targets if t.fit is not None] + extra + (
+            [primal.theta] if primal.found else [])
+        dual = gaps.refine_dual(problem, policy_class, dual, new)
         for t in targets:
             new += search_target(t)
             bar.update(1)
@@ -339,7 +333,7 @@ def gap_report(problem: AlignmentProblem, policy_class: object, *, starts: int |
                 tight = tightened_multiplier(problem, nu)
         bar.update(1)
         # every theta found is a parameter too: more cuts for D_p, more primal candidates
-        dual = refine_dual(problem, policy_class, dual, new)
+        dual = gaps.refine_dual(problem, policy_class, dual, new)
         lam_p = dual.lam
         for t in targets:  # the final cuts can only raise each lower estimate of D_p
             k = int(np.argmax([J + t.lam @ s for _, _, J, s in dual.cuts]))
@@ -347,7 +341,7 @@ def gap_report(problem: AlignmentProblem, policy_class: object, *, starts: int |
             if v > t.d_p:
                 t.d_p, t.theta = v, dual.thetas[k]
         for th in new:
-            primal = with_candidate(problem, policy_class, primal, th)
+            primal = gaps.with_candidate(problem, policy_class, primal, th)
         nu_1 = max(t.nu_1 for t in targets)
         nu_kl = max(t.nu_kl for t in targets)
         lam_nu = tight.lam if tight.feasible else None
@@ -398,16 +392,16 @@ def gap_report(problem: AlignmentProblem, policy_class: object, *, starts: int |
             elif bound_holds(d1, up1, None):
                 held1, note1 = True, ""
             else:
-                # the feasible theta's own shortfall: J(theta_f) = L(theta_f, lam*_p) - lam*_p^T s_f
-                # and L <= D_p(lam*_p), so P*_p can exceed J(theta_f) by up to lam*_p^T s_f
-                resolution = float(lam_p @ primal.slack) + (dual.value - dual.lower_bound)
-                if d1 - up1 <= resolution * (1 + 1e-9):
-                    held1 = None
-                    note1 = (f"inconclusive: the excess {d1 - up1:.2g} is within the primal "
-                             f"estimate's resolution lam*_p^T s(theta_f) + bundle gap = "
-                             f"{resolution:.2g}")
-                else:
-                    held1, note1 = False, "fails beyond the estimates' resolution"
+                # P*_p is known only from below (J of a feasible theta); the only upper bound
+                # is weak duality, P*_p <= D*_p, so an excess cannot refute the statement:
+                # P*_p - J(theta_f) <= D_p(lam*_p) - L(theta_f, lam*_p) + lam*_p^T s_f
+                shortfall = dual.value - (primal.value + float(lam_p @ primal.slack))
+                held1 = None
+                note1 = (f"inconclusive: the excess {d1 - up1:.2g} is within the primal "
+                         f"estimate's resolution (theta_f's Lagrangian shortfall at lam*_p "
+                         f"{shortfall:.2g} + lam*_p^T s(theta_f) "
+                         f"{float(lam_p @ primal.slack):.2g}); P*_p has no upper estimate "
+                         "below D*_p")
             rows.append(GapRow("Theorem 1 (upper)", "D*_p - P*_p", d1, bound=up1,
                                holds=held1, note=note1,
                                sides="P*_p lower estimate (a feasible theta): harder; D*_p "

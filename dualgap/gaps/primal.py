@@ -67,7 +67,8 @@ def parametrized_primal(problem: AlignmentProblem, policy_class: PolicyClass,
        iterations of the class's :meth:`~dualgap.policies.PolicyClass.minimize` hook,
        L-BFGS by default).
 
-    Zero ``bisections``, ``newton_steps`` or ``penalty_rounds`` skip that stage.
+    Zero ``newton_steps``, ``bisections`` (then stage 3 as a whole) or ``penalty_rounds`` skip
+    that stage.
     """
     check_compatible(problem, policy_class)
     t0 = time.perf_counter()
@@ -125,7 +126,7 @@ def parametrized_primal(problem: AlignmentProblem, policy_class: PolicyClass,
                                  starts=starts, seed=seed, method=method)
             return consider(res.theta), res.theta
 
-        if s_p.min() < 0:
+        if s_p.min() < 0 and bisections > 0:
             lo, hi, t = 0.0, None, 1e-6 * scale
             while t < 1e3 * scale:
                 s, th = at(t)

@@ -148,10 +148,10 @@ SIZES: dict[str, SyntheticSize] = {
         name="tiny", language=_TINY_LANGUAGE, arch=TransformerArch(16, 1, 2),
         reference_samples=4000, reference_epochs=10, reference_batch=200, reference_lr=1e-2,
         pairs_per_prompt=1024, dual_samples=64, iterations=2, distill_steps=150, warm_steps=60,
-        lam_scales=(0.5, 1.0, 1.5), refine=3,
+        lam_scales=(0.5, 1.0, 1.5), refine=2,
         sweep=(TransformerArch(2, 1, 1), TransformerArch(4, 1, 1)), sweep_init_steps=150),
     "default": SyntheticSize(
-        name="default", language=SyntheticLanguage(), arch=TransformerArch(32, 2, 2), refine=4,
+        name="default", language=SyntheticLanguage(), arch=TransformerArch(32, 2, 2),
         sweep=(TransformerArch(4, 1, 1), TransformerArch(8, 1, 2), TransformerArch(16, 1, 2))),
 }
 

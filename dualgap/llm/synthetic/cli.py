@@ -11,9 +11,10 @@ the files went), and writes ``comparison.json`` and the figures ``pipeline_vs_ex
 ``gaps_vs_nu.png`` to the output directory (default ``runs/synthetic``, git-ignored).  A rerun
 in the same directory reuses the trained reference and finished pipeline runs.
 
-Time: the default size took about 2 minutes on one core of an idle 2-core machine (reference
-training 6 s, each pipeline method 12 s, the theory for the reference class about 45 s and the
-capacity sweep about 40 s); the tiny size about 30 s.
+Time: the default size needs about 2 minutes of one CPU core (measured: 110-120 s of CPU time;
+2 minutes of wall time on an idle 2-core machine, 5-9 minutes when the machine was shared by
+several jobs); the theory for the four transformer classes is most of it.  The tiny size takes
+about a minute.
 
 Registration imports argparse only (the sizes and methods are checked against
 :data:`.config.SIZES` and :data:`.config.METHODS` when the command runs); the work happens in

@@ -128,7 +128,7 @@ def test_check_command(capsys):
     assert main(["llm", "check", "--config", "pku_saferlhf_30k"]) == 2  # offline, not cached
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1
-    assert err[0].startswith("dualgap llm: error: policy.model: 'PKU-Alignment/alpaca-7b-"
+    assert err[0].startswith("dualgap llm check: error: policy.model: 'PKU-Alignment/alpaca-7b-"
                              "reproduced' is not in the local Hugging Face cache")
 
 

@@ -330,7 +330,8 @@ def gap_report(problem: AlignmentProblem, policy_class: object, *, starts: int |
             if t_nu.nu > nu:
                 notes.append(f"nu grew from {nu:.4g} to {t_nu.nu:.4g} with the target "
                              "pi_{lam*_nu}; lam*_nu recomputed once with the larger nu")
-                nu, worst = t_nu.nu, "pi_{lam*_nu}"
+                t_nu.label = f"lam*_nu(nu={nu:.3g})"  # its rows name the nu they were at
+                nu, worst = t_nu.nu, f"pi_{{{t_nu.label}}}"
                 tight = tightened_multiplier(problem, nu)
         bar.update(1)
         # every theta found is a parameter too: more cuts for D_p, more primal candidates

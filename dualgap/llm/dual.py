@@ -83,18 +83,23 @@ def dual_step(lam: Sequence[float], policy_utilities: Sequence[float],
     """
     lam = np.asarray(lam, dtype=np.float64).reshape(-1)
     m = lam.shape[0]
-    arrays = {"policy_utilities": policy_utilities, "reference_utilities": reference_utilities,
-              "thresholds": thresholds}
+    # the message names each argument with what it is, in the run's terms
+    arrays = {"policy_utilities (E_pi g, the current policy's mean utilities)": policy_utilities,
+              "reference_utilities (E_ref g, the reference's mean utilities)":
+                  reference_utilities,
+              "thresholds (constraints.N.threshold)": thresholds}
     vals = {}
     for k, v in arrays.items():
         a = np.asarray(v, dtype=np.float64).reshape(-1)
         if a.shape != (m,):
-            raise ValueError(f"{k}: shape {a.shape} does not match lam {lam.shape}")
-        vals[k] = a
+            raise ValueError(f"{k}: {a.shape[0] if a.ndim == 1 else a.shape} values for "
+                             f"{m} constraints (lam has shape {lam.shape})")
+        vals[k.split(" ")[0]] = a
     if (lam < 0).any() or not np.isfinite(lam).all():
         raise ValueError(f"lam: must be finite and >= 0, got {lam!r}")
     if not np.isfinite(step_size) or step_size < 0:
-        raise ValueError(f"step_size: must be finite and >= 0, got {step_size!r}")
+        raise ValueError(f"step_size (dual.step_size): must be finite and >= 0, got "
+                         f"{step_size!r}")
     slack = vals["policy_utilities"] - vals["reference_utilities"] - vals["thresholds"]
     return projected_step(lam, slack, step_size)
 

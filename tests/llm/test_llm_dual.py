@@ -60,7 +60,8 @@ def test_dual_step_formula_vectorised():
     # slack = e_pi - e_ref - b = (-0.5, 1.0, -1.5): raise, clip at 0, raise
     np.testing.assert_allclose(new, [0.5 + 0.2, 0.0, 2.0 + 0.6])
     np.testing.assert_allclose(dual_step(lam, e_pi, e_ref, b, 0.0), lam)
-    with pytest.raises(ValueError, match="thresholds: shape"):
+    with pytest.raises(ValueError,
+                       match=r"thresholds \(constraints.N.threshold\): 2 values for 3 constr"):
         dual_step(lam, e_pi, e_ref, b[:2], 0.1)
     with pytest.raises(ValueError, match="lam: must be finite and >= 0"):
         dual_step(-lam, e_pi, e_ref, b, 0.1)

@@ -112,7 +112,7 @@ def auto_step_size(problem: AlignmentProblem, lam: Sequence[float]) -> float:
     ``D_hat``), so ``eta`` is the inverse curvature where the iterates live: one unit of slack
     moves ``lam`` by a Newton-sized step, and ``eta = 1/L < 2/L`` is stable where ``D_hat`` is
     about that curved.  At a literal start from ``lam_init = 0`` the curvature can grow on the
-    way to ``lam*`` (x4.4 in ``tests/llm/test_llm_dual.py``); ``1/curvature(0)`` then exceeds
+    way to ``lam*`` (x4.4 in ``tests/llm/test_dual.py``); ``1/curvature(0)`` then exceeds
     ``2 / L_D`` near ``lam*`` and exact dual steps cycle: give a number there.
     """
     H = dual_hessian(problem, lam)

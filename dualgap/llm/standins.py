@@ -17,7 +17,7 @@ a stand-in folder ``<home>/local/<config key>``, which the rehearsal puts in its
 * **classifiers** (``kind: sequence-classifier``) are ``*ForSequenceClassification`` models with
   one logit, or ``label_index + 1`` logits when the config reads a label;
 * **datasets** get the dataset's real columns (:data:`DATASET_COLUMNS`), filled from the bundled
-  rows (``dualgap/llm/data/tiny_*.jsonl``), for the config's train and test splits.
+  rows (``dualgap/llm/bundled/tiny_*.jsonl``), for the config's train and test splits.
 
 Callables and ``builtin:`` sources need no stand-in.  Weights are seeded: the same config gives
 the same stand-ins.

@@ -2,8 +2,9 @@
 
 ``import dualgap`` loads the exact core only (numpy/scipy): the problem, the closed-form dual,
 the Newton solver, the cvxpy reference and feasibility certificates.  Parts that need torch
-(``dualgap.policies``, ``dualgap.gaps``, ``dualgap.theory``, ``dualgap.algorithms``) and the LLM
-half (``dualgap.llm``) are imported on first use.
+(``dualgap.policies``, ``dualgap.gaps``, ``dualgap.report``, ``dualgap.algorithms``) are
+imported on first use.  The Hugging Face half is a separate subpackage that imports this core
+(never the other way round); import it by its own name.
 """
 
 from __future__ import annotations
@@ -74,8 +75,7 @@ __all__ = [
 
 # submodules that import torch or heavy stacks: loaded on first attribute access
 _LAZY_SUBMODULES = {"policies", "gaps", "theory", "report", "algorithms", "testing", "plots",
-                    "instances",
-                    "empirical", "llm"}
+                    "instances", "empirical"}
 
 
 def __getattr__(name: str):

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from dualgap.instances import random_problem
 from dualgap.policies import TabularPolicy
-from dualgap.theory import gap_report
+from dualgap.report import gap_report
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -1,7 +1,7 @@
 """The synthetic language (``dualgap.llm.synthetic``): the pipeline's iterates beside the exact
 answer, and the theory's gaps against ``nu`` across transformer capacities.
 
-Both functions take a :class:`dualgap.llm.synthetic.experiment.Comparison` (duck-typed: this
+Both functions take a :class:`dualgap.llm.synthetic.compare.Comparison` (duck-typed: this
 module imports numpy and matplotlib only), an optional ``path`` to save to, and return the
 ``Figure``.
 """

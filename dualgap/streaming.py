@@ -34,13 +34,7 @@ from .dual import objective as _chunk_objective
 from .errors import UserError
 from .feasibility import InfeasibleError, attainable_maxima, mixture_margin, ray_bound
 from .problem import AlignmentProblem
-from .solver import (
-    BoundaryFeasibleWarning,
-    ConvergenceWarning,
-    DualSolution,
-    _Newton,
-    _precision_floor,
-)
+from .solver import BoundaryFeasibleWarning, ConvergenceWarning, DualSolution, Newton, precision_floor
 
 __all__ = ["PromptChunk", "ChunkedProblem", "chunked_dual_oracle", "solve_chunked", "CHUNK_ENTRIES"]
 
@@ -256,20 +250,6 @@ def chunked_dual_oracle(problem: ChunkedProblem, lam: object, order: int = 2) ->
     return problem.dual_oracle(lam, order)
 
 
-class _ChunkedNewton(_Newton):
-    """The solver's projected Newton loop with streamed passes (its oracle and hooks)."""
-
-    def __init__(self, problem: ChunkedProblem, ftol: float) -> None:
-        super().__init__(problem, problem.maxima, ftol)  # type: ignore[arg-type]
-        self.dual = chunked_dual_oracle  # type: ignore[assignment]
-
-    def multiplier_scale(self) -> float:
-        return self.problem.multiplier_scale()  # type: ignore[attr-defined]
-
-    def ray_bound(self, w: np.ndarray) -> float:
-        return self.problem.ray_bound(w)  # type: ignore[attr-defined]
-
-
 def solve_chunked(problem: ChunkedProblem, tol: float = 1e-10, max_iter: int = 200,
                   lam0: object = None, check_slater: bool = True,
                   backend: str = "numpy") -> DualSolution:
@@ -287,7 +267,8 @@ def solve_chunked(problem: ChunkedProblem, tol: float = 1e-10, max_iter: int = 2
         i = int(np.argmin(maxima))
         raise InfeasibleError(problem, np.eye(m)[i], maxima[i], maxima)  # type: ignore[arg-type]
     lam = np.zeros(m) if lam0 is None else np.maximum(np.asarray(lam0, float).reshape(m), 0.0)
-    newton = _ChunkedNewton(problem, ftol)
+    newton = Newton(problem.dual_oracle, maxima, ftol, problem.multiplier_scale(),
+                    problem.ray_bound, problem)
     lam = newton.run(lam, tol=atol, max_iter=max_iter)
     ev, kkt = newton.ev, newton.kkt
     # the final pass: pi*, its slack and J, and the per-constraint maximizers (Slater witnesses)
@@ -321,7 +302,7 @@ def solve_chunked(problem: ChunkedProblem, tol: float = 1e-10, max_iter: int = 2
                       f"{kkt:.3g} > {atol:.3g}", ConvergenceWarning, stacklevel=2)
     return DualSolution(
         lam=lam, dual_value=ev.value, primal_value=primal, policy=None,  # type: ignore[arg-type]
-        slack=slack, kkt_residual=kkt, kkt_tolerance=max(atol, _precision_floor(ev)),
+        slack=slack, kkt_residual=kkt, kkt_tolerance=max(atol, precision_floor(ev)),
         duality_gap=ev.value - primal, iterations=newton.iterations,
         passes=newton.passes + 2, converged=newton.converged, strictly_feasible=strictly,
         margin=margin, multiplier_unbounded=unbounded, hessian=ev.hessian,

@@ -270,11 +270,13 @@ def dual_sums(
 class PolicySums:
     """What the final pass of :func:`policy_sums` adds up over its rows (``rho`` weighted):
     ``utilities = sum_x rho_x E_pi g`` ``(m,)``, ``reward = sum_x rho_x E_pi r`` and
-    ``kl = sum_x rho_x KL(pi(.|x) || pi_ref(.|x))``."""
+    ``kl = sum_x rho_x KL(pi(.|x) || pi_ref(.|x))`` (zeros when not asked for); ``finite``:
+    every row's exponent and normalizer were finite, so the policy written is finite."""
 
     utilities: np.ndarray
     reward: float
     kl: float
+    finite: bool
 
 
 def policy_sums(
@@ -287,14 +289,14 @@ def policy_sums(
     out: np.ndarray,
     sums: bool = True,
     block_entries: int = BLOCK_ENTRIES,
-) -> PolicySums | None:
+) -> PolicySums:
     """Write ``pi_lam`` into ``out`` ``(X', Y)`` and add up its :class:`PolicySums`, one pass.
 
     Per block of rows (arguments as for :func:`dual_sums`): ``pi = exp(z - max z) / sum``
     with ``z = (r + lam^T g) / beta + log pi_ref``, written in place into ``out``; then
     ``E_pi g``, ``E_pi r`` and ``KL = sum_y pi (log pi - log pi_ref)`` (``0 log 0 = 0``) from
     the policy itself (not from ``D``).  Temporaries: one ``(b, Y)`` buffer.  With ``sums=False``
-    only the policy is written (returns ``None``).
+    only the policy is written.
     """
     m = utilities.shape[0]
     X, Y = reward.shape
@@ -302,7 +304,7 @@ def policy_sums(
     tbuf = np.empty(min(step, X) * Y if sums else 0)
     inv_beta = 1.0 / beta
     active = [i for i in range(m) if lam[i] != 0.0]
-    eg, er, kl = np.zeros(m), 0.0, 0.0
+    eg, er, kl, finite = np.zeros(m), 0.0, 0.0, True
     for start in range(0, X, step):
         stop = min(X, start + step)
         b = stop - start
@@ -310,9 +312,12 @@ def policy_sums(
         G = utilities[:, start:stop]  # size = (m, b, Y)
         _block_exponent(z, reward[start:stop], G, log_reference[start:stop], lam, inv_beta,
                         active)
-        z -= z.max(axis=1)[:, None]
+        zmax = z.max(axis=1)  # size = (b,)
+        z -= zmax[:, None]
         np.exp(z, out=z)
-        z /= z.sum(axis=1)[:, None]
+        total = z.sum(axis=1)  # size = (b,), >= 1 when zmax is finite
+        finite = finite and bool(np.isfinite(zmax).all() and np.isfinite(total).all())
+        z *= (1.0 / total)[:, None]
         if not sums:
             continue
         w = weights[start:stop]
@@ -326,7 +331,7 @@ def policy_sums(
             t *= z
         t[z == 0] = 0.0  # 0 log 0 = 0, on or off the support
         kl += _dot(w, t.sum(axis=1))
-    return PolicySums(eg, er, kl) if sums else None
+    return PolicySums(eg, er, kl, finite)
 
 
 def dual_oracle(problem: AlignmentProblem, lam: object, order: int = 2) -> DualEval:
@@ -399,7 +404,7 @@ def lagrangian_policy(problem: AlignmentProblem, lam: object) -> np.ndarray:
     there raises ``ValueError``, never a row of NaN.
     """
     lam = _check_lam(problem, lam, overflow_guard=False)
-    return problem.normalized.final(lam, sums=False)[0]
+    return problem.normalized.policy(lam)
 
 
 # ----------------------------------------------------------------- policy functionals

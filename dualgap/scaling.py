@@ -40,7 +40,7 @@ from functools import cached_property
 
 import numpy as np
 
-from .dual import BLOCK_ENTRIES, DualEval, DualSums, dual_sums, policy_sums
+from .dual import BLOCK_ENTRIES, DualEval, DualSums, PolicySums, dual_sums, policy_sums
 from .problem import AlignmentProblem
 
 __all__ = ["Normalization", "normalize", "BETA_MIN", "DIRECT_RANGE", "DIRECT_EXPONENT"]
@@ -178,35 +178,38 @@ class Normalization:
                 return out
         return ray_bound(self.problem, w_n)
 
-    def final(self, lam: np.ndarray, sums: bool = True
-              ) -> tuple[np.ndarray, np.ndarray | None, float | None]:
+    def final(self, lam: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
         """``(pi_lam, slack, J'(pi_lam))`` in one pass that writes the policy once into its
         ``(X, Y)`` array: ``slack = E_rho E_pi h`` in the problem's units, ``J'`` from the policy
-        in normalized units (``J = E_rho u + s J'``, :meth:`value`); both ``None`` when not
-        ``sums``.  ``lam`` is in the problem's units, checked."""
+        in normalized units (``J = E_rho u + s J'``, :meth:`value`).  ``lam`` is in the
+        problem's units, checked."""
+        pi, ps, direct = self._policy_pass(lam, sums=True)
+        if direct:
+            p = self.source
+            return pi, ps.utilities - p.offsets, (ps.reward - p.beta * ps.kl) / self.reward_scale
+        return pi, self.constraint_scales * ps.utilities, ps.reward - self.beta * ps.kl
+
+    def policy(self, lam: np.ndarray) -> np.ndarray:
+        """``pi_lam`` (``lam`` in the problem's units, checked), written once."""
+        return self._policy_pass(lam, sums=False)[0]
+
+    def _policy_pass(self, lam: np.ndarray, sums: bool) -> tuple[np.ndarray, PolicySums, bool]:
         p = self.source
         out = np.empty_like(p.reward)
         if self.direct:
             with np.errstate(over="ignore", invalid="ignore"):
                 ps = policy_sums(p.reward, p.utilities, p.log_reference, p.prompt_weights, lam,
                                  p.beta, out, sums)
-            if np.isfinite(out).all() and (ps is None or (
-                    np.isfinite(ps.utilities).all() and np.isfinite(ps.reward + ps.kl))):
-                if ps is None:
-                    return out, None, None
-                j_n = (ps.reward - p.beta * ps.kl) / self.reward_scale  # u = 0
-                return out, ps.utilities - p.offsets, j_n
+            if ps.finite and np.isfinite(ps.utilities).all() and np.isfinite(ps.reward + ps.kl):
+                return out, ps, True
         n = self.problem
-        lam_n = self.to_internal(lam)
         with np.errstate(over="ignore", invalid="ignore"):
-            ps = policy_sums(n.reward, n.utilities, n.log_reference, n.prompt_weights, lam_n,
-                             n.beta, out, sums)
-        if not np.isfinite(out).all():
+            ps = policy_sums(n.reward, n.utilities, n.log_reference, n.prompt_weights,
+                             self.to_internal(lam), n.beta, out, sums)
+        if not ps.finite:
             raise ValueError(f"lam: {lam.tolist()} is too large for this problem: (r + lam^T h) "
                              f"/ beta overflows float64 (beta = {p.beta:.3g})")
-        if ps is None:
-            return out, None, None
-        return out, self.constraint_scales * ps.utilities, ps.reward - n.beta * ps.kl
+        return out, ps, False
 
 
 def _finite(ev: DualEval) -> bool:
@@ -242,56 +245,71 @@ def _support_row_max(p: AlignmentProblem, values: np.ndarray) -> np.ndarray:
 def normalize(problem: AlignmentProblem) -> Normalization:
     """The :class:`Normalization` of ``problem`` (use ``problem.normalized``, which caches it).
 
-    One pass over the data in cache-sized blocks of prompts (temporaries of a block's size;
-    the offsets ``c`` are the problem's, computed first), then the choice direct / copy.
+    One pass over the data in cache-sized blocks of prompts (temporaries of a block's size and
+    a few numbers per prompt), which also yields ``E_rho E_ref g`` (so the offsets ``c``, when
+    not known yet, cost no pass of their own), then the choice direct / copy.
     """
     names = problem.names
-    with np.errstate(over="ignore", invalid="ignore"):
-        c = problem.offsets
-    if not np.isfinite(c).all():
-        i = int(np.argmax(~np.isfinite(c)))
-        raise ValueError(f"thresholds: the offset c = E_ref g + b of constraint "
-                         f"{names[i]!r} overflows float64")
     m, X, Y = problem.utilities.shape
     rho = problem.prompt_weights
     step = max(1, BLOCK_ENTRIES // Y)
     shift = np.empty(X)
     spread = 0.0
     r_abs = 0.0  # max |r| over the whole table
-    h_lo, h_hi = np.full(m, np.inf), np.full(m, -np.inf)  # range of h on the support
     g_abs = np.zeros(m)  # max |g| over the whole table
-    max_sum = np.zeros(m)  # sum_x rho max_supp h_i
-    wit = np.zeros((m, m))  # sum_x rho h_j(x, argmax_supp h_i)
-    entries = 0
+    top = np.empty((m, X))  # max_supp g_i per prompt
+    low = np.empty((m, X))  # min_supp g_i per prompt
+    at = np.empty((m, m, X))  # g_j(x, argmax_supp g_i)
+    ref_g = np.zeros(m)  # sum_x rho E_ref g
+    buf = np.empty(min(step, X) * Y)
+    entries = 0  # support entries
     with np.errstate(over="ignore", invalid="ignore"):
-        for a in range(0, X, step):
-            b = min(X, a + step)
-            sup = problem.reference[a:b] > 0  # size = (bx, Y)
-            entries += int(np.count_nonzero(sup))
-            r = problem.reward[a:b]
-            hi = np.where(sup, r, -np.inf).max(axis=1)  # size = (bx,)
-            lo = np.where(sup, r, np.inf).min(axis=1)
-            shift[a:b] = hi
-            width = hi - lo
+        for start in range(0, X, step):
+            stop = min(X, start + step)
+            bx = stop - start
+            t = buf[: bx * Y].reshape(bx, Y)  # size = (bx, Y)
+            ref = problem.reference[start:stop]
+            off = np.where(ref > 0, 0.0, -np.inf)  # size = (bx, Y): 0 on the support
+            entries += int(np.count_nonzero(ref))
+            r = problem.reward[start:stop]
+            np.add(r, off, out=t)
+            hi = t.max(axis=1)  # size = (bx,)
+            np.subtract(r, off, out=t)
+            width = hi - t.min(axis=1)
+            shift[start:stop] = hi
             if not np.isfinite(width).all():
-                x = a + int(np.argmax(~np.isfinite(width)))
+                x = start + int(np.argmax(~np.isfinite(width)))
                 raise ValueError(f"reward: the spread of the reward over the support of prompt "
                                  f"x = {x} overflows float64")
             spread = max(spread, float(width.max()))
-            r_abs = max(r_abs, float(np.abs(r).max()))
-            w = rho[a:b]
-            rows = np.arange(b - a)
+            r_abs = max(r_abs, float(r.max()), -float(r.min()))
+            w = rho[start:stop]
+            rows = np.arange(bx)
+            G = problem.utilities[:, start:stop]  # size = (m, bx, Y)
+            if m and "reference_utilities" not in problem.__dict__:
+                ref_g += np.einsum("xy,ixy->ix", ref, G) @ w
             for i in range(m):
-                g = problem.utilities[i, a:b]  # size = (bx, Y)
-                masked = np.where(sup, g, -np.inf)
-                best = masked.argmax(axis=1)  # size = (bx,)
-                top = masked[rows, best] - c[i]  # max_supp h_i per prompt
-                low = np.where(sup, g, np.inf).min(axis=1) - c[i]
-                h_hi[i], h_lo[i] = max(h_hi[i], float(top.max())), min(h_lo[i], float(low.min()))
-                g_abs[i] = max(g_abs[i], float(np.abs(g).max()))
-                max_sum[i] += float(w @ top)
-                at = problem.utilities[:, a:b][:, rows, best] - c[:, None]  # size = (m, bx)
-                wit[i] += at @ w
+                np.add(G[i], off, out=t)
+                best = t.argmax(axis=1)  # size = (bx,)
+                top[i, start:stop] = t[rows, best]
+                at[i, :, start:stop] = G[:, rows, best]
+                np.subtract(G[i], off, out=t)
+                low[i, start:stop] = t.min(axis=1)
+                g_abs[i] = max(g_abs[i], float(G[i].max()), -float(G[i].min()))
+        if m and "reference_utilities" not in problem.__dict__:  # the offsets without a pass
+            problem.__dict__["reference_utilities"] = ref_g
+        c = problem.offsets
+        if not np.isfinite(c).all():
+            i = int(np.argmax(~np.isfinite(c)))
+            raise ValueError(f"thresholds: the offset c = E_ref g + b of constraint "
+                             f"{names[i]!r} overflows float64")
+        top -= c[:, None]  # max_supp h_i per prompt
+        low -= c[:, None]
+        at -= c[None, :, None]  # h_j at the maximizer of h_i
+        h_hi = top.max(axis=1, initial=-np.inf)
+        h_lo = low.min(axis=1, initial=np.inf)
+        max_sum = top @ rho  # sum_x rho max_supp h_i
+        wit = at @ rho  # sum_x rho h_j(x, argmax_supp h_i), size = (m, m)
     a_scale = np.maximum(np.abs(h_hi), np.abs(h_lo)) if m else np.zeros(0)  # max_supp |h_i|
     if not np.isfinite(a_scale).all():
         i = int(np.argmax(~np.isfinite(a_scale)))
@@ -316,5 +334,5 @@ def normalize(problem: AlignmentProblem) -> Normalization:
         spreads = np.concatenate([[spread / s], (h_hi - h_lo) / a_scale])
         maxima = max_sum / a_scale
         witnesses = wit / a_scale[None, :]
-    return Normalization(weakref.ref(problem), np.zeros(X) if direct else shift, s, a_scale, direct, maxima,
-                         spreads, witnesses, entries)
+    return Normalization(weakref.ref(problem), np.zeros(X) if direct else shift, s, a_scale,
+                         direct, maxima, spreads, witnesses, entries)

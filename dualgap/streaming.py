@@ -29,12 +29,11 @@ from pathlib import Path
 import numpy as np
 
 from .dual import DualEval, DualSums, _check_order, check_multipliers, dual_sums, lagrangian_policy
-from .dual import constraint_slack as _chunk_expected
-from .dual import objective as _chunk_objective
 from .errors import UserError
 from .feasibility import InfeasibleError, attainable_maxima, mixture_margin, ray_bound
+from .newton import Newton, precision_floor
 from .problem import AlignmentProblem
-from .solver import BoundaryFeasibleWarning, ConvergenceWarning, DualSolution, Newton, precision_floor
+from .solver import BoundaryFeasibleWarning, ConvergenceWarning, DualSolution
 
 __all__ = ["PromptChunk", "ChunkedProblem", "chunked_dual_oracle", "solve_chunked", "CHUNK_ENTRIES"]
 
@@ -274,13 +273,12 @@ def solve_chunked(problem: ChunkedProblem, tol: float = 1e-10, max_iter: int = 2
     # the final pass: pi*, its slack and J, and the per-constraint maximizers (Slater witnesses)
     slack, primal, rows = np.zeros(m), 0.0, np.zeros((m, m))
     for sub, mass in problem._problems():
-        pi = lagrangian_policy(sub, lam)
-        slack += mass * _chunk_expected(sub, pi)  # E g on the chunk (its c is 0)
-        primal += mass * _chunk_objective(sub, pi)
-        for i in range(m):
-            best = np.argmax(np.where(sub.support, sub.utilities[i], -np.inf), axis=1)
-            rows[i] += mass * (sub.prompt_weights @ sub.utilities[:, np.arange(sub.num_prompts),
-                                                                   best].T)
+        # the chunk's stats pass (its Slater candidates) and its fused policy pass
+        norm = sub.normalized
+        _, expected, j_n = norm.final(lam)  # E g on the chunk (its c is 0), J' from pi
+        slack += mass * expected
+        primal += mass * norm.value(j_n)
+        rows += mass * (norm.witnesses * norm.constraint_scales[None, :])  # E g at argmax g_i
     slack -= problem.offsets
     strictly, margin, unbounded = None, None, False
     if m and check_slater:

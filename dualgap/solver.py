@@ -5,10 +5,12 @@
 * free set ``F`` = coordinates not held at the bound; held = ``lam_i <= eps`` and
   ``grad_i > 0`` with ``eps = min(1e-3, ||lam - [lam - grad]_+||)``;
 * direction ``d_F = -(H_FF + tau I)^{-1} grad_F`` (exact Hessian, ``tau`` a tiny
-  Levenberg-Marquardt shift raised only if Cholesky fails); ``d_held = -grad_held / H_ii``;
+  Levenberg-Marquardt shift raised only if Cholesky fails); ``d_held = max(-grad_held / H_ii,
+  -lam_held)`` (a held coordinate moves at most to its bound);
 * a trust region ``||d||_inf <= radius`` (D is nearly piecewise linear where the softmax is
   nearly hard, and the raw Newton step is then huge), and a projected Armijo search on
-  ``lam(t) = [lam + t d]_+`` with safeguarded quadratic interpolation of the step;
+  ``lam(t) = [lam + t d]_+`` with safeguarded quadratic interpolation of the step (a scaled
+  gradient step when the projected Newton step does not descend);
 * beta-continuation when ``spread(scores) / beta > 1e3``: the problem is first solved at
   larger betas (factor 10 apart) and each solution warm-starts the next.
 

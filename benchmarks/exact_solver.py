@@ -33,9 +33,9 @@ in a subprocess on its own copy of the package) and for this tree, in one run on
 saved instance; this tree also with ``backend="torch"`` (first m only), the float32 oracle's
 error, and its solve's stages (stats pass, oracle passes, final pass).  ``--memory``: a
 memory-mapped instance written chunk by chunk, solved with streamed passes; time, passes, KKT
-residual, the peak of allocated memory (tracemalloc) and the peak resident set (which also counts the mapped
-file pages the kernel may drop), and the chunked answer against the in-memory one on the
-first tenth of the prompts.  Both write their own section of the JSON and of the README.
+residual, the peak of allocated memory (tracemalloc) and the peak resident set (which also
+counts the mapped file pages the kernel may drop), and the chunked answer against the
+in-memory one on the first tenth of the prompts.  Both write their own section of the JSON and of the README.
 """
 
 from __future__ import annotations

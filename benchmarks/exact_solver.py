@@ -29,13 +29,13 @@ Writes ``benchmarks/results/exact_solver.json`` and the table in ``benchmarks/RE
 ``--floor`` (1e7 entries, m = 3 and m = 1): the time to read every input array once (one numpy
 pass), one ``dual_oracle`` call, ``solve`` and its passes, ``solve / (passes x read)`` and the
 peak memory a solve allocates over the input, for the tree ``--before`` (a git revision, timed
-in a subprocess on its own copy of the package) and for this tree, in one run on the same
-saved instance; this tree also with ``backend="torch"`` (first m only), the float32 oracle's
-error, and its solve's stages (stats pass, oracle passes, final pass).  ``--memory``: a
-memory-mapped instance written chunk by chunk, solved with streamed passes; time, passes, KKT
-residual, the peak of allocated memory (tracemalloc) and the peak resident set (which also
-counts the mapped file pages the kernel may drop), and the chunked answer against the
-in-memory one on the first tenth of the prompts.  Both write their own section of the JSON and of the README.
+in a subprocess on its own copy of the package) and for this tree, in one run on the same saved
+instance; this tree also with ``backend="torch"`` (first m only), the float32 oracle's error,
+and its solve's stages (stats pass, oracle passes, final pass). ``--memory``: a memory-mapped
+instance written chunk by chunk, solved with streamed passes; time, passes, KKT residual, the
+peak of allocated memory (tracemalloc) and the peak resident set (which also counts the mapped
+file pages the kernel may drop), and the chunked answer against the in-memory one on the first
+tenth of the prompts. Both write their own section of the JSON and of the README.
 """
 
 from __future__ import annotations

@@ -86,7 +86,8 @@ class DualSolution:
             * M_h``, never above ``M_h``.
         duality_gap: ``D(lam*) - J(pi*)`` (``= lam*^T slack``, complementary slackness).
         iterations: Newton iterations taken.
-        passes: passes over the ``(X, Y)`` data (oracle calls).
+        passes: passes over the ``(X, Y)`` data: the stats pass (on a problem object's first
+            solve), the oracle calls, ray bounds and the final policy pass.
         converged: whether the KKT tolerance was reached.
         strictly_feasible: Slater certified (True), refuted (False) or not decided (None).
         margin: the certified lower bound on ``max_pi min_i E h_i`` (Slater margin), if known.

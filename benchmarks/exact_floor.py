@@ -30,8 +30,9 @@ from dualgap.instances import random_problem
 
 HERE = Path(__file__).resolve().parent
 SHAPES = {1e4: (40, 250), 1e5: (100, 1000), 1e6: (1000, 1000), 1e7: (2000, 5000)}
-#: The last commit before the fused oracle (issue 15): the "before" row of ``--floor``.
-BEFORE_REV = "ebd061f"
+#: The "before" row of ``--floor``: main after the fused oracle (core-speed) and the normalized
+#: solve (issue 11) were merged, before the solve without normalized copies (issue 15, floor).
+BEFORE_REV = "c6b6b94"
 
 
 # ----------------------------------------------------------------------- the floor
@@ -58,6 +59,19 @@ def floor_worker(npz: str, backends: list[str]) -> dict:
         "read_seconds": best_of(lambda: [float(a.sum()) for a in arrays], 5),
     }
     sol = dg.solve(p.replace())  # warm-up, and lam* for the oracle timing
+    fresh = p.replace()  # a new problem object: nothing cached (validation outside the trace)
+    tracemalloc.start()
+    dg.solve(fresh)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    del fresh
+    out["input_bytes"] = sum(a.nbytes for a in arrays)
+    out["peak_over_input"] = peak / out["input_bytes"]
+    norm = p.normalized
+    if hasattr(norm, "final"):  # the stages of a solve of this tree (issue 15, floor)
+        out["stats_seconds"] = best_of(lambda: dg.scaling.normalize(p), 3)
+        out["final_seconds"] = best_of(lambda: norm.final(sol.lam), 3)
+        out["direct"] = bool(norm.direct)
     out["oracle_seconds"] = best_of(lambda: dg.dual_oracle(p, sol.lam, order=2), 5)
     out["value_seconds"] = best_of(lambda: dg.dual_oracle(p, sol.lam, order=0), 5)
     for backend in backends:
@@ -99,11 +113,11 @@ def _worker(root: Path, args: list[str]) -> dict:
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
-def run_floor(entries: float, before: str | None, rounds: int = 2) -> dict:
+def run_floor(entries: float, before: str | None, rounds: int = 2, m: int = 3,
+              torch_backend: bool = True) -> dict:
     """Before/after rows measured in one run on the same saved instance, ``rounds`` times
     alternately (the least time of each kept)."""
     X, Y = SHAPES[entries]
-    m = 3
     p = random_problem(int(entries) + m, X, Y, m, beta=0.5, support_fraction=0.9,
                        tightness=0.9)
     result: dict = {"entries": int(entries), "X": X, "Y": Y, "m": m, "rows": {}}
@@ -125,12 +139,13 @@ def run_floor(entries: float, before: str | None, rounds: int = 2) -> dict:
         try:
             import torch  # noqa: F401
 
-            backends["after"].append("torch")
+            if torch_backend:
+                backends["after"].append("torch")
         except ImportError:
             pass
         todo = [t for t in ("before", "after") if t not in result["rows"] and
                 (t == "after" or before)]
-        for _ in tqdm(range(rounds), desc="floor rounds", unit="round"):
+        for _ in tqdm(range(rounds), desc=f"floor rounds (m = {m})", unit="round"):
             for tree in todo:  # alternate, so both trees see the same load
                 row = _worker(trees[tree], ["--floor-worker", npz, *backends[tree]])
                 result["rows"][tree] = _least(result["rows"].get(tree), row)
@@ -158,8 +173,8 @@ def floor_markdown(res: dict) -> str:
         "(passes x one numpy read of every input array), in CPU time.",
         "",
         "| tree | backend | read | oracle (D, grad, hess) | D only | solve | passes | "
-        "KKT residual | floor ratio | solve speed-up |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "KKT residual | floor ratio | solve speed-up | peak mem / input |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     rows = res["rows"]
     base = rows.get("before", {}).get("numpy", {}).get("solve_seconds", {}).get("cpu")
@@ -169,7 +184,7 @@ def floor_markdown(res: dict) -> str:
 
     for tree, r in rows.items():
         if "skipped" in r:
-            out.append(f"| {tree} | {r['skipped']} | | | | | | | | |")
+            out.append(f"| {tree} | {r['skipped']} | | | | | | | | | |")
             continue
         for backend in ("numpy", "torch"):
             if backend not in r:
@@ -179,8 +194,18 @@ def floor_markdown(res: dict) -> str:
             out.append(
                 f"| {tree} | {backend} | {t(r['read_seconds'])} | {t(r['oracle_seconds'])} | "
                 f"{t(r['value_seconds'])} | {t(b['solve_seconds'])} | {b['passes']} | "
-                f"{b['kkt_residual']:.1e} | {b['floor_ratio']['cpu']:.1f}x | {speed} |"
+                f"{b['kkt_residual']:.1e} | {b['floor_ratio']['cpu']:.1f}x | {speed} | "
+                f"{r.get('peak_over_input', float('nan')):.2f} |"
             )
+    after = rows.get("after", {})
+    if "stats_seconds" in after:
+        oracle = after["oracle_seconds"]["cpu"]
+        n = after["numpy"]
+        out += ["", f"Where this tree's numpy solve goes (CPU s): the stats pass "
+                f"{after['stats_seconds']['cpu']:.4f}, {n['passes'] - 2} oracle passes x "
+                f"{oracle:.4f}, the final policy pass {after['final_seconds']['cpu']:.4f} "
+                f"(evaluation {'direct, no normalized copy' if after['direct'] else 'copy'}); "
+                f"one oracle pass is {oracle / after['read_seconds']['cpu']:.1f}x one read."]
     err = rows.get("after", {}).get("torch_float32_error")
     if err:
         out += ["", f"torch float32 oracle at lam*: relative error of D {err['value']:.1e}, "

@@ -26,15 +26,16 @@ Writes ``benchmarks/results/exact_solver.json`` and the table in ``benchmarks/RE
     python benchmarks/exact_solver.py --floor           # the oracle against its memory floor
     python benchmarks/exact_solver.py --memory          # 1e8 entries (m = 1) past memory
 
-``--floor`` (1e7 entries, m = 3): the time to read every input array once (one numpy pass),
-one ``dual_oracle`` call, ``solve`` and its passes, and ``solve / (passes x read)``, for the
-tree before the fused oracle (``--before``, a git revision, timed in a subprocess on its own
-copy of the package) and for this tree, in one run on the same saved instance; this tree also
-with ``backend="torch"`` and the float32 oracle's error.  ``--memory``: a memory-mapped
+``--floor`` (1e7 entries, m = 3 and m = 1): the time to read every input array once (one numpy
+pass), one ``dual_oracle`` call, ``solve`` and its passes, ``solve / (passes x read)`` and the
+peak memory a solve allocates over the input, for the tree ``--before`` (a git revision, timed
+in a subprocess on its own copy of the package) and for this tree, in one run on the same saved
+instance; this tree also with ``backend="torch"`` (first m only), the float32 oracle's error,
+and its solve's stages (stats pass, oracle passes, final pass). ``--memory``: a memory-mapped
 instance written chunk by chunk, solved with streamed passes; time, passes, KKT residual, the
 peak of allocated memory (tracemalloc) and the peak resident set (which also counts the mapped
-file pages the kernel may drop), and the chunked answer against the in-memory one on the
-first tenth of the prompts.  Both write their own section of the JSON and of the README.
+file pages the kernel may drop), and the chunked answer against the in-memory one on the first
+tenth of the prompts. Both write their own section of the JSON and of the README.
 """
 
 from __future__ import annotations
@@ -204,6 +205,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--before", default=ef.BEFORE_REV,
                     help="git revision timed as 'before' by --floor ('' to skip)")
     ap.add_argument("--rounds", type=int, default=2, help="alternating rounds for --floor")
+    ap.add_argument("--floor-constraints", nargs="+", type=int, default=[3, 1],
+                    help="m for --floor (torch only for the first)")
     ap.add_argument("--memory", action="store_true", help="only the past-memory section")
     ap.add_argument("--memory-size", type=float, default=1e8, help="entries for --memory")
     ap.add_argument("--out", default=str(HERE / "results" / "exact_solver.json"))
@@ -215,8 +218,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.floor:
             if args.floor_size not in ef.SHAPES:
                 ap.error(f"--floor-size: {args.floor_size:g} is not one of {sorted(ef.SHAPES)}")
-            result["floor"] = ef.run_floor(args.floor_size, args.before or None, args.rounds)
-            table = ef.floor_markdown(result["floor"])
+            cases = [ef.run_floor(args.floor_size, args.before or None, args.rounds, m, k == 0)
+                     for k, m in enumerate(args.floor_constraints)]
+            for k, case in enumerate(cases):  # "floor": the first m; "floor_m1" etc.: the rest
+                result["floor" if k == 0 else f"floor_m{case['m']}"] = case
+            table = "\n\n".join(ef.floor_markdown(r) for r in cases)
             print(table)
             if not args.no_readme:
                 write_readme_section("exact_floor", table)
@@ -250,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     if out.exists():  # the floor and memory sections are kept
         result.update({k: v for k, v in json.loads(out.read_text()).items()
-                       if k in ("floor", "memory")})
+                       if k in ("floor", "memory") or k.startswith("floor_m")})
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2))
     table = markdown(rows)

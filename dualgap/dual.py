@@ -30,6 +30,8 @@ __all__ = [
     "DualEval",
     "DualSums",
     "dual_sums",
+    "PolicySums",
+    "policy_sums",
     "BACKENDS",
     "dual_backend",
     "dual_oracle",
@@ -159,27 +161,6 @@ def _blocks(problem: AlignmentProblem):
         yield slice(start, min(X, start + step))
 
 
-def _block_log_weights(problem: AlignmentProblem, lam: np.ndarray, blk: slice) -> np.ndarray:
-    """``log pi_ref + (r + lam^T g) / beta`` on a block of prompts, shape ``(b, Y)``."""
-    z = problem.reward[blk].copy()  # size = (b, Y)
-    for i, li in enumerate(lam):
-        if li != 0.0:
-            z += li * problem.utilities[i, blk]
-    z *= 1.0 / problem.beta
-    z += problem.log_reference[blk]
-    return z
-
-
-def _block_policy(z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Normalize log-weights in place: returns ``(pi, log Z)`` with shapes ``(b, Y)``, ``(b,)``."""
-    zmax = z.max(axis=1, keepdims=True)  # finite: every row has support
-    z -= zmax
-    np.exp(z, out=z)
-    total = z.sum(axis=1)
-    z /= total[:, None]
-    return z, np.log(total) + zmax[:, 0]
-
-
 # The block kernels use numpy's own loops (einsum), never BLAS: a multithreaded OpenBLAS called
 # on every cache-sized block spends more time synchronizing its threads than computing (one
 # oracle call at 1e7 entries, m = 3, on the loaded 2-core machine: 0.94 s wall against 0.105 s
@@ -198,6 +179,21 @@ def _gram(A: np.ndarray, B: np.ndarray) -> np.ndarray:
         for j in range(i, m):
             out[i, j] = out[j, i] = _dot(A[i], B[j])
     return out
+
+
+def _block_exponent(z: np.ndarray, reward: np.ndarray, G: np.ndarray, log_reference: np.ndarray,
+                    lam: np.ndarray, inv_beta: float, active: list[int]) -> None:
+    """Write ``z = (r + lam^T g) / beta + log pi_ref`` of one block into ``z`` ``(b, Y)``."""
+    m, b, Y = G.shape
+    if len(active) == m and m > 1:
+        np.einsum("i,ik->k", lam, G.reshape(m, b * Y), out=z.reshape(-1))
+        z += reward
+    else:
+        np.copyto(z, reward)
+        for i in active:
+            z += lam[i] * G[i]
+    z *= inv_beta
+    z += log_reference
 
 
 def dual_sums(
@@ -241,15 +237,8 @@ def dual_sums(
         b = stop - start
         z = zbuf[: b * Y].reshape(b, Y)  # size = (b, Y)
         G = utilities[:, start:stop]  # size = (m, b, Y)
-        if len(active) == m and m > 1:
-            np.einsum("i,ik->k", lam, G.reshape(m, b * Y), out=zbuf[: b * Y])
-            z += reward[start:stop]
-        else:
-            np.copyto(z, reward[start:stop])
-            for i in active:
-                z += lam[i] * G[i]
-        z *= inv_beta
-        z += log_reference[start:stop]
+        _block_exponent(z, reward[start:stop], G, log_reference[start:stop], lam, inv_beta,
+                        active)
         zmax = z.max(axis=1)  # size = (b,), finite: every row has support
         z -= zmax[:, None]
         np.exp(z, out=z)  # e, unnormalized
@@ -275,6 +264,74 @@ def dual_sums(
         first += M1.sum(axis=1)
         second += H
     return DualSums(value, first, second)
+
+
+@dataclass
+class PolicySums:
+    """What the final pass of :func:`policy_sums` adds up over its rows (``rho`` weighted):
+    ``utilities = sum_x rho_x E_pi g`` ``(m,)``, ``reward = sum_x rho_x E_pi r`` and
+    ``kl = sum_x rho_x KL(pi(.|x) || pi_ref(.|x))`` (zeros when not asked for); ``finite``:
+    every row's exponent and normalizer were finite, so the policy written is finite."""
+
+    utilities: np.ndarray
+    reward: float
+    kl: float
+    finite: bool
+
+
+def policy_sums(
+    reward: np.ndarray,
+    utilities: np.ndarray,
+    log_reference: np.ndarray,
+    weights: np.ndarray,
+    lam: np.ndarray,
+    beta: float,
+    out: np.ndarray,
+    sums: bool = True,
+    block_entries: int = BLOCK_ENTRIES,
+) -> PolicySums:
+    """Write ``pi_lam`` into ``out`` ``(X', Y)`` and add up its :class:`PolicySums`, one pass.
+
+    Per block of rows (arguments as for :func:`dual_sums`): ``pi = exp(z - max z) / sum``
+    with ``z = (r + lam^T g) / beta + log pi_ref``, written in place into ``out``; then
+    ``E_pi g``, ``E_pi r`` and ``KL = sum_y pi (log pi - log pi_ref)`` (``0 log 0 = 0``) from
+    the policy itself (not from ``D``).  Temporaries: one ``(b, Y)`` buffer.  With ``sums=False``
+    only the policy is written.
+    """
+    m = utilities.shape[0]
+    X, Y = reward.shape
+    step = max(1, block_entries // Y)
+    tbuf = np.empty(min(step, X) * Y if sums else 0)
+    inv_beta = 1.0 / beta
+    active = [i for i in range(m) if lam[i] != 0.0]
+    eg, er, kl, finite = np.zeros(m), 0.0, 0.0, True
+    for start in range(0, X, step):
+        stop = min(X, start + step)
+        b = stop - start
+        z = out[start:stop]  # size = (b, Y), becomes pi
+        G = utilities[:, start:stop]  # size = (m, b, Y)
+        _block_exponent(z, reward[start:stop], G, log_reference[start:stop], lam, inv_beta,
+                        active)
+        zmax = z.max(axis=1)  # size = (b,)
+        z -= zmax[:, None]
+        np.exp(z, out=z)
+        total = z.sum(axis=1)  # size = (b,), >= 1 when zmax is finite
+        finite = finite and bool(np.isfinite(zmax).all() and np.isfinite(total).all())
+        z *= (1.0 / total)[:, None]
+        if not sums:
+            continue
+        w = weights[start:stop]
+        mu = np.einsum("ixy,xy->ix", G, z)  # size = (m, b): E_pi g per prompt
+        eg += [_dot(mu[i], w) for i in range(m)]
+        er += _dot(w, np.einsum("xy,xy->x", z, reward[start:stop]))
+        t = tbuf[: b * Y].reshape(b, Y)  # size = (b, Y)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            np.log(z, out=t)  # -inf where pi = 0
+            t -= log_reference[start:stop]
+            t *= z
+        t[z == 0] = 0.0  # 0 log 0 = 0, on or off the support
+        kl += _dot(w, t.sum(axis=1))
+    return PolicySums(eg, er, kl, finite)
 
 
 def dual_oracle(problem: AlignmentProblem, lam: object, order: int = 2) -> DualEval:
@@ -340,22 +397,14 @@ def lagrangian_policy(problem: AlignmentProblem, lam: object) -> np.ndarray:
     """``pi_lam(y|x) ∝ pi_ref(y|x) exp((r + lam^T g) / beta)``, shape ``(X, Y)``.
 
     The maximizer of ``L(pi, lam)`` over all policies; exactly zero outside the support.
-    Computed in normalized units (:mod:`dualgap.scaling`: per-prompt constants and the offsets
-    ``c`` cancel, so ``r + lam^T h`` is formed without cancellation); a ``lam`` so large that
-    the exponent overflows float64 raises ``ValueError``, never a row of NaN.
+    Written once, block by block (:func:`policy_sums`), in the units of
+    :mod:`dualgap.scaling`: on the problem's own arrays when their range allows, else on the
+    normalized copy (per-prompt constants and the offsets ``c`` cancel, so ``r + lam^T h`` is
+    formed without cancellation); a ``lam`` so large that the exponent overflows float64 even
+    there raises ``ValueError``, never a row of NaN.
     """
     lam = _check_lam(problem, lam, overflow_guard=False)
-    norm = problem.normalized
-    lam_n = norm.to_internal(lam)
-    inner = norm.problem
-    out = np.empty_like(problem.reward)
-    with np.errstate(over="ignore", invalid="ignore"):
-        for blk in _blocks(inner):
-            out[blk], _ = _block_policy(_block_log_weights(inner, lam_n, blk))
-    if not np.isfinite(out).all():
-        raise ValueError(f"lam: {lam.tolist()} is too large for this problem: (r + lam^T h) / beta "
-                         f"overflows float64 (beta = {problem.beta:.3g})")
-    return out
+    return problem.normalized.policy(lam)
 
 
 # ----------------------------------------------------------------- policy functionals

@@ -13,6 +13,7 @@ only on the boundary; ``< 0``: infeasible) is a linear program solved with HiGHS
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,6 +28,7 @@ __all__ = [
     "feasibility_margin",
     "mixture_margin",
     "certify_slater",
+    "maximizer_slacks",
     "BoundaryFeasibleWarning",
     "LP_MAX_ENTRIES",
 ]
@@ -201,37 +203,54 @@ def feasibility_margin(problem: AlignmentProblem) -> FeasibilityMargin:
     return FeasibilityMargin(float(res.x[-1]), pi, np.maximum(w, 0.0))
 
 
+def maximizer_slacks(problem: AlignmentProblem) -> np.ndarray:
+    """Row ``i``: the slack ``E_rho h(x, y_i(x))`` of the deterministic maximizer ``y_i(x)`` of
+    ``h_i`` on the support, shape ``(m, m)`` (candidates for :func:`certify_slater`)."""
+    _check_problem(problem)
+    rho, g, c, sup = problem.prompt_weights, problem.utilities, problem.offsets, problem.support
+    rows = []
+    for i in range(problem.num_constraints):
+        best = np.argmax(np.where(sup, g[i], -np.inf), axis=1)  # size = (X,)
+        rows.append(rho @ g[:, np.arange(problem.num_prompts), best].T - c)
+    return np.array(rows).reshape(problem.num_constraints, problem.num_constraints)
+
+
 def certify_slater(
-    problem: AlignmentProblem,
-    policy: np.ndarray,
+    problem: AlignmentProblem | Callable[[], AlignmentProblem],
     slack: np.ndarray,
     maxima: np.ndarray,
     ftol: float,
+    witnesses: np.ndarray | None = None,
+    support_entries: int | None = None,
 ) -> tuple[bool | None, float | None, bool]:
     """Certify strict feasibility (Slater) near a solution: ``(strictly, margin, unbounded)``.
 
-    Candidates: ``policy`` (whose ``slack`` is given) and the deterministic maximizer of each
-    ``h_i``; a strictly feasible candidate or mixture of candidates (LP) certifies Slater, and
-    the exact LP margin (:func:`feasibility_margin`) decides the rest (skipped with a warning
-    above :data:`LP_MAX_ENTRIES` support entries).  ``ftol`` is the zero of the margin.
+    Candidates: the solution's policy (whose ``slack`` is given) and the deterministic maximizer
+    of each ``h_i`` (``witnesses``, default :func:`maximizer_slacks`); a strictly feasible
+    candidate or mixture of candidates (LP) certifies Slater, and the exact LP margin
+    (:func:`feasibility_margin`) decides the rest (skipped with a warning above
+    :data:`LP_MAX_ENTRIES` support entries).  ``ftol`` is the zero of the margin.  ``problem``
+    may be a function returning it, called only when the problem itself is needed (the
+    witnesses or the exact LP); ``support_entries`` then says how many support entries it has.
     """
-    m = problem.num_constraints
     if (maxima <= ftol).any():  # one constraint can only be met with equality
         return False, float(maxima.min()), True
-    # candidates: pi*, and the deterministic maximizer of each h_i
-    rows = [slack]
-    rho, g, c, sup = problem.prompt_weights, problem.utilities, problem.offsets, problem.support
-    for i in range(m):
-        best = np.argmax(np.where(sup, g[i], -np.inf), axis=1)  # size = (X,)
-        rows.append(rho @ g[:, np.arange(problem.num_prompts), best].T - c)
-    S = np.array(rows)  # size = (K, m)
+
+    def get() -> AlignmentProblem:
+        return problem() if callable(problem) else problem
+
+    if witnesses is None:
+        witnesses = maximizer_slacks(get())
+    S = np.vstack([slack[None, :], witnesses])  # size = (K, m)
     # cheap certificates first: one candidate, or the uniform mixture, strictly feasible
     margin = max(float(S.min(axis=1).max()), float(S.mean(axis=0).min()))
     if margin <= ftol:
         margin, _ = mixture_margin(S)
     if margin > ftol:
         return True, margin, False
-    if int(sup.sum()) > LP_MAX_ENTRIES:
+    if support_entries is None:
+        support_entries = int(get().support.sum())
+    if support_entries > LP_MAX_ENTRIES:
         warnings.warn(
             "could not certify strict feasibility cheaply and the instance is too large for the "
             "exact LP margin; Slater is undecided",
@@ -239,9 +258,11 @@ def certify_slater(
             stacklevel=3,
         )
         return None, None, False
-    exact = feasibility_margin(problem)
+    exact_problem = get()
+    exact = feasibility_margin(exact_problem)
     if exact.margin > ftol:
         return True, exact.margin, False
     if exact.margin < -ftol:  # pragma: no cover - the Newton loop raises first
-        raise InfeasibleError(problem, exact.weights, ray_bound(problem, exact.weights), maxima)
+        raise InfeasibleError(exact_problem, exact.weights, ray_bound(exact_problem, exact.weights),
+                              maxima)
     return False, exact.margin, True

@@ -6,12 +6,27 @@ The dual is homogeneous and shift-invariant (docs/problem.md).  With a per-promp
     r'   = (r - u(x)) / s        h'_i = h_i / a_i        beta' = beta / s
     lam'_i = lam_i a_i / s       pi_{lam'}' = pi_lam     D(lam) = E_rho u + s D'(lam')
     grad_i D(lam) = a_i grad_i D'(lam')                  J(pi) = E_rho u + s J'(pi)
+    hess D'(lam') = s hess D(lam) / (a a^T)
 
-Here ``u(x) = max_{y in supp(x)} r(x, y)``, ``a_i = max_supp |h_i|`` (1 when ``h_i = 0`` on the
-support) and ``s = max(spread of r over the support, beta)``, so ``|r'| <= 1``, ``|h'_i| <= 1``
-and ``beta' <= 1``.  The normalized problem is absolute (``c' = 0``): its utilities are ``h'``
-themselves, so offsets of 1e12 cancel once, exactly, in ``h = g - c``, and never again.
-Entries outside the reference support are set to 0 (they never carry probability).
+Here ``a_i = max_supp |h_i|`` (1 when ``h_i = 0`` on the support) and ``s = max(largest
+per-prompt spread of r over the support, beta)``, so ``|r'| <= 1``, ``|h'_i| <= 1`` and
+``beta' <= 1``.  One blocked pass over the data (:func:`normalize`) finds them, with what the
+solver needs besides the oracle: ``max_pi E h'_i``, the score ranges and the slacks of the
+deterministic maximizer of each ``h_i`` (Slater candidates).
+
+Two ways to evaluate the normalized problem, chosen by the data's range:
+
+* **direct** (no copy): when the data are already of their own size -- every entry (support or
+  not) has ``|r| <= DIRECT_RANGE s`` and ``|g_i| <= DIRECT_RANGE a_i``, and ``s``, ``a_i`` and
+  ``beta`` lie within ``10^{+-DIRECT_EXPONENT}`` -- the oracle and the final policy pass run on
+  the problem's own arrays with ``lam = lam' s / a`` and ``u = 0`` and convert by the maps
+  above.  Forming ``r + lam^T g`` then loses at most ``log2(DIRECT_RANGE) = 3`` bits against
+  the normalized values, and nothing overflows (``|z| <= 8 (1 + sum lam') / beta'`` and
+  ``(8 a)^2 / beta <= 1e302``).  Results that are nevertheless not finite fall back to a copy.
+* **copy**: otherwise (offsets of 1e12, scores of 1e300, beta of 1e-300), ``u(x) = max_supp
+  r(x, .)`` and the normalized arrays ``r'``, ``h'`` are built once (:attr:`Normalization.
+  problem`, one copy of the reward and utility tables): offsets cancel once, exactly, in
+  ``h = g - c``, and never again.  Entries outside the reference support are set to 0.
 
 Anything float64 cannot hold raises ``ValueError`` naming the field and why (a spread or an
 offset that overflows, or ``beta / spread`` below :data:`BETA_MIN`).  Numpy only.
@@ -19,35 +34,87 @@ offset that overflows, or ``beta / spread`` below :data:`BETA_MIN`).  Numpy only
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import weakref
+from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 
+from .dual import BLOCK_ENTRIES, DualEval, DualSums, PolicySums, dual_sums, policy_sums
 from .problem import AlignmentProblem
 
-__all__ = ["Normalization", "normalize", "BETA_MIN"]
+__all__ = ["Normalization", "normalize", "BETA_MIN", "DIRECT_RANGE", "DIRECT_EXPONENT"]
 
 #: the smallest beta' = beta / s accepted: 1 / beta' and the Hessian bound 4 / beta' must fit
 #: in float64 with room to spare
 BETA_MIN = 1e-306
 
+#: direct evaluation (no normalized copy) when every ``|r| <= DIRECT_RANGE s`` and every
+#: ``|g_i| <= DIRECT_RANGE a_i`` (offsets and shifts of at most this many scales) ...
+DIRECT_RANGE = 8.0
+#: ... and ``s``, ``a_i`` and ``beta`` lie in ``[10^-DIRECT_EXPONENT, 10^DIRECT_EXPONENT]``
+DIRECT_EXPONENT = 100
+
 
 @dataclass(frozen=True, eq=False)
 class Normalization:
-    """``problem`` in normalized units and the maps back (see the module docstring).
+    """A problem in normalized units and the maps back (see the module docstring).
 
     Attributes:
-        problem: the normalized :class:`AlignmentProblem` (absolute, ``c' = 0``).
-        reward_shift: ``u(x)``, shape ``(X,)``.
+        source: the problem in its own units (held by a weak reference: the problem caches
+            its normalization, and a cycle would keep large arrays alive until a GC run).
+        reward_shift: ``u(x)``, shape ``(X,)`` (zeros when ``direct``).
         reward_scale: ``s``.
         constraint_scales: ``a``, shape ``(m,)``.
+        direct: the oracle runs on ``source``'s arrays (no copy).
+        maxima: ``max_pi E_rho E_pi h'_i``, shape ``(m,)``.
+        spreads: the ranges of ``r'`` and of each ``h'_i`` over the support, shape ``(1 + m,)``.
+        witnesses: row ``i`` is ``E_rho h'(x, y_i(x))`` for the maximizer ``y_i(x)`` of ``h_i``
+            on the support, shape ``(m, m)`` (Slater candidates).
+        support_entries: the number of support entries.
     """
 
-    problem: AlignmentProblem
+    source_ref: weakref.ReferenceType
     reward_shift: np.ndarray
     reward_scale: float
     constraint_scales: np.ndarray
+    direct: bool
+    maxima: np.ndarray
+    spreads: np.ndarray
+    witnesses: np.ndarray
+    support_entries: int
+    memo: dict = field(default_factory=dict, repr=False)
 
+    @property
+    def source(self) -> AlignmentProblem:
+        """The problem in its own units."""
+        p = self.source_ref()
+        if p is None:
+            raise ValueError("source: the problem of this normalization no longer exists")
+        return p
+
+    @property
+    def beta(self) -> float:
+        """``beta' = beta / s``."""
+        return self.source.beta / self.reward_scale
+
+    @cached_property
+    def problem(self) -> AlignmentProblem:
+        """The normalized :class:`AlignmentProblem` (absolute, ``c' = 0``): a copy of the reward
+        and utility tables, built on first use (always for a problem that is not ``direct``)."""
+        p = self.source
+        shift = _support_row_max(p, p.reward) if self.direct else self.reward_shift
+        off = ~p.support  # size = (X, Y)
+        r = p.reward - shift[:, None]  # size = (X, Y)
+        r[off] = 0.0
+        r /= self.reward_scale
+        h = p.utilities - p.offsets[:, None, None]  # size = (m, X, Y)
+        h[:, off] = 0.0
+        h /= self.constraint_scales[:, None, None]
+        return AlignmentProblem(r, h, np.zeros(p.num_constraints), self.beta, p.reference,
+                                p.prompt_weights, relative=False, names=p.names)
+
+    # ----------------------------------------------------------------- maps
     def to_internal(self, lam: np.ndarray) -> np.ndarray:
         """``lam' = lam a / s`` (raises when a multiplier overflows in normalized units)."""
         with np.errstate(over="ignore"):
@@ -73,44 +140,182 @@ class Normalization:
 
     def value(self, normalized_value: float) -> float:
         """``E_rho u + s * value'`` (a dual or primal value back in the problem's units)."""
-        rho = self.problem.prompt_weights
+        rho = self.source.prompt_weights
         out = float(rho @ self.reward_shift) + self.reward_scale * float(normalized_value)
         if not np.isfinite(out):
             raise ValueError(f"reward: the objective value overflows float64 (reward scale "
                              f"{self.reward_scale:.3g})")
         return out
 
+    # --------------------------------------------------------------- passes
+    def dual_sums_at(self, lam_n: np.ndarray, beta_n: float, order: int,
+                     backend: str = "numpy") -> DualEval:
+        """``D'``, its gradient and Hessian at ``lam'`` for the normalized problem at ``beta'
+        = beta_n`` (one pass; :func:`dualgap.dual.dual_sums` or its torch twin)."""
+        s, a = self.reward_scale, self.constraint_scales
+        if self.direct:
+            with np.errstate(over="ignore", invalid="ignore"):
+                lam = lam_n * (s / a)
+                ev = _backend_sums(self.source, lam, beta_n * s, order, backend)
+                out = DualEval(
+                    lam_n,
+                    ev.value / s,
+                    None if ev.gradient is None else ev.gradient / a,
+                    None if ev.hessian is None else ev.hessian * s / np.outer(a, a),
+                )
+            if _finite(out):
+                return out
+        return _backend_sums(self.problem, lam_n, beta_n, order, backend)
+
+    def ray_bound(self, w_n: np.ndarray) -> float:
+        """``E_rho max_supp w'^T h'`` (see :func:`dualgap.ray_bound`), in normalized units."""
+        from .feasibility import ray_bound
+
+        if self.direct:
+            with np.errstate(over="ignore", invalid="ignore"):
+                out = ray_bound(self.source, w_n / self.constraint_scales)
+            if np.isfinite(out):
+                return out
+        return ray_bound(self.problem, w_n)
+
+    def final(self, lam: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+        """``(pi_lam, slack, J'(pi_lam))`` in one pass that writes the policy once into its
+        ``(X, Y)`` array: ``slack = E_rho E_pi h`` in the problem's units, ``J'`` from the policy
+        in normalized units (``J = E_rho u + s J'``, :meth:`value`).  ``lam`` is in the
+        problem's units, checked."""
+        pi, ps, direct = self._policy_pass(lam, sums=True)
+        if direct:
+            p = self.source
+            return pi, ps.utilities - p.offsets, (ps.reward - p.beta * ps.kl) / self.reward_scale
+        return pi, self.constraint_scales * ps.utilities, ps.reward - self.beta * ps.kl
+
+    def policy(self, lam: np.ndarray) -> np.ndarray:
+        """``pi_lam`` (``lam`` in the problem's units, checked), written once."""
+        return self._policy_pass(lam, sums=False)[0]
+
+    def _policy_pass(self, lam: np.ndarray, sums: bool) -> tuple[np.ndarray, PolicySums, bool]:
+        p = self.source
+        out = np.empty_like(p.reward)
+        if self.direct:
+            with np.errstate(over="ignore", invalid="ignore"):
+                ps = policy_sums(p.reward, p.utilities, p.log_reference, p.prompt_weights, lam,
+                                 p.beta, out, sums)
+            if ps.finite and np.isfinite(ps.utilities).all() and np.isfinite(ps.reward + ps.kl):
+                return out, ps, True
+        n = self.problem
+        with np.errstate(over="ignore", invalid="ignore"):
+            ps = policy_sums(n.reward, n.utilities, n.log_reference, n.prompt_weights,
+                             self.to_internal(lam), n.beta, out, sums)
+        if not ps.finite:
+            raise ValueError(f"lam: {lam.tolist()} is too large for this problem: (r + lam^T h) "
+                             f"/ beta overflows float64 (beta = {p.beta:.3g})")
+        return out, ps, False
+
+
+def _finite(ev: DualEval) -> bool:
+    return bool(np.isfinite(ev.value) and (ev.gradient is None or np.isfinite(ev.gradient).all())
+                and (ev.hessian is None or np.isfinite(ev.hessian).all()))
+
+
+def _backend_sums(p: AlignmentProblem, lam: np.ndarray, beta: float, order: int,
+                  backend: str) -> DualEval:
+    """One oracle pass over ``p``'s arrays at ``beta`` (not ``p.beta``), numpy or torch."""
+    if backend == "numpy":
+        sums: DualSums = dual_sums(p.reward, p.utilities, p.log_reference, p.prompt_weights, lam,
+                                   beta, order)
+    else:
+        from .dual_torch import torch_data, torch_dual_sums
+
+        dtype = "float32" if backend == "torch-float32" else "float64"
+        sums = torch_dual_sums(torch_data(p, dtype=dtype), lam, beta, order)
+    return sums.finish(lam, beta, p.offsets, order)
+
+
+def _support_row_max(p: AlignmentProblem, values: np.ndarray) -> np.ndarray:
+    """``max_{y in supp(x)} values(x, y)``, shape ``(X,)``, block by block."""
+    out = np.empty(p.num_prompts)
+    X, Y = values.shape
+    step = max(1, BLOCK_ENTRIES // Y)
+    for a in range(0, X, step):
+        b = min(X, a + step)
+        out[a:b] = np.where(p.reference[a:b] > 0, values[a:b], -np.inf).max(axis=1)
+    return out
+
 
 def normalize(problem: AlignmentProblem) -> Normalization:
-    """The normalized problem of ``problem`` (use ``problem.normalized``, which caches it).
+    """The :class:`Normalization` of ``problem`` (use ``problem.normalized``, which caches it).
 
-    Works in place on two new arrays (``r'`` and ``h'``), so the extra memory is one copy of
-    the reward and utility tables.
+    One pass over the data in cache-sized blocks of prompts (temporaries of a block's size and
+    a few numbers per prompt), which also yields ``E_rho E_ref g`` (so the offsets ``c``, when
+    not known yet, cost no pass of their own), then the choice direct / copy.
     """
-    off = ~problem.support  # size = (X, Y)
     names = problem.names
+    m, X, Y = problem.utilities.shape
+    rho = problem.prompt_weights
+    step = max(1, BLOCK_ENTRIES // Y)
+    shift = np.empty(X)
+    spread = 0.0
+    r_abs = 0.0  # max |r| over the whole table
+    g_abs = np.zeros(m)  # max |g| over the whole table
+    top = np.empty((m, X))  # max_supp g_i per prompt
+    low = np.empty((m, X))  # min_supp g_i per prompt
+    at = np.empty((m, m, X))  # g_j(x, argmax_supp g_i)
+    ref_g = np.zeros(m)  # sum_x rho E_ref g
+    buf = np.empty(min(step, X) * Y)
+    entries = 0  # support entries
     with np.errstate(over="ignore", invalid="ignore"):
-        shift = np.where(off, -np.inf, problem.reward).max(axis=1)  # size = (X,)
-        r = problem.reward - shift[:, None]  # size = (X, Y), <= 0 on the support
-        r[off] = 0.0
-        bad_rows = ~np.isfinite(r).all(axis=1)
-        if bad_rows.any():
-            raise ValueError(f"reward: the spread of the reward over the support of prompt "
-                             f"x = {int(np.argmax(bad_rows))} overflows float64")
+        for start in range(0, X, step):
+            stop = min(X, start + step)
+            bx = stop - start
+            t = buf[: bx * Y].reshape(bx, Y)  # size = (bx, Y)
+            ref = problem.reference[start:stop]
+            off = np.where(ref > 0, 0.0, -np.inf)  # size = (bx, Y): 0 on the support
+            entries += int(np.count_nonzero(ref))
+            r = problem.reward[start:stop]
+            np.add(r, off, out=t)
+            hi = t.max(axis=1)  # size = (bx,)
+            np.subtract(r, off, out=t)
+            width = hi - t.min(axis=1)
+            shift[start:stop] = hi
+            if not np.isfinite(width).all():
+                x = start + int(np.argmax(~np.isfinite(width)))
+                raise ValueError(f"reward: the spread of the reward over the support of prompt "
+                                 f"x = {x} overflows float64")
+            spread = max(spread, float(width.max()))
+            r_abs = max(r_abs, float(r.max()), -float(r.min()))
+            w = rho[start:stop]
+            rows = np.arange(bx)
+            G = problem.utilities[:, start:stop]  # size = (m, bx, Y)
+            if m and "reference_utilities" not in problem.__dict__:
+                ref_g += np.einsum("xy,ixy->ix", ref, G) @ w
+            for i in range(m):
+                np.add(G[i], off, out=t)
+                best = t.argmax(axis=1)  # size = (bx,)
+                top[i, start:stop] = t[rows, best]
+                at[i, :, start:stop] = G[:, rows, best]
+                np.subtract(G[i], off, out=t)
+                low[i, start:stop] = t.min(axis=1)
+                g_abs[i] = max(g_abs[i], float(G[i].max()), -float(G[i].min()))
+        if m and "reference_utilities" not in problem.__dict__:  # the offsets without a pass
+            problem.__dict__["reference_utilities"] = ref_g
         c = problem.offsets
         if not np.isfinite(c).all():
             i = int(np.argmax(~np.isfinite(c)))
             raise ValueError(f"thresholds: the offset c = E_ref g + b of constraint "
                              f"{names[i]!r} overflows float64")
-        h = problem.utilities - c[:, None, None]  # size = (m, X, Y)
-        h[:, off] = 0.0
-        a = np.array([np.abs(hi).max() for hi in h], dtype=np.float64).reshape(-1)  # size = (m,)
-        if not np.isfinite(a).all():
-            i = int(np.argmax(~np.isfinite(a)))
-            raise ValueError(f"utilities: h = g - c of constraint {names[i]!r} overflows "
-                             f"float64 (threshold {problem.thresholds[i]!r})")
-    spread = float(-r.min())
-    a = np.where(a > 0, a, 1.0)
+        top -= c[:, None]  # max_supp h_i per prompt
+        low -= c[:, None]
+        at -= c[None, :, None]  # h_j at the maximizer of h_i
+        h_hi = top.max(axis=1, initial=-np.inf)
+        h_lo = low.min(axis=1, initial=np.inf)
+        max_sum = top @ rho  # sum_x rho max_supp h_i
+        wit = at @ rho  # sum_x rho h_j(x, argmax_supp h_i), size = (m, m)
+    a_scale = np.maximum(np.abs(h_hi), np.abs(h_lo)) if m else np.zeros(0)  # max_supp |h_i|
+    if not np.isfinite(a_scale).all():
+        i = int(np.argmax(~np.isfinite(a_scale)))
+        raise ValueError(f"utilities: h = g - c of constraint {names[i]!r} overflows "
+                         f"float64 (threshold {problem.thresholds[i]!r})")
+    a_scale = np.where(a_scale > 0, a_scale, 1.0)
     s = max(spread, problem.beta)
     beta_n = problem.beta / s
     if not beta_n >= BETA_MIN:
@@ -119,10 +324,15 @@ def normalize(problem: AlignmentProblem) -> Normalization:
             f"{beta_n:.3g} is below {BETA_MIN:g}, beyond float64 (the optimal policy is an argmax "
             "float64 cannot resolve)"
         )
-    r /= s
-    h /= a[:, None, None]
-    normalized = AlignmentProblem(
-        r, h, np.zeros(len(c)), beta_n, problem.reference, problem.prompt_weights,
-        relative=False, names=names,
+    lo_e, hi_e = 10.0**-DIRECT_EXPONENT, 10.0**DIRECT_EXPONENT
+    scales = np.concatenate([[s, problem.beta], a_scale])
+    direct = bool(
+        r_abs <= DIRECT_RANGE * s and (g_abs <= DIRECT_RANGE * a_scale).all()
+        and ((scales >= lo_e) & (scales <= hi_e)).all()
     )
-    return Normalization(normalized, shift, s, a)
+    with np.errstate(over="ignore", under="ignore"):
+        spreads = np.concatenate([[spread / s], (h_hi - h_lo) / a_scale])
+        maxima = max_sum / a_scale
+        witnesses = wit / a_scale[None, :]
+    return Normalization(weakref.ref(problem), np.zeros(X) if direct else shift, s, a_scale,
+                         direct, maxima, spreads, witnesses, entries)

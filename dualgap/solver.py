@@ -5,10 +5,12 @@
 * free set ``F`` = coordinates not held at the bound; held = ``lam_i <= eps`` and
   ``grad_i > 0`` with ``eps = min(1e-3, ||lam - [lam - grad]_+||)``;
 * direction ``d_F = -(H_FF + tau I)^{-1} grad_F`` (exact Hessian, ``tau`` a tiny
-  Levenberg-Marquardt shift raised only if Cholesky fails); ``d_held = -grad_held / H_ii``;
+  Levenberg-Marquardt shift raised only if Cholesky fails); ``d_held = max(-grad_held / H_ii,
+  -lam_held)`` (a held coordinate moves at most to its bound);
 * a trust region ``||d||_inf <= radius`` (D is nearly piecewise linear where the softmax is
   nearly hard, and the raw Newton step is then huge), and a projected Armijo search on
-  ``lam(t) = [lam + t d]_+`` with safeguarded quadratic interpolation of the step;
+  ``lam(t) = [lam + t d]_+`` with safeguarded quadratic interpolation of the step (a scaled
+  gradient step when the projected Newton step does not descend);
 * beta-continuation when ``spread(scores) / beta > 1e3``: the problem is first solved at
   larger betas (factor 10 apart) and each solution warm-starts the next.
 
@@ -39,22 +41,11 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from .dual import (
-    DualEval,
-    _check_lam,
-    constraint_slack,
-    dual_backend,
-    lagrangian_policy,
-    objective,
-)
-from .feasibility import (
-    BoundaryFeasibleWarning,
-    InfeasibleError,
-    attainable_maxima,
-    certify_slater,
-    ray_bound,
-)
-from .problem import AlignmentProblem, as_real_array, as_real_scalar
+from .dual import _check_lam, dual_backend
+from .feasibility import BoundaryFeasibleWarning, InfeasibleError, certify_slater
+from .newton import Newton, kkt_residual, precision_floor
+from .problem import AlignmentProblem, as_real_scalar
+from .scaling import Normalization
 
 __all__ = [
     "DualSolution",
@@ -63,6 +54,10 @@ __all__ = [
     "BoundaryFeasibleWarning",
     "ConvergenceWarning",
     "kkt_residual",
+    "Newton",
+    "precision_floor",
+    "FLOOR_CAP",
+    "STAGE_TOL",
 ]
 
 
@@ -91,7 +86,8 @@ class DualSolution:
             * M_h``, never above ``M_h``.
         duality_gap: ``D(lam*) - J(pi*)`` (``= lam*^T slack``, complementary slackness).
         iterations: Newton iterations taken.
-        passes: passes over the ``(X, Y)`` data (oracle calls).
+        passes: passes over the ``(X, Y)`` data: the stats pass (on a problem object's first
+            solve), the oracle calls, ray bounds and the final policy pass.
         converged: whether the KKT tolerance was reached.
         strictly_feasible: Slater certified (True), refuted (False) or not decided (None).
         margin: the certified lower bound on ``max_pi min_i E h_i`` (Slater margin), if known.
@@ -133,150 +129,19 @@ class DualSolution:
         return out
 
 
-def kkt_residual(lam: np.ndarray, grad: np.ndarray) -> float:
-    """``||lam - [lam - grad]_+||_inf``: zero iff ``lam >= 0, grad >= 0, lam * grad = 0``.
-
-    Evaluated without cancellation: entry ``i`` is ``grad_i`` where ``grad_i <= lam_i`` and
-    ``lam_i`` elsewhere (the same number in exact arithmetic; ``lam - (lam - grad)`` would lose
-    ``grad`` entirely when ``lam >> |grad|``).
-    """
-    lam, grad = as_real_array("lam", lam), as_real_array("grad", grad)
-    if lam.ndim != 1 or grad.shape != lam.shape:
-        raise ValueError(f"kkt_residual: lam and grad must be vectors of one shape, got "
-                         f"{lam.shape} and {grad.shape}")
-    if lam.size == 0:
-        return 0.0
-    return float(np.abs(np.where(grad <= lam, grad, lam)).max())
-
-
-def _newton_direction(ev: DualEval, free: np.ndarray) -> np.ndarray:
-    g, H = ev.gradient, ev.hessian
-    d = np.zeros_like(g)
-    held = ~free
-    if held.any():
-        diag = np.diag(H)[held]
-        d[held] = -g[held] / np.where(diag > 0, diag, 1.0)
-    if free.any():
-        Hf = H[np.ix_(free, free)]
-        scale = max(float(np.trace(Hf)) / free.sum(), 1e-300)
-        tau = 1e-13 * scale
-        for _ in range(30):
-            try:
-                chol = np.linalg.cholesky(Hf + tau * np.eye(free.sum()))
-                break
-            except np.linalg.LinAlgError:
-                tau = max(tau * 100, 1e-300)
-        else:  # pragma: no cover - H is a covariance: PSD
-            chol = np.diag(np.sqrt(np.maximum(np.diag(Hf), 1e-300)))
-        d[free] = -np.linalg.solve(chol.T, np.linalg.solve(chol, g[free]))
-    return d
-
-
-def _continuation_betas(problem: AlignmentProblem, ratio: float = 100.0) -> list[float]:
-    """Betas ``beta_0 > beta_1 > ... > problem.beta`` (factor 10 apart, excluding the last)
-    with ``spread / beta_0 = ratio``; empty when the problem is already smooth enough."""
-    s = problem.support
-    spread = float(np.ptp(problem.reward[s]))
-    for i in range(problem.num_constraints):
-        spread = max(spread, float(np.ptp(problem.utilities[i][s])))
-    if problem.num_constraints == 0 or spread / problem.beta <= 10 * ratio:
+def _continuation_betas(norm: Normalization, ratio: float = 100.0) -> list[float]:
+    """Betas ``beta'_0 > beta'_1 > ... > beta'`` (factor 10 apart, excluding the last) with
+    ``spread / beta'_0 = ratio``, in normalized units (``spread`` the largest score range over
+    the support); empty when the problem is already smooth enough."""
+    spread, beta = float(norm.spreads.max()), norm.beta
+    if norm.spreads.size == 1 or spread / beta <= 10 * ratio:
         return []
     betas = []
     b = spread / ratio
-    while b > 10 * problem.beta:
+    while b > 10 * beta:
         betas.append(b)
         b /= 10.0
     return betas
-
-
-class _Newton:
-    """Projected Newton with a trust region and Armijo search on one problem."""
-
-    def __init__(self, problem: AlignmentProblem, maxima: np.ndarray, ftol: float,
-                 backend: str = "numpy") -> None:
-        self.problem, self.maxima, self.ftol = problem, maxima, ftol
-        self.dual = dual_backend(backend)
-        self.passes = 0
-        self.iterations = 0
-        self.history: list[tuple[float, float, float]] = []
-
-    def oracle(self, lam: np.ndarray) -> DualEval:
-        self.passes += 1
-        return self.dual(self.problem, lam, order=2)
-
-    # hooks that a problem stored out of memory (dualgap.streaming) computes its own way
-    def multiplier_scale(self) -> float:
-        return _multiplier_scale(self.problem)
-
-    def ray_bound(self, w: np.ndarray) -> float:
-        return ray_bound(self.problem, w)
-
-    def run(self, lam: np.ndarray, tol: float, max_iter: int) -> np.ndarray:
-        problem, ftol = self.problem, self.ftol
-        ev = self.oracle(lam)
-        kkt = kkt_residual(lam, ev.gradient)
-        self.history.append((ev.value, kkt, 0.0))
-        next_ray_check = 10.0 * max(1.0, float(lam.sum()))
-        radius = 10.0 * (1.0 + float(np.max(lam, initial=0.0))) * self.multiplier_scale()
-        it = 0
-        converged = kkt <= max(tol, _precision_floor(ev))
-        while not converged and it < max_iter:
-            it += 1
-            g = ev.gradient
-            eps = min(1e-3, kkt)
-            free = ~((lam <= eps) & (g > 0))
-            d = _newton_direction(ev, free)
-            # trust region on the step: where D is nearly piecewise linear (tiny beta,
-            # infeasible rays) the Hessian nearly vanishes and the raw step is huge or infinite
-            d_norm = float(np.max(np.abs(d)))
-            clipped = not np.isfinite(d_norm) or d_norm > radius
-            if clipped:
-                if not np.isfinite(d_norm):
-                    d = -g
-                d *= radius / float(np.max(np.abs(d)))
-                d_norm = radius
-            # projected Armijo search with safeguarded quadratic interpolation
-            t, accepted = 1.0, None
-            for _ in range(60):
-                trial = np.maximum(lam + t * d, 0.0)
-                step = trial - lam
-                if not np.any(step):
-                    break
-                ev_t = self.oracle(trial)
-                decrease = float(g @ step)
-                if ev_t.value <= ev.value + 1e-4 * decrease:
-                    accepted = (trial, ev_t)
-                    break
-                # at the precision floor, accept a step that still shrinks the KKT residual
-                if (
-                    abs(ev_t.value - ev.value) <= 1e-13 * max(1.0, abs(ev.value))
-                    and kkt_residual(trial, ev_t.gradient) < kkt
-                ):
-                    accepted = (trial, ev_t)
-                    break
-                denom = 2.0 * (ev_t.value - ev.value - decrease)
-                t_q = -decrease * t / denom if denom > 0 else 0.5 * t
-                t = float(np.clip(t_q, 0.1 * t, 0.5 * t))
-            if accepted is None:
-                break  # no progress possible at float precision
-            if t == 1.0:
-                radius = 4.0 * radius if clipped else radius
-            else:  # backtracked: the model was poor at this distance
-                radius = max(2.0 * t * d_norm, 1e-12 * radius)
-            lam, ev = accepted
-            kkt = kkt_residual(lam, ev.gradient)
-            self.history.append((ev.value, kkt, t))
-            converged = kkt <= max(tol, _precision_floor(ev))
-            norm = float(lam.sum())
-            if norm > next_ray_check:  # diverging multiplier: test the ray for infeasibility
-                next_ray_check = 2.0 * norm
-                w = lam / norm
-                bound = self.ray_bound(w)
-                self.passes += 1
-                if bound < -ftol:
-                    raise InfeasibleError(problem, w, bound, self.maxima)
-        self.iterations, self.ev, self.kkt, self.converged = it, ev, kkt, converged
-        return lam
 
 
 #: the largest relative KKT tolerance the float64 floor may grant (``kkt_tolerance`` never
@@ -346,45 +211,48 @@ def solve(
     tol, lam0_arr = _check_solve_args(problem, tol, max_iter, lam0, check_slater)
     dual_backend(backend)  # an unknown backend fails before any work
     m = problem.num_constraints
-    norm = problem.normalized
-    inner = norm.problem
+    stats_pass = "normalized" not in problem.__dict__  # one pass, cached on the problem
+    norm: Normalization = problem.normalized
     a = norm.constraint_scales  # size = (m,)
     ftol = 1e-12  # what counts as "zero" in feasibility tests, in normalized units (|h'| <= 1)
     try:
         lam_n, newton, it, passes, history = _solve_normalized(
-            inner, tol, max_iter, None if lam0_arr is None else norm.to_internal(lam0_arr), ftol,
+            norm, tol, max_iter, None if lam0_arr is None else norm.to_internal(lam0_arr), ftol,
             backend,
         )
     except InfeasibleError as exc:  # back to the problem's units and thresholds
         w = exc.weights / a
         raise InfeasibleError(problem, w / w.sum(), exc.bound / float((exc.weights / a).sum()),
                               exc.maxima * a) from None
+    passes += int(stats_pass)
     ev = newton.ev
     lam = norm.to_problem(lam_n, problem.names)
 
-    # everything below is recomputed on the returned lam, in the problem's units
-    policy = lagrangian_policy(problem, lam)
-    slack = a * constraint_slack(inner, policy)  # = E_rho E_pi h = grad D(lam), size = (m,)
+    # everything below is recomputed on the returned lam, in the problem's units: one pass
+    # writes pi* and adds up its slack E_rho E_pi h = grad D(lam) and J'(pi*) from the policy
+    policy, slack, primal_n = norm.final(lam)
+    passes += 1
     # the residual in the units of h: lam_i a_i / s and slack_i / a_i are the problem's own
     # multiplier and slack made dimensionless (s = reward scale, a_i = max |h_i|), times M_h
     scale = float(a.max(initial=0.0))
     with np.errstate(over="ignore", under="ignore"):
         kkt = scale * kkt_residual(lam * (a / norm.reward_scale), slack / a)
-    floor = _precision_floor(ev)
+    floor = precision_floor(ev)
     kkt_tolerance = max(tol, min(floor, FLOOR_CAP)) * scale
     converged = bool(kkt <= kkt_tolerance)
-    primal = norm.value(objective(inner, policy))
+    primal = norm.value(primal_n)
     dual = norm.value(ev.value)
-    passes += 2
 
     strictly, margin, unbounded = None, None, False
     if m and check_slater:
         # a property of the constraint set and lam*: a warm re-solve of the same problem
-        # (lam0 from an earlier solve) reuses the certificate instead of redoing its LP passes
-        memo = inner.__dict__.setdefault("_solve_memo", {})
-        if "slater" not in memo:
-            memo["slater"] = certify_slater(inner, policy, slack / a, newton.maxima, ftol)
-        strictly, margin_n, unbounded = memo["slater"]
+        # (lam0 from an earlier solve) reuses the certificate instead of redoing its LP
+        if "slater" not in norm.memo:
+            norm.memo["slater"] = certify_slater(
+                lambda: norm.problem, slack / a, norm.maxima, ftol, witnesses=norm.witnesses,
+                support_entries=norm.support_entries,
+            )
+        strictly, margin_n, unbounded = norm.memo["slater"]
         if margin_n is not None:  # a valid lower bound in the problem's units
             margin = margin_n * float(a.min() if margin_n > 0 else a.max())
         if unbounded:
@@ -396,9 +264,9 @@ def solve(
                 stacklevel=2,
             )
     # a one-ulp move of lam' (|lam'| >= 1) moves grad' by up to 8 eps / beta' (|h'| <= 1)
-    worst_floor = 8.0 * np.finfo(float).eps / inner.beta
+    worst_floor = 8.0 * np.finfo(float).eps / norm.beta
     if m and not converged and not unbounded and max(floor, worst_floor) > FLOOR_CAP:
-        spread = float(np.ptp(inner.reward[inner.support])) * norm.reward_scale
+        spread = float(norm.spreads[0]) * norm.reward_scale
         raise ValueError(
             f"beta: {problem.beta!r} is too small for float64 against scores of spread "
             f"{spread:.3g}: near lam* a one-ulp change of lam moves the gradient by up to "
@@ -422,7 +290,7 @@ def solve(
         slack=slack,
         kkt_residual=kkt,
         kkt_tolerance=kkt_tolerance,
-        duality_gap=norm.reward_scale * (ev.value - objective(inner, policy)),
+        duality_gap=norm.reward_scale * (ev.value - primal_n),
         iterations=it,
         passes=passes,
         converged=converged,
@@ -435,62 +303,44 @@ def solve(
     )
 
 
-def _solve_normalized(problem: AlignmentProblem, tol: float, max_iter: int,
+def _solve_normalized(norm: Normalization, tol: float, max_iter: int,
                       lam0: np.ndarray | None, ftol: float, backend: str = "numpy"):
-    """The Newton solve (with beta-continuation) on a normalized problem (``|h| <= 1``).
+    """The Newton solve (with beta-continuation) of a problem in normalized units.
 
-    The attainable maxima are a property of the constraint set alone: computed once per
-    problem object and reused by a warm re-solve.
+    The attainable maxima, score ranges and Slater candidates come from the normalization's
+    one pass (cached on the problem: a warm re-solve does not redo it).
     """
-    m = problem.num_constraints
-    memo = problem.__dict__.setdefault("_solve_memo", {})
-    passes = 0
-    if "maxima" not in memo:
-        memo["maxima"] = attainable_maxima(problem) if m else np.zeros(0)
-        passes = 1 if m else 0
-    maxima = memo["maxima"]
+    m = norm.source.num_constraints
+    maxima = norm.maxima
     if m and (maxima < -ftol).any():
         i = int(np.argmin(maxima))
         w = np.zeros(m)
         w[i] = 1.0
-        raise InfeasibleError(problem, w, maxima[i], maxima)
+        raise InfeasibleError(norm.source, w, maxima[i], maxima)
     lam = np.zeros(m) if lam0 is None else lam0
     history: list[tuple[float, float, float]] = []
-    it = 0
+    it = passes = 0
+    scale = _multiplier_scale(norm)
     # beta-continuation: when the softmax is nearly hard (score spread >> beta) D is nearly
     # piecewise linear far from lam*; solve smoother problems first and warm-start.
-    for stage_beta in _continuation_betas(problem) if lam0 is None else []:
-        stage = _Newton(problem.replace(beta=stage_beta), maxima, ftol, backend)
-        lam = stage.run(lam, tol=STAGE_TOL, max_iter=max_iter)
-        it += stage.iterations
-        passes += stage.passes
-        history += stage.history
-    newton = _Newton(problem, maxima, ftol, backend)
-    lam = newton.run(lam, tol=tol, max_iter=max_iter)
-    it += newton.iterations
-    passes += newton.passes
-    history += newton.history
+    stages = (_continuation_betas(norm) if lam0 is None else []) + [norm.beta]
+    for k, stage_beta in enumerate(stages):
+        newton = Newton(
+            lambda x, b=stage_beta: norm.dual_sums_at(x, b, 2, backend),
+            maxima, ftol, scale, norm.ray_bound, norm.source,
+        )
+        last = k == len(stages) - 1
+        lam = newton.run(lam, tol=tol if last else STAGE_TOL, max_iter=max_iter)
+        it += newton.iterations
+        passes += newton.passes
+        history += newton.history
     return lam, newton, it, passes, history
 
 
-def _precision_floor(ev: DualEval) -> float:
-    """The smallest KKT residual float64 can resolve: ``8 eps ||H|| max(1, ||lam||)``.
-
-    Moving ``lam`` by one ulp changes the gradient by about ``||H|| ulp(lam)``; with
-    ``beta = 1e-4`` and scores of 1e4 that is ~1e-6, above any absolute ``tol``.
-    """
-    if ev.lam.size == 0:
-        return 0.0
-    H = float(np.abs(ev.hessian).sum(axis=1).max())
-    return 8.0 * np.finfo(float).eps * H * max(1.0, float(np.abs(ev.lam).max()))
-
-
-def _multiplier_scale(problem: AlignmentProblem) -> float:
-    """A natural size for ``lam``: reward range over the smallest utility range (>= 1e-12)."""
-    s = problem.support
-    r_range = float(np.ptp(problem.reward[s]))
-    g_ranges = [float(np.ptp(problem.utilities[i][s])) for i in range(problem.num_constraints)]
-    g_min = min([v for v in g_ranges if v > 0], default=1.0)
+def _multiplier_scale(norm: Normalization) -> float:
+    """A natural size for ``lam'``: reward range over the smallest positive utility range."""
+    r_range = float(norm.spreads[0])
+    g_min = min([float(v) for v in norm.spreads[1:] if v > 0], default=1.0)
     return max(1.0, r_range / g_min)
 
 

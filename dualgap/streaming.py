@@ -29,18 +29,11 @@ from pathlib import Path
 import numpy as np
 
 from .dual import DualEval, DualSums, _check_order, check_multipliers, dual_sums, lagrangian_policy
-from .dual import constraint_slack as _chunk_expected
-from .dual import objective as _chunk_objective
 from .errors import UserError
 from .feasibility import InfeasibleError, attainable_maxima, mixture_margin, ray_bound
+from .newton import Newton, precision_floor
 from .problem import AlignmentProblem
-from .solver import (
-    BoundaryFeasibleWarning,
-    ConvergenceWarning,
-    DualSolution,
-    _Newton,
-    _precision_floor,
-)
+from .solver import BoundaryFeasibleWarning, ConvergenceWarning, DualSolution
 
 __all__ = ["PromptChunk", "ChunkedProblem", "chunked_dual_oracle", "solve_chunked", "CHUNK_ENTRIES"]
 
@@ -256,20 +249,6 @@ def chunked_dual_oracle(problem: ChunkedProblem, lam: object, order: int = 2) ->
     return problem.dual_oracle(lam, order)
 
 
-class _ChunkedNewton(_Newton):
-    """The solver's projected Newton loop with streamed passes (its oracle and hooks)."""
-
-    def __init__(self, problem: ChunkedProblem, ftol: float) -> None:
-        super().__init__(problem, problem.maxima, ftol)  # type: ignore[arg-type]
-        self.dual = chunked_dual_oracle  # type: ignore[assignment]
-
-    def multiplier_scale(self) -> float:
-        return self.problem.multiplier_scale()  # type: ignore[attr-defined]
-
-    def ray_bound(self, w: np.ndarray) -> float:
-        return self.problem.ray_bound(w)  # type: ignore[attr-defined]
-
-
 def solve_chunked(problem: ChunkedProblem, tol: float = 1e-10, max_iter: int = 200,
                   lam0: object = None, check_slater: bool = True,
                   backend: str = "numpy") -> DualSolution:
@@ -287,19 +266,19 @@ def solve_chunked(problem: ChunkedProblem, tol: float = 1e-10, max_iter: int = 2
         i = int(np.argmin(maxima))
         raise InfeasibleError(problem, np.eye(m)[i], maxima[i], maxima)  # type: ignore[arg-type]
     lam = np.zeros(m) if lam0 is None else np.maximum(np.asarray(lam0, float).reshape(m), 0.0)
-    newton = _ChunkedNewton(problem, ftol)
+    newton = Newton(problem.dual_oracle, maxima, ftol, problem.multiplier_scale(),
+                    problem.ray_bound, problem)
     lam = newton.run(lam, tol=atol, max_iter=max_iter)
     ev, kkt = newton.ev, newton.kkt
     # the final pass: pi*, its slack and J, and the per-constraint maximizers (Slater witnesses)
     slack, primal, rows = np.zeros(m), 0.0, np.zeros((m, m))
     for sub, mass in problem._problems():
-        pi = lagrangian_policy(sub, lam)
-        slack += mass * _chunk_expected(sub, pi)  # E g on the chunk (its c is 0)
-        primal += mass * _chunk_objective(sub, pi)
-        for i in range(m):
-            best = np.argmax(np.where(sub.support, sub.utilities[i], -np.inf), axis=1)
-            rows[i] += mass * (sub.prompt_weights @ sub.utilities[:, np.arange(sub.num_prompts),
-                                                                   best].T)
+        # the chunk's stats pass (its Slater candidates) and its fused policy pass
+        norm = sub.normalized
+        _, expected, j_n = norm.final(lam)  # E g on the chunk (its c is 0), J' from pi
+        slack += mass * expected
+        primal += mass * norm.value(j_n)
+        rows += mass * (norm.witnesses * norm.constraint_scales[None, :])  # E g at argmax g_i
     slack -= problem.offsets
     strictly, margin, unbounded = None, None, False
     if m and check_slater:
@@ -321,7 +300,7 @@ def solve_chunked(problem: ChunkedProblem, tol: float = 1e-10, max_iter: int = 2
                       f"{kkt:.3g} > {atol:.3g}", ConvergenceWarning, stacklevel=2)
     return DualSolution(
         lam=lam, dual_value=ev.value, primal_value=primal, policy=None,  # type: ignore[arg-type]
-        slack=slack, kkt_residual=kkt, kkt_tolerance=max(atol, _precision_floor(ev)),
+        slack=slack, kkt_residual=kkt, kkt_tolerance=max(atol, precision_floor(ev)),
         duality_gap=ev.value - primal, iterations=newton.iterations,
         passes=newton.passes + 2, converged=newton.converged, strictly_feasible=strictly,
         margin=margin, multiplier_unbounded=unbounded, hessian=ev.hessian,

@@ -189,3 +189,42 @@ def test_ill_conditioned_instances_converge(p):
     assert sol.converged and sol.kkt_residual <= sol.kkt_tolerance
     assert (sol.slack >= -sol.kkt_tolerance).all()
     assert sol.kkt_tolerance <= 1e-6 * max(1.0, p.score_bound)
+
+
+def test_a_held_multiplier_does_not_stall_the_free_ones():
+    """Found by the ill-conditioned fuzz (issue 15): two nearly equal constraints and beta far
+    below the score spread, so that hess D nearly vanishes (~1e-84) at the last stage.  The held
+    multiplier's raw step -g_i / H_ii (~1e82) used to set the trust-region scaling and shrink the
+    free multipliers' steps to ~1e-41: 200 iterations at KKT residual 0.14.  Checked against
+    cvxpy's primal."""
+    p = dg.AlignmentProblem(
+        np.array([[-0.5298324597594923, -13.617453396278032], [13.293753824293963,
+                  0.04479185487131207], [0.8048641922066853, -12.203764706299378],
+                  [0.7986745772337386, 0.20257115881307472], [1.8158343264199284,
+                  -7.573681118863219]]),
+        np.array([[[9.044321033911414, -6.199460806650083], [-14.420850333625786,
+                    -11.62473297716627], [14.016348173655473, -8.255178743278693],
+                   [-17.056956631797178, -4.869711781390458], [-11.309945637370761,
+                    2.6533613230849444]],
+                  [[9.036802235656182, -6.1966167852395], [-14.410875485157385,
+                    -11.634014846661849], [14.011358348330825, -8.246983684615463],
+                   [-17.05927642979231, -4.868490397951506], [-11.314562156901278,
+                    2.6672369018116044]],
+                  [[-0.7225153178798801, -1.3715560438621506], [1.5856003019557021,
+                    -9.416965288277401], [3.5868942589614354, 2.7142459710268896],
+                   [-3.505728383353751, -2.996276633755109], [-5.839213844265127,
+                    4.9955232451141764]]]),
+        np.array([-1.371052226318135, -1.3729965129680868, -1.8563939569731314]),
+        0.00437144481261109,
+        np.array([[0.8626014142819587, 0.13739858571804128], [0.2007652424209935,
+                  0.7992347575790065], [0.9548002883965692, 0.04519971160343077],
+                  [0.3696588075198563, 0.6303411924801438], [0.4112428291368186,
+                  0.5887571708631814]]),
+        relative=False,
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", dg.ConvergenceWarning)
+        sol = dg.solve(p)
+    assert sol.converged and sol.iterations < 50
+    ref = dg.solve_primal_cvxpy(p)
+    assert abs(sol.primal_value - ref.primal_value) <= 1e-6 * (1 + abs(ref.primal_value))

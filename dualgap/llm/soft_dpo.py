@@ -1,4 +1,4 @@
-"""Soft-label DPO: the Bradley-Terry cross-entropy with a per-pair probability (a thin TRL extension).
+"""Soft-label DPO: the BT cross-entropy with a per-pair probability (a thin TRL extension).
 
 CAID's pseudo-labels are draws ``label ~ Bernoulli(p)`` with ``p = sigmoid(r_lam(y_w) -
 r_lam(y_l))`` (:mod:`dualgap.llm.preferences`).  Training on ``p`` itself removes the labels'

@@ -53,6 +53,8 @@ __all__ = [
     "OnPolicySamples",
     "DualStepRecord",
     "dual_step",
+    "DualStepper",
+    "slack_noise",
     "sampled_hessian",
     "damped_step_size",
     "policy_samples",
@@ -167,7 +169,8 @@ class DualStepRecord:
     (None for Newton and empirical); ``ess`` the median effective sample size per prompt of
     the empirical rule's reweighting (and ``ess_min`` the smallest); ``trust_scale`` the factor
     the trust region shrank the step by (1: inside); ``predicted_kl`` ``d^T H d / (2 beta)`` of
-    the step taken.
+    the rule's step; ``gain`` and ``noise_share`` those of :class:`DualStepper` (None from
+    :func:`dual_step` alone).
     """
 
     rule: str
@@ -181,6 +184,8 @@ class DualStepRecord:
     trust_scale: float = 1.0
     predicted_kl: float | None = None
     hessian_max_eig: float | None = None
+    gain: float | None = None
+    noise_share: float | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -326,6 +331,70 @@ def dual_step(samples: OnPolicySamples, lam: object, rule: str = "auto"
     rec = DualStepRecord(rule=rule, used=used, lam=new.tolist(), slack=u.tolist(),
                          fallback=reason, **info)
     return new, rec
+
+
+def slack_noise(samples: OnPolicySamples) -> np.ndarray:
+    """``Sigma = Cov(u_hat) = sum_x rho(x)^2 Cov_q(h(x, .)) / K`` for i.i.d. draws (Bessel-
+    corrected, estimated from the same samples), 0 for exact weights; shape ``(m, m)``."""
+    m = samples.num_constraints
+    if samples.weights is not None:
+        return np.zeros((m, m))
+    K = samples.reward.shape[1]
+    if K < 2:
+        raise ValueError(f"samples: the slack's noise needs K >= 2 draws per prompt, got {K}")
+    g = samples.utilities  # size = (m, X, K)
+    gc = g - g.mean(axis=2, keepdims=True)
+    cov = np.einsum("ixk,jxk->xij", gc, gc) / (K - 1)  # per prompt, size = (X, m, m)
+    return np.einsum("x,xij->ij", samples.prompt_weights ** 2, cov) / K
+
+
+class DualStepper:
+    """A rule of :func:`dual_step` with a gain against the samples' noise (Kesten's rule).
+
+    With ``lam_rule`` the rule's next multiplier and ``d_t = lam_rule - lam_t``::
+
+        k_t       = number of s <= t with d_s^T d_{s-1} < 0   (the steps turned back)
+        gamma_t   = 1 / (k_t + 1)                              (1 for exact expectations)
+        lam_{t+1} = lam_t + gamma_t d_t                        (>= 0: a convex combination)
+
+    Far from ``lam*`` successive steps point the same way and each is the rule's full step;
+    once the samples' noise dominates the steps turn back and forth, the gain falls like
+    ``1/k`` and the iterate becomes a running (Robbins-Monro) average of the rule's targets,
+    whose error keeps shrinking instead of staying at the noise of one sample set (Kesten
+    1958: a step that needs no number from the user).  With exact expectations (``weights``
+    given) there is no noise to average and the gain stays 1.  ``noise_share`` in the record
+    is ``tr(H^+ Sigma) / (u^T H^+ u)`` (:func:`slack_noise`), the noise's share of the Newton
+    decrement, reported for reading (values above 1: the step is mostly noise).  A damped
+    fallback step is taken as it is.
+    """
+
+    def __init__(self, rule: str = "auto") -> None:
+        if rule != "auto" and rule not in DUAL_STEP_RULES:
+            raise ValueError(f"rule: must be 'auto' or one of {DUAL_STEP_RULES}, got {rule!r}")
+        self.rule = rule
+        self.turns = 0
+        self._previous: np.ndarray | None = None
+
+    def __call__(self, samples: OnPolicySamples, lam: object
+                 ) -> tuple[np.ndarray, DualStepRecord]:
+        lam = np.asarray(lam, dtype=np.float64).reshape(-1)
+        new, rec = dual_step(samples, lam, self.rule)
+        if rec.used == "damped" or samples.num_constraints == 0:
+            return new, rec
+        d = new - lam
+        noisy = samples.weights is None
+        if noisy and self._previous is not None and float(d @ self._previous) < 0:
+            self.turns += 1
+        self._previous = d
+        gamma = 1.0 / (self.turns + 1) if noisy else 1.0
+        new = np.maximum(lam + gamma * d, 0.0)
+        u = np.asarray(rec.slack)
+        Hp = np.linalg.pinv(sampled_hessian(samples))
+        signal, noise = float(u @ Hp @ u), float(np.trace(Hp @ slack_noise(samples)))
+        out = rec.to_dict()
+        out.update(lam=new.tolist(), gain=gamma,
+                   noise_share=noise / signal if signal > 0 else None)
+        return new, DualStepRecord(**out)
 
 
 # ----------------------------------------------------------------- samples of tabular policies

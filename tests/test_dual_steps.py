@@ -15,12 +15,14 @@ from dualgap.dual_steps import (
     DUAL_STEP_RULES,
     MIN_ESS,
     TRUST_KL,
+    DualStepper,
     OnPolicySamples,
     damped_step_size,
     dual_step,
     exact_samples,
     policy_samples,
     sampled_hessian,
+    slack_noise,
 )
 from dualgap.instances import random_problem
 from dualgap.testing import problems
@@ -184,3 +186,53 @@ def test_module_imports_numpy_only():
             "print(any(k in sys.modules for k in ('torch', 'transformers', 'trl')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_benchmark_quick_mode_runs_and_newton_converges(tmp_path):
+    out = tmp_path / "dual_steps.json"
+    subprocess.run([sys.executable, str(ROOT / "benchmarks" / "dual_steps.py"), "--quick",
+                    "--out", str(out), "--no-readme"], check=True, capture_output=True)
+    rows = {r["method"]: r for r in json.loads(out.read_text())["rows"]}
+    assert rows["caid-newton"]["converged"] and rows["caid-newton"]["fallbacks"] == 0
+    assert rows["fixed eta (grid)"]["tuning_runs"] == 2
+    assert {"cooper-gda (grid)", "cooper-nupi (grid)", "cooper-alm (grid)"} <= set(rows)
+
+
+def test_slack_noise_is_the_variance_of_the_sampled_slack():
+    p = random_problem(2, num_prompts=5, num_responses=6, num_constraints=2)
+    pi = dg.lagrangian_policy(p, np.array([0.5, 0.5]))
+    rng = np.random.default_rng(3)
+    draws = [policy_samples(p, pi, 4, rng) for _ in range(3000)]
+    empirical = np.cov(np.array([s.slack() for s in draws]).T)
+    estimate = np.mean([slack_noise(s) for s in draws], axis=0)
+    np.testing.assert_allclose(estimate, empirical, atol=0.08 * np.abs(empirical).max())
+    assert not slack_noise(exact_samples(p, pi)).any()  # exact expectation: no noise
+
+
+def test_stepper_is_the_plain_rule_on_exact_expectations():
+    p = random_problem(3, num_prompts=6, num_responses=8, num_constraints=2, tightness=0.9)
+    st, lam = DualStepper("newton"), np.zeros(2)
+    for _ in range(6):
+        s = exact_samples(p, dg.lagrangian_policy(p, lam))
+        plain, _ = dual_step(s, lam, "newton")
+        lam, rec = st(s, lam)
+        np.testing.assert_array_equal(lam, plain)
+        assert rec.gain == 1.0
+
+
+def test_stepper_averages_the_noise_away_at_lam_star():
+    # started at lam*, a full Newton step moves lam by the noise of one sample set; Kesten's
+    # gain makes the iterate a running average, so after 200 steps it sits much closer
+    p = random_problem(12, num_prompts=10, num_responses=12, num_constraints=2, tightness=0.9)
+    sol = dg.solve(p)
+    assert (sol.lam > 0).all()
+    rng = np.random.default_rng(0)
+    one_step = [np.abs(dual_step(policy_samples(p, sol.policy, 8, rng), sol.lam)[0]
+                       - sol.lam).max() for _ in range(50)]
+    st, lam = DualStepper("newton"), sol.lam.copy()
+    for _ in range(200):
+        lam, rec = st(policy_samples(p, dg.lagrangian_policy(p, lam), 8, rng), lam)
+    assert rec.gain < 0.1 and st.turns > 10
+    assert np.abs(lam - sol.lam).max() < 0.3 * np.median(one_step)
+    with pytest.raises(ValueError, match="rule: must be"):
+        DualStepper("sgd")

@@ -189,6 +189,7 @@ def test_module_imports_numpy_only():
 
 
 def test_benchmark_quick_mode_runs_and_newton_converges(tmp_path):
+    pytest.importorskip("cooper")  # the bench extra (the Makefile installs it)
     out = tmp_path / "dual_steps.json"
     subprocess.run([sys.executable, str(ROOT / "benchmarks" / "dual_steps.py"), "--quick",
                     "--out", str(out), "--no-readme"], check=True, capture_output=True)

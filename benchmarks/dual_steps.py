@@ -27,8 +27,9 @@ Methods (every run starts at ``lam = 0``, ``pi = pi_ref``):
 Tolerance ("converged at t"): ``|J(pi_t) - P*| < 1e-4 (1 + |P*|)`` and the largest violation
 ``< 1e-4`` (the issue's criterion on the demo instance: 3.6e-4, 1e-4), evaluated exactly (an
 oracle no method sees), for the tabular class with the exact ``P*``; for a parametrized class
-``P*`` is replaced by ``P_ref``, the best feasible ``J`` of a long reference run (CAID with the
-Newton rule, converged inner steps), and the criterion is one-sided: ``J >= P_ref - tol``.  With
+``P*`` is replaced by ``P_ref``, the best ``J`` with violation ``<= 1e-6`` of a long reference
+run (60 CAID iterations, Newton rule, converged inner steps), and the criterion is one-sided:
+``J >= P_ref - tol``.  With
 sampled dual signals (``N`` draws per prompt) the tolerances are 10x looser and must hold for
 ``HOLD`` consecutive iterations (a noisy iterate otherwise touches the band by chance).
 A tuned peer's "tuning runs" is the grid size, its "tuning steps" the policy steps of the whole
@@ -66,6 +67,7 @@ from dualgap.policies import LogLinearPolicy, MLPPolicy, TabularPolicy, problem_
 ROOT = Path(__file__).resolve().parents[1]
 INNER_STEPS = 5
 HOLD = 5
+REF_VIOLATION = 1e-6  # "feasible" in the reference run of a parametrized class (criterion: 1e-4)
 #: cooper has no default step sizes: the untuned runs take Adam lr 0.1 on the primal and
 #: (GDA, nuPI) dual lr 0.1, nuPI's Kp = 1, (ALM) penalty c = 1: round first tries
 COOPER_UNTUNED = {"gda": (0.1, 0.1, 0.0), "nupi": (0.1, 0.1, 1.0), "alm": (0.1, 1.0, 0.0)}
@@ -269,17 +271,17 @@ def reference(inst) -> tuple[float, bool]:
     p = inst["problem"]
     if inst["cls"] is TabularPolicy:
         return float(dg.solve(p).primal_value), True
-    crit = Criterion(math.inf, False, False)  # never met: run all iterations
     pc = inst["cls"](p)
     lam, theta, best = np.zeros(p.num_constraints), pc.init_params(), -math.inf
     for _ in range(60):
         res = lagrangian_max(p, pc, lam, theta0=theta)
         theta = res.theta
         J, s = _terms(p, pc, theta)
-        if (s >= 0).all():
+        if float(np.max(-s, initial=0.0)) <= REF_VIOLATION:
             best = max(best, J)
         lam, _ = dual_step(exact_samples(p, res.policy), lam, "newton")
-    del crit
+    if not math.isfinite(best):
+        raise RuntimeError(f"{inst['name']}: the reference run found no feasible iterate")
     return best, False
 
 

@@ -94,7 +94,11 @@ def instances(quick: bool) -> list[dict]:
                         tightness=0.9, beta=0.2)
     out.append({"name": "random 50x100 m=3 N=8", "problem": p3, "cls": TabularPolicy,
                 "samples": 8})
-    for m in (1, 2):
+    p1 = random_problem(11, num_prompts=50, num_responses=100, num_constraints=1,
+                        tightness=0.9, beta=0.2)
+    out.append({"name": "random 50x100 m=1 N=32", "problem": p1, "cls": TabularPolicy,
+                "samples": 32})
+    for m in (1, 2, 3):
         p = random_problem(20 + m, num_prompts=20, num_responses=30, num_constraints=m,
                            tightness=0.8, beta=0.3)
         feats = problem_features(p, noise=0.5, seed=m)
@@ -402,6 +406,14 @@ def main(argv: list[str] | None = None) -> int:
             done.setdefault(r["instance"], []).append(r)
     rows = []
     t0 = time.perf_counter()
+
+    def save() -> None:
+        out = {"rows": rows, "inner_steps": INNER_STEPS, "max_iter": max_iter,
+               "quick": args.quick, "seconds_this_run": time.perf_counter() - t0,
+               "cooper": _cooper_version()}
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(dumps(out))
+
     for inst in instances(args.quick):
         if inst["name"] in done:
             rows += done[inst["name"]]
@@ -410,11 +422,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{inst['name']}:", file=sys.stderr, flush=True)
         rows += run_instance(inst, args.quick, max_iter)
         print(f"  ({time.perf_counter() - ti:.1f} s)", file=sys.stderr, flush=True)
-        out = {"rows": rows, "inner_steps": INNER_STEPS, "max_iter": max_iter,
-               "quick": args.quick, "seconds": time.perf_counter() - t0,
-               "cooper": _cooper_version()}
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(dumps(out))  # after every instance: a killed run resumes
+        save()  # after every instance: a killed run resumes
+    save()
     if not args.no_readme:
         write_readme(rows, ROOT / "benchmarks/README.md")
     print(table(rows))

@@ -232,6 +232,11 @@ class TrainSettings(_Section):
                               "logger (the run's metrics.jsonl and run.log always record the "
                               "losses)")
     loss_type: list[str] = _f(factory=lambda: ["sigmoid"], help="TRL DPO loss types")
+    labels: Literal["sampled", "soft"] = _f(
+        "sampled", "pseudo-labels of the caid / one-shot policy step: sampled (label ~ "
+        "Bernoulli(sigmoid(r_lam(y_1) - r_lam(y_0))), the paper) or soft (the probability "
+        "itself, BT cross-entropy: dualgap.llm.soft_dpo; needs loss_type [sigmoid] and "
+        "precomputes the reference log-probs)")
     dpo: dict[str, Any] = _f(factory=dict, help="further trl.DPOConfig fields passed through "
                              "as they are (e.g. max_grad_norm, loss_weights, "
                              "precompute_ref_log_probs); checked against DPOConfig's own "
@@ -266,6 +271,13 @@ class RunConfig(_Section):
     @model_validator(mode="after")
     def _check(self) -> RunConfig:
         validate_run(self)
+        if self.train.labels == "soft":
+            if self.method not in ("caid", "one-shot"):
+                raise ValueError(f"train.labels: 'soft' needs method caid or one-shot (the "
+                                 f"dataset's labels are hard), got method {self.method!r}")
+            if list(self.train.loss_type) != ["sigmoid"]:
+                raise ValueError(f"train.loss_type: soft labels need ['sigmoid'], got "
+                                 f"{list(self.train.loss_type)}")
         return self
 
 

@@ -6,6 +6,9 @@ Iteration ``t`` starts from the previous iterate ``theta_{t-1}`` (or ``pi_ref``)
 
     loss = -E log sigmoid(beta [log pi/pi_ref (y_w) - log pi/pi_ref (y_l)])     (TRL "sigmoid")
 
+or, with ``train.labels: soft``, the BT cross-entropy on ``p = P(y_w preferred)`` itself
+(:class:`~dualgap.llm.soft_dpo.SoftLabelDPOTrainer`; the records carry ``p``).
+
 With LoRA, the adapter of ``theta_{t-1}`` is loaded trainable on the base model and the base
 model (adapters off) is ``pi_ref``; the paper's LoRA is r 8, alpha 16, dropout 0.05 on a 4-bit
 base (``load_in_4bit`` when bitsandbytes and CUDA are available).
@@ -55,7 +58,9 @@ def make_dpo_config(settings: TrainSettings, beta: float, output_dir: str | Path
         bf16=bool(settings.bf16 and cuda), use_cpu=not cuda, seed=seed, data_seed=seed,
         logging_steps=settings.logging_steps, report_to=list(settings.report_to),
         save_strategy="no", dataloader_drop_last=True, disable_tqdm=not progress,
-        **{"ddp_find_unused_parameters": False, **settings.dpo},
+        **{"ddp_find_unused_parameters": False,
+           **({"precompute_ref_log_probs": True} if settings.labels == "soft" else {}),
+           **settings.dpo},
     )
 
 
@@ -116,7 +121,8 @@ def dpo_step(records: dict[str, list[str]], start: str | Path, reference: str | 
     printed only when ``verbose``.
 
     Args:
-        records: ``{"prompt", "chosen", "rejected"}`` columns (TRL's standard form).
+        records: ``{"prompt", "chosen", "rejected"}`` columns (TRL's standard form), plus
+            ``preference_probability`` with ``settings.labels == "soft"``.
         start: the previous iterate (full checkpoint or LoRA adapter directory), or ``pi_ref``.
         reference: ``pi_ref`` (the DPO reference, and the LoRA base).
 
@@ -129,6 +135,7 @@ def dpo_step(records: dict[str, list[str]], start: str | Path, reference: str | 
 
     from .distributed import world_size
     from .generation import is_adapter_dir
+    from .soft_dpo import PROBABILITY_COLUMN, SoftLabelDPOTrainer
 
     lora = lora or LoraSettings()
     output_dir = Path(output_dir)
@@ -149,9 +156,14 @@ def dpo_step(records: dict[str, list[str]], start: str | Path, reference: str | 
     else:
         model = _load(start, dtype, lora, None if start != reference else reference_revision)
         ref_model = _load(reference, dtype, lora, reference_revision)
-    trainer = DPOTrainer(model=model, ref_model=ref_model, args=args, train_dataset=dataset,
-                         processing_class=tokenizer, peft_config=peft_config,
-                         callbacks=callbacks)
+    soft = settings.labels == "soft"
+    if soft != (PROBABILITY_COLUMN in records):
+        raise ValueError(f"train.labels: {settings.labels!r} but the records "
+                         f"{'lack' if soft else 'carry'} a {PROBABILITY_COLUMN!r} column")
+    trainer_cls = SoftLabelDPOTrainer if soft else DPOTrainer
+    trainer = trainer_cls(model=model, ref_model=ref_model, args=args, train_dataset=dataset,
+                          processing_class=tokenizer, peft_config=peft_config,
+                          callbacks=callbacks)
     _quiet_callbacks(trainer, None if log_path is None else Path(log_path), verbose, progress,
                      output_dir.name)
     result = trainer.train()

@@ -7,6 +7,10 @@ For a pair ``(x, y_0, y_1)`` and the composite reward ``r_lam = r + lam^T g``::
 
 drawn with ``numpy.random.default_rng(seed)`` (one uniform per pair, in pair order), so a seed
 fixes the labels.  Shapes: ``reward (P, 2)``, ``utilities (m, P, 2)``, ``lam (m,)``.
+
+Soft labels (``train.labels: soft``) keep ``P(y_1 preferred)`` itself instead of a draw
+(:func:`soft_preference_dataset`, trained by :mod:`dualgap.llm.soft_dpo`);
+:func:`all_pairs_soft_dataset` makes every pair of ``K`` scored responses per prompt.
 """
 
 from __future__ import annotations
@@ -16,7 +20,8 @@ from collections.abc import Sequence
 import numpy as np
 from scipy.special import expit
 
-__all__ = ["composite_reward", "preference_probabilities", "pseudo_labels", "preference_dataset"]
+__all__ = ["composite_reward", "preference_probabilities", "pseudo_labels", "preference_dataset",
+           "soft_preference_dataset", "all_pairs", "all_pairs_soft_dataset"]
 
 
 def composite_reward(reward: np.ndarray, utilities: np.ndarray, lam: Sequence[float]) -> np.ndarray:
@@ -64,3 +69,61 @@ def preference_dataset(prompt_texts: Sequence[str], response_0: Sequence[str],
     chosen = [separator + (b if lab else a).strip() for a, b, lab in triples]
     rejected = [separator + (a if lab else b).strip() for a, b, lab in triples]
     return {"prompt": list(prompt_texts), "chosen": chosen, "rejected": rejected}
+
+
+def soft_preference_dataset(prompt_texts: Sequence[str], response_0: Sequence[str],
+                            response_1: Sequence[str], probabilities: np.ndarray,
+                            separator: str = " ") -> dict[str, list]:
+    """The soft-label form of :func:`preference_dataset`: ``y_1`` is ``chosen``, ``y_0``
+    ``rejected``, and ``preference_probability = P(y_1 preferred)`` (from
+    :func:`preference_probabilities`) replaces the sampled label
+    (:class:`~dualgap.llm.soft_dpo.SoftLabelDPOTrainer` trains on it)."""
+    p = np.asarray(probabilities, dtype=np.float64).reshape(-1)
+    if not (len(prompt_texts) == len(response_0) == len(response_1) == p.shape[0]):
+        raise ValueError("probabilities: prompts, responses and probabilities differ in length")
+    if not np.isfinite(p).all() or (p < 0).any() or (p > 1).any():
+        raise ValueError("probabilities: must lie in [0, 1]")
+    records = preference_dataset(prompt_texts, response_0, response_1,
+                                 np.ones(p.shape[0], dtype=np.int64), separator)
+    records["preference_probability"] = p.tolist()
+    return records
+
+
+def all_pairs(num_responses: int) -> np.ndarray:
+    """The ``K (K - 1) / 2`` index pairs ``(i, j)``, ``i < j``, of ``K`` responses, shape
+    ``(K (K - 1) / 2, 2)``."""
+    if not isinstance(num_responses, (int, np.integer)) or num_responses < 2:
+        raise ValueError(f"num_responses: all pairs need K >= 2, got {num_responses!r}")
+    i, j = np.triu_indices(int(num_responses), k=1)
+    return np.stack([i, j], axis=1)
+
+
+def all_pairs_soft_dataset(prompt_texts: Sequence[str], responses: Sequence[Sequence[str]],
+                           reward: np.ndarray, utilities: np.ndarray, lam: Sequence[float],
+                           separator: str = " ") -> dict[str, list]:
+    """Every pair of the ``K`` responses of each prompt, with soft labels.
+
+    ``responses[p]`` holds prompt ``p``'s ``K`` responses, ``reward (P, K)`` and ``utilities
+    (m, P, K)`` their scores; each pair ``(i, j)`` of :func:`all_pairs` gives one record with
+    ``P(y_j preferred) = sigmoid(r_lam(y_j) - r_lam(y_i))``, ``P K (K - 1) / 2`` records in
+    prompt order.
+    """
+    r = np.asarray(reward, dtype=np.float64)
+    g = np.asarray(utilities, dtype=np.float64)
+    lam_arr = np.asarray(lam, dtype=np.float64).reshape(-1)
+    if r.ndim != 2 or r.shape[0] != len(prompt_texts):
+        raise ValueError(f"reward: expected shape ({len(prompt_texts)}, K), got {r.shape}")
+    P, K = r.shape
+    if any(len(row) != K for row in responses) or len(responses) != P:
+        raise ValueError(f"responses: expected {P} lists of K = {K} responses")
+    if g.shape != (lam_arr.shape[0], P, K):
+        raise ValueError(f"utilities: shape {g.shape} does not match (m, P, K) = "
+                         f"({lam_arr.shape[0]}, {P}, {K})")
+    rl = r + np.einsum("i,ipk->pk", lam_arr, g)  # size = (P, K)
+    ij = all_pairs(K)  # size = (K(K-1)/2, 2)
+    prob = expit(rl[:, ij[:, 1]] - rl[:, ij[:, 0]])  # size = (P, K(K-1)/2)
+    rows = np.repeat(np.arange(P), ij.shape[0])
+    a = [responses[p][i] for p, (i, _) in zip(rows, np.tile(ij, (P, 1)), strict=True)]
+    b = [responses[p][j] for p, (_, j) in zip(rows, np.tile(ij, (P, 1)), strict=True)]
+    return soft_preference_dataset([prompt_texts[p] for p in rows], a, b, prob.reshape(-1),
+                                   separator)

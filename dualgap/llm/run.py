@@ -204,8 +204,15 @@ def _policy_stage(run: Run, t: int, pairs, pool: tuple[np.ndarray, np.ndarray] |
         assert pool is not None and lam is not None
         label_t = 0 if cfg.method == "one-shot" else t
         labels = pseudo_labels(pool[0], pool[1], lam, [cfg.seed, _STAGE_SEEDS["labels"], label_t])
-    records = preference_dataset([run.prompt_text(p) for p in pairs.prompts], pairs.response_0,
-                                 pairs.response_1, labels, cfg.data.response_separator)
+    if cfg.train.labels == "soft":  # P(y_1 preferred) itself (config check: caid / one-shot)
+        from .preferences import preference_probabilities, soft_preference_dataset
+        records = soft_preference_dataset(
+            [run.prompt_text(p) for p in pairs.prompts], pairs.response_0, pairs.response_1,
+            preference_probabilities(pool[0], pool[1], lam), cfg.data.response_separator)
+    else:
+        records = preference_dataset([run.prompt_text(p) for p in pairs.prompts],
+                                     pairs.response_0, pairs.response_1, labels,
+                                     cfg.data.response_separator)
     out = run.checkpoint(t)
     if is_main():
         out.parent.mkdir(parents=True, exist_ok=True)

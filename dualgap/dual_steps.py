@@ -1,0 +1,431 @@
+"""Self-tuning dual steps for CAID: the next ``lam`` from the current policy's samples (numpy only).
+
+CAID's subgradient step is ``lam_{t+1} = [lam_t - eta u_t]_+`` with a user-chosen ``eta``.  The
+rules here compute the step from the *same* on-policy samples that give ``u_t`` and need no
+number from the user.  For every prompt ``x`` there are ``K`` responses ``y_{x,k}`` with weights
+``q(x, k)`` (``1/K`` for i.i.d. draws from ``pi_t``; ``pi_t(y|x)`` itself for the exact
+expectation over all responses)::
+
+    u_hat   = sum_x rho(x) sum_k q(x,k) h(x, y_{x,k})                            # size = (m,)
+    H_hat   = (1/beta) sum_x rho(x) Cov_q(h(x, .))    (Bessel-corrected for i.i.d. draws)
+            ~ hess D(lam_t) = (1/beta) E_rho Cov_{pi_lam_t}(h)  when pi_t ~ pi_lam_t
+
+Rules (``rule=``):
+
+* ``"newton"``: projected Newton on the free set ``F = {i: lam_i > 0 or u_i < 0}``:
+  ``d_F = H_FF^{-1} u_F`` (0 off ``F``), target ``lam - d``.
+* ``"curvature"``: ``eta_t = 1 / lambda_max(H_hat)`` recomputed every call,
+  target ``lam - eta_t u_hat``.
+* ``"empirical"``: ``lam_hat``, the exact solver (:func:`dualgap.solve`) on the empirical
+  instance of the samples reweighted to the reference by their known log-probabilities,
+  ``w(x,k) ∝ q(x,k) pi_ref(y_{x,k}|x) / pi_t(y_{x,k}|x)`` (self-normalized per prompt), with
+  the absolute thresholds ``c`` (``h = g - c``).
+  Its effective sample size per prompt is ``ESS(x) = 1 / sum_k w(x,k)^2``.
+
+Every rule's projected target ``[lam - d]_+`` is then pulled towards ``lam`` into the trust
+region, which bounds the policy change the step taken may cause, to second order:
+``KL(pi_lam || pi_lam+) ~ d^T H d / (2 beta) <= TRUST_KL`` nats (``d = lam - lam+``), the
+range over which samples of the current policy still describe the next one.  ``TRUST_KL`` is
+a fixed constant in nats, free of the units of ``r``, ``g`` and ``beta``; no user supplies it.
+
+When the samples cannot support a rule (``K < 2`` draws per prompt, a Hessian that is zero or
+singular on the free set, missing log-probabilities, an effective sample size below
+``MIN_ESS`` per prompt, an empirical instance that is infeasible) the rule falls back to a
+*damped* step ``eta = 1 / L_hat`` with ``L_hat = (1/beta) sum_i (range_i / 2)^2`` -- an upper
+bound on ``lambda_max`` of any covariance of ``h`` over the observed values (Popoviciu) -- and
+its :class:`DualStepRecord` says so and why.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from .problem import AlignmentProblem
+
+__all__ = [
+    "DUAL_STEP_RULES",
+    "DEFAULT_RULE",
+    "TRUST_KL",
+    "MIN_ESS",
+    "OnPolicySamples",
+    "DualStepRecord",
+    "dual_step",
+    "DualStepper",
+    "slack_noise",
+    "sampled_hessian",
+    "damped_step_size",
+    "policy_samples",
+    "exact_samples",
+]
+
+DUAL_STEP_RULES = ("newton", "curvature", "empirical")
+#: the rule ``step_size: auto`` selects (the measured winner, benchmarks/README.md).
+DEFAULT_RULE = "newton"
+#: trust region of a step, in nats of ``KL(pi_lam || pi_lam+)`` to second order.
+TRUST_KL = 0.5
+#: fewest effective samples per prompt (median over prompts) for the ``"empirical"`` rule.
+MIN_ESS = 2.0
+_RCOND = 1e-10  # H_FF eigenvalues below _RCOND * lambda_max count as singular
+
+
+@dataclass(frozen=True)
+class OnPolicySamples:
+    """Scored responses of the current policy, ``K`` per prompt (all arrays float64).
+
+    Attributes:
+        reward: ``r(x, y_{x,k})``, shape ``(X, K)``.
+        utilities: ``g_i(x, y_{x,k})``, shape ``(m, X, K)``.
+        offsets: ``c`` with ``h = g - c``, shape ``(m,)``.
+        beta: the KL coefficient.
+        weights: ``q(x, k)``, shape ``(X, K)``, rows summing to 1 (exact expectation), or
+            None: i.i.d. draws, ``q = 1/K``.
+        log_policy: ``log pi_t(y_{x,k}|x)``, shape ``(X, K)``, or None when unknown.
+        log_reference: ``log pi_ref(y_{x,k}|x)``, shape ``(X, K)``, or None when unknown.
+        prompt_weights: ``rho``, shape ``(X,)``; None: uniform.
+    """
+
+    reward: np.ndarray
+    utilities: np.ndarray
+    offsets: np.ndarray
+    beta: float
+    weights: np.ndarray | None = None
+    log_policy: np.ndarray | None = None
+    log_reference: np.ndarray | None = None
+    prompt_weights: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        set_ = object.__setattr__
+        r = np.asarray(self.reward, dtype=np.float64)
+        if r.ndim != 2 or r.shape[1] < 1:
+            raise ValueError(f"reward: expected shape (X, K) with K >= 1, got {r.shape}")
+        X, K = r.shape
+        g = np.asarray(self.utilities, dtype=np.float64)
+        if g.ndim != 3 or g.shape[1:] != (X, K):
+            raise ValueError(f"utilities: expected shape (m, {X}, {K}), got {g.shape}")
+        c = np.asarray(self.offsets, dtype=np.float64).reshape(-1)
+        if c.shape != (g.shape[0],):
+            raise ValueError(f"offsets: shape {c.shape} does not match m = {g.shape[0]}")
+        beta = float(self.beta)
+        if not np.isfinite(beta) or beta <= 0:
+            raise ValueError(f"beta: must be a positive finite float, got {self.beta!r}")
+        for name, arr in (("reward", r), ("utilities", g), ("offsets", c)):
+            if not np.isfinite(arr).all():
+                raise ValueError(f"{name}: non-finite value")
+        set_(self, "reward", r)
+        set_(self, "utilities", g)
+        set_(self, "offsets", c)
+        set_(self, "beta", beta)
+        for name in ("weights", "log_policy", "log_reference"):
+            v = getattr(self, name)
+            if v is not None:
+                arr = np.asarray(v, dtype=np.float64)
+                if arr.shape != (X, K):
+                    raise ValueError(f"{name}: expected shape ({X}, {K}), got {arr.shape}")
+                if np.isnan(arr).any() or (name == "weights" and np.isinf(arr).any()):
+                    raise ValueError(f"{name}: NaN or infinite value")
+                set_(self, name, arr)
+        if self.weights is not None:
+            w = self.weights
+            if (w < 0).any() or np.abs(w.sum(axis=1) - 1.0).max() > 1e-8:
+                raise ValueError("weights: rows must be non-negative and sum to 1")
+        produced = np.ones((X, K), bool) if self.weights is None else self.weights > 0
+        if self.log_policy is not None and (np.isinf(self.log_policy) & produced).any():
+            raise ValueError("log_policy: -inf at a sample the policy produced")
+        rho = (np.full(X, 1.0 / X) if self.prompt_weights is None
+               else np.asarray(self.prompt_weights, dtype=np.float64).reshape(-1))
+        if rho.shape != (X,) or (rho < 0).any() or abs(rho.sum() - 1.0) > 1e-8:
+            raise ValueError(f"prompt_weights: expected {X} non-negative weights summing to 1")
+        set_(self, "prompt_weights", rho)
+
+    @property
+    def num_constraints(self) -> int:
+        return self.utilities.shape[0]
+
+    @property
+    def sample_weights(self) -> np.ndarray:
+        """``q``, shape ``(X, K)``."""
+        X, K = self.reward.shape
+        return np.full((X, K), 1.0 / K) if self.weights is None else self.weights
+
+    @property
+    def h(self) -> np.ndarray:
+        """``h = g - c``, shape ``(m, X, K)``."""
+        return self.utilities - self.offsets[:, None, None]
+
+    def slack(self) -> np.ndarray:
+        """``u_hat = sum_x rho(x) sum_k q(x,k) h(x, y_{x,k})``, shape ``(m,)``."""
+        return np.einsum("x,xk,ixk->i", self.prompt_weights, self.sample_weights, self.h)
+
+
+@dataclass(frozen=True)
+class DualStepRecord:
+    """What one dual step did: the entry of the lam history.
+
+    ``rule`` is the rule asked for, ``used`` the one that produced ``lam`` (``"damped"`` on a
+    fallback, whose reason is ``fallback``); ``eta`` the step size of a gradient-type step
+    (None for Newton and empirical); ``ess`` the median effective sample size per prompt of
+    the empirical rule's reweighting (and ``ess_min`` the smallest); ``trust_scale`` the factor
+    the trust region shrank the step by (1: inside); ``predicted_kl`` ``d^T H d / (2 beta)`` of
+    the rule's step; ``gain`` and ``noise_share`` those of :class:`DualStepper` (None from
+    :func:`dual_step` alone).
+    """
+
+    rule: str
+    used: str
+    lam: list[float]
+    slack: list[float]
+    eta: float | None = None
+    fallback: str | None = None
+    ess: float | None = None
+    ess_min: float | None = None
+    trust_scale: float = 1.0
+    predicted_kl: float | None = None
+    hessian_max_eig: float | None = None
+    gain: float | None = None
+    noise_share: float | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def sampled_hessian(samples: OnPolicySamples) -> np.ndarray:
+    """``H_hat = (1/beta) sum_x rho(x) Cov_q(h(x, .))``, shape ``(m, m)``.
+
+    For i.i.d. draws (``weights`` None) the per-prompt covariance carries the Bessel factor
+    ``K / (K - 1)`` (unbiased); it needs ``K >= 2``.  With exact weights it is the exact
+    ``(1/beta) E_rho Cov_pi(h)``.
+    """
+    q = samples.sample_weights  # size = (X, K)
+    K = q.shape[1]
+    if samples.weights is None and K < 2:
+        raise ValueError(f"samples: the sampled Hessian needs K >= 2 draws per prompt, got {K}")
+    g = samples.utilities  # size = (m, X, K)
+    gc = g - np.einsum("xk,ixk->ix", q, g)[:, :, None]  # centered per prompt, size = (m, X, K)
+    cov = np.einsum("x,xk,ixk,jxk->ij", samples.prompt_weights, q, gc, gc)  # size = (m, m)
+    if samples.weights is None:
+        cov *= K / (K - 1)
+    return cov / samples.beta
+
+
+def damped_step_size(samples: OnPolicySamples) -> float:
+    """``1 / L_hat``, ``L_hat = (1/beta) sum_i (range_i / 2)^2`` over the observed ``g``
+    (Popoviciu: no distribution on those values has a larger covariance eigenvalue)."""
+    g = samples.utilities.reshape(samples.num_constraints, -1)  # size = (m, X K)
+    half = (g.max(axis=1) - g.min(axis=1)) / 2.0  # size = (m,)
+    spread = float(half @ half)
+    return samples.beta / spread if spread > 0 else samples.beta
+
+
+def _trust(lam: np.ndarray, target: np.ndarray, H: np.ndarray, beta: float
+           ) -> tuple[np.ndarray, float, float]:
+    """``lam + s ([target]_+ - lam)`` with the largest ``s <= 1`` whose step ``d`` has
+    ``d^T H d / (2 beta) <= TRUST_KL``; returns ``(lam+, s, d^T H d / (2 beta))``.
+
+    The projection comes first, so the bound holds for the step actually taken (a point
+    between ``lam`` and ``[target]_+`` is ``>= 0``)."""
+    d = np.maximum(target, 0.0) - lam
+    kl = float(d @ H @ d) / (2.0 * beta)
+    if kl <= TRUST_KL or not np.isfinite(kl):
+        return lam + d, 1.0, kl
+    scale = float(np.sqrt(TRUST_KL / kl))
+    return np.maximum(lam + scale * d, 0.0), scale, TRUST_KL
+
+
+def _free_set(lam: np.ndarray, u: np.ndarray) -> np.ndarray:
+    return (lam > 0) | (u < 0)
+
+
+def _newton(lam, u, H):
+    """``(lam - d, reason)``, ``d_F = H_FF^{-1} u_F`` on the free set, 0 elsewhere."""
+    free = _free_set(lam, u)
+    d = np.zeros_like(lam)
+    if not free.any():
+        return lam.copy(), None
+    Hf = H[np.ix_(free, free)]
+    eig = np.linalg.eigvalsh(Hf)
+    if eig[-1] <= 0 or eig[0] <= _RCOND * eig[-1]:
+        return None, f"Hessian singular on the free set (eigenvalues {eig.tolist()})"
+    d[free] = np.linalg.solve(Hf, u[free])
+    return lam - d, None
+
+
+def _empirical(samples: OnPolicySamples, lam: np.ndarray):
+    """``(lam_hat, fallback reason, ess median, ess min)`` of the empirical rule."""
+    if samples.log_policy is None or samples.log_reference is None:
+        return None, "log-probabilities of the policy or the reference unknown", None, None
+    q = samples.sample_weights
+    with np.errstate(invalid="ignore", divide="ignore"):
+        logw = np.where(q > 0, np.log(q) + samples.log_reference - samples.log_policy, -np.inf)
+    top = logw.max(axis=1, keepdims=True)
+    if not np.isfinite(top).all():
+        return None, "a prompt has no sample inside the reference support", None, None
+    w = np.exp(logw - top)
+    w /= w.sum(axis=1, keepdims=True)  # self-normalized per prompt, size = (X, K)
+    ess = 1.0 / (w * w).sum(axis=1)  # size = (X,)
+    med, lo = float(np.median(ess)), float(ess.min())
+    if med < MIN_ESS:
+        return None, f"effective sample size {med:.3g} per prompt < {MIN_ESS}", med, lo
+    from .feasibility import InfeasibleError
+    from .solver import solve
+    try:
+        inst = AlignmentProblem(samples.reward, samples.utilities, samples.offsets, samples.beta,
+                                w, samples.prompt_weights, relative=False)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            sol = solve(inst, check_slater=False, lam0=lam)
+    except InfeasibleError:
+        return None, "the reweighted samples cannot meet the thresholds", med, lo
+    if not sol.converged or sol.multiplier_unbounded:
+        return None, "the empirical dual did not converge to a finite lam", med, lo
+    return np.asarray(sol.lam, dtype=np.float64), None, med, lo
+
+
+def dual_step(samples: OnPolicySamples, lam: object, rule: str = "auto"
+              ) -> tuple[np.ndarray, DualStepRecord]:
+    """The next multiplier from ``lam`` and the current policy's ``samples``.
+
+    ``rule``: one of :data:`DUAL_STEP_RULES`, or ``"auto"`` (:data:`DEFAULT_RULE`).  Returns
+    ``(lam+, record)``; see the module docstring for each rule and its fallback.
+    """
+    if rule == "auto":
+        rule = DEFAULT_RULE
+    if rule not in DUAL_STEP_RULES:
+        raise ValueError(f"rule: must be 'auto' or one of {DUAL_STEP_RULES}, got {rule!r}")
+    m = samples.num_constraints
+    lam = np.asarray(lam, dtype=np.float64).reshape(-1)
+    if lam.shape != (m,) or not np.isfinite(lam).all() or (lam < 0).any():
+        raise ValueError(f"lam: expected {m} finite multipliers >= 0, got {lam.tolist()}")
+    u = samples.slack()
+    info: dict = {}
+    new, reason = None, None
+    H = None
+    if m == 0:
+        new = lam.copy()
+    elif samples.weights is None and samples.reward.shape[1] < 2:
+        reason = "fewer than 2 samples per prompt: no covariance"
+    else:
+        H = sampled_hessian(samples)
+        info["hessian_max_eig"] = float(np.linalg.eigvalsh(H)[-1])
+        if rule == "newton":
+            target, reason = _newton(lam, u, H)
+        elif rule == "curvature":
+            if info["hessian_max_eig"] <= 0:
+                target, reason = None, "zero sampled Hessian"
+            else:
+                info["eta"] = 1.0 / info["hessian_max_eig"]
+                target = lam - info["eta"] * u
+        else:
+            target, reason, info["ess"], info["ess_min"] = _empirical(samples, lam)
+        if target is not None:
+            new, info["trust_scale"], info["predicted_kl"] = _trust(lam, target, H,
+                                                                    samples.beta)
+    used = rule
+    if new is None:
+        used = "damped"
+        info["eta"] = damped_step_size(samples)
+        new = np.maximum(lam - info["eta"] * u, 0.0)
+    info = {k: v for k, v in info.items() if v is not None}
+    rec = DualStepRecord(rule=rule, used=used, lam=new.tolist(), slack=u.tolist(),
+                         fallback=reason, **info)
+    return new, rec
+
+
+def slack_noise(samples: OnPolicySamples) -> np.ndarray:
+    """``Sigma = Cov(u_hat) = sum_x rho(x)^2 Cov_q(h(x, .)) / K`` for i.i.d. draws (Bessel-
+    corrected, estimated from the same samples), 0 for exact weights; shape ``(m, m)``."""
+    m = samples.num_constraints
+    if samples.weights is not None:
+        return np.zeros((m, m))
+    K = samples.reward.shape[1]
+    if K < 2:
+        raise ValueError(f"samples: the slack's noise needs K >= 2 draws per prompt, got {K}")
+    g = samples.utilities  # size = (m, X, K)
+    gc = g - g.mean(axis=2, keepdims=True)
+    cov = np.einsum("ixk,jxk->xij", gc, gc) / (K - 1)  # per prompt, size = (X, m, m)
+    return np.einsum("x,xij->ij", samples.prompt_weights ** 2, cov) / K
+
+
+class DualStepper:
+    """A rule of :func:`dual_step` with a gain against the samples' noise (Kesten's rule).
+
+    With ``lam_rule`` the rule's next multiplier and ``d_t = lam_rule - lam_t``::
+
+        k_t       = number of s <= t with d_s^T d_{s-1} < 0   (the steps turned back)
+        gamma_t   = 1 / (k_t + 1)                              (1 for exact expectations)
+        lam_{t+1} = lam_t + gamma_t d_t                        (>= 0: a convex combination)
+
+    Far from ``lam*`` successive steps point the same way and each is the rule's full step;
+    once the samples' noise dominates the steps turn back and forth, the gain falls like
+    ``1/k`` and the iterate becomes a running (Robbins-Monro) average of the rule's targets,
+    whose error keeps shrinking instead of staying at the noise of one sample set (Kesten
+    1958: a step that needs no number from the user).  With exact expectations (``weights``
+    given) there is no noise to average and the gain stays 1.  ``noise_share`` in the record
+    is ``tr(H^+ Sigma) / (u^T H^+ u)`` (:func:`slack_noise`), the noise's share of the Newton
+    decrement, reported for reading (values above 1: the step is mostly noise).  A damped
+    fallback step is taken as it is.
+    """
+
+    def __init__(self, rule: str = "auto") -> None:
+        if rule != "auto" and rule not in DUAL_STEP_RULES:
+            raise ValueError(f"rule: must be 'auto' or one of {DUAL_STEP_RULES}, got {rule!r}")
+        self.rule = rule
+        self.turns = 0
+        self._previous: np.ndarray | None = None
+
+    def __call__(self, samples: OnPolicySamples, lam: object
+                 ) -> tuple[np.ndarray, DualStepRecord]:
+        lam = np.asarray(lam, dtype=np.float64).reshape(-1)
+        new, rec = dual_step(samples, lam, self.rule)
+        if rec.used == "damped" or samples.num_constraints == 0:
+            return new, rec
+        d = new - lam
+        noisy = samples.weights is None
+        if noisy and self._previous is not None and float(d @ self._previous) < 0:
+            self.turns += 1
+        self._previous = d
+        gamma = 1.0 / (self.turns + 1) if noisy else 1.0
+        new = np.maximum(lam + gamma * d, 0.0)
+        u = np.asarray(rec.slack)
+        Hp = np.linalg.pinv(sampled_hessian(samples))
+        signal, noise = float(u @ Hp @ u), float(np.trace(Hp @ slack_noise(samples)))
+        out = rec.to_dict()
+        out.update(lam=new.tolist(), gain=gamma,
+                   noise_share=noise / signal if signal > 0 else None)
+        return new, DualStepRecord(**out)
+
+
+# ----------------------------------------------------------------- samples of tabular policies
+def exact_samples(problem: AlignmentProblem, policy: np.ndarray) -> OnPolicySamples:
+    """Every response of ``problem`` weighted by ``policy`` (the exact expectation), with
+    the exact log-probabilities; responses outside the reference support get weight 0."""
+    pi = np.asarray(policy, dtype=np.float64)
+    if pi.shape != problem.reward.shape:
+        raise ValueError(f"policy: shape {pi.shape} does not match {problem.reward.shape}")
+    sup = problem.support
+    with np.errstate(divide="ignore"):
+        log_pi = np.log(np.where(sup, pi, 0.0))
+    q = np.where(sup, pi, 0.0)
+    q = q / q.sum(axis=1, keepdims=True)
+    safe = np.where(q > 0, log_pi, 0.0)
+    return OnPolicySamples(problem.reward, problem.utilities, problem.offsets, problem.beta,
+                           weights=q, log_policy=safe, log_reference=problem.log_reference,
+                           prompt_weights=problem.prompt_weights)
+
+
+def policy_samples(problem: AlignmentProblem, policy: np.ndarray, num_samples: int,
+                   rng: np.random.Generator | int | None = None) -> OnPolicySamples:
+    """``K = num_samples`` i.i.d. draws per prompt from ``policy``, scored by ``problem``,
+    with their log-probabilities under ``policy`` and the reference."""
+    from .empirical import sample_responses
+    pi = np.asarray(policy, dtype=np.float64)
+    idx = sample_responses(pi, num_samples, rng)  # size = (X, K)
+    rows = np.arange(problem.num_prompts)[:, None]
+    with np.errstate(divide="ignore"):
+        log_pi = np.log(pi[rows, idx])
+    return OnPolicySamples(problem.reward[rows, idx], problem.utilities[:, rows, idx],
+                           problem.offsets, problem.beta, log_policy=log_pi,
+                           log_reference=problem.log_reference[rows, idx],
+                           prompt_weights=problem.prompt_weights)

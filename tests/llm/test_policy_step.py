@@ -1,0 +1,89 @@
+"""The policy step's label variants: soft-label records, all pairs of K responses, the config key,
+and one soft-label DPO step on the tiny model (parameters must change)."""
+
+import numpy as np
+import pytest
+from scipy.special import expit
+
+from dualgap.llm.config import TrainSettings, describe_config, load_config
+from dualgap.llm.preferences import (
+    all_pairs,
+    all_pairs_soft_dataset,
+    preference_probabilities,
+    soft_preference_dataset,
+)
+
+
+def test_soft_records_put_y1_first_with_its_probability():
+    r = np.array([[0.0, 1.0], [2.0, 0.0]])
+    g = np.array([[[1.0, 0.0], [0.0, 0.0]]])
+    p = preference_probabilities(r, g, [0.5])
+    rec = soft_preference_dataset(["a", "b"], ["x0", "y0"], ["x1", "y1"], p)
+    assert rec["chosen"] == [" x1", " y1"] and rec["rejected"] == [" x0", " y0"]
+    np.testing.assert_allclose(rec["preference_probability"], [expit(0.5), expit(-2.0)])
+    with pytest.raises(ValueError, match="probabilities: must lie in"):
+        soft_preference_dataset(["a"], ["x"], ["y"], [1.2])
+    with pytest.raises(ValueError, match="differ in length"):
+        soft_preference_dataset(["a"], ["x"], ["y"], [0.2, 0.3])
+
+
+def test_all_pairs_of_k_responses():
+    assert all_pairs(3).tolist() == [[0, 1], [0, 2], [1, 2]]
+    with pytest.raises(ValueError, match="K >= 2"):
+        all_pairs(1)
+    r = np.array([[0.0, 1.0, 3.0], [1.0, 1.0, 0.0]])
+    g = np.zeros((1, 2, 3))
+    rec = all_pairs_soft_dataset(["p", "q"], [["a", "b", "c"], ["d", "e", "f"]], r, g, [1.0])
+    assert len(rec["prompt"]) == 6 and rec["prompt"][:3] == ["p"] * 3
+    # pair (i, j): chosen = y_j with P = sigmoid(r_lam(y_j) - r_lam(y_i))
+    assert rec["chosen"][1] == " c" and rec["rejected"][1] == " a"
+    np.testing.assert_allclose(rec["preference_probability"],
+                               expit([1.0, 3.0, 2.0, 0.0, -1.0, -1.0]))
+    with pytest.raises(ValueError, match="responses: expected 2 lists"):
+        all_pairs_soft_dataset(["p", "q"], [["a", "b", "c"], ["d"]], r, g, [1.0])
+
+
+def test_labels_key_is_validated_and_documented():
+    assert TrainSettings().labels == "sampled"
+    cfg = load_config("tiny", ["train.labels=soft"])
+    assert cfg.train.labels == "soft"
+    with pytest.raises(ValueError, match="train.labels"):
+        load_config("tiny", ["train.labels=hard"])
+    with pytest.raises(ValueError, match="train.labels: 'soft' needs method caid"):
+        load_config("tiny", ["train.labels=soft", "method=dpo-helpful"])
+    with pytest.raises(ValueError, match="train.loss_type: soft labels"):
+        load_config("tiny", ["train.labels=soft", "train.loss_type=[ipo]"])
+    line = next(x for x in describe_config() if x.startswith("train.labels "))
+    assert "default 'sampled'" in line and "soft" in line
+
+
+def test_soft_label_dpo_step_changes_the_parameters(tmp_path):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from dualgap.llm.policy_step import dpo_step
+    from dualgap.llm.tiny import build_tiny_tokenizer, materialize_tiny_policy
+
+    ref = materialize_tiny_policy(tmp_path / "ref")
+    tok = build_tiny_tokenizer()
+    r = np.array([[0.0, 2.0], [1.0, 0.0], [0.0, 0.5], [3.0, 0.0]])
+    p = preference_probabilities(r, np.zeros((0, 4, 2)), [])
+    records = soft_preference_dataset(["plan a trip", "a recipe", "study", "fix a bike"],
+                                      ["hack it", "first check", "poison", "carefully measure"],
+                                      ["first plan", "steal", "practice then check", "cheat"], p)
+    settings = TrainSettings(learning_rate=5e-2, warmup_steps=0, batch_size=2,
+                             epochs_per_iteration=1.0, max_length=64, logging_steps=1,
+                             gradient_checkpointing=False, labels="soft")
+    out = tmp_path / "iter_1"
+    res = dpo_step(records, ref, ref, tok, out, settings, beta=0.1, seed=0, progress=False)
+    assert res["steps"] == 2
+    before = AutoModelForCausalLM.from_pretrained(str(ref))
+    after = AutoModelForCausalLM.from_pretrained(str(out))
+    changed = [not torch.equal(a, b) for a, b in zip(before.parameters(), after.parameters(),
+                                                     strict=True)]
+    assert sum(changed) > len(changed) // 2
+    # records without probabilities under labels=soft are refused, naming the key
+    hard = {k: v for k, v in records.items() if k != "preference_probability"}
+    with pytest.raises(ValueError, match="train.labels: 'soft' but the records lack"):
+        dpo_step(hard, ref, ref, tok, tmp_path / "iter_x", settings, beta=0.1, seed=0,
+                 progress=False)

@@ -50,10 +50,10 @@ RESOLVED = "resolved_config.json"
 
 #: every random choice of a run is seeded from ``(seed, stage tag, ...)``
 _STAGE_SEEDS = {"reference": 1, "dual": 2, "labels": 3, "dpo": 4, "final": 5, "prompts": 6,
-                "eval": 7}
+                "eval": 7, "prealign": 8}
 
 #: The stage names ``state.json`` may list.
-STAGE_PATTERN = re.compile(r"setup|pool|reference|final|complete|(dual|policy)_(\d+)")
+STAGE_PATTERN = re.compile(r"setup|prealign|pool|reference|final|complete|(dual|policy)_(\d+)")
 
 
 def atomic_write(path: Path, text: str) -> None:
@@ -132,7 +132,7 @@ def read_state(path: Path, iterations: int | None = None) -> dict:
         m = STAGE_PATTERN.fullmatch(stage) if isinstance(stage, str) else None
         if m is None:
             raise UserError(f"{path}: unknown stage {stage!r} in 'completed' (known: setup, "
-                            "pool, reference, dual_T, policy_T, final, complete)")
+                            "prealign, pool, reference, dual_T, policy_T, final, complete)")
         if m.group(2) is not None and iterations is not None and int(m.group(2)) >= iterations:
             raise UserError(f"{path}: stage {stage!r} is past the config's {iterations} "
                             "iterations")
@@ -236,7 +236,7 @@ def _has_weights(directory: Path) -> bool:
 
 
 #: the state.json entries a finished stage leaves
-_STATE_KEYS = {"setup": ("reference_path",), "reference": ("step_size", "E_ref_g",
+_STATE_KEYS = {"setup": ("reference_path",), "prealign": ("implicit_models",), "reference": ("step_size", "E_ref_g",
                                                            "one_shot_lam")}
 
 
@@ -255,6 +255,11 @@ def check_run_directory(directory: Path, state: dict, builtin_reference: bool) -
         ref = directory / "models" / "reference"
         if not _has_weights(ref):
             raise UserError(f"{ref}: the built-in reference model is missing or incomplete")
+    if "prealign" in completed:
+        for name, rel in state["implicit_models"].items():
+            if not _has_weights(directory / rel):
+                raise UserError(f"{directory / rel}: the pre-aligned model {name!r} is missing "
+                                "or incomplete, but state.json marks prealign finished")
     for stage in ("pool", "reference"):
         if stage in completed:
             arrays = load_npz(directory / "scores" / f"{stage}.npz")
@@ -290,6 +295,8 @@ class Run:
     _scorers: list | None = field(default=None, repr=False)
     _tokenizer: Any = field(default=None, repr=False)
     _pairs: Any = field(default=None, repr=False)
+    #: score with the config's scorers even in a PeCAID run (its evaluation's score models)
+    configured_scorers: bool = False
 
     # ------------------------------------------------------------ files
     @property
@@ -378,16 +385,43 @@ class Run:
         return load_policy(self.policy_path(t), base=self.reference_path, dtype=p.dtype,
                            device=device(), revision=None if full else p.revision, lora=p.lora)
 
+    @property
+    def implicit(self) -> bool:
+        """Whether :meth:`scorers` are PeCAID's implicit rewards."""
+        from .config import PECAID_METHODS
+
+        return self.config.method in PECAID_METHODS and not self.configured_scorers
+
     def scorers(self) -> list:
-        """``[reward, g_1, ..., g_m]`` (signed, cached)."""
+        """``[reward, g_1, ..., g_m]`` (signed, cached): the config's scorers, or in a PeCAID
+        run the implicit rewards ``beta log pi_name / pi_ref`` of the pre-aligned models."""
         if self._scorers is None:
             from .distributed import device, rank
             from .scoring import build_scorer
 
             cache = self.directory / "cache" / "scores"
             cfgs = [self.config.reward] + [c.scorer for c in self.config.constraints]
-            self._scorers = [build_scorer(c, cache, rank(), device(), self.progress) for c in cfgs]
+            if self.implicit:
+                self._scorers = [self._implicit_scorer(c, cache) for c in cfgs]
+            else:
+                self._scorers = [build_scorer(c, cache, rank(), device(), self.progress)
+                                 for c in cfgs]
         return self._scorers
+
+    def _implicit_scorer(self, sc: Any, cache: Path) -> Any:
+        from .distributed import device, rank
+        from .pecaid import ImplicitRewardScorer
+        from .scoring import CachedScorer, ScoreCache
+
+        if "implicit_models" not in self.state:
+            raise UserError("state.json: no pre-aligned models (stage prealign not finished)")
+        p = self.config.policy
+        scorer = ImplicitRewardScorer(
+            str(self.directory / self.state["implicit_models"][sc.name]), self.reference_path,
+            self.tokenizer(), self.config.beta, sc.name, prompt_format=self.prompt_text,
+            max_length=self.config.train.max_length, batch_size=sc.batch_size, device=device(),
+            dtype=p.dtype, separator=self.config.data.response_separator)
+        return CachedScorer(scorer, ScoreCache(cache, sc.name, scorer.identity, rank()))
 
     def release_models(self) -> None:
         """Drop the transformer scorers and free GPU memory before the next stage (on GPUs the

@@ -11,8 +11,11 @@ The CAID loop (practical start; README "Algorithms"), for ``t = 0 .. T-1``::
 With ``dual.start = literal`` the first dual step is taken at ``pi_ref`` from ``lam_init``
 (where ``E_pi g = E_ref g``, so ``lam_0 = [lam_init + eta b]_+``).  ``one-shot`` keeps the one-shot
 ``lam`` and one label draw for every iteration; ``dpo-helpful`` / ``dpo-safe`` train on the
-dataset's ``better_response_id`` / ``safer_response_id``.  After the last policy step the CAID
-and one-shot runs measure ``E g`` of the final iterate (stage ``final``).
+dataset's ``better_response_id`` / ``safer_response_id``.  ``pecaid`` / ``pe-one-shot`` are
+``caid`` / ``one-shot`` after a stage ``prealign`` (one DPO model per label, in
+``models/implicit/``) with the implicit rewards ``beta log pi_name / pi_ref`` as the scorers
+(docs/pecaid.md).  After the last policy step the constrained runs measure ``E g`` of the final
+iterate (stage ``final``).
 
 The run directory::
 
@@ -26,6 +29,7 @@ The run directory::
     cache/scores/        the score cache (scorer, prompt, response) -> raw score
     checkpoints/iter_t/  the iterates (full weights or a LoRA adapter)
     models/reference/    the built-in tiny policy when policy.model = builtin:tiny-llama
+    models/implicit/     PeCAID's pre-aligned models, one per scorer name
 
 A failed setup leaves nothing behind (:func:`train` builds the directory under a temporary name
 and renames it when the setup succeeded).  A stage is marked finished only after its outputs are

@@ -22,7 +22,8 @@ What it does:
    draws :func:`dualgap.llm.judge.plot_win_rates_vs_threshold`, titled as what it is.
 
 Writes ``OUT_DIR/b<threshold>/`` (runs and judge results; default ``runs/judge_demo``),
-``benchmarks/results/judge_demo.json`` (the rates) and the figure (default ``docs/figures/judge_win_rates_tiny.png``).
+``benchmarks/results/judge_demo.json`` (the rates) and the figure (default
+``docs/figures/judge_win_rates_tiny.png``).
 """
 
 from __future__ import annotations

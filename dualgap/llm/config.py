@@ -39,7 +39,8 @@ from .config_checks import validate_run, validation_message
 __all__ = [
     "DataConfig", "LoraSettings", "PolicyConfig", "ScorerConfig", "ConstraintConfig",
     "DualConfig", "GenerationSettings", "TrainSettings", "EvalSettings", "RunConfig",
-    "PecaidSettings", "METHODS", "PECAID_METHODS", "LABEL_COLUMNS", "CONFIG_DIR", "shipped_configs", "load_config", "config_from_dict",
+    "PecaidSettings", "METHODS", "PECAID_METHODS", "LABEL_COLUMNS",
+    "CONFIG_DIR", "shipped_configs", "load_config", "config_from_dict",
     "config_to_dict", "apply_overrides", "describe_config", "save_config",
 ]
 

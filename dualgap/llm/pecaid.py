@@ -49,7 +49,7 @@ import numpy as np
 from .scoring import Scorer
 
 __all__ = ["dpo_completion_ids", "completion_logprobs", "ImplicitRewardScorer",
-           "reference_kl_term", "implicit_reward_error", "prealign",
+           "reference_kl_term", "implicit_reward_error", "prealign", "run_implicit_scorer",
            "PREALIGN_LABELS"]
 
 
@@ -160,6 +160,26 @@ class ImplicitRewardScorer(Scorer):
         if not len(prompts):
             return np.zeros(0)
         return self.beta * self.log_ratios(prompts, responses)
+
+
+def run_implicit_scorer(run: Any, sc: Any, cache: Path) -> Scorer:
+    """The cached implicit scorer of a PeCAID run's scorer ``sc`` (a
+    :class:`~dualgap.llm.config.ScorerConfig`: its ``name`` and ``batch_size``): the
+    pre-aligned model ``models/implicit/<name>`` against the run's ``pi_ref``, with the run's
+    prompt text, ``train.max_length`` and ``data.response_separator`` (as its DPO steps)."""
+    from ..errors import UserError
+    from .distributed import device, rank
+    from .scoring import CachedScorer, ScoreCache
+
+    if "implicit_models" not in run.state:
+        raise UserError("state.json: no pre-aligned models (stage prealign not finished)")
+    cfg = run.config
+    scorer = ImplicitRewardScorer(
+        str(run.directory / run.state["implicit_models"][sc.name]), run.reference_path,
+        run.tokenizer(), cfg.beta, sc.name, prompt_format=run.prompt_text,
+        max_length=cfg.train.max_length, batch_size=sc.batch_size, device=device(),
+        dtype=cfg.policy.dtype, separator=cfg.data.response_separator)
+    return CachedScorer(scorer, ScoreCache(cache, sc.name, scorer.identity, rank()))
 
 
 def reference_kl_term(ref_scores: np.ndarray, beta: float,

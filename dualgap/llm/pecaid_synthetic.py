@@ -18,9 +18,10 @@ table ``(X, Y)``, so every quantity has an exact value to compare with:
 4. **The dual loop at equal budget** for scorer tables ``(r, g)`` (the truth: model-based CAID
    with perfect score models) and ``(r_hat, g_hat)`` (PeCAID): ``K`` reference samples per
    prompt give ``E_ref`` and the one-shot ``lam_0`` (:func:`dualgap.llm.dual.
-   one_shot_multiplier`) and the step size (:func:`dualgap.llm.dual.auto_step_size`); the policy
-   step is exact, ``pi_t = pi_ref exp((s_r + lam_t s_g)/beta) / Z`` (:func:`dualgap.lagrangian_policy`
-   on the method's own table: the DPO optimum of its pseudo-preferences); ``K`` samples per
+   one_shot_multiplier`) and the step size (:func:`dualgap.llm.dual.auto_step_size`); the
+   policy step is exact, ``pi_t = pi_ref exp((s_r + lam_t s_g)/beta) / Z``
+   (:func:`dualgap.lagrangian_policy` on the method's own table: the DPO optimum of its
+   pseudo-preferences); ``K`` samples per
    prompt of ``pi_{t-1}`` give the dual step (:func:`dualgap.llm.dual.dual_step`).  The final
    policy is judged by the TRUE problem: its slack ``E_pi g - E_ref g - b`` and objective, against
    the exact optimum (:func:`dualgap.solve` on the true table).

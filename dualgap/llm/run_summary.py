@@ -46,8 +46,8 @@ def run_summary(directory: str | Path, config: RunConfig) -> str:
             verdict = f"met (by {margin:.4g})" if margin >= 0 else f"NOT met (short by " \
                                                                    f"{-margin:.4g})"
             kind = "implicit " if cfg.method in PECAID_METHODS else ""
-            lines.append(f"  {kind}{name}: improvement {gain:.4g} over pi_ref, required >= {b:.4g}: "
-                         f"{verdict}")
+            lines.append(f"  {kind}{name}: improvement {gain:.4g} over pi_ref, required >= "
+                         f"{b:.4g}: {verdict}")
         lams = ["[" + ", ".join(f"{v:.4g}" for v in r["lam"]) + "]" for r in history
                 if r["stage"].startswith("dual_")]
         lines.append(f"  measured on {cfg.dual.num_prompts} training prompts x "

@@ -236,8 +236,8 @@ def _has_weights(directory: Path) -> bool:
 
 
 #: the state.json entries a finished stage leaves
-_STATE_KEYS = {"setup": ("reference_path",), "prealign": ("implicit_models",), "reference": ("step_size", "E_ref_g",
-                                                           "one_shot_lam")}
+_STATE_KEYS = {"setup": ("reference_path",), "prealign": ("implicit_models",),
+               "reference": ("step_size", "E_ref_g", "one_shot_lam")}
 
 
 def check_run_directory(directory: Path, state: dict, builtin_reference: bool) -> None:
@@ -255,11 +255,10 @@ def check_run_directory(directory: Path, state: dict, builtin_reference: bool) -
         ref = directory / "models" / "reference"
         if not _has_weights(ref):
             raise UserError(f"{ref}: the built-in reference model is missing or incomplete")
-    if "prealign" in completed:
-        for name, rel in state["implicit_models"].items():
-            if not _has_weights(directory / rel):
-                raise UserError(f"{directory / rel}: the pre-aligned model {name!r} is missing "
-                                "or incomplete, but state.json marks prealign finished")
+    for name, rel in (state["implicit_models"] if "prealign" in completed else {}).items():
+        if not _has_weights(directory / rel):
+            raise UserError(f"{directory / rel}: the pre-aligned model {name!r} is missing or "
+                            "incomplete, but state.json marks prealign finished")
     for stage in ("pool", "reference"):
         if stage in completed:
             arrays = load_npz(directory / "scores" / f"{stage}.npz")
@@ -295,8 +294,7 @@ class Run:
     _scorers: list | None = field(default=None, repr=False)
     _tokenizer: Any = field(default=None, repr=False)
     _pairs: Any = field(default=None, repr=False)
-    #: score with the config's scorers even in a PeCAID run (its evaluation's score models)
-    configured_scorers: bool = False
+    configured_scorers: bool = False  # a PeCAID run scored by the config's scorers (evaluate)
 
     # ------------------------------------------------------------ files
     @property
@@ -388,13 +386,10 @@ class Run:
     @property
     def implicit(self) -> bool:
         """Whether :meth:`scorers` are PeCAID's implicit rewards."""
-        from .config import PECAID_METHODS
-
-        return self.config.method in PECAID_METHODS and not self.configured_scorers
+        return self.config.method in ("pecaid", "pe-one-shot") and not self.configured_scorers
 
     def scorers(self) -> list:
-        """``[reward, g_1, ..., g_m]`` (signed, cached): the config's scorers, or in a PeCAID
-        run the implicit rewards ``beta log pi_name / pi_ref`` of the pre-aligned models."""
+        """``[reward, g_1, ..., g_m]`` (signed, cached): the config's or PeCAID's implicit."""
         if self._scorers is None:
             from .distributed import device, rank
             from .scoring import build_scorer
@@ -402,26 +397,13 @@ class Run:
             cache = self.directory / "cache" / "scores"
             cfgs = [self.config.reward] + [c.scorer for c in self.config.constraints]
             if self.implicit:
-                self._scorers = [self._implicit_scorer(c, cache) for c in cfgs]
+                from .pecaid import run_implicit_scorer
+
+                self._scorers = [run_implicit_scorer(self, c, cache) for c in cfgs]
             else:
                 self._scorers = [build_scorer(c, cache, rank(), device(), self.progress)
                                  for c in cfgs]
         return self._scorers
-
-    def _implicit_scorer(self, sc: Any, cache: Path) -> Any:
-        from .distributed import device, rank
-        from .pecaid import ImplicitRewardScorer
-        from .scoring import CachedScorer, ScoreCache
-
-        if "implicit_models" not in self.state:
-            raise UserError("state.json: no pre-aligned models (stage prealign not finished)")
-        p = self.config.policy
-        scorer = ImplicitRewardScorer(
-            str(self.directory / self.state["implicit_models"][sc.name]), self.reference_path,
-            self.tokenizer(), self.config.beta, sc.name, prompt_format=self.prompt_text,
-            max_length=self.config.train.max_length, batch_size=sc.batch_size, device=device(),
-            dtype=p.dtype, separator=self.config.data.response_separator)
-        return CachedScorer(scorer, ScoreCache(cache, sc.name, scorer.identity, rank()))
 
     def release_models(self) -> None:
         """Drop the transformer scorers and free GPU memory before the next stage (on GPUs the

@@ -232,7 +232,8 @@ def load_npz(path: Path) -> dict[str, np.ndarray]:
 def _has_weights(directory: Path) -> bool:
     if not ((directory / "config.json").exists() or (directory / "adapter_config.json").exists()):
         return False
-    return any(directory.glob("*.safetensors")) or any(directory.glob("*.bin"))
+    return any(directory.glob("*.safetensors")) or any(  # training_args.bin holds no weights
+        p.name != "training_args.bin" for p in directory.glob("*.bin"))
 
 
 #: the state.json entries a finished stage leaves
@@ -398,7 +399,6 @@ class Run:
             cfgs = [self.config.reward] + [c.scorer for c in self.config.constraints]
             if self.implicit:
                 from .pecaid import run_implicit_scorer
-
                 self._scorers = [run_implicit_scorer(self, c, cache) for c in cfgs]
             else:
                 self._scorers = [build_scorer(c, cache, rank(), device(), self.progress)

@@ -75,6 +75,20 @@ def test_pecaid_resumes_the_pre_alignment_without_redoing_finished_models(pecaid
                                                 "safety": "safer_response_id"}]
 
 
+def test_a_missing_pre_aligned_model_is_damage_named_in_one_line(pecaid_run, tmp_path):
+    import shutil
+
+    from dualgap.errors import UserError
+
+    run, *_ = pecaid_run
+    d = tmp_path / "copy"
+    shutil.copytree(run.directory, d)
+    (d / "models" / "implicit" / "safety" / "model.safetensors").unlink()
+    with pytest.raises(UserError, match=r"models/implicit/safety: the pre-aligned model "
+                       r"'safety' is missing or incomplete, but state\.json marks prealign"):
+        resume(d, progress=False)
+
+
 def test_pecaid_scores_are_implicit_and_the_reference_term_is_minus_beta_kl(pecaid_run):
     import dualgap
     from dualgap.llm.dual import empirical_instance

@@ -130,7 +130,7 @@ def test_pecaid_scores_are_implicit_and_the_reference_term_is_minus_beta_kl(peca
                                rtol=0, atol=1e-6)  # float32 log-probs, other padding
 
 
-def test_pecaid_summary_and_evaluation(pecaid_run, tmp_path):
+def test_pecaid_summary_and_evaluation(pecaid_run, tmp_path, capsys):
     from dualgap.llm.evaluate import evaluate, format_summary
     from dualgap.llm.run_summary import run_summary
 
@@ -139,10 +139,14 @@ def test_pecaid_summary_and_evaluation(pecaid_run, tmp_path):
     text = run_summary(d, run.config)
     assert "implicit utilities beta log(pi_g / pi_ref)" in text
     assert "implicit safety: improvement" in text
-    base = train("tiny", tmp_path / "one", ["method=pe-one-shot", "iterations=1", *SMALL],
-                 progress=False)
-    assert base.done("complete") and lam_trajectory(base.directory).shape == (1, 1)
-    assert read_jsonl(base.directory / "lam_history.jsonl")[0]["source"] == "one-shot"
+    with pytest.raises(RunStopped):  # pe-one-shot: stopped after its first step, resumed
+        train("tiny", tmp_path / "one", ["method=pe-one-shot", *SMALL], stop_after=1,
+              progress=False)
+    base = resume(tmp_path / "one", progress=False)
+    assert base.done("complete") and lam_trajectory(base.directory).shape == (2, 1)
+    hist = read_jsonl(base.directory / "lam_history.jsonl")
+    assert [r["source"] for r in hist[:2]] == ["one-shot", "one-shot"]
+    assert hist[0]["lam"] == hist[1]["lam"]  # the one-shot lam kept for every step
     summary = evaluate(d, against=[base.directory], progress=False)
     assert summary["num_prompts"] == 4 and "implicit rewards" in summary["scores_are"]
     # the constraint verdict is in implicit units: the stored implicit evaluation scores
@@ -161,6 +165,11 @@ def test_pecaid_summary_and_evaluation(pecaid_run, tmp_path):
     rates = summary["win_rates"][str(base.directory)]
     assert set(rates) == {"helpfulness", "safety"}
     assert "safety (model)" in format_summary(summary)
+    from dualgap.cli import main  # the command line: the stored evaluation, as JSON
+
+    assert main(["llm", "evaluate", str(base.directory), "--no-figures", "--json",
+                 "--no-progress"]) == 0
+    assert json.loads(capsys.readouterr().out)["method"] == "pe-one-shot"
 
 
 @pytest.mark.parametrize("overrides, message", [

@@ -406,9 +406,9 @@ class Run:
         return self._scorers
 
     def release_models(self) -> None:
-        """Drop the transformer scorers and free GPU memory before the next stage (on GPUs the
-        score models would otherwise sit beside the policy during DPO; the score cache keeps
-        what they computed)."""
+        """Drop the transformer (and PeCAID's implicit) scorers and free GPU memory before the
+        next stage (on GPUs they would otherwise sit beside the policy during DPO; the score
+        cache keeps what they computed)."""
         import sys
 
         torch = sys.modules.get("torch")
@@ -416,9 +416,9 @@ class Run:
             return
         from .scoring import CachedScorer, TransformerScorer
 
-        if self._scorers is not None and any(
+        if self._scorers is not None and (self.implicit or any(
                 isinstance(s.scorer if isinstance(s, CachedScorer) else s, TransformerScorer)
-                for s in self._scorers):
+                for s in self._scorers)):
             self._scorers = None
         torch.cuda.empty_cache()
 

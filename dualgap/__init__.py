@@ -73,7 +73,8 @@ __all__ = [
 ]
 
 # submodules that import torch or heavy stacks: loaded on first attribute access
-_LAZY_SUBMODULES = {"policies", "gaps", "theory", "algorithms", "testing", "plots", "instances",
+_LAZY_SUBMODULES = {"policies", "gaps", "theory", "report", "algorithms", "testing", "plots",
+                    "instances",
                     "empirical", "llm"}
 
 

@@ -55,9 +55,10 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = build_parser()
     args = parser.parse_args(argv)
+    command = command_path(args)
     with warnings.catch_warnings():
         if not args.debug:  # warnings as one line each, without the source line
-            warnings.showwarning = _one_line_warning(args.command)
+            warnings.showwarning = _one_line_warning(command)
         try:
             return int(args.func(args) or 0)
         except BrokenPipeError:
@@ -66,14 +67,23 @@ def main(argv: list[str] | None = None) -> int:
         except (ValueError, OSError) as exc:  # bad input: one clear line, no traceback
             if args.debug:
                 raise
-            print(f"dualgap {args.command}: error: {one_line(exc)}", file=sys.stderr)
+            print(f"dualgap {command}: error: {one_line(exc)}", file=sys.stderr)
             return 2
         except Exception as exc:  # a failure that is not the user's: still one line
             if args.debug:
                 raise
-            print(f"dualgap {args.command}: internal error: {type(exc).__name__}: "
+            print(f"dualgap {command}: internal error: {type(exc).__name__}: "
                   f"{one_line(exc)} (rerun with --debug for the traceback)", file=sys.stderr)
             return 1
+
+
+#: the ``dest`` of each nested subcommand level, outermost first (``dualgap llm synthetic``)
+SUBCOMMAND_DESTS = ("command", "llm_command", "algorithm")
+
+
+def command_path(args: argparse.Namespace) -> str:
+    """The subcommand as typed, e.g. ``llm synthetic`` or ``run caid``, for message prefixes."""
+    return " ".join(str(getattr(args, d)) for d in SUBCOMMAND_DESTS if getattr(args, d, None))
 
 
 def _one_line_warning(command: str):

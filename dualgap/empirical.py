@@ -1,8 +1,8 @@
 """Empirical instances: the problem seen through K sampled responses per prompt (numpy only).
 
 The one-shot multiplier (README "Algorithms") is the exact dual solver applied to an
-*empirical instance*: for every prompt ``x`` draw ``y_{x,1..K} ~ pi_ref(.|x)`` and build the problem whose responses
-are the samples, with reference weights ``1/K`` each::
+*empirical instance*: for every prompt ``x`` draw ``y_{x,1..K} ~ pi_ref(.|x)`` and build the
+problem whose responses are the samples, with reference weights ``1/K`` each::
 
     r_hat(x, k)   = r(x, y_{x,k})              # size = (X, K)
     g_hat(x, k)   = g(x, y_{x,k})              # size = (m, X, K)

@@ -199,3 +199,10 @@ def test_warnings_and_internal_errors_are_one_line(tmp_path, capsys, monkeypatch
                            "(rerun with --debug for the traceback)")
     with pytest.raises(RuntimeError):
         main(["--debug", "solve", str(tmp_path / "b.npz")])
+
+
+def test_errors_name_the_subcommand_as_typed(capsys):
+    """The one-line error names the whole subcommand (``dualgap run caid``), not its group."""
+    assert main(["run", "caid", "--iterations", "3", "--feature-noise", "0.1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("dualgap run caid: error:"), err

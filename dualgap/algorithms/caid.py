@@ -1,4 +1,4 @@
-"""CAID: constrained alignment via iterative dualization (arXiv 2505.19387, Alg. 1; README "Algorithms").
+"""CAID: constrained alignment via iterative dualization (arXiv 2505.19387, Alg. 1).
 
 Practical start (the default; the paper's experiments)::
 

@@ -1,4 +1,4 @@
-"""Projected (sub)gradient descent on the distribution-space dual ``D`` (docs/problem.md; README "Algorithms").
+"""Projected (sub)gradient descent on the distribution-space dual ``D`` (docs/problem.md).
 
 For ``t = 0 .. T-1``::
 
@@ -13,7 +13,8 @@ with ``eta_t`` from :func:`~dualgap.algorithms.trajectory.step_size_schedule` (`
 / (2T)``; with sampled gradients of second moment ``<= S^2`` and a constant step, the best
 iterate satisfies ``E min_t D(lam_t) - D* <= ||lam_0 - lam*||^2 / (2 eta T) + eta S^2 / 2``.
 
-The dual step itself is :func:`projected_step`, shared by CAID.
+The dual step itself is :func:`~.multipliers.projected_step`, shared by CAID and the LLM
+pipeline.
 """
 
 from __future__ import annotations
@@ -26,15 +27,11 @@ from ..dual import lagrangian_policy
 from ..problem import AlignmentProblem
 from ..solver import DualSolution
 from .estimators import estimate_slack
+from .multipliers import projected_step
 from .trajectory import Trajectory, TrajectoryRecorder, step_size_schedule
 
 __all__ = ["dual_descent", "projected_step", "exact_summary", "default_smoothness",
            "check_lam0", "progress_range"]
-
-
-def projected_step(lam: np.ndarray, direction: np.ndarray, eta: float) -> np.ndarray:
-    """``[lam - eta u]_+`` (a new array)."""
-    return np.maximum(lam - eta * direction, 0.0)
 
 
 def exact_summary(solution: DualSolution | dict | None) -> dict | None:

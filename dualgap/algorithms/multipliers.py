@@ -2,7 +2,14 @@
 
 Every multiplier holds ``lam >= 0`` (shape ``(m,)``) and moves it with the observed constraint
 slack ``u_t`` (exact ``E_rho E_pi h`` or a sampled estimate; ``u < 0`` means violated) and a step
-size ``eta``; the projection happens in one obvious place, :meth:`Multiplier.update`:
+size ``eta`` (:meth:`Multiplier.update`).  The projected dual step is written once, in
+:func:`projected_step`::
+
+      lam_{t+1} = [lam_t - eta u_t]_+
+
+and used everywhere a multiplier takes it: :class:`LinearMultiplier`, the integral of
+:class:`PIDMultiplier`, :func:`~dualgap.algorithms.dual_descent` and CAID, and the
+language-model pipeline's dual step (outside the core).  The multipliers:
 
 * :class:`LinearMultiplier` (projected dual subgradient, CAID's and dual descent's step)::
 
@@ -37,7 +44,7 @@ from ..dual import lagrangian_policy
 from ..problem import AlignmentProblem
 from .estimators import estimate_slack
 
-__all__ = ["Multiplier", "LinearMultiplier", "LogMultiplier", "PIDMultiplier",
+__all__ = ["projected_step","Multiplier", "LinearMultiplier", "LogMultiplier", "PIDMultiplier",
            "make_multiplier", "MULTIPLIER_KINDS", "dual_update_rule"]
 
 MULTIPLIER_KINDS = ("linear", "log", "pid")
@@ -62,11 +69,22 @@ class Multiplier:
         raise NotImplementedError
 
 
+def projected_step(lam: np.ndarray, direction: np.ndarray, eta: float) -> np.ndarray:
+    """The projected dual (sub)gradient step ``[lam - eta u]_+`` (a new array).
+
+    ``lam >= 0`` the multipliers ``(m,)``, ``u = direction`` the constraint slack (a
+    subgradient of the dual at ``lam``: a violated constraint, ``u_i < 0``, raises ``lam_i``),
+    ``eta >= 0`` the step size; ``[.]_+`` projects onto ``lam >= 0``.
+    """
+    return np.maximum(np.asarray(lam, dtype=np.float64)
+                      - eta * np.asarray(direction, dtype=np.float64), 0.0)
+
+
 class LinearMultiplier(Multiplier):
     """``lam <- [lam - eta u]_+``."""
 
     def update(self, u: np.ndarray, eta: float) -> np.ndarray:
-        self._lam = np.maximum(self._lam - eta * np.asarray(u, dtype=np.float64), 0.0)
+        self._lam = projected_step(self._lam, u, eta)
         return self.lam
 
 
@@ -94,7 +112,7 @@ class PIDMultiplier(Multiplier):
     def update(self, u: np.ndarray, eta: float) -> np.ndarray:
         e = -np.asarray(u, dtype=np.float64)
         prev = e if self.prev_error is None else self.prev_error
-        self.integral = np.maximum(self.integral + eta * e, 0.0)
+        self.integral = projected_step(self.integral, -e, eta)  # [I + eta e]_+
         raw = self.integral + self.kp * eta * e + self.kd * eta * np.maximum(e - prev, 0.0)
         self._lam = np.maximum(raw, 0.0)
         self.prev_error = e

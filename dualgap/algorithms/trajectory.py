@@ -168,10 +168,6 @@ class Trajectory:
             return np.zeros(self.num_records)
         return np.maximum(-self.slack, 0.0).max(axis=1)
 
-    @property
-    def final_lam(self) -> np.ndarray:
-        return self.lam[-1]
-
     def first_within(self, violation_tol: float, objective_tol: float,
                      target: float | None = None) -> int | None:
         """First record with violation ``<= violation_tol`` and ``|J - target| <= objective_tol``
@@ -311,10 +307,6 @@ class TrajectoryRecorder:
             rows["time"].append(elapsed)
             self.policy = policy
         return slack
-
-    def set_direction(self, direction: np.ndarray) -> None:
-        """Attach the dual step's ``u_t`` to the last record."""
-        self._rows["direction"][-1] = np.asarray(direction, dtype=np.float64)
 
     def finish(self, extra: dict | None = None, theta: object | None = None) -> Trajectory:
         m = self.problem.num_constraints

@@ -6,6 +6,8 @@
     dualgap llm resume runs/b5
     dualgap llm evaluate runs/b5 --against runs/one-shot-b5
     dualgap llm train --help-config        # every config key with its type, default and help
+    dualgap llm rehearse --config pku_saferlhf_30k   # the whole pipeline on tiny stand-ins
+    dualgap llm check --config pku_saferlhf_30k      # preflight: repos, loggers, devices, memory
 
 Registration imports nothing heavy; torch, transformers and TRL load inside the handlers.
 """
@@ -44,7 +46,43 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--help-config", action="store_true",
                    help="list every config key with its type, default and help, and exit "
                    "(default: off)")
+    t.add_argument("--no-check", action="store_true",
+                   help="skip the preflight (dualgap llm check) before the first stage "
+                   "(default: off, the preflight runs)")
     t.set_defaults(func=_train)
+
+    c = llm.add_parser("check", help="preflight: resolve every repo, logger and device setting, "
+                       "estimate memory; exit 2 on any problem",
+                       description="Resolve every model, tokenizer, scorer and dataset of a "
+                       "config (metadata only), start every report_to logger, check devices "
+                       "against precision, 4-bit and attention settings, estimate memory per "
+                       "stage, print one table. Exit 2 on any problem.")
+    c.add_argument("--config", required=True,
+                   help="a shipped config name or a YAML file (required)")
+    c.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key (as for train), repeatable (default: none)")
+    c.set_defaults(func=_check)
+
+    h = llm.add_parser("rehearse", help="run a config end to end on tiny stand-ins of its "
+                       "models and data (offline, CPU, minutes)",
+                       description="Run a config unchanged except its sizes on tiny stand-ins "
+                       "of every repo it names, written into a private Hugging Face cache: "
+                       "preflight, train with each method, kill and resume, evaluate, figures; "
+                       "prints the time per stage.")
+    h.add_argument("--config", required=True,
+                   help="a shipped config name or a YAML file (required)")
+    h.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key before the rehearsal sizes, repeatable "
+                   "(default: none)")
+    h.add_argument("--method", dest="methods", action="append", default=[],
+                   help="rehearse only this method (repeatable; default: every method the "
+                   "config allows)")
+    h.add_argument("--output-dir", default=None,
+                   help="where the stand-ins, runs and figures go (default: a new temporary "
+                   "folder, kept)")
+    h.add_argument("--progress", action="store_true",
+                   help="show progress bars (default: off, the stage table only)")
+    h.set_defaults(func=_rehearse)
 
     r = llm.add_parser("resume", help="continue a run from its last finished step")
     r.add_argument("directory", help="run directory")
@@ -87,6 +125,7 @@ def _train(args: argparse.Namespace) -> int:
         return 0
     if not args.config or not args.output_dir:
         raise ValueError("train: --config and --output-dir are required")
+    _preflight(args, None)
     from dualgap.llm.run import train
 
     return _run_and_report(lambda: train(args.config, args.output_dir, overrides=args.overrides,
@@ -96,11 +135,55 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _resume(args: argparse.Namespace) -> int:
+    _preflight(args, args.directory)
     from dualgap.llm.run import resume
 
     return _run_and_report(lambda: resume(args.directory, stop_after=args.stop_after,
                                           progress=not args.no_progress,
                                           overrides=args.overrides, verbose=args.verbose))
+
+
+def _preflight(args: argparse.Namespace, run_dir: str | None, loggers: bool = True) -> None:
+    """The preflight (``dualgap llm check``) before any work: the config of ``--config`` with
+    ``--set``, or the ``config.yaml`` of the run in ``run_dir`` with the command's ``--set``
+    overrides, if any (a run without a config.yaml is reported by the command itself)."""
+    from pathlib import Path
+
+    if getattr(args, "no_check", False):
+        return
+    from dualgap.llm.config import load_config
+    from dualgap.llm.preflight import preflight, run_preflight
+
+    overrides = getattr(args, "overrides", None)
+    if run_dir is None:
+        cfg = load_config(args.config, overrides)
+    else:
+        path = Path(run_dir) / "config.yaml"
+        if not path.is_file():
+            return
+        cfg = load_config(path, overrides)
+    if loggers:
+        run_preflight(cfg)
+    else:  # evaluate: resolution and devices only, quietly
+        preflight(cfg, loggers=False).raise_for_problems()
+
+
+def _check(args: argparse.Namespace) -> int:
+    from dualgap.llm.config import load_config
+    from dualgap.llm.preflight import run_preflight
+
+    run_preflight(load_config(args.config, args.overrides))
+    return 0
+
+
+def _rehearse(args: argparse.Namespace) -> int:
+    from dualgap.llm.rehearsal import format_rehearsal, rehearse
+
+    result = rehearse(args.config, overrides=args.overrides, methods=args.methods or None,
+                      output_dir=args.output_dir, progress=args.progress,
+                      echo=lambda *a: print(*a, flush=True))
+    print(format_rehearsal(result))
+    return 0
 
 
 def _run_and_report(start) -> int:
@@ -129,6 +212,8 @@ def _report(run) -> None:
 def _evaluate(args: argparse.Namespace) -> int:
     from dualgap.llm.distributed import is_main, shutdown_distributed
     from dualgap.llm.evaluate import evaluate, format_summary
+
+    _preflight(args, args.directory, loggers=False)  # the run's repos first: one line each
 
     summary = evaluate(args.directory, against=args.against, figures=not args.no_figures,
                        progress=not args.no_progress)

@@ -56,7 +56,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def build_policy_class(problem, policy: str, noise: float = DEFAULT_NOISE, feature_seed: int = 0,
                        hidden: int = 8, depth: int = 1):
-    """The policy class named by ``--policy`` on ``problem`` (shared with the notebooks)."""
+    """The policy class named by ``--policy`` on ``problem`` (used by ``dualgap report``)."""
     from ..policies import LogLinearPolicy, MLPPolicy, TabularPolicy, problem_features
 
     if policy == "tabular":
@@ -72,7 +72,7 @@ def build_policy_class(problem, policy: str, noise: float = DEFAULT_NOISE, featu
 def _report(args: argparse.Namespace) -> int:
     from ..instances import demo_problem
     from ..problem import AlignmentProblem
-    from ..theory import gap_report
+    from ..report import gap_report
 
     if args.policy == "tabular" and args.feature_noise is not None:
         raise ValueError("--feature-noise: only for --policy loglinear or mlp, got --policy "

@@ -320,7 +320,10 @@ def load_split(source: str, split: str, *, name: str | None = None, revision: st
             f"data.revision: {source} is loaded at the moving ref {rev or 'main'!r}, not a commit "
             "hash; the dataset has been edited over time, so results may not reproduce. Pin it "
             "with --set data.revision=<sha> (HfApi().dataset_info(id).sha).", stacklevel=2)
-    return datasets.load_dataset(source, name, split=split, revision=rev)
+    from .resolve import guarded  # one line per failure, naming data.source (issue 10)
+
+    return guarded("data.source", source, rev, datasets.load_dataset, source, name, split=split,
+                   revision=rev, what="dataset")
 
 
 def load_pairs(source: str = "builtin:tiny", split: str = "train", *, name: str | None = None,

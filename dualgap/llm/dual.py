@@ -15,13 +15,14 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from ..algorithms.multipliers import projected_step
 from ..dual import dual_hessian
 from ..empirical import empirical_problem_from_scores
 from ..problem import AlignmentProblem
 from ..solver import DualSolution, solve
 
-__all__ = ["reference_statistics", "empirical_instance", "one_shot_multiplier", "dual_step",
-           "auto_step_size"]
+__all__ = ["mean_utilities", "reference_statistics", "empirical_instance", "one_shot_multiplier",
+           "dual_step", "auto_step_size"]
 
 
 def _utilities(utilities: np.ndarray) -> np.ndarray:
@@ -33,13 +34,20 @@ def _utilities(utilities: np.ndarray) -> np.ndarray:
     return g
 
 
-def reference_statistics(utilities: np.ndarray) -> np.ndarray:
-    """``E_ref g_i ~= (1/(N K)) sum_{x,k} g_i(x, y_{x,k})`` from K samples per prompt, ``(m,)``.
+def mean_utilities(utilities: np.ndarray) -> np.ndarray:
+    """``E g_i ~= (1/(N K)) sum_{x,k} g_i(x, y_{x,k})`` from K samples per prompt, ``(m,)``.
 
-    The same estimator gives ``E_pi g`` from samples of the current policy.
+    ``utilities``: ``(m, N, K)`` scores of K samples for each of N prompts.  From reference
+    samples it estimates ``E_ref g`` (the offsets of the relative constraints), from samples of
+    the current policy ``E_pi g`` (the dual step's slack is their difference minus ``b``).
     """
     g = _utilities(utilities)
     return g.mean(axis=(1, 2))
+
+
+#: the former name of :func:`mean_utilities` (it estimates ``E_pi g`` as well as ``E_ref g``),
+#: kept because :mod:`dualgap.llm.run` calls it by that name
+reference_statistics = mean_utilities
 
 
 def empirical_instance(reward: np.ndarray, utilities: np.ndarray, thresholds: Sequence[float],
@@ -70,7 +78,8 @@ def dual_step(lam: Sequence[float], policy_utilities: Sequence[float],
 
     ``E_pi g - E_ref g - b`` is the estimated constraint slack of the current policy (a
     subgradient of the dual at ``lam``): a violated constraint (negative slack) raises its
-    multiplier, a satisfied one lowers it, never below 0.
+    multiplier, a satisfied one lowers it, never below 0.  The step is the core's
+    :func:`dualgap.algorithms.multipliers.projected_step` (one projected dual step everywhere).
     """
     lam = np.asarray(lam, dtype=np.float64).reshape(-1)
     m = lam.shape[0]
@@ -87,7 +96,7 @@ def dual_step(lam: Sequence[float], policy_utilities: Sequence[float],
     if not np.isfinite(step_size) or step_size < 0:
         raise ValueError(f"step_size: must be finite and >= 0, got {step_size!r}")
     slack = vals["policy_utilities"] - vals["reference_utilities"] - vals["thresholds"]
-    return np.maximum(lam - step_size * slack, 0.0)
+    return projected_step(lam, slack, step_size)
 
 
 def auto_step_size(problem: AlignmentProblem, lam: Sequence[float]) -> float:

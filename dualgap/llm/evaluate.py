@@ -204,7 +204,7 @@ def evaluate(directory: str | Path, against: list[str | Path] | None = None,
         if figures:
             import matplotlib.pyplot as plt
 
-            from ..plots.llm_runs import (
+            from .plots.runs import (
                 plot_improvement_vs_threshold,
                 plot_lam_trajectory,
                 plot_score_histograms,

@@ -27,6 +27,7 @@ import numpy as np
 __all__ = [
     "HELPFUL_WORDS", "HARMFUL_WORDS", "SPECIAL_TOKENS", "helpfulness_score", "harm_cost",
     "build_tiny_tokenizer", "build_tiny_policy", "materialize_tiny_policy", "tiny_corpus",
+    "build_llama_style_tokenizer",
 ]
 
 HELPFUL_WORDS = frozenset(
@@ -92,6 +93,31 @@ def build_tiny_tokenizer(texts: Sequence[str] | None = None):
         tokenizer_object=tok, pad_token="<pad>", unk_token="<unk>", bos_token="<bos>",
         eos_token="<eos>", padding_side="left", model_max_length=1024)
     return fast
+
+
+def build_llama_style_tokenizer(texts: Sequence[str] | None = None, vocab_size: int = 1000):
+    """A Llama-style tokenizer trained locally (``tokenizers`` BPE) on ``texts`` (default: the
+    bundled data, its prompt template and HH-RLHF turn markers), wrapped as transformers'
+    ``LlamaTokenizerFast``: SentencePiece-style ``"▁"`` word starts, ``<unk>`` = 0,
+    ``<s>`` = 1 (prepended), ``</s>`` = 2, no pad token (as Llama; loaders pad with EOS)."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, processors, trainers
+    from transformers import LlamaTokenizerFast
+
+    corpus = list(texts if texts is not None else tiny_corpus())
+    corpus += ["\n\nHuman: hello\n\nAssistant: hi"] * 4
+    tok = Tokenizer(models.BPE(unk_token="<unk>", fuse_unk=True))
+    tok.normalizer = normalizers.Sequence([normalizers.Prepend("▁"),
+                                           normalizers.Replace(" ", "▁")])
+    tok.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.Fuse(),
+                                     decoders.Strip(" ", 1, 0)])
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<unk>", "<s>", "</s>"],
+                                  min_frequency=1, show_progress=False)
+    tok.train_from_iterator(corpus, trainer=trainer)
+    tok.post_processor = processors.TemplateProcessing(
+        single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", 1)])
+    return LlamaTokenizerFast(tokenizer_object=tok, unk_token="<unk>", bos_token="<s>",
+                              eos_token="</s>", add_bos_token=True, add_eos_token=False,
+                              padding_side="left", model_max_length=4096)
 
 
 def build_tiny_policy(tokenizer, seed: int = 0, hidden_size: int = 32, num_layers: int = 2,

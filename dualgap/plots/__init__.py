@@ -11,12 +11,8 @@ from __future__ import annotations
 
 from .gaps import plot_gaps_vs_nu, plot_report_bounds
 from .landscape import plot_dual_landscape
-from .llm_runs import plot_improvement_vs_threshold, plot_lam_trajectory, plot_score_histograms
-from .synthetic import plot_capacity_sweep, plot_pipeline_vs_exact
 from .trajectories import plot_gap_vs_bound, plot_threshold_sweep, plot_trajectories
 
 __all__ = ["plot_dual_landscape"]
 __all__ += ["plot_trajectories", "plot_threshold_sweep", "plot_gap_vs_bound"]
-__all__ += ["plot_score_histograms", "plot_lam_trajectory", "plot_improvement_vs_threshold"]
 __all__ += ["plot_gaps_vs_nu", "plot_report_bounds"]
-__all__ += ["plot_pipeline_vs_exact", "plot_capacity_sweep"]

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ._figure import add_note, log_ticks
-from ._figure import finish as _finish
-from ._figure import pyplot as _plt
+from .figure import add_note, log_ticks
+from .figure import finish as _finish
+from .figure import pyplot as _plt
 
 __all__ = ["plot_gaps_vs_nu", "plot_report_bounds"]
 
@@ -86,7 +86,7 @@ def plot_gaps_vs_nu(nu: Sequence[float], measured: Mapping[str, Sequence[float]]
 
 
 def plot_report_bounds(report, ax=None, path: str | Path | None = None):
-    """One :class:`~dualgap.theory.GapReport`: each checked row as ``measured / bound``
+    """One :class:`~dualgap.report.GapReport`: each checked row as ``measured / bound``
     (bars; below 1 means the bound holds), with the failing rows in red.  Rows whose bound is
     infinite, undefined or not positive have no ratio: they are listed in a note."""
     from matplotlib.patches import Patch

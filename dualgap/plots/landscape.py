@@ -9,7 +9,7 @@ import numpy as np
 from ..dual import dual_oracle
 from ..problem import AlignmentProblem
 from ..solver import DualSolution
-from ._figure import add_note, finish, pyplot
+from .figure import add_note, finish, pyplot
 
 __all__ = ["plot_dual_landscape"]
 

@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 
 from ..algorithms.trajectory import Trajectory
-from ._figure import add_note
-from ._figure import finish as _finish
-from ._figure import pyplot as _plt
+from .figure import add_note
+from .figure import finish as _finish
+from .figure import pyplot as _plt
 
 __all__ = ["plot_trajectories", "run_title", "plot_threshold_sweep", "plot_gap_vs_bound"]
 

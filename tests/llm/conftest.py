@@ -51,3 +51,18 @@ def tiny_run(tmp_path_factory):
 
     out = tmp_path_factory.mktemp("runs") / "tiny"
     return train("tiny", out, progress=False)
+
+
+@pytest.fixture(scope="session")
+def pku_standins(tmp_path_factory):
+    """Stand-ins of every repo of the shipped ``pku_saferlhf_30k`` config in a private Hugging
+    Face cache: ``(home, config)``; enter it with ``dualgap.llm.hub_cache.private_hub_cache``."""
+    from dualgap.llm.config import load_config
+    from dualgap.llm.hub_cache import private_hub_cache
+    from dualgap.llm.standins import build_standins
+
+    cfg = load_config("pku_saferlhf_30k")
+    home = tmp_path_factory.mktemp("pku-hf-cache")
+    with private_hub_cache(home):
+        build_standins(cfg, home)
+    return home, cfg

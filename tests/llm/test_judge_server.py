@@ -351,7 +351,7 @@ def test_cli_errors_are_one_line_exit_2(runs, tmp_path):
                     "--output-dir", str(tmp_path / "o"), "--no-progress")
         _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 2
-    assert stderr.strip().startswith("dualgap llm: error:") and "401" in stderr
+    assert stderr.strip().startswith("dualgap llm judge: error:") and "401" in stderr
     assert len(stderr.strip().splitlines()) == 1 and KEY not in stderr
     proc = _cli(a, b, "--figure", str(tmp_path / "w.png"), "--with", str(tmp_path / "nope.json"))
     _, stderr = proc.communicate(timeout=60)

@@ -253,7 +253,7 @@ def test_a_damaged_run_directory_is_named_in_one_line(stopped_run, tmp_path, dam
         resume(d, progress=False)
     assert main(["llm", "resume", str(d), "--no-progress"]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("dualgap llm: error:") or err.startswith("dualgap llm resume: error:")
+    assert err.startswith("dualgap llm resume: error:")
     assert len(err.splitlines()) == 1
 
 

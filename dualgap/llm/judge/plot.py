@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ...plots._figure import finish, pyplot
+from ...plots.figure import finish, pyplot
 from .templates import ASPECTS
 
 __all__ = ["plot_win_rates_vs_threshold"]

@@ -11,10 +11,10 @@
   ``L``).
 * :func:`exact_log_probs`: ``log pi_theta(y|x)`` of every response by teacher forcing.
 * :class:`TransformerPolicy`: the transformer as a :class:`dualgap.policies.PolicyClass`
-  (``theta`` = all weights, flat float64), so :func:`dualgap.gaps.parametrization_gap`,
-  ``lagrangian_max`` and the rest of :mod:`dualgap.gaps` accept it.  Its ``fit`` is a float32
-  Adam distillation measured in float64 (fast); ``gaps.lagrangian_max`` runs the base class's
-  float64 L-BFGS on it, which is correct but slow beyond the tiny size.
+  (``theta`` = all weights, flat float64), so :mod:`dualgap.gaps` and
+  :func:`dualgap.report.gap_report` accept it; its two hooks are float32 Adam (every fit
+  stage) and a reverse-KL distillation of ``pi_lam`` (every Lagrangian maximization), both
+  measured in float64.
 
 Exact probabilities (the generation semantics of ``generate(max_new_tokens=L)``: stop at
 ``<eos>`` or after ``L`` tokens).  With ``q_j(. | x, t_{<j})`` the model's next-token
@@ -46,8 +46,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from ...policies import DTYPE, FIT_OBJECTIVES, FitResult, PolicyClass
+from ...policies import DTYPE, PolicyClass
 from ...problem import AlignmentProblem
+from .config import TransformerArch
 from .language import EOS, SyntheticLanguage
 
 __all__ = [
@@ -64,25 +65,8 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True)
-class TransformerArch:
-    """A GPT-2 shape: embedding ``width``, ``depth`` blocks, ``heads`` attention heads
-    (``width`` divisible by ``heads``; MLP width ``4 * width``)."""
-
-    width: int = 32
-    depth: int = 2
-    heads: int = 2
-
-    def __post_init__(self) -> None:
-        for name in ("width", "depth", "heads"):
-            v = getattr(self, name)
-            if int(v) != v or v < 1:
-                raise ValueError(f"{name}: must be a positive integer, got {v!r}")
-        if self.width % self.heads:
-            raise ValueError(f"heads: width {self.width} is not divisible by heads {self.heads}")
-
-    def label(self) -> str:
-        return f"w{self.width}-d{self.depth}"
+#: the default shape (width 32, depth 2, 2 heads)
+DEFAULT_ARCH = TransformerArch()
 
 
 def build_tokenizer(language: SyntheticLanguage):
@@ -102,7 +86,7 @@ def build_tokenizer(language: SyntheticLanguage):
         model_max_length=language.prompt_length + language.max_response_length + 1)
 
 
-def build_model(language: SyntheticLanguage, arch: TransformerArch = TransformerArch(),
+def build_model(language: SyntheticLanguage, arch: TransformerArch = DEFAULT_ARCH,
                 seed: int = 0):
     """A randomly initialized ``GPT2LMHeadModel`` on the language's vocabulary (seeded)."""
     from transformers import GPT2Config, GPT2LMHeadModel
@@ -232,7 +216,7 @@ def _training_batch(language: SyntheticLanguage, xs: np.ndarray,
     return torch.as_tensor(inputs), torch.as_tensor(targets)
 
 
-def train_reference(language: SyntheticLanguage, arch: TransformerArch = TransformerArch(),
+def train_reference(language: SyntheticLanguage, arch: TransformerArch = DEFAULT_ARCH,
                     num_samples: int = 20000, epochs: int = 30, batch_size: int = 500,
                     learning_rate: float = 1e-2, seed: int = 0,
                     progress: bool = True) -> tuple[Any, TrainReport]:
@@ -324,13 +308,28 @@ class TransformerPolicy(PolicyClass):
         language: the language.
         model: a ``GPT2LMHeadModel`` of the language (copied; its weights are the default
             start, its architecture the class).
+        learning_rate: Adam's initial learning rate in both hooks.
+        steps, warm_steps: the default budget of a Lagrangian maximization from the class's
+            start and from a given ``theta0``.
+
+    Both hooks of the base class are overridden: :meth:`minimize` (every fit stage) is float32
+    Adam, :meth:`maximize_lagrangian` (every Lagrangian maximization of :mod:`dualgap.gaps`)
+    is a reverse-KL distillation of ``pi_lam`` by it.
     """
 
     name = "transformer"
 
     def __init__(self, problem: AlignmentProblem, language: SyntheticLanguage,
-                 model: Any) -> None:
+                 model: Any, *, learning_rate: float = 3e-3, steps: int = 250,
+                 warm_steps: int = 100) -> None:
         super().__init__(problem)
+        if not (isinstance(learning_rate, (int, float)) and learning_rate > 0):
+            raise ValueError(f"learning_rate: must be > 0, got {learning_rate!r}")
+        for name, v in (("steps", steps), ("warm_steps", warm_steps)):
+            if int(v) != v or v < 1:
+                raise ValueError(f"{name}: must be a positive integer, got {v!r}")
+        self.learning_rate = float(learning_rate)
+        self.steps, self.warm_steps = int(steps), int(warm_steps)
         X, Y = language.num_prompts, language.num_responses
         if problem.reward.shape != (X, Y):
             raise ValueError(f"problem: shape {problem.reward.shape} does not match the "
@@ -378,61 +377,59 @@ class TransformerPolicy(PolicyClass):
         return _log_probs_from_logits(self.language, out.logits, self._index).to(DTYPE)
 
     def scores(self, theta: torch.Tensor) -> torch.Tensor:
-        return self.log_probs(theta) - self._log_ref
+        return self.log_probs(theta) - self.log_ref
 
     def log_policy(self, theta: torch.Tensor) -> torch.Tensor:
         """``log pi_theta`` directly (the base class's softmax of ``log pi_ref + f_theta`` gives
         the same numbers up to rounding, at the cost of one more pass)."""
         return self.log_probs(theta)
 
-    def fit(self, target: np.ndarray, theta0: torch.Tensor | None = None, *,
-            objective: str = "nu", steps: int = 300, starts: int = 1, seed: int = 0,
-            learning_rate: float = 3e-3) -> FitResult:
-        """Distill ``target`` into the transformer: Adam on float32 weights, measured in float64.
+    # -------------------------------------------------------------- the two hooks
+    def minimize(self, theta: torch.Tensor, loss_fn, steps: int) -> int:
+        """Hook (:meth:`~dualgap.policies.PolicyClass.minimize`): ``steps`` Adam steps on a
+        float32 copy of ``theta`` (the learning rate cosine-annealed from ``learning_rate`` to a
+        twentieth of it), written back into ``theta`` in place; returns ``steps``.
 
-        The criteria are the base class's (:meth:`PolicyClass.fit`): ``"kl"`` minimizes
-        ``E_rho KL(target || pi_theta)`` (distillation), ``"reverse_kl"`` minimizes
-        ``E_rho KL(pi_theta || target)`` (for ``target = pi_lam`` this maximizes
-        ``L(pi_theta, lam) = D(lam) - beta E_rho KL(pi_theta || pi_lam)``), ``"nu"`` runs
-        ``"kl"`` and then the smooth surrogate of the gap, keeping the candidate with the smaller
-        measured ``nu``.  Each stage takes ``steps`` Adam steps (learning rate cosine-annealed
-        from ``learning_rate`` to a twentieth of it) from ``theta0`` (default
-        :meth:`init_params`) and ``starts - 1`` random initializations.  The returned
-        :class:`~dualgap.policies.FitResult` is measured exactly in float64, so its ``nu`` is
-        a valid (upper) estimate for this target whatever the optimizer reached.
-        """
-        if objective not in FIT_OBJECTIVES:
-            raise ValueError(f"objective: must be one of {FIT_OBJECTIVES}, got {objective!r}")
-        if int(steps) != steps or int(steps) < 1:
-            raise ValueError(f"steps: must be a positive integer, got {steps!r}")
-        if int(starts) != starts or int(starts) < 1:
-            raise ValueError(f"starts: must be a positive integer, got {starts!r}")
-        if not learning_rate > 0:
-            raise ValueError(f"learning_rate: must be > 0, got {learning_rate!r}")
-        t_np, tgt, kl_t, firsts, stages = self._fit_setup(target, theta0, objective, starts,
-                                                          seed)
-        best: FitResult | None = None
-        total = 0
-        for th0 in firsts:
-            theta = th0.detach().to(torch.float32).clone().requires_grad_(True)
-            candidates = []
-            for stage in stages:
-                loss_fn = self._fit_loss(tgt, stage, kl_t)
-                opt = torch.optim.Adam([theta], lr=learning_rate)
-                sched = torch.optim.lr_scheduler.CosineAnnealingLR(
-                    opt, T_max=int(steps), eta_min=learning_rate / 20.0)
-                for _ in range(int(steps)):
-                    opt.zero_grad()
-                    loss = loss_fn(theta)
-                    loss.backward()
-                    opt.step()
-                    sched.step()
-                total += int(steps)
-                candidates.append(theta.detach().to(DTYPE).clone())
-            best = self._best_fit(best, candidates, t_np, objective, total)
-        assert best is not None
-        best.iterations = total
-        return best
+        Every :meth:`~dualgap.policies.PolicyClass.fit` stage runs it, so a fit is a float32
+        Adam distillation measured exactly in float64 (its ``nu`` is a valid upper estimate for
+        the target whatever the optimizer reached)."""
+        steps = int(steps)
+        th32 = theta.detach().to(torch.float32).clone().requires_grad_(True)
+        opt = torch.optim.Adam([th32], lr=self.learning_rate)
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps,
+                                                           eta_min=self.learning_rate / 20.0)
+        for _ in range(steps):
+            opt.zero_grad()
+            loss_fn(th32).backward()
+            opt.step()
+            sched.step()
+        with torch.no_grad():
+            theta.copy_(th32.detach().to(theta.dtype))
+        return steps
+
+    def maximize_lagrangian(self, lam: torch.Tensor, theta0: torch.Tensor | None = None,
+                            budget: int | None = None, *, method: str = "auto",
+                            problem: AlignmentProblem | None = None
+                            ) -> tuple[torch.Tensor, int]:
+        """Hook (:meth:`~dualgap.policies.PolicyClass.maximize_lagrangian`): the reverse-KL
+        distillation of ``pi_lam`` by :meth:`minimize` (Adam), since
+        ``L(pi_theta, lam) = D(lam) - beta E_rho KL(pi_theta || pi_lam)``.
+
+        ``budget``: Adam steps (default :attr:`steps` from the class's start, :attr:`warm_steps`
+        from a given ``theta0``).  ``method``: only ``"auto"`` (the natural and L-BFGS steps of
+        the base class do not scale to these models)."""
+        from ...dual import lagrangian_policy
+
+        if method != "auto":
+            raise ValueError(f"method: {self!r} maximizes the Lagrangian by Adam; only 'auto' "
+                             f"is available, got {method!r}")
+        pb = self.problem if problem is None else problem
+        n = (self.steps if theta0 is None else self.warm_steps) if budget is None else budget
+        target = lagrangian_policy(pb, lam.detach().numpy())
+        theta = (self.init_params() if theta0 is None else self.check_params(theta0)).detach()
+        theta = theta.clone().requires_grad_(True)
+        steps = self.minimize(theta, self.fit_loss(target, "reverse_kl"), int(n))
+        return theta.detach(), steps
 
     def init_params(self, seed: int | None = None) -> torch.Tensor:
         if seed is None:

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ._figure import finish as _finish
-from ._figure import pyplot as _plt
+from ...plots.figure import finish as _finish
+from ...plots.figure import pyplot as _plt
 
 __all__ = ["plot_score_histograms", "plot_lam_trajectory", "plot_improvement_vs_threshold"]
 
@@ -43,7 +43,7 @@ def plot_lam_trajectory(history: Sequence[dict], names: Sequence[str],
     """``lam_t`` per policy step and the measured slack ``E_pi g - E_ref g - b`` of each iterate
     (records of ``lam_history.jsonl``); constraint ``i`` has the same colour in both panels,
     steps are integers.  An LLM run does not know ``lam*``: no reference line is drawn for it."""
-    from dualgap.plots._figure import add_note, integer_ticks
+    from dualgap.plots.figure import add_note, integer_ticks
 
     plt = _plt(path)
     steps = [r for r in history if r["stage"] != "final"]
@@ -84,7 +84,7 @@ def plot_improvement_vs_threshold(runs: Sequence[dict], name: str,
     ``improvement = b``: points on or above it meet their constraint.  Runs that share a
     threshold are offset sideways (by 3% of the threshold range) so none hides another; a note
     says so."""
-    from dualgap.plots._figure import add_note
+    from dualgap.plots.figure import add_note
 
     plt = _plt(path)
     fig, ax = plt.subplots(figsize=(5.6, 4.4))

@@ -9,13 +9,9 @@ from figure_checks import check_labelled, legend_texts
 
 import dualgap as dg
 from dualgap.instances import random_problem
-from dualgap.plots._figure import note_texts
-from dualgap.theory import GapRow
-
-try:  # the module moves to dualgap.llm.plots on another branch; either location is tested
-    from dualgap.llm.plots.synthetic import plot_capacity_sweep, plot_pipeline_vs_exact
-except ImportError:
-    from dualgap.plots.synthetic import plot_capacity_sweep, plot_pipeline_vs_exact
+from dualgap.llm.plots.synthetic import plot_capacity_sweep, plot_pipeline_vs_exact
+from dualgap.plots.figure import note_texts
+from dualgap.report import GapRow
 
 
 def _comparison(m=2):

@@ -1,4 +1,4 @@
-"""Parameter-space duality (dualgap.gaps) against the closed-form core and cvxpy."""
+"""The Lagrangian and D_p from below (dualgap.gaps.lagrangian)."""
 
 import numpy as np
 import pytest
@@ -7,20 +7,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dualgap import (
-    constraint_slack,
     dual_value,
     lagrangian,
     lagrangian_policy,
-    objective,
-    solve,
-    solve_primal_cvxpy,
 )
 from dualgap.gaps import (
     lagrangian_max,
     lagrangian_objective,
-    parametrization_gap,
     parametrized_dual,
-    parametrized_primal,
 )
 from dualgap.instances import random_problem
 from dualgap.policies import LogLinearPolicy, MLPPolicy, TabularPolicy, problem_features
@@ -101,74 +95,6 @@ def test_mlp_local_search_misses_the_lagrangian_max():
     nu = cls.fit(lagrangian_policy(p, lam)).nu
     res = lagrangian_max(p, cls, lam, starts=2)
     assert dual_value(p, lam) - res.value <= gap_constant(p, lam, nu) + 1e-12
-
-
-@settings(max_examples=6)
-@given(problems(max_prompts=3, max_responses=5, min_constraints=1, max_constraints=2),
-       st.floats(0.05, 0.5))
-def test_weak_duality_against_every_feasible_theta_found(problem, noise):
-    """D_p(lam) >= J(theta) for each feasible theta found, at every lam the bundle visited
-    (D_p a lower estimate: the harder side)."""
-    cls = LogLinearPolicy(problem, problem_features(problem, noise=noise, seed=2))
-    dual = parametrized_dual(problem, cls)
-    primal = parametrized_primal(problem, cls, dual)
-    assert primal.found
-    feasible_J = [primal.value]
-    for th in dual.thetas:
-        pol = cls.policy(th)
-        if constraint_slack(problem, pol).min() >= 0:
-            feasible_J.append(objective(problem, pol))
-    for lam, _, _, _ in dual.cuts:
-        est = lagrangian_max(problem, cls, lam).value
-        assert est >= max(feasible_J) - 1e-12
-    assert dual.lower_bound >= primal.value - 1e-9  # weak duality, certified side
-    assert dual.lower_bound <= dual.value + 1e-15
-
-
-@settings(max_examples=6)
-@given(problems(max_prompts=4, max_responses=6, min_constraints=1, max_constraints=2))
-def test_tabular_class_reproduces_the_distribution_space_solution(problem):
-    """lam*_p = lam*, D*_p = D*, P*_p = P* within 1e-6; P* also from cvxpy (independent)."""
-    sol = solve(problem)
-    cls = TabularPolicy(problem)
-    dual = parametrized_dual(problem, cls)
-    primal = parametrized_primal(problem, cls, dual)
-    ref = solve_primal_cvxpy(problem)
-    assert dual.value == pytest.approx(sol.dual_value, abs=1e-6)
-    assert dual.lower_bound == pytest.approx(sol.dual_value, abs=1e-6)
-    np.testing.assert_allclose(dual.lam, sol.lam, atol=1e-6 * (1 + sol.lam.max()))
-    assert primal.value == pytest.approx(ref.primal_value, abs=1e-6)
-    assert (primal.slack >= 0).all()
-    # the feasible theta is feasible by the numpy core too
-    assert constraint_slack(problem, primal.policy).min() >= -1e-15
-
-
-def test_parametrized_dual_with_a_restricted_class():
-    p = random_problem(1, 5, 8, 2, 0.5, support_fraction=0.6)
-    sol = solve(p)
-    cls = LogLinearPolicy(p, problem_features(p, noise=0.3))
-    dual = parametrized_dual(p, cls)
-    assert dual.box_certified and dual.converged
-    assert dual.lower_bound <= dual.value <= sol.dual_value + 1e-12
-    assert dual.value - dual.lower_bound <= 1e-8
-    assert sol.dual_value - dual.value > 1e-3  # a real gap for this class
-    # the cut slopes are subgradients: D_p(lam) >= D_p(lam_p) + s^T (lam - lam_p) nearby
-    primal = parametrized_primal(p, cls, dual)
-    assert primal.found and 0 <= dual.value - primal.value <= 1e-6
-
-
-def test_parametrization_gap_targets_and_sides():
-    p = random_problem(2, 4, 6, 2, 0.5)
-    sol = solve(p)
-    exact = parametrization_gap(p, LogLinearPolicy(p, problem_features(p)),
-                                [np.zeros(2), sol.lam, 2 * sol.lam])
-    assert exact.nu < 1e-6 and len(exact.fits) == 3
-    noisy = parametrization_gap(p, LogLinearPolicy(p, problem_features(p, noise=0.3)),
-                                {"pi*": sol.policy, "ref": p.reference})
-    assert noisy.nu > 1e-3 and noisy.worst in ("pi*", "ref")
-    assert noisy.nu == max(noisy.nu_1, noisy.nu_kl)
-    with pytest.raises(ValueError, match="targets"):
-        parametrization_gap(p, TabularPolicy(p), [np.zeros(5)])
 
 
 def test_inputs_are_validated():

@@ -1,5 +1,6 @@
 """The steps every figure function shares: get pyplot, mark integer axes, write a note where a
-series is missing or infinite, then lay out and save."""
+series is missing or infinite, then lay out and save (public: the figures outside this package,
+in ``dualgap.llm.plots``, use them too)."""
 
 from __future__ import annotations
 

@@ -4,19 +4,12 @@ points sharing a threshold offset so none hides another."""
 import numpy as np
 from figure_checks import check_labelled, legend_texts
 
-try:  # the module moves to dualgap.llm.plots on another branch; either location is tested
-    from dualgap.llm.plots.llm_runs import (
-        plot_improvement_vs_threshold,
-        plot_lam_trajectory,
-        plot_score_histograms,
-    )
-except ImportError:
-    from dualgap.plots.llm_runs import (
-        plot_improvement_vs_threshold,
-        plot_lam_trajectory,
-        plot_score_histograms,
-    )
-from dualgap.plots._figure import note_texts
+from dualgap.llm.plots.runs import (
+    plot_improvement_vs_threshold,
+    plot_lam_trajectory,
+    plot_score_histograms,
+)
+from dualgap.plots.figure import note_texts
 
 
 def test_score_histograms():

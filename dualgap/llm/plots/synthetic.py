@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from ._figure import finish as _finish
-from ._figure import pyplot as _plt
+from ...plots.figure import finish as _finish
+from ...plots.figure import pyplot as _plt
 
 __all__ = ["plot_pipeline_vs_exact", "plot_capacity_sweep"]
 
@@ -29,7 +29,7 @@ def plot_pipeline_vs_exact(comparison: Any, path: str | Path | None = None):
     marker and line style = method."""
     from matplotlib.ticker import MaxNLocator
 
-    from dualgap.plots._figure import add_note
+    from dualgap.plots.figure import add_note
 
     plt = _plt(path)
     sol = comparison.task.solution
@@ -97,7 +97,7 @@ def plot_capacity_sweep(comparison: Any, path: str | Path | None = None):
     measured ``|D*_p - P*|``, ``||lam*_p - lam*||`` and ``D(lam*) - D_p(lam*)`` against its
     ``nu`` (filled) beside their bounds (hollow, same colour)."""
     from dualgap.dual import dual_value
-    from dualgap.plots._figure import add_note, log_ticks
+    from dualgap.plots.figure import add_note, log_ticks
 
     notes: list[str] = []
     plt = _plt(path)

@@ -5,7 +5,7 @@ import numpy as np
 from figure_checks import check_labelled, legend_texts
 
 from dualgap.plots import plot_gaps_vs_nu, plot_report_bounds
-from dualgap.plots._figure import note_texts
+from dualgap.plots.figure import note_texts
 from dualgap.theory import GapReport, GapRow
 
 

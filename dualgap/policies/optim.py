@@ -1,0 +1,165 @@
+"""The optimizers of the policy classes' default hooks (torch, float64).
+
+* :func:`lbfgs`: L-BFGS in place on a flat parameter vector (the optimizer step of
+  :meth:`~.base.PolicyClass.minimize`, hence of every default ``fit`` stage);
+* :func:`natural_ascent`: damped natural-gradient (Fisher scoring) ascent on
+  ``L(pi_theta, lam) = D(lam) - beta E_rho KL(pi_theta || pi_lam)`` (the first half of the
+  default :meth:`~.base.PolicyClass.maximize_lagrangian`).
+
+Public API of the package (used by :mod:`.base` and :mod:`dualgap.gaps`).  Imports torch.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from ..problem import AlignmentProblem
+from .terms import lagrangian_terms, problem_tensors
+
+__all__ = ["lbfgs", "natural_ascent"]
+
+
+def lbfgs(params: torch.Tensor, loss_fn, max_iter: int, gtol: float = 1e-10,
+           ftol: float = 1e-15, history_size: int = 20, stall_window: int = 20,
+           stall_tol: float = 1e-12) -> int:
+    """Minimize ``loss_fn(params)`` by L-BFGS, in place; returns the iterations taken.
+
+    The two-loop recursion (Nocedal and Wright, Alg. 7.4; ``H_0 = s^T y / y^T y``) with a
+    backtracking line search that accepts the first step meeting Armijo
+    (``f(x + t d) <= f(x) + 1e-4 t g^T d``); a pair is stored only when ``s^T y > 0``.
+    Non-finite losses count as a failed trial step.  Stops when ``||g||_inf <= gtol``, when
+    ``f_k - f_{k+1} <= ftol max(1, |f|)``, when ``f`` fell by at most ``stall_tol max(1, |f|)``
+    over the last ``stall_window`` iterations, when no step decreases ``f``, or at ``max_iter``.
+    Gradients come from torch autograd; the bookkeeping is numpy (far less per-iteration
+    overhead than ``torch.optim.LBFGS`` on these small problems, and no BLAS threading).
+    """
+    x = params.detach().numpy().astype(np.float64, copy=True)
+
+    def fun(z: np.ndarray) -> tuple[float, np.ndarray | None]:
+        th = torch.from_numpy(z).requires_grad_(True)
+        loss = loss_fn(th)
+        if not torch.isfinite(loss):
+            return math.inf, None
+        (grad,) = torch.autograd.grad(loss, th)
+        return float(loss.detach()), grad.numpy().astype(np.float64, copy=True)
+
+    f, g = fun(x)
+    if g is None:
+        raise ValueError("theta: the objective is not finite at the starting point")
+    S: list[np.ndarray] = []
+    Yh: list[np.ndarray] = []
+    trail: list[float] = [f]
+    it = 0
+    while it < max_iter and float(np.abs(g).max(initial=0.0)) > gtol:
+        # two-loop recursion: d = -H g
+        q = g.copy()
+        alphas = []
+        for s_k, y_k in zip(reversed(S), reversed(Yh), strict=True):
+            a = float(s_k @ q) / float(s_k @ y_k)
+            alphas.append(a)
+            q -= a * y_k
+        if S:
+            q *= float(S[-1] @ Yh[-1]) / float(Yh[-1] @ Yh[-1])
+        else:
+            q *= min(1.0, 1.0 / max(float(np.abs(g).sum()), 1e-300))
+        for (s_k, y_k), a in zip(zip(S, Yh, strict=True), reversed(alphas), strict=True):
+            b = float(y_k @ q) / float(s_k @ y_k)
+            q += (a - b) * s_k
+        d = -q
+        slope = float(g @ d)
+        if slope >= 0:  # not a descent direction: restart from the gradient
+            S.clear()
+            Yh.clear()
+            d = -g * min(1.0, 1.0 / max(float(np.abs(g).sum()), 1e-300))
+            slope = float(g @ d)
+        t, accepted = 1.0, False
+        for _ in range(50):
+            x_new = x + t * d
+            f_new, g_new = fun(x_new)
+            if g_new is not None and f_new <= f + 1e-4 * t * slope:
+                accepted = True
+                break
+            t *= 0.5 if g_new is None else min(0.5, max(0.1, -0.5 * slope * t / max(
+                f_new - f - slope * t, 1e-300)))
+        if not accepted:
+            break
+        it += 1
+        s_k, y_k = x_new - x, g_new - g
+        if float(s_k @ y_k) > 1e-12 * float(np.sqrt((s_k @ s_k) * (y_k @ y_k))):
+            S.append(s_k)
+            Yh.append(y_k)
+            if len(S) > history_size:
+                S.pop(0)
+                Yh.pop(0)
+        decrease = f - f_new
+        x, f, g = x_new, f_new, g_new
+        trail.append(f)
+        if decrease <= ftol * max(1.0, abs(f)):
+            break
+        if (len(trail) > stall_window
+                and trail[-stall_window - 1] - f <= stall_tol * max(1.0, abs(f))):
+            break  # stalled: less than stall_tol gained over the last stall_window iterations
+    with torch.no_grad():
+        params.copy_(torch.from_numpy(x))
+    return it
+
+
+def natural_ascent(problem: AlignmentProblem, policy_class: object, lam_t: torch.Tensor,
+                   theta: torch.Tensor, max_iter: int) -> tuple[torch.Tensor, int, bool]:
+    """Damped natural-gradient (Fisher scoring) ascent on ``L(pi_theta, lam)``.
+
+    ``L(pi_theta, lam) = D(lam) - beta E_rho KL(pi_theta || pi_lam)``, so each step fits the
+    score change to ``delta = (r + lam^T h) / beta - f_theta`` in the ``rho pi_theta``-weighted,
+    per-prompt-centered least-squares sense (:meth:`~.base.PolicyClass.score_step`; for the
+    tabular class the step is exact), followed by a backtracking line search on ``L`` (a full
+    step is also accepted when it loses no more than float rounding, ``1e-15 |L|``: near the optimum
+    the gain is quadratic in the step and below rounding while the policy still moves).  The
+    Levenberg-Marquardt damping grows when a step is rejected and shrinks after a full step.
+    Stops (``converged``) when ``||d||_inf <= 1e-12 (1 + ||theta||_inf)``, the direction
+    vanishing at a stationary point; unconverged when no step is accepted even with heavy
+    damping, or after ``max_iter`` steps.
+    """
+    t = problem_tensors(problem)
+    sup = t["support"]
+    s_over_beta = (t["r"] + torch.einsum("i,ixy->xy", lam_t, t["h"])) / problem.beta
+
+    def value(th: torch.Tensor) -> float:
+        J, sl = lagrangian_terms(problem, policy_class, th)
+        return float(J + lam_t @ sl)
+
+    theta = theta.detach().clone()
+    damping = 1e-8
+    converged = False
+    with torch.no_grad():
+        cur = value(theta)
+        it = 0
+        while it < max_iter:
+            f = policy_class.scores(theta)
+            p = torch.where(sup, torch.exp(policy_class.log_policy(theta)), 0.0)
+            delta = torch.where(sup, s_over_beta - f, 0.0)
+            d = policy_class.score_step(theta, delta, t["rho"][:, None] * p, damping)
+            if float(d.abs().max() if d.numel() else 0.0) <= 1e-12 * (
+                    1.0 + float(theta.abs().max() if theta.numel() else 0.0)):
+                converged = True
+                break
+            it += 1
+            rounding = 1e-15 * max(1.0, abs(cur))
+            step, accepted = 1.0, False
+            for _ in range(40):
+                trial = theta + step * d
+                v = value(trial)
+                if math.isfinite(v) and (v > cur or (step == 1.0 and v >= cur - rounding)):
+                    accepted = True
+                    break
+                step *= 0.5
+            if not accepted:
+                if damping > 1e6:
+                    break  # no ascent along natural directions: let L-BFGS try
+                damping *= 100.0
+                continue
+            theta, cur = trial, max(v, cur)
+            damping = max(damping / 10.0, 1e-12) if step == 1.0 else damping * 10.0
+    return theta, it, converged

@@ -1,0 +1,499 @@
+"""The gap report: every quantity of docs/theory.md measured for a policy class, each statement
+checked.
+
+:func:`gap_report` measures ``P*, D*`` (exact), ``D*_p`` (point estimate and certified lower
+bound), ``P*_p`` (lower estimate), ``lam*``, ``lam*_p``, ``lam*_nu`` and ``nu`` with
+:mod:`dualgap.gaps`, and checks each statement of :mod:`dualgap.theory` as a :class:`GapRow`
+that says on which side each estimate errs.  The same code decides every table that shows
+these theorems (the core's notebooks and CLI, and any caller outside the core).
+Imports torch when :func:`gap_report` runs.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .dual import constraint_slack, dual_value, lagrangian_policy
+from .problem import AlignmentProblem
+from .theory import (
+    bound_holds,
+    dual_curvature,
+    lemma1_curvature,
+    lemma3_bounds,
+    lemma4_bound,
+    lemma5_bound,
+    lowerbound_holds,
+    optimality_gaps,
+    smoothness_bound,
+    theorem1_assumption,
+    theorem1_bounds,
+    theorem2_bounds,
+    tightened_multiplier,
+)
+
+__all__ = ["GapRow", "GapReport", "gap_report", "gap_sweep", "Target", "NU_SIDE",
+           "SEARCH_MODES"]
+
+
+@dataclass
+class GapRow:
+    """One statement checked: ``lower <= measured <= bound`` (either side may be None).
+
+    ``holds`` is None when there is nothing to compare (measurement-only rows, or an
+    assumption that fails so the statement says nothing).  ``sides`` says how each estimate
+    errs and whether that makes this check harder or easier.
+    """
+
+    statement: str
+    quantity: str
+    measured: float
+    bound: float | None = None
+    lower: float | None = None
+    holds: bool | None = None
+    sides: str = ""
+    note: str = ""
+
+    def to_dict(self) -> dict:
+        return {k: _json_num(v) for k, v in self.__dict__.items()}
+
+
+def _json_num(v: object) -> object:
+    if isinstance(v, (float, np.floating)):
+        v = float(v)
+        if math.isnan(v):
+            return None
+        if math.isinf(v):
+            return "inf" if v > 0 else "-inf"
+        return v
+    if isinstance(v, np.ndarray):
+        return [_json_num(x) for x in v.tolist()]
+    if isinstance(v, (list, tuple)):
+        return [_json_num(x) for x in v]
+    if isinstance(v, (np.bool_,)):
+        return bool(v)
+    if isinstance(v, (np.integer,)):
+        return int(v)
+    return v
+
+
+@dataclass
+class GapReport:
+    """Everything :func:`gap_report` measured (``str()`` is a table; :meth:`to_json`)."""
+
+    problem: str
+    policy_class: str
+    quantities: dict
+    rows: list[GapRow]
+    seconds: float
+    notes: list[str] = field(default_factory=list)
+    #: every :class:`Target` (label, ``lam``, ``D_p`` lower estimate, ``nu``) in report order
+    targets: list = field(default_factory=list, repr=False)
+
+    @property
+    def all_hold(self) -> bool:
+        """Whether every checkable row holds."""
+        return all(r.holds is not False for r in self.rows)
+
+    def failures(self) -> list[GapRow]:
+        return [r for r in self.rows if r.holds is False]
+
+    def row(self, statement: str, quantity: str | None = None) -> GapRow:
+        """The row named ``statement`` (and ``quantity`` when several rows share the name)."""
+        hits = [r for r in self.rows if r.statement == statement
+                and (quantity is None or r.quantity == quantity)]
+        if not hits:
+            names = sorted({r.statement for r in self.rows})
+            raise ValueError(f"statement: no row {statement!r} (quantity {quantity!r}); "
+                             f"known: {names}")
+        return hits[0]
+
+    def value(self, statement: str, field: str = "measured", quantity: str | None = None):
+        """``row(statement, quantity).<field>`` (``measured``, ``bound``, ``lower``, ``holds``)."""
+        if field not in ("measured", "bound", "lower", "holds"):
+            raise ValueError(f"field: must be measured, bound, lower or holds, got {field!r}")
+        v = getattr(self.row(statement, quantity), field)
+        return math.nan if v is None and field != "holds" else v
+
+    def to_dict(self) -> dict:
+        return {"problem": self.problem, "policy_class": self.policy_class,
+                "quantities": {k: _json_num(v) for k, v in self.quantities.items()},
+                "rows": [r.to_dict() for r in self.rows], "seconds": self.seconds,
+                "notes": list(self.notes), "all_hold": self.all_hold,
+                "targets": [{"label": t.label, "lam": _json_num(t.lam), "D_p": _json_num(t.d_p),
+                             "nu": _json_num(t.nu)} for t in self.targets]}
+
+    def to_json(self, indent: int | None = 2) -> str:  # noqa: D102
+        return json.dumps(self.to_dict(), indent=indent)
+
+    def __str__(self) -> str:
+        def f(v: object) -> str:
+            if v is None:
+                return ""
+            if isinstance(v, np.ndarray):
+                return np.array2string(v, precision=6, separator=", ")
+            if isinstance(v, bool):
+                return str(v)
+            if isinstance(v, (float, np.floating)):
+                return f"{float(v):.6g}"
+            return str(v)
+
+        lines = [f"{self.problem}", f"policy class: {self.policy_class}", ""]
+        qw = max(len(k) for k in self.quantities)
+        for k, v in self.quantities.items():
+            lines.append(f"  {k.ljust(qw)}  {f(v)}")
+        lines.append("")
+        head = ("statement", "quantity", "lower", "measured", "bound", "holds")
+        table = [head] + [(r.statement, r.quantity, f(r.lower), f(r.measured), f(r.bound),
+                           {True: "yes", False: "NO", None: "-"}[r.holds]) for r in self.rows]
+        widths = [max(len(row[i]) for row in table) for i in range(len(head))]
+        for k, row in enumerate(table):
+            lines.append("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+            if k == 0:
+                lines.append("  ".join("-" * w for w in widths))
+        lines.append("")
+        lines.append("how each estimate errs (and notes):")
+        seen: dict[str, list[str]] = {}
+        for r in self.rows:
+            if r.sides:
+                seen.setdefault(r.sides, []).append(r.statement)
+        for text, who in seen.items():
+            names = who[0] if len(who) == 1 else f"{who[0]} .. {who[-1]} ({len(who)} rows)"
+            lines.append(f"  {names}: {text}")
+        for r in self.rows:
+            if r.note:
+                lines.append(f"  {r.statement}: {r.note}")
+        for n in self.notes:
+            lines.append(f"note: {n}")
+        lines.append(f"({self.seconds:.1f} s)")
+        return "\n".join(lines)
+
+#: how every ``nu`` errs (one text, used by every row that has ``nu`` in its bound)
+NU_SIDE = ("nu: an upper estimate per target (a fitted theta is a witness: easier), the max "
+           "over finitely many targets (harder)")
+NU_NOTE = ("nu is an upper estimate for each target (the best of the witnesses found: the fit, "
+           "the Lagrangian maximizers found at that lam), which makes every bound in nu easier "
+           "to satisfy; it is a max over finitely many targets pi_lam (harder)")
+
+#: where :func:`gap_report` runs a Lagrangian search for Lemma 3: at every target, or only at
+#: the targets the bundle did not evaluate (then ``D_p`` there is the bundle's estimate)
+SEARCH_MODES = ("all", "new")
+
+
+@dataclass
+class Target:
+    """One multiplier ``lam`` of the report and what was found there.
+
+    ``d_p``: the best lower estimate of ``D_p(lam)`` (max over the searches and every cut);
+    ``theta``: the parameter attaining it; ``nu``, ``nu_1``, ``nu_kl``: the smallest measured
+    gap to ``pi_lam`` among the witnesses (``fit``, the searches, the best cut's theta).
+    """
+
+    label: str
+    lam: np.ndarray
+    d_p: float = -math.inf
+    theta: object = field(default=None, repr=False)
+    nu: float = math.inf
+    nu_1: float = math.inf
+    nu_kl: float = math.inf
+    fit: object = field(default=None, repr=False)
+
+
+def gap_report(problem: AlignmentProblem, policy_class: object, *, starts: int | None = None,
+               seed: int = 0, tol: float = 1e-8, grid: tuple[float, ...] = (0.0, 0.5, 1.5, 2.0),
+               cvxpy_check: bool = True, fit_steps: int = 300, fit_objective: str = "nu",
+               fit_at: tuple[str, ...] | None = None, fit_warm: bool = False,
+               search: str = "all", dual_options: dict | None = None,
+               primal_options: dict | None = None, extra_thetas: tuple | list = (),
+               progress: bool = False) -> GapReport:
+    """Measure ``P*, D*, P*_p, D*_p, lam*, lam*_p, nu`` and check every statement of docs/theory.md.
+
+    Targets: ``pi_lam`` for ``lam`` in ``{s lam* : s in grid} + {lam*, lam*_p, lam*_nu}``
+    (``lam*_nu`` depends on ``nu``: computed from the ``nu`` of the other targets, its own
+    target added, and recomputed once if ``nu`` grew).  At each target:
+
+    * a fit (:meth:`~dualgap.policies.PolicyClass.fit`, ``fit_objective``, ``fit_steps``; from
+      the class's start, or from the bundle's best theta there when ``fit_warm``), for the
+      labels in ``fit_at`` (default: every target; ``fit_steps = 0``: none);
+    * ``D_p(lam)`` from below: the best of the searches (``search="all"``: at every target;
+      ``"new"``: only where the bundle did not evaluate ``lam``) warm-started at the bundle's
+      best theta and at the fit, and of every cut (so the upper side of Lemma 3 is guaranteed by
+      its own proof, ``D - L(theta_w) <= K(lam) nu(theta_w)`` for every witness ``theta_w``);
+    * ``nu`` of the target: the smallest measured gap among the witnesses (the fit, the
+      searches' maximizers, the best cut's theta): every theta is a valid witness.
+
+    ``dual_options`` / ``primal_options`` go to :func:`~dualgap.gaps.parametrized_dual` and
+    :func:`~dualgap.gaps.parametrized_primal` (their cost knobs); ``extra_thetas`` (parameters
+    of the class found elsewhere, e.g. a training run's iterates) add cuts and primal
+    candidates.  Theorem 4's one-shot policy is the maximizer found at ``lam*``.
+    """
+    from tqdm.auto import tqdm
+
+    from . import gaps
+    from .policies import PolicyClass, small_problem_threads
+    from .solver import solve
+
+    if not isinstance(policy_class, PolicyClass):
+        raise ValueError(f"policy_class: expected a PolicyClass, got "
+                         f"{type(policy_class).__name__}")
+    if search not in SEARCH_MODES:
+        raise ValueError(f"search: must be one of {SEARCH_MODES}, got {search!r}")
+    if int(fit_steps) != fit_steps or fit_steps < 0:
+        raise ValueError(f"fit_steps: must be an integer >= 0, got {fit_steps!r}")
+    extra = [policy_class.check_params(th).detach() for th in extra_thetas]
+    t0 = time.perf_counter()
+    notes: list[str] = []
+    bar = tqdm(total=len(grid) + 5, desc=f"gap report ({policy_class.name})", disable=not progress,
+               leave=False)
+    with small_problem_threads(problem):
+        sol = solve(problem)
+        m = problem.num_constraints
+        M, beta = problem.score_bound, problem.beta
+        L_D = smoothness_bound(problem)
+        mu = dual_curvature(problem, sol.lam)
+        P_cvx = None
+        if cvxpy_check:
+            from .reference import solve_primal_cvxpy
+
+            P_cvx = solve_primal_cvxpy(problem).primal_value
+        dual = gaps.parametrized_dual(problem, policy_class, tol=tol, starts=starts, seed=seed,
+                                      **(dual_options or {}))
+        bar.update(1)
+        primal = gaps.parametrized_primal(problem, policy_class, dual, starts=starts or 1,
+                                          seed=seed, **(primal_options or {}))
+        bar.update(1)
+        targets = [Target(f"{s:g} lam*", s * sol.lam) for s in grid]
+        targets += [Target("lam*", sol.lam.copy()), Target("lam*_p", dual.lam.copy())]
+        searched = [np.asarray(c[0]) for c in dual.cuts]
+        warm_won: list[str] = []
+
+        def best_theta(lam: np.ndarray):
+            vals = [J + lam @ s for _, _, J, s in dual.cuts]
+            return dual.thetas[int(np.argmax(vals))]
+
+        def fit_target(t: Target) -> None:
+            if fit_steps and (fit_at is None or t.label in fit_at):
+                t.fit = policy_class.fit(lagrangian_policy(problem, t.lam),
+                                         theta0=best_theta(t.lam) if fit_warm else None,
+                                         objective=fit_objective, steps=int(fit_steps),
+                                         seed=seed)
+
+        def witness(t: Target, theta) -> None:
+            res = policy_class.measure(theta, lagrangian_policy(problem, t.lam))
+            if res.nu < t.nu:
+                t.nu, t.nu_1, t.nu_kl = res.nu, res.nu_1, res.nu_kl
+
+        def search_target(t: Target) -> list:
+            """Searches at ``t`` (by ``search``); the best lower estimate of D_p and witnesses."""
+            found = []
+            if search == "all" or not any(np.array_equal(t.lam, s) for s in searched):
+                est = gaps.lagrangian_max(problem, policy_class, t.lam,
+                                          theta0=best_theta(t.lam), starts=starts or 1, seed=seed)
+                found.append(est)
+                if t.fit is not None:
+                    est_fit = gaps.lagrangian_max(problem, policy_class, t.lam,
+                                                  theta0=t.fit.theta, seed=seed)
+                    if est_fit.value > est.value + 1e-12 * (1 + abs(est.value)):
+                        warm_won.append(t.label)
+                    found.append(est_fit)
+            th_cut = best_theta(t.lam)
+            J, s = gaps.cut(problem, policy_class, th_cut)
+            t.d_p, t.theta = J + float(t.lam @ s), th_cut
+            for est in found:
+                if est.value > t.d_p:
+                    t.d_p, t.theta = est.value, est.theta
+            for th in [th_cut] + [e.theta for e in found] + ([t.fit.theta] if t.fit else []):
+                witness(t, th)
+            return [e.theta for e in found]
+
+        for t in targets:
+            fit_target(t)
+        # the primal's feasible theta is a cut too (so the D*_p estimate is never below it)
+        new = [t.fit.theta for t in targets if t.fit is not None] + extra + (
+            [primal.theta] if primal.found else [])
+        dual = gaps.refine_dual(problem, policy_class, dual, new)
+        for t in targets:
+            new += search_target(t)
+            bar.update(1)
+        nu = max(t.nu for t in targets)
+        worst = max(targets, key=lambda t: t.nu).label
+        tight = tightened_multiplier(problem, nu)
+        if tight.feasible:
+            t_nu = Target("lam*_nu", tight.lam.copy())
+            fit_target(t_nu)
+            new += search_target(t_nu) + ([t_nu.fit.theta] if t_nu.fit else [])
+            targets.append(t_nu)
+            if t_nu.nu > nu:
+                notes.append(f"nu grew from {nu:.4g} to {t_nu.nu:.4g} with the target "
+                             "pi_{lam*_nu}; lam*_nu recomputed once with the larger nu")
+                nu, worst = t_nu.nu, "pi_{lam*_nu}"
+                tight = tightened_multiplier(problem, nu)
+        bar.update(1)
+        # every theta found is a parameter too: more cuts for D_p, more primal candidates
+        dual = gaps.refine_dual(problem, policy_class, dual, new)
+        lam_p = dual.lam
+        for t in targets:  # the final cuts can only raise each lower estimate of D_p
+            k = int(np.argmax([J + t.lam @ s for _, _, J, s in dual.cuts]))
+            v = dual.cuts[k][2] + float(t.lam @ dual.cuts[k][3])
+            if v > t.d_p:
+                t.d_p, t.theta = v, dual.thetas[k]
+        for th in new:
+            primal = gaps.with_candidate(problem, policy_class, primal, th)
+        nu_1 = max(t.nu_1 for t in targets)
+        nu_kl = max(t.nu_kl for t in targets)
+        lam_nu = tight.lam if tight.feasible else None
+        lams = [t.lam for t in targets]
+        by_label = {t.label: t for t in targets}
+
+        rows: list[GapRow] = []
+        # Lemma 1
+        top, bottom = lemma1_curvature(problem, lams) if m else (0.0, 0.0)
+        rows.append(GapRow("Lemma 1 (smooth)", "max_k lambda_max(hess D(lam_k))", top, bound=L_D,
+                           holds=bound_holds(top, L_D, None),
+                           sides="exact eigenvalues on the lam grid; L_D a proved bound"))
+        rows.append(GapRow("Lemma 1 (convex)", "min_k lambda_min(hess D(lam_k))", bottom,
+                           lower=0.0, holds=bound_holds(bottom, None, 0.0),
+                           sides="exact eigenvalues on the lam grid"))
+        # Lemma 2
+        res2 = (1.0 + float(np.abs(sol.lam).sum())) * sol.kkt_residual
+        gap2 = sol.dual_value - sol.primal_value
+        rows.append(GapRow("Lemma 2", "D(lam^) - J(pi_lam^) (exact solve)", gap2,
+                           lower=-res2, bound=res2, holds=bound_holds(gap2, res2, -res2),
+                           sides="the solver's resolution: D - J = lam^T E h is within "
+                                 "+-(1 + ||lam||_1) x KKT residual of 0"))
+        if P_cvx is not None:
+            rows.append(GapRow("Lemma 2 (cvxpy)", "D* - P*_cvxpy", sol.dual_value - P_cvx,
+                               note="cvxpy/CLARABEL solves to about 1e-8; not a bound check"))
+        # Lemma 3 at every target
+        for t in targets:
+            gap_l = dual_value(problem, t.lam) - t.d_p
+            lo, up = lemma3_bounds(problem, t.lam, nu)
+            rows.append(GapRow(f"Lemma 3 at {t.label}", "D(lam) - D_p(lam)", gap_l, bound=up,
+                               lower=lo, holds=bound_holds(gap_l, up, lo),
+                               sides="D_p lower estimate (local search and every cut): "
+                                     "measured gap errs high, harder for the upper bound, "
+                                     "easier for >= 0; " + NU_SIDE))
+        if warm_won:
+            notes.append("Lemma 3: at " + ", ".join(warm_won) + " the search started "
+                         "from the fit witness of pi_lam beat the bundle's thetas (the plain "
+                         "local search underestimates D_p there)")
+        # Theorem 1
+        assumption = theorem1_assumption(problem, nu, primal.margin)
+        lo1, up1 = theorem1_bounds(problem, nu, lam_nu)
+        if primal.found:
+            d1 = dual.value - primal.value
+            if not (assumption and lam_nu is not None):
+                held1 = None
+                note1 = (f"assumption fails: best margin found {primal.margin:.3g} <= M nu = "
+                         f"{M * nu:.3g}" if not assumption else "lam*_nu undefined")
+            elif bound_holds(d1, up1, None):
+                held1, note1 = True, ""
+            else:
+                # P*_p is known only from below (J of a feasible theta); the only upper bound
+                # is weak duality, P*_p <= D*_p, so an excess cannot refute the statement:
+                # P*_p - J(theta_f) <= D_p(lam*_p) - L(theta_f, lam*_p) + lam*_p^T s_f
+                shortfall = dual.value - (primal.value + float(lam_p @ primal.slack))
+                held1 = None
+                note1 = (f"inconclusive: the excess {d1 - up1:.2g} is within the primal "
+                         f"estimate's resolution (theta_f's Lagrangian shortfall at lam*_p "
+                         f"{shortfall:.2g} + lam*_p^T s(theta_f) "
+                         f"{float(lam_p @ primal.slack):.2g}); P*_p has no upper estimate "
+                         "below D*_p")
+            rows.append(GapRow("Theorem 1 (upper)", "D*_p - P*_p", d1, bound=up1,
+                               holds=held1, note=note1,
+                               sides="P*_p lower estimate (a feasible theta): harder; D*_p "
+                                     "point estimate (errs low via the inner search, high via "
+                                     "the outer tolerance); " + NU_SIDE))
+            d1l = dual.lower_bound - primal.value
+            held, note = lowerbound_holds(d1l, dual.value - primal.value, lo1, dual)
+            rows.append(GapRow("Theorem 1 (weak duality)", "D*_p(certified lower) - P*_p", d1l,
+                               lower=lo1, holds=held, note=note,
+                               sides="D*_p certified lower bound: harder; P*_p lower estimate:"
+                                     " easier"))
+        else:
+            notes.append("no feasible theta found: P*_p unknown, Theorem 1 not checked")
+        # Theorem 2
+        lo2, up2 = theorem2_bounds(problem, nu, lam_p, lam_nu)
+        d2 = dual.value - sol.primal_value
+        note2 = ""
+        if lam_nu is None:
+            held2, note2 = None, "lam*_nu undefined (the problem tightened by M nu is infeasible)"
+        elif bound_holds(d2, up2, None):
+            held2 = True
+        elif d2 - up2 <= (dual.value - dual.lower_bound) * (1 + 1e-9):
+            held2 = None
+            note2 = (f"inconclusive: the excess {d2 - up2:.2g} is within the bundle's resolution "
+                     f"value - lower_bound = {dual.value - dual.lower_bound:.2g}")
+        else:
+            held2, note2 = False, "fails beyond the bundle's resolution"
+        rows.append(GapRow("Theorem 2 (upper)", "D*_p - P*", d2, bound=up2, holds=held2,
+                           note=note2, sides="P* exact; D*_p point estimate (errs high by at "
+                           "most the bundle gap when the inner search is exact); " + NU_SIDE))
+        d2l = dual.lower_bound - sol.primal_value
+        held, note = lowerbound_holds(d2l, dual.value - sol.primal_value, lo2, dual)
+        rows.append(GapRow("Theorem 2 (lower)", "D*_p(certified lower) - P*", d2l, lower=lo2,
+                           holds=held, note=note,
+                           sides="D*_p certified lower bound: harder; " + NU_SIDE))
+        # Lemma 4
+        dist = float(np.linalg.norm(lam_p - sol.lam))
+        b4 = lemma4_bound(problem, nu, lam_p, mu)
+        rows.append(GapRow("Lemma 4", "||lam*_p - lam*||_2", dist, bound=b4,
+                           holds=bound_holds(dist, b4, None),
+                           sides="lam* exact; lam*_p the bundle estimate (error of either "
+                                 "sign, about sqrt(tol / mu)); mu*_D exact; " + NU_SIDE))
+        # Lemma 5
+        eps_exact = constraint_slack(problem, lagrangian_policy(problem, lam_p))
+        d5 = float(np.linalg.norm(dual.slack - eps_exact))
+        b5 = lemma5_bound(problem, nu, lam_p, L_D)
+        rows.append(GapRow("Lemma 5", "||eps_p(lam*_p) - eps(lam*_p)||_2", d5, bound=b5,
+                           holds=bound_holds(d5, b5, None),
+                           sides="eps_p at the maximizer found (a different local maximizer "
+                                 "would give a different value); L_D an upper bound: easier; "
+                                 + NU_SIDE))
+        # Theorems 3-4 (measured only)
+        one_shot = policy_class.policy(by_label["lam*"].theta)
+        for name, pol in (("Theorem 3 (multi-shot pi_p(lam*_p))", dual.policy),
+                          ("Theorem 4 (one-shot pi_p(lam*))", one_shot)):
+            og = optimality_gaps(problem, pol, sol)
+            rows.append(GapRow(name, "J(pi) - P*", og.reward_gap,
+                               note=f"compare with nu = {nu:.3g} and sqrt(nu) = "
+                                    f"{math.sqrt(nu):.3g} (no constants recovered)"))
+            rows.append(GapRow(name, "||[-E h]_+||_2 (violation)", og.violation))
+            rows.append(GapRow(name, "||E h - E* h||_2", og.slack_distance))
+
+    quantities = {
+        "P*": sol.primal_value, "D*": sol.dual_value,
+        "P*_p (lower estimate)": primal.value if primal.found else math.nan,
+        "D*_p (point estimate)": dual.value, "D*_p certified lower bound": dual.lower_bound,
+        "lam*": sol.lam, "lam*_p": lam_p,
+        "lam*_nu": lam_nu if lam_nu is not None else math.nan,
+        "nu": nu, "nu_1": nu_1, "nu_KL": nu_kl, "nu attained at": worst,
+        "M": M, "beta": beta, "L_D": L_D, "mu*_D": mu,
+        "Slater margin found (theta)": primal.margin,
+        "Theorem 1 assumption (margin > M nu)": assumption,
+        "bundle converged": dual.converged, "box certified": dual.box_certified,
+    }
+    if P_cvx is not None:
+        quantities["P* (cvxpy)"] = P_cvx
+    notes.append(NU_NOTE)
+    bar.update(1)
+    bar.close()
+    return GapReport(problem=repr(problem), policy_class=repr(policy_class),
+                     quantities=quantities, rows=rows, seconds=time.perf_counter() - t0,
+                     notes=notes, targets=targets)
+
+
+def gap_sweep(problem: AlignmentProblem, policy_classes: list, *, progress: bool = True,
+              **report_kw: object) -> list[GapReport]:
+    """:func:`gap_report` for each class of a family (e.g. shrinking ``nu``), with a progress
+    bar; keyword arguments go to :func:`gap_report`."""
+    from tqdm import tqdm
+
+    if not policy_classes:
+        raise ValueError("policy_classes: need at least one policy class")
+    return [gap_report(problem, cls, **report_kw)  # type: ignore[arg-type]
+            for cls in tqdm(policy_classes, desc="gap reports", disable=not progress)]

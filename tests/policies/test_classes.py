@@ -1,0 +1,56 @@
+"""The policy classes (dualgap.policies.classes): tabular, log-linear, MLP."""
+
+import numpy as np
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from dualgap import lagrangian_policy
+from dualgap.instances import random_problem
+from dualgap.policies import (
+    LogLinearPolicy,
+    PolicyClass,
+    TabularPolicy,
+    problem_features,
+)
+from dualgap.testing import multipliers, problems
+
+
+@settings(max_examples=10)
+@given(problems(max_prompts=4, max_responses=6, min_constraints=1, max_constraints=3),
+       st.data())
+def test_loglinear_on_exact_features_contains_pi_lam(problem, data):
+    """theta = (1, lam) / beta reproduces the core's closed-form pi_lam."""
+    lam = data.draw(multipliers(problem.num_constraints, 5.0))
+    cls = LogLinearPolicy(problem, problem_features(problem))
+    theta = torch.as_tensor(np.concatenate([[1.0], lam]) / problem.beta)
+    np.testing.assert_allclose(cls.policy(theta), lagrangian_policy(problem, lam), atol=1e-10)
+
+
+def test_tabular_fit_is_exact_and_nu_zero():
+    p = random_problem(3, 5, 7, 2, 0.3, support_fraction=0.6)
+    target = lagrangian_policy(p, [0.7, 1.3])
+    fit = TabularPolicy(p).fit(target)
+    assert fit.nu < 1e-12
+    np.testing.assert_allclose(fit.policy, target, atol=1e-13)
+
+
+def test_tabular_score_step_matches_the_generic_least_squares():
+    """The tabular override (exact) against the base class's Jacobian-based solve."""
+    p = random_problem(6, 4, 6, 2, 0.4, support_fraction=0.7)
+    cls = TabularPolicy(p)
+    theta = cls.init_params(1)
+    rng = np.random.default_rng(0)
+    delta = torch.as_tensor(np.where(p.support, rng.normal(size=p.reward.shape), 0.0))
+    w = torch.as_tensor(p.prompt_weights[:, None] * cls.policy(theta))
+    fast = cls.score_step(theta, delta, w)
+    slow = PolicyClass.score_step(cls, theta, delta, w, damping=1e-14)
+    # both move the policy identically (the per-prompt shift is irrelevant)
+    np.testing.assert_allclose(cls.policy(theta + fast), cls.policy(theta + slow), atol=1e-8)
+
+
+def test_loglinear_jacobian_is_the_features():
+    p = random_problem(7, 3, 5, 2, 0.4, support_fraction=0.7)
+    cls = LogLinearPolicy(p, problem_features(p, noise=0.2))
+    generic = PolicyClass.score_jacobian(cls, cls.init_params(0))
+    np.testing.assert_allclose(cls.score_jacobian(cls.init_params(0)), generic, atol=1e-14)

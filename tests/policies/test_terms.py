@@ -1,0 +1,27 @@
+"""The two terms of the Lagrangian (dualgap.policies.terms) against the numpy core."""
+
+import numpy as np
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from dualgap import constraint_slack, objective
+from dualgap.policies import MLPPolicy, lagrangian_terms, problem_features, problem_tensors
+from dualgap.testing import problems
+
+
+@settings(max_examples=15)
+@given(problems(max_prompts=3, max_responses=5, max_constraints=2, restrict_support=True),
+       st.integers(0, 1000))
+def test_terms_match_the_numpy_core(problem, seed):
+    """J(pi_theta) and E_rho E_pi h in torch equal dualgap.objective / constraint_slack of the
+    same policy (zeros outside the support contribute nothing)."""
+    cls = MLPPolicy(problem, problem_features(problem), hidden=3, seed=seed)
+    theta = cls.init_params(seed)
+    J, s = lagrangian_terms(problem, cls, theta)
+    pi = cls.policy(theta)
+    assert abs(float(J) - objective(problem, pi)) <= 1e-10 * (1 + abs(float(J)))
+    np.testing.assert_allclose(s.numpy(), constraint_slack(problem, pi), atol=1e-10)
+    t = problem_tensors(problem)
+    assert t is problem_tensors(problem)  # cached per problem
+    assert torch.equal(t["support"], torch.as_tensor(problem.support))

@@ -264,6 +264,18 @@ class PecaidSettings(_Section):
         "constraint (None: safer_response_id for every constraint)")
     prealign_epochs: Float | None = _f(None, "DPO epochs of each pre-alignment model (None: "
                                        "train.epochs_per_iteration)")
+    thresholds: list[Float] | None = _f(None, "b_i of the trained constraints E_pi g_hat_i - "
+                                        "E_ref g_hat_i >= b_i, one per constraint, in "
+                                        "implicit-reward units (beta log-ratios); required by "
+                                        "pecaid / pe-one-shot (constraints.N.threshold, in the "
+                                        "score models' units, judges their evaluation)")
+
+    def training_thresholds(self, cfg: Any) -> list[float]:
+        """The thresholds a run of ``cfg`` trains with: these in PeCAID, else the
+        constraints'."""
+        if cfg.method in PECAID_METHODS:
+            return list(self.thresholds or [])
+        return [c.threshold for c in cfg.constraints]
 
     def labels(self, m: int) -> list[str]:
         """The label column of the reward model, then of each of the ``m`` utility models."""
@@ -309,10 +321,17 @@ def _check_pecaid(cfg: RunConfig) -> None:
     if p.utility_labels is not None and len(p.utility_labels) != m:
         raise ValueError(f"pecaid.utility_labels: {len(p.utility_labels)} labels for {m} "
                          "constraints (one per constraint)")
+    if p.thresholds is not None and len(p.thresholds) != m:
+        raise ValueError(f"pecaid.thresholds: {len(p.thresholds)} thresholds for {m} "
+                         "constraints (one per constraint)")
     if cfg.method not in PECAID_METHODS:
         return
     if m == 0:
         raise ValueError(f"constraints: method {cfg.method!r} needs at least one constraint")
+    if p.thresholds is None:
+        raise ValueError(f"pecaid.thresholds: required by method {cfg.method!r}, one per "
+                         "constraint, in implicit-reward units (beta log-ratios; "
+                         "constraints.N.threshold is in the score models' units)")
     if cfg.data.format == "hh-rlhf":
         keys = ["pecaid.reward_label"] + [f"pecaid.utility_labels.{i}" for i in range(m)]
         for key, label in zip(keys, p.labels(m), strict=True):

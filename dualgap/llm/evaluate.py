@@ -147,7 +147,7 @@ def evaluate(directory: str | Path, against: list[str | Path] | None = None,
     directory = Path(directory)
     cfg = load_run_config(directory)[0]
     names = [cfg.reward.name] + [c.scorer.name for c in cfg.constraints]
-    thresholds = [None] + [c.threshold for c in cfg.constraints]
+    thresholds = [None] + cfg.pecaid.training_thresholds(cfg)  # PeCAID: implicit units
     prompts, ref, pol = evaluation_scores(directory, progress)
     from .rundir import Run
 
@@ -176,9 +176,13 @@ def evaluate(directory: str | Path, against: list[str | Path] | None = None,
         summary["score_models"] = {}
         for i, name in enumerate(names):
             mean, lo, hi = mean_ci(win_pol[i].mean(axis=1) - m_ref[i].mean(axis=1))
-            summary["score_models"][name] = {
-                "reference_mean": float(m_ref[i].mean()), "policy_mean": float(
-                    win_pol[i].mean()), "improvement": mean, "ci95": [lo, hi]}
+            entry = {"reference_mean": float(m_ref[i].mean()),
+                     "policy_mean": float(win_pol[i].mean()), "improvement": mean,
+                     "ci95": [lo, hi]}
+            if i > 0:  # constraints.N.threshold: the score models' units
+                b = cfg.constraints[i - 1].threshold
+                entry.update(threshold=b, met=bool(mean >= b), met_with_confidence=bool(lo >= b))
+            summary["score_models"][name] = entry
     summary["win_rates"] = {}
     others = []
     for other in against or []:
@@ -228,7 +232,8 @@ def evaluate(directory: str | Path, against: list[str | Path] | None = None,
 def _point(label: str, cfg: Any, ref: np.ndarray, pol: np.ndarray) -> dict:
     d = pol[1].mean(axis=1) - ref[1].mean(axis=1)
     mean, lo, hi = mean_ci(d)
-    return {"label": f"{label} ({cfg.method})", "threshold": cfg.constraints[0].threshold,
+    return {"label": f"{label} ({cfg.method})",
+            "threshold": cfg.pecaid.training_thresholds(cfg)[0],
             "improvement": mean, "ci": (lo, hi)}
 
 
@@ -250,8 +255,11 @@ def format_summary(summary: dict) -> str:
         lines.append(f"(scores above: {summary['scores_are']})")
     for name, e in summary.get("score_models", {}).items():
         lo, hi = e["ci95"]
+        thr = "" if "threshold" not in e else f"  b = {e['threshold']:g}: " + (
+            "met" if e["met"] else "NOT met")
         lines.append(f"{name + ' (model)':<16}{e['reference_mean']:>10.4g}"
-                     f"{e['policy_mean']:>10.4g}{e['improvement']:>13.4g}  [{lo:.4g}, {hi:.4g}]")
+                     f"{e['policy_mean']:>10.4g}{e['improvement']:>13.4g}  [{lo:.4g}, {hi:.4g}]"
+                     f"{thr}")
     if summary.get("by_harm_category"):
         lines.append("improvement by harm category of the test prompts:")
     for cat, entry in summary.get("by_harm_category", {}).items():

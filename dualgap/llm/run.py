@@ -161,7 +161,7 @@ def _reference_stage(run: Run, prompts: list[str]) -> tuple[np.ndarray, np.ndarr
     from .dual import auto_step_size, empirical_instance, one_shot_multiplier, reference_statistics
 
     cfg = run.config
-    thresholds = np.array([c.threshold for c in cfg.constraints])
+    thresholds = np.array(cfg.pecaid.training_thresholds(cfg), dtype=np.float64)
     names = [c.scorer.name for c in cfg.constraints]
     if not run.done("reference"):
         timing: dict = {}
@@ -198,7 +198,7 @@ def _dual_stage(run: Run, t: int, prompts: list[str], e_ref: np.ndarray, lam_one
 
     cfg = run.config
     stage = f"dual_{t}"
-    b = np.array([c.threshold for c in cfg.constraints])
+    b = np.array(cfg.pecaid.training_thresholds(cfg), dtype=np.float64)
     if not run.done(stage):
         timing: dict = {}
         rec: dict[str, Any] = {"iteration": t, "stage": stage, "step_size": eta,
@@ -276,7 +276,7 @@ def _final_stage(run: Run, prompts: list[str], e_ref: np.ndarray) -> None:
     timing: dict = {}
     _, scores = run.sample_and_score("final", T - 1, prompts, "final", timing)
     e_pi = reference_statistics(scores[1:])
-    b = np.array([c.threshold for c in cfg.constraints])
+    b = np.array(cfg.pecaid.training_thresholds(cfg), dtype=np.float64)
     run.append("lam_history.jsonl", {
         "iteration": T, "stage": "final", "lam": run.state.get("lam"), "E_pi_g": e_pi,
         "E_ref_g": e_ref, "slack": e_pi - e_ref - b, "thresholds": b,

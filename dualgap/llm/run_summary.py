@@ -10,7 +10,7 @@ In PeCAID runs (``pecaid``, ``pe-one-shot``) the utilities are the implicit ones
 ``g_hat_i = beta log pi_gi / pi_ref`` of the pre-aligned models, and the improvement over
 ``pi_ref`` is ``E_pi g_hat_i + beta KL(pi_ref || pi_gi)`` (``E_ref g_hat_i = -beta KL``): the
 true utility's improvement where ``pi_gi`` is the DPO optimum of its labels, in the units of the
-implicit reward, not of any score model.
+implicit reward (those of ``pecaid.thresholds``), not of any score model.
 
 The test-split verdict with confidence intervals is ``dualgap llm evaluate DIR``'s.
 """

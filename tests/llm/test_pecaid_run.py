@@ -17,7 +17,7 @@ pytestmark = pytest.mark.slow
 #: the tiny config made smaller still: one DPO step per model, 4 x 4 dual samples
 SMALL = ["data.max_train_pairs=8", "dual.num_prompts=4", "dual.samples_per_prompt=4",
          "generation.max_new_tokens=8", "evaluation.num_prompts=4",
-         "constraints.0.threshold=0.01"]  # in implicit units (beta log-ratios): small
+         "pecaid.thresholds=[0.01]"]  # in implicit units (beta log-ratios): small
 
 
 class Killed(Exception):
@@ -162,6 +162,9 @@ def test_pecaid_summary_and_evaluation(pecaid_run, tmp_path, capsys):
     flat_y = [y for ys in samples["samples"] for y in ys]
     np.testing.assert_allclose(summary["score_models"]["safety"]["policy_mean"],
                                -np.mean(harm_cost(flat_p, flat_y)), rtol=1e-12)
+    models = summary["score_models"]["safety"]
+    assert models["threshold"] == 0.1 and models["met"] == (models["improvement"] >= 0.1)
+    assert summary["scores"]["safety"]["threshold"] == 0.01  # pecaid.thresholds: implicit
     rates = summary["win_rates"][str(base.directory)]
     assert set(rates) == {"helpfulness", "safety"}
     assert "safety (model)" in format_summary(summary)
@@ -176,11 +179,14 @@ def test_pecaid_summary_and_evaluation(pecaid_run, tmp_path, capsys):
     (["method=pecaid", "pecaid.utility_labels=[safer_response_id, better_response_id]"],
      "pecaid.utility_labels: 2 labels for 1 constraints"),
     (["method=pecaid", "pecaid.reward_label=helpful"], "pecaid.reward_label: 'helpful' is not"),
-    (["method=pecaid", "data.format=hh-rlhf"],
+    (["method=pecaid", "data.format=hh-rlhf", "pecaid.thresholds=[0.0]"],
      "pecaid.utility_labels.0: 'safer_response_id' is not in data.format='hh-rlhf'"),
-    (["method=pe-one-shot", "constraints=[]"],
+    (["method=pe-one-shot", "constraints=[]", "pecaid.thresholds=[]"],
      "constraints: method 'pe-one-shot' needs at least one constraint"),
     (["method=pecaid", "pecaid.prealign_epochs=0"], "pecaid.prealign_epochs: must be > 0"),
+    (["method=pecaid"], "pecaid.thresholds: required by method 'pecaid', one per constraint, "
+                        "in implicit-reward units"),
+    (["method=caid", "pecaid.thresholds=[0.1, 0.2]"], "pecaid.thresholds: 2 thresholds for 1"),
     (["method=pecaid", "pecaid.labels=[x]"], "unknown config key 'pecaid.labels'"),
 ])
 def test_pecaid_keys_fail_early_in_one_line(overrides, message):
@@ -191,7 +197,12 @@ def test_pecaid_keys_fail_early_in_one_line(overrides, message):
 
 def test_pecaid_labels_default_to_safer_for_each_utility():
     cfg = load_config("tiny", ["method=pecaid", "data.format=hh-rlhf",
-                               "pecaid.utility_labels=[better_response_id]"])
+                               "pecaid.utility_labels=[better_response_id]",
+                               "pecaid.thresholds=[0.0]"])
     assert cfg.pecaid.labels(1) == ["better_response_id", "better_response_id"]
-    assert load_config("tiny", ["method=pecaid"]).pecaid.labels(1) == [
-        "better_response_id", "safer_response_id"]
+    cfg = load_config("tiny", ["method=pecaid", "pecaid.thresholds=[0.5]"])
+    assert cfg.pecaid.labels(1) == ["better_response_id", "safer_response_id"]
+    # PeCAID trains with its own thresholds; the other methods with the constraints'
+    assert cfg.pecaid.training_thresholds(cfg) == [0.5]
+    cfg = load_config("tiny", ["pecaid.thresholds=[0.5]"])
+    assert cfg.pecaid.training_thresholds(cfg) == [0.1]

@@ -26,8 +26,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     llm = p.add_subparsers(dest="llm_command", required=True, metavar="SUBCOMMAND")
 
     t = llm.add_parser("train", help="start a run",
-                       description="Start a run: method caid, one-shot, dpo-helpful or dpo-safe "
-                       "(the config's `method`, or --set method=...).")
+                       description="Start a run: method caid, one-shot, dpo-helpful, dpo-safe, "
+                       "pecaid or pe-one-shot (the config's `method`, or --set method=...; "
+                       "pecaid keys: --help-config).")
     t.add_argument("--config", help="a shipped config name (tiny, pku_saferlhf_30k, "
                    "hh_rlhf_two_constraints) or a YAML file "
                    "(required unless --help-config)")

@@ -39,7 +39,8 @@ from .config_checks import validate_run, validation_message
 __all__ = [
     "DataConfig", "LoraSettings", "PolicyConfig", "ScorerConfig", "ConstraintConfig",
     "DualConfig", "GenerationSettings", "TrainSettings", "EvalSettings", "RunConfig",
-    "METHODS", "CONFIG_DIR", "shipped_configs", "load_config", "config_from_dict",
+    "PecaidSettings", "METHODS", "PECAID_METHODS", "LABEL_COLUMNS",
+    "CONFIG_DIR", "shipped_configs", "load_config", "config_from_dict",
     "config_to_dict", "apply_overrides", "describe_config", "save_config",
 ]
 
@@ -47,7 +48,14 @@ __all__ = [
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
 #: The training methods of ``dualgap llm train``.
-METHODS = ("caid", "one-shot", "dpo-helpful", "dpo-safe")
+METHODS = ("caid", "one-shot", "dpo-helpful", "dpo-safe", "pecaid", "pe-one-shot")
+
+#: The methods that score with implicit rewards of pre-aligned DPO models (PeCAID).
+PECAID_METHODS = ("pecaid", "pe-one-shot")
+
+#: The preference-label columns a pre-aligned model can be trained on, and the
+#: :class:`~dualgap.llm.data.PreferencePairs` attribute holding each.
+LABEL_COLUMNS = {"better_response_id": "better", "safer_response_id": "safer"}
 
 PKU_TEMPLATE = "BEGINNING OF CONVERSATION: USER: {prompt} ASSISTANT:"
 
@@ -250,12 +258,43 @@ class EvalSettings(_Section):
     samples_per_prompt: Int = _f(2, "samples per prompt from each policy (paper: 2)")
 
 
+class PecaidSettings(_Section):
+    """PeCAID (methods pecaid / pe-one-shot): implicit rewards beta log(pi_label / pi_ref) of
+    DPO models pre-aligned on the dataset's preference labels replace the scorers in training."""
+
+    reward_label: Literal["better_response_id", "safer_response_id"] = _f(
+        "better_response_id", "the preference label that trains the implicit reward model pi_r")
+    utility_labels: list[Literal["better_response_id", "safer_response_id"]] | None = _f(
+        None, "the label that trains each constraint's implicit utility model pi_gi, one per "
+        "constraint (None: safer_response_id for every constraint)")
+    prealign_epochs: Float | None = _f(None, "DPO epochs of each pre-alignment model (None: "
+                                       "train.epochs_per_iteration)")
+    thresholds: list[Float] | None = _f(None, "b_i of the trained constraints E_pi g_hat_i - "
+                                        "E_ref g_hat_i >= b_i, one per constraint, in "
+                                        "implicit-reward units (beta log-ratios); required by "
+                                        "pecaid / pe-one-shot (constraints.N.threshold, in the "
+                                        "score models' units, judges their evaluation)")
+
+    def training_thresholds(self, cfg: Any) -> list[float]:
+        """The thresholds a run of ``cfg`` trains with: these in PeCAID, else the
+        constraints'."""
+        if cfg.method in PECAID_METHODS:
+            return list(self.thresholds or [])
+        return [c.threshold for c in cfg.constraints]
+
+    def labels(self, m: int) -> list[str]:
+        """The label column of the reward model, then of each of the ``m`` utility models."""
+        return [self.reward_label] + list(self.utility_labels or ["safer_response_id"] * m)
+
+
 class RunConfig(_Section):
     """A full experiment: data, policy, scorers, constraints, dual and policy steps."""
 
-    method: Literal["caid", "one-shot", "dpo-helpful", "dpo-safe"] = _f(
+    method: Literal["caid", "one-shot", "dpo-helpful", "dpo-safe", "pecaid", "pe-one-shot"] = _f(
         "caid", "caid (dual steps between DPO iterations), one-shot (fixed one-shot lam), "
-        "dpo-helpful / dpo-safe (DPO on the dataset's better / safer labels)")
+        "dpo-helpful / dpo-safe (DPO on the dataset's better / safer labels), pecaid / "
+        "pe-one-shot (caid / one-shot with implicit rewards of DPO models pre-aligned on the "
+        "labels in place of the scorers; see pecaid.*)")
     seed: Int = _f(0, "seed of every random choice (generation, labels, training)")
     iterations: Int = _f(4, "policy steps (paper: 4 iterations of one DPO epoch)")
     beta: Float = _f(0.1, "KL coefficient (DPO beta)")
@@ -267,6 +306,8 @@ class RunConfig(_Section):
     generation: GenerationSettings = _f(factory=GenerationSettings, help="sampling")
     train: TrainSettings = _f(factory=TrainSettings, help="DPO step")
     evaluation: EvalSettings = _f(factory=EvalSettings, help="evaluation")
+    pecaid: PecaidSettings = _f(factory=PecaidSettings, help="PeCAID pre-alignment (methods "
+                                "pecaid, pe-one-shot)")
 
     @model_validator(mode="after")
     def _check(self) -> RunConfig:
@@ -278,7 +319,37 @@ class RunConfig(_Section):
             if list(self.train.loss_type) != ["sigmoid"]:
                 raise ValueError(f"train.loss_type: soft labels need ['sigmoid'], got "
                                  f"{list(self.train.loss_type)}")
+        _check_pecaid(self)
         return self
+
+
+def _check_pecaid(cfg: RunConfig) -> None:
+    """The PeCAID keys: one utility label per constraint, labels the data format has, and
+    constraints (relative, the only kind a run has: implicit utilities identify only
+    differences over the same prompts)."""
+    p, m = cfg.pecaid, len(cfg.constraints)
+    if p.prealign_epochs is not None and not p.prealign_epochs > 0:
+        raise ValueError(f"pecaid.prealign_epochs: must be > 0, got {p.prealign_epochs!r}")
+    if p.utility_labels is not None and len(p.utility_labels) != m:
+        raise ValueError(f"pecaid.utility_labels: {len(p.utility_labels)} labels for {m} "
+                         "constraints (one per constraint)")
+    if p.thresholds is not None and len(p.thresholds) != m:
+        raise ValueError(f"pecaid.thresholds: {len(p.thresholds)} thresholds for {m} "
+                         "constraints (one per constraint)")
+    if cfg.method not in PECAID_METHODS:
+        return
+    if m == 0:
+        raise ValueError(f"constraints: method {cfg.method!r} needs at least one constraint")
+    if p.thresholds is None:
+        raise ValueError(f"pecaid.thresholds: required by method {cfg.method!r}, one per "
+                         "constraint, in implicit-reward units (beta log-ratios; "
+                         "constraints.N.threshold is in the score models' units)")
+    if cfg.data.format == "hh-rlhf":
+        keys = ["pecaid.reward_label"] + [f"pecaid.utility_labels.{i}" for i in range(m)]
+        for key, label in zip(keys, p.labels(m), strict=True):
+            if label == "safer_response_id":
+                raise ValueError(f"{key}: 'safer_response_id' is not in data.format='hh-rlhf' "
+                                 "data (it has better_response_id only)")
 
 
 # ------------------------------------------------------------------ building from dicts

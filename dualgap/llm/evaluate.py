@@ -90,30 +90,47 @@ def by_harm_category(prompts: list[str], categories: dict[str, list[str]], ref: 
     return out
 
 
-def evaluation_scores(directory: str | Path, progress: bool = True
+def evaluation_scores(directory: str | Path, progress: bool = True, configured: bool = False
                       ) -> tuple[list[str], np.ndarray, np.ndarray]:
     """``(prompts, reference scores, policy scores)``, scores of shape ``(1 + m, n, S)``;
-    generated and scored once (kept in the run directory)."""
+    generated and scored once (kept in the run directory).
+
+    In a PeCAID run the scores are the implicit rewards the run trained with; ``configured``
+    scores the same samples with the config's scorers instead (stages ``eval_*_models``), the
+    units a model-based run is evaluated in.  Elsewhere ``configured`` changes nothing."""
     from .rundir import Run, load_run_config
 
     directory = Path(directory)
-    run = Run(directory, load_run_config(directory)[0], progress)
+    run = Run(directory, load_run_config(directory)[0], progress, configured_scorers=configured)
     run.load_state()
     if not run.done("complete"):
         raise ValueError(f"directory: the run in {str(directory)!r} is not finished "
                          "(resume it first)")
+    from .config import PECAID_METHODS
+
+    models = configured and run.config.method in PECAID_METHODS
+    if models:  # the samples of the implicit evaluation, scored by the config's scorers
+        evaluation_scores(directory, progress)
     prompts = _test_prompts(run)
     S = run.config.evaluation.samples_per_prompt
     out = []
     for stage, t in (("eval_reference", -1), ("eval_policy", run.config.iterations - 1)):
-        path = directory / "scores" / f"{stage}.npz"
+        name = f"{stage}_models" if models else stage
+        path = directory / "scores" / f"{name}.npz"
         scores = None
         if path.exists():
-            arr = run.load_arrays(stage)
+            arr = run.load_arrays(name)
             scores = np.concatenate([arr["reward"][None], arr["utilities"]])
             if scores.shape[1:] != (len(prompts), S):  # evaluation.* changed since: redo
                 scores = None
-        if scores is None:
+        if scores is None and models:
+            samples = json.loads((directory / "samples" / f"{stage}.json").read_text())
+            flat_p = [p for p, ys in zip(samples["prompts"], samples["samples"], strict=True)
+                      for _ in ys]
+            flat_y = [y for ys in samples["samples"] for y in ys]
+            scores = run.score(flat_p, flat_y).reshape(-1, len(prompts), S)
+            run.save_arrays(name, reward=scores[0], utilities=scores[1:])
+        elif scores is None:
             _, scores = run.sample_and_score(stage, t, prompts, "eval", {}, num_samples=S)
         out.append(scores)
     return prompts, out[0], out[1]
@@ -123,13 +140,14 @@ def evaluate(directory: str | Path, against: list[str | Path] | None = None,
              figures: bool = True, progress: bool = True) -> dict:
     """Improvements with 95% CIs, thresholds met, win rates against ``against`` runs, figures;
     the summary is also written to ``DIR/eval/summary.json``."""
+    from .config import PECAID_METHODS
     from .distributed import is_main
     from .rundir import load_run_config, read_jsonl
 
     directory = Path(directory)
     cfg = load_run_config(directory)[0]
     names = [cfg.reward.name] + [c.scorer.name for c in cfg.constraints]
-    thresholds = [None] + [c.threshold for c in cfg.constraints]
+    thresholds = [None] + cfg.pecaid.training_thresholds(cfg)  # PeCAID: implicit units
     prompts, ref, pol = evaluation_scores(directory, progress)
     from .rundir import Run
 
@@ -149,11 +167,27 @@ def evaluate(directory: str | Path, against: list[str | Path] | None = None,
         summary["scores"][name] = entry
     if categories and len(names) > 1:
         summary["by_harm_category"] = by_harm_category(prompts, categories, ref, pol, names[1:])
+    win_pol = pol
+    if cfg.method in PECAID_METHODS:  # the same samples in the score models' units
+        _, m_ref, win_pol = evaluation_scores(directory, progress, configured=True)
+        summary["scores_are"] = ("implicit rewards beta log(pi_name / pi_ref) of the "
+                                 "pre-aligned models (relative to pi_ref: per-prompt constants "
+                                 "cancel); score_models: the config's scorers")
+        summary["score_models"] = {}
+        for i, name in enumerate(names):
+            mean, lo, hi = mean_ci(win_pol[i].mean(axis=1) - m_ref[i].mean(axis=1))
+            entry = {"reference_mean": float(m_ref[i].mean()),
+                     "policy_mean": float(win_pol[i].mean()), "improvement": mean,
+                     "ci95": [lo, hi]}
+            if i > 0:  # constraints.N.threshold: the score models' units
+                b = cfg.constraints[i - 1].threshold
+                entry.update(threshold=b, met=bool(mean >= b), met_with_confidence=bool(lo >= b))
+            summary["score_models"][name] = entry
     summary["win_rates"] = {}
     others = []
     for other in against or []:
         other = Path(other)
-        o_prompts, _, o_pol = evaluation_scores(other, progress)
+        o_prompts, _, o_pol = evaluation_scores(other, progress, configured=True)
         if o_prompts != prompts or o_pol.shape != pol.shape:
             raise ValueError(f"against: {str(other)!r} was evaluated on other test prompts")
         o_cfg = load_run_config(other)[0]
@@ -161,9 +195,11 @@ def evaluate(directory: str | Path, against: list[str | Path] | None = None,
         rates = {}
         for i, name in enumerate(names):
             if name in o_names:
-                w, lo, hi = win_rate(pol[i], o_pol[o_names.index(name)])
+                w, lo, hi = win_rate(win_pol[i], o_pol[o_names.index(name)])
                 rates[name] = {"win_rate": w, "ci95": [lo, hi]}
         summary["win_rates"][str(other)] = rates
+        if o_cfg.method in PECAID_METHODS:  # its constraint point: in its own (implicit) units
+            _, _, o_pol = evaluation_scores(other, progress)
         others.append((other, o_cfg, o_pol, _))
     if is_main():
         out = directory / "eval"
@@ -196,7 +232,8 @@ def evaluate(directory: str | Path, against: list[str | Path] | None = None,
 def _point(label: str, cfg: Any, ref: np.ndarray, pol: np.ndarray) -> dict:
     d = pol[1].mean(axis=1) - ref[1].mean(axis=1)
     mean, lo, hi = mean_ci(d)
-    return {"label": f"{label} ({cfg.method})", "threshold": cfg.constraints[0].threshold,
+    return {"label": f"{label} ({cfg.method})",
+            "threshold": cfg.pecaid.training_thresholds(cfg)[0],
             "improvement": mean, "ci": (lo, hi)}
 
 
@@ -214,6 +251,15 @@ def format_summary(summary: dict) -> str:
                 " (CI above b)" if e["met_with_confidence"] else "")
         lines.append(f"{name:<16}{e['reference_mean']:>10.4g}{e['policy_mean']:>10.4g}"
                      f"{e['improvement']:>13.4g}  [{lo:.4g}, {hi:.4g}]  {thr}")
+    if summary.get("scores_are"):
+        lines.append(f"(scores above: {summary['scores_are']})")
+    for name, e in summary.get("score_models", {}).items():
+        lo, hi = e["ci95"]
+        thr = "" if "threshold" not in e else f"  b = {e['threshold']:g}: " + (
+            "met" if e["met"] else "NOT met")
+        lines.append(f"{name + ' (model)':<16}{e['reference_mean']:>10.4g}"
+                     f"{e['policy_mean']:>10.4g}{e['improvement']:>13.4g}  [{lo:.4g}, {hi:.4g}]"
+                     f"{thr}")
     if summary.get("by_harm_category"):
         lines.append("improvement by harm category of the test prompts:")
     for cat, entry in summary.get("by_harm_category", {}).items():

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -48,18 +49,19 @@ import numpy as np
 from .scoring import Scorer
 
 __all__ = ["dpo_completion_ids", "completion_logprobs", "ImplicitRewardScorer",
-           "reference_kl_term", "implicit_reward_error", "prealign",
+           "reference_kl_term", "implicit_reward_error", "prealign", "run_implicit_scorer",
            "PREALIGN_LABELS"]
 
 
 def dpo_completion_ids(tokenizer: Any, prompt_text: str, response: str,
-                       append_eos: bool = True) -> tuple[list[int], list[int]]:
+                       append_eos: bool = True, separator: str = " "
+                       ) -> tuple[list[int], list[int]]:
     """``(prompt_ids, completion_ids)`` of one pair side as TRL's DPO step tokenizes it: the
-    completion is ``" " + response.strip()`` (+ EOS), as :func:`~dualgap.llm.preferences.
+    completion is ``separator + response.strip()`` (+ EOS), as :func:`~dualgap.llm.preferences.
     preference_dataset` writes it and ``DPOTrainer`` completes it."""
     from trl.data_utils import common_prefix_length
 
-    completion = f" {response.strip()}"
+    completion = f"{separator}{response.strip()}"
     if append_eos and tokenizer.eos_token and not completion.endswith(tokenizer.eos_token):
         completion += tokenizer.eos_token
     prompt_ids = tokenizer(prompt_text)["input_ids"]
@@ -116,10 +118,12 @@ class ImplicitRewardScorer(Scorer):
 
     def __init__(self, model: Any, reference: Any, tokenizer: Any, beta: float, name: str,
                  prompt_format: Any = None, max_length: int | None = 512, batch_size: int = 16,
-                 device: Any = None, dtype: str = "float32", negate: bool = False) -> None:
+                 device: Any = None, dtype: str = "float32", negate: bool = False,
+                 separator: str = " ") -> None:
         if not beta > 0:
             raise ValueError(f"beta: must be > 0, got {beta!r}")
         self.name, self.beta, self.sign = name, float(beta), -1.0 if negate else 1.0
+        self.separator = separator
         self.tokenizer, self.max_length, self.batch_size = tokenizer, max_length, batch_size
         self.prompt_format = prompt_format or (lambda x: x)
         paths = [str(m) if isinstance(m, (str, Path)) else None for m in (model, reference)]
@@ -137,13 +141,15 @@ class ImplicitRewardScorer(Scorer):
                  for p, m in zip(paths, (model, reference), strict=True)]
         self.identity = "implicit:" + hashlib.sha256(json.dumps(
             [paths, self.beta, max_length, self.prompt_format("\x00")]  # the template
+            + ([separator] if separator != " " else [])
         ).encode()).hexdigest()[:16]
 
     def log_ratios(self, prompts: Sequence[str], responses: Sequence[str]) -> np.ndarray:
         """``log pi_model(y|x) - log pi_ref(y|x)``, float64 ``(n,)``."""
         if len(prompts) != len(responses):
             raise ValueError(f"responses: {len(responses)} for {len(prompts)} prompts")
-        seqs = [dpo_completion_ids(self.tokenizer, self.prompt_format(p), y)
+        seqs = [dpo_completion_ids(self.tokenizer, self.prompt_format(p), y,
+                                   separator=self.separator)
                 for p, y in zip(prompts, responses, strict=True)]
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         lp = completion_logprobs(self.model, seqs, self.max_length, self.batch_size, pad)
@@ -154,6 +160,26 @@ class ImplicitRewardScorer(Scorer):
         if not len(prompts):
             return np.zeros(0)
         return self.beta * self.log_ratios(prompts, responses)
+
+
+def run_implicit_scorer(run: Any, sc: Any, cache: Path) -> Scorer:
+    """The cached implicit scorer of a PeCAID run's scorer ``sc`` (a
+    :class:`~dualgap.llm.config.ScorerConfig`: its ``name`` and ``batch_size``): the
+    pre-aligned model ``models/implicit/<name>`` against the run's ``pi_ref``, with the run's
+    prompt text, ``train.max_length`` and ``data.response_separator`` (as its DPO steps)."""
+    from ..errors import UserError
+    from .distributed import device, rank
+    from .scoring import CachedScorer, ScoreCache
+
+    if "implicit_models" not in run.state:
+        raise UserError("state.json: no pre-aligned models (stage prealign not finished)")
+    cfg = run.config
+    scorer = ImplicitRewardScorer(
+        str(run.directory / run.state["implicit_models"][sc.name]), run.reference_path,
+        run.tokenizer(), cfg.beta, sc.name, prompt_format=run.prompt_text,
+        max_length=cfg.train.max_length, batch_size=sc.batch_size, device=device(),
+        dtype=cfg.policy.dtype, separator=cfg.data.response_separator)
+    return CachedScorer(scorer, ScoreCache(cache, sc.name, scorer.identity, rank()))
 
 
 def reference_kl_term(ref_scores: np.ndarray, beta: float,
@@ -217,15 +243,18 @@ PREALIGN_LABELS = {"reward": "better", "safety": "safer"}
 def prealign(pairs: Any, prompt_texts: Sequence[str], reference: str | Path, tokenizer: Any,
              output_dir: str | Path, settings: Any, beta: float, seed: int,
              labels: dict[str, str] | None = None, lora: Any = None, dtype: str = "float32",
-             progress: bool = True) -> dict[str, Path]:
+             progress: bool = True, separator: str = " ",
+             log_path: str | Path | None = None) -> dict[str, Path]:
     """PeCAID's pre-alignment: one unconstrained DPO model per label, ``name -> directory``.
 
     ``pairs`` is a :class:`~dualgap.llm.data.PreferencePairs`; ``labels`` maps a model name to
     the pairs' attribute holding its label (``1`` = ``response_1`` preferred; default
     :data:`PREALIGN_LABELS`).  Each model is a DPO step (:func:`~dualgap.llm.policy_step.
     dpo_step`) from ``pi_ref`` against ``pi_ref``, saved to ``output_dir/<name>``; a finished
-    model (its directory exists) is kept, so a killed pre-alignment resumes.
+    model (its directory exists) is kept, so a killed pre-alignment resumes.  ``separator``
+    joins prompt text and response as in the policy step (``data.response_separator``).
     """
+    from .distributed import barrier, is_main
     from .policy_step import dpo_step
     from .preferences import preference_dataset
 
@@ -244,10 +273,16 @@ def prealign(pairs: Any, prompt_texts: Sequence[str], reference: str | Path, tok
         target = out / name
         if not target.is_dir():
             records = preference_dataset(prompt_texts, pairs.response_0, pairs.response_1,
-                                         np.asarray(lab))
+                                         np.asarray(lab), separator)
             tmp = out / f"{name}.partial"
+            if is_main() and tmp.exists():  # a kill in the middle of this model: start it again
+                shutil.rmtree(tmp)
+            barrier()
             dpo_step(records, reference, reference, tokenizer, tmp, settings, beta, seed + i,
-                     lora=lora, dtype=dtype, progress=progress)
-            tmp.replace(target)
+                     lora=lora, dtype=dtype, progress=progress, log_path=log_path)
+            if is_main():
+                tmp.replace(target)
+                shutil.rmtree(out / f"{name}.partial.work", ignore_errors=True)  # the trainer's
+            barrier()
         done[name] = target
     return done

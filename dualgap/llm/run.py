@@ -11,8 +11,11 @@ The CAID loop (practical start; README "Algorithms"), for ``t = 0 .. T-1``::
 With ``dual.start = literal`` the first dual step is taken at ``pi_ref`` from ``lam_init``
 (where ``E_pi g = E_ref g``, so ``lam_0 = [lam_init + eta b]_+``).  ``one-shot`` keeps the one-shot
 ``lam`` and one label draw for every iteration; ``dpo-helpful`` / ``dpo-safe`` train on the
-dataset's ``better_response_id`` / ``safer_response_id``.  After the last policy step the CAID
-and one-shot runs measure ``E g`` of the final iterate (stage ``final``).
+dataset's ``better_response_id`` / ``safer_response_id``.  ``pecaid`` / ``pe-one-shot`` are
+``caid`` / ``one-shot`` after a stage ``prealign`` (one DPO model per label, in
+``models/implicit/``) with the implicit rewards ``beta log pi_name / pi_ref`` as the scorers
+(docs/pecaid.md).  After the last policy step the constrained runs measure ``E g`` of the final
+iterate (stage ``final``).
 
 The run directory::
 
@@ -26,6 +29,7 @@ The run directory::
     cache/scores/        the score cache (scorer, prompt, response) -> raw score
     checkpoints/iter_t/  the iterates (full weights or a LoRA adapter)
     models/reference/    the built-in tiny policy when policy.model = builtin:tiny-llama
+    models/implicit/     PeCAID's pre-aligned models, one per scorer name
 
 A failed setup leaves nothing behind (:func:`train` builds the directory under a temporary name
 and renames it when the setup succeeded).  A stage is marked finished only after its outputs are
@@ -106,6 +110,36 @@ def _prepare(run: Run, local: bool = False) -> None:
         run.mark("setup", reference_path=ref)
 
 
+def _prealign_stage(run: Run, pairs) -> None:
+    """PeCAID's pre-alignment: one DPO model per label (``pecaid.reward_label`` for the reward,
+    ``pecaid.utility_labels`` for the utilities), from and against ``pi_ref``, in
+    ``models/implicit/<scorer name>``; a kill keeps the finished models
+    (:func:`dualgap.llm.pecaid.prealign`)."""
+    from .config import LABEL_COLUMNS
+    from .pecaid import prealign
+
+    if run.done("prealign"):
+        return
+    cfg = run.config
+    names = [cfg.reward.name] + [c.scorer.name for c in cfg.constraints]
+    labels = {n: LABEL_COLUMNS[c] for n, c in zip(names, cfg.pecaid.labels(len(names) - 1),
+                                                   strict=True)}
+    epochs = cfg.pecaid.prealign_epochs
+    settings = cfg.train if epochs is None else cfg.train.model_copy(
+        update={"epochs_per_iteration": epochs})
+    t0 = time.perf_counter()
+    out = run.directory / "models" / "implicit"
+    prealign(pairs, [run.prompt_text(p) for p in pairs.prompts], run.reference_path,
+             run.tokenizer(), out, settings, cfg.beta,
+             seed=_seed(cfg.seed, _STAGE_SEEDS["prealign"]) % 2**31, labels=labels,
+             lora=cfg.policy.lora, dtype=cfg.policy.dtype, progress=run.progress,
+             separator=cfg.data.response_separator, log_path=run.directory / "run.log")
+    run.append("metrics.jsonl", {"stage": "prealign", "labels": dict(zip(
+        names, cfg.pecaid.labels(len(names) - 1), strict=True)), "timing": {
+        "dpo_s": time.perf_counter() - t0}})
+    run.mark("prealign", implicit_models={n: f"models/implicit/{n}" for n in names})
+
+
 def _pool_scores(run: Run, pairs) -> tuple[np.ndarray, np.ndarray]:
     """Scores of both responses of every training pair: ``r (P, 2)``, ``g (m, P, 2)``."""
     if not run.done("pool"):
@@ -127,12 +161,18 @@ def _reference_stage(run: Run, prompts: list[str]) -> tuple[np.ndarray, np.ndarr
     from .dual import auto_step_size, empirical_instance, one_shot_multiplier, reference_statistics
 
     cfg = run.config
-    thresholds = np.array([c.threshold for c in cfg.constraints])
+    thresholds = np.array(cfg.pecaid.training_thresholds(cfg), dtype=np.float64)
     names = [c.scorer.name for c in cfg.constraints]
     if not run.done("reference"):
         timing: dict = {}
         _, scores = run.sample_and_score("reference", -1, prompts, "reference", timing)
         e_ref = reference_statistics(scores[1:])
+        extra = {}
+        if run.implicit:  # E_ref g_hat = -beta KL(pi_ref || pi_g): the same mean, read as a KL
+            from .pecaid import reference_kl_term
+
+            kl = reference_kl_term(scores[1:], cfg.beta)
+            extra["reference_kl"] = {"kl": kl["kl"], "E_ref_g_se": kl["se"]}
         sol = one_shot_multiplier(scores[0], scores[1:], thresholds, cfg.beta, names)
         problem = empirical_instance(scores[0], scores[1:], thresholds, cfg.beta, names)
         lam_start = sol.lam if cfg.dual.start == "practical" else np.asarray(
@@ -145,7 +185,7 @@ def _reference_stage(run: Run, prompts: list[str]) -> tuple[np.ndarray, np.ndarr
                                          "lam": sol.lam, "converged": sol.converged,
                                          "kkt_residual": sol.kkt_residual,
                                          "dual_value": sol.dual_value,
-                                         "slack": sol.slack}})
+                                         "slack": sol.slack}, **extra})
         run.mark("reference", step_size=eta, E_ref_g=e_ref, one_shot_lam=sol.lam)
     return (np.asarray(run.state["E_ref_g"]), np.asarray(run.state["one_shot_lam"]),
             float(run.state["step_size"]))
@@ -158,13 +198,13 @@ def _dual_stage(run: Run, t: int, prompts: list[str], e_ref: np.ndarray, lam_one
 
     cfg = run.config
     stage = f"dual_{t}"
-    b = np.array([c.threshold for c in cfg.constraints])
+    b = np.array(cfg.pecaid.training_thresholds(cfg), dtype=np.float64)
     if not run.done(stage):
         timing: dict = {}
         rec: dict[str, Any] = {"iteration": t, "stage": stage, "step_size": eta,
                                "E_ref_g": e_ref, "thresholds": b}
-        if cfg.method == "one-shot" or (cfg.method == "caid" and t == 0
-                                         and cfg.dual.start == "practical"):
+        if cfg.method in ("one-shot", "pe-one-shot") or (
+                cfg.method in ("caid", "pecaid") and t == 0 and cfg.dual.start == "practical"):
             lam = lam_one_shot
             rec["source"] = "one-shot"
         elif t == 0:  # literal start: the first dual step at pi_ref, where E_pi g = E_ref g
@@ -202,7 +242,7 @@ def _policy_stage(run: Run, t: int, pairs, pool: tuple[np.ndarray, np.ndarray] |
         labels = pairs.safer
     else:
         assert pool is not None and lam is not None
-        label_t = 0 if cfg.method == "one-shot" else t
+        label_t = 0 if cfg.method in ("one-shot", "pe-one-shot") else t
         labels = pseudo_labels(pool[0], pool[1], lam, [cfg.seed, _STAGE_SEEDS["labels"], label_t])
     if cfg.train.labels == "soft":  # P(y_1 preferred) itself (config check: caid / one-shot)
         from .preferences import preference_probabilities, soft_preference_dataset
@@ -243,7 +283,7 @@ def _final_stage(run: Run, prompts: list[str], e_ref: np.ndarray) -> None:
     timing: dict = {}
     _, scores = run.sample_and_score("final", T - 1, prompts, "final", timing)
     e_pi = reference_statistics(scores[1:])
-    b = np.array([c.threshold for c in cfg.constraints])
+    b = np.array(cfg.pecaid.training_thresholds(cfg), dtype=np.float64)
     run.append("lam_history.jsonl", {
         "iteration": T, "stage": "final", "lam": run.state.get("lam"), "E_pi_g": e_pi,
         "E_ref_g": e_ref, "slack": e_pi - e_ref - b, "thresholds": b,
@@ -258,7 +298,9 @@ def _execute(run: Run, stop_after: int | None = None, callbacks: list | None = N
     cfg = run.config
     _prepare(run)
     pairs = run.train_pairs()
-    constrained = cfg.method in ("caid", "one-shot")
+    constrained = cfg.method in ("caid", "one-shot", "pecaid", "pe-one-shot")
+    if run.implicit:
+        _prealign_stage(run, pairs)
     prompts = run.dual_prompts(pairs) if constrained else []
     pool = _pool_scores(run, pairs) if constrained else None
     if constrained:

@@ -11,10 +11,9 @@ stage's records and arrays first, then ``state.json`` marks it finished.  So aft
   the file and what is wrong.
 
 ``resume`` continues with the config the run started with (``resolved_config.json``, written
-once at the start).  Only the keys of :data:`SAFE_TO_CHANGE` may differ (logging, memory-only
-batch sizes, evaluation settings); any other difference is refused with the changed keys named:
-changing a threshold, a step size or a model mid-run would mix two experiments in one
-trajectory.
+once at the start).  Only the keys of :data:`SAFE_TO_CHANGE` may differ (logging, batch sizes,
+evaluation), and keys added to dualgap since, at their defaults; any other difference is refused
+with the keys named: a threshold, step size or model changed mid-run would mix two experiments.
 """
 
 from __future__ import annotations
@@ -50,10 +49,10 @@ RESOLVED = "resolved_config.json"
 
 #: every random choice of a run is seeded from ``(seed, stage tag, ...)``
 _STAGE_SEEDS = {"reference": 1, "dual": 2, "labels": 3, "dpo": 4, "final": 5, "prompts": 6,
-                "eval": 7}
+                "eval": 7, "prealign": 8}
 
 #: The stage names ``state.json`` may list.
-STAGE_PATTERN = re.compile(r"setup|pool|reference|final|complete|(dual|policy)_(\d+)")
+STAGE_PATTERN = re.compile(r"setup|prealign|pool|reference|final|complete|(dual|policy)_(\d+)")
 
 
 def atomic_write(path: Path, text: str) -> None:
@@ -132,7 +131,7 @@ def read_state(path: Path, iterations: int | None = None) -> dict:
         m = STAGE_PATTERN.fullmatch(stage) if isinstance(stage, str) else None
         if m is None:
             raise UserError(f"{path}: unknown stage {stage!r} in 'completed' (known: setup, "
-                            "pool, reference, dual_T, policy_T, final, complete)")
+                            "prealign, pool, reference, dual_T, policy_T, final, complete)")
         if m.group(2) is not None and iterations is not None and int(m.group(2)) >= iterations:
             raise UserError(f"{path}: stage {stage!r} is past the config's {iterations} "
                             "iterations")
@@ -204,9 +203,11 @@ def load_run_config(directory: Path, overrides: list[str] | None = None
                                             "config", started_path)
         started = config_to_dict(cfg)
     changes = changed_keys(started, config_to_dict(cfg))
+    had, defaults = flatten(started), flatten(config_to_dict(type(cfg).model_construct()))
+    changes = {k: v for k, v in changes.items()  # a key added since, at its default: no change
+               if k in had or k not in defaults or not _same(v[1], defaults[k])}
     bad = unsafe_changes(changes)
     if bad:
-        had = flatten(started)
         shown = "; ".join(f"{k}: {changes[k][0]!r} -> {changes[k][1]!r}" if k in had else
                           f"{k}: not in the run's config (a key added to dualgap since), now "
                           f"{changes[k][1]!r}" for k in bad[:6])
@@ -232,12 +233,13 @@ def load_npz(path: Path) -> dict[str, np.ndarray]:
 def _has_weights(directory: Path) -> bool:
     if not ((directory / "config.json").exists() or (directory / "adapter_config.json").exists()):
         return False
-    return any(directory.glob("*.safetensors")) or any(directory.glob("*.bin"))
+    return any(directory.glob("*.safetensors")) or any(  # training_args.bin holds no weights
+        p.name != "training_args.bin" for p in directory.glob("*.bin"))
 
 
 #: the state.json entries a finished stage leaves
-_STATE_KEYS = {"setup": ("reference_path",), "reference": ("step_size", "E_ref_g",
-                                                           "one_shot_lam")}
+_STATE_KEYS = {"setup": ("reference_path",), "prealign": ("implicit_models",),
+               "reference": ("step_size", "E_ref_g", "one_shot_lam")}
 
 
 def check_run_directory(directory: Path, state: dict, builtin_reference: bool) -> None:
@@ -255,6 +257,10 @@ def check_run_directory(directory: Path, state: dict, builtin_reference: bool) -
         ref = directory / "models" / "reference"
         if not _has_weights(ref):
             raise UserError(f"{ref}: the built-in reference model is missing or incomplete")
+    for name, rel in (state["implicit_models"] if "prealign" in completed else {}).items():
+        if not _has_weights(directory / rel):
+            raise UserError(f"{directory / rel}: the pre-aligned model {name!r} is missing or "
+                            "incomplete, but state.json marks prealign finished")
     for stage in ("pool", "reference"):
         if stage in completed:
             arrays = load_npz(directory / "scores" / f"{stage}.npz")
@@ -290,6 +296,7 @@ class Run:
     _scorers: list | None = field(default=None, repr=False)
     _tokenizer: Any = field(default=None, repr=False)
     _pairs: Any = field(default=None, repr=False)
+    configured_scorers: bool = False  # a PeCAID run scored by the config's scorers (evaluate)
 
     # ------------------------------------------------------------ files
     @property
@@ -378,21 +385,31 @@ class Run:
         return load_policy(self.policy_path(t), base=self.reference_path, dtype=p.dtype,
                            device=device(), revision=None if full else p.revision, lora=p.lora)
 
+    @property
+    def implicit(self) -> bool:
+        """Whether :meth:`scorers` are PeCAID's implicit rewards."""
+        return self.config.method in ("pecaid", "pe-one-shot") and not self.configured_scorers
+
     def scorers(self) -> list:
-        """``[reward, g_1, ..., g_m]`` (signed, cached)."""
+        """``[reward, g_1, ..., g_m]`` (signed, cached): the config's or PeCAID's implicit."""
         if self._scorers is None:
             from .distributed import device, rank
             from .scoring import build_scorer
 
             cache = self.directory / "cache" / "scores"
             cfgs = [self.config.reward] + [c.scorer for c in self.config.constraints]
-            self._scorers = [build_scorer(c, cache, rank(), device(), self.progress) for c in cfgs]
+            if self.implicit:
+                from .pecaid import run_implicit_scorer
+                self._scorers = [run_implicit_scorer(self, c, cache) for c in cfgs]
+            else:
+                self._scorers = [build_scorer(c, cache, rank(), device(), self.progress)
+                                 for c in cfgs]
         return self._scorers
 
     def release_models(self) -> None:
-        """Drop the transformer scorers and free GPU memory before the next stage (on GPUs the
-        score models would otherwise sit beside the policy during DPO; the score cache keeps
-        what they computed)."""
+        """Drop the transformer (and PeCAID's implicit) scorers and free GPU memory before the
+        next stage (on GPUs they would otherwise sit beside the policy during DPO; the score
+        cache keeps what they computed)."""
         import sys
 
         torch = sys.modules.get("torch")
@@ -400,9 +417,9 @@ class Run:
             return
         from .scoring import CachedScorer, TransformerScorer
 
-        if self._scorers is not None and any(
+        if self._scorers is not None and (self.implicit or any(
                 isinstance(s.scorer if isinstance(s, CachedScorer) else s, TransformerScorer)
-                for s in self._scorers):
+                for s in self._scorers)):
             self._scorers = None
         torch.cuda.empty_cache()
 

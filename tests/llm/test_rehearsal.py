@@ -20,16 +20,19 @@ def _cases():
     for name in sorted(shipped_configs()):
         cfg = load_config(name)
         for m in METHODS:
-            if m == "dpo-safe" and cfg.data.format == "hh-rlhf":
+            if m in ("dpo-safe", "pecaid", "pe-one-shot") and cfg.data.format == "hh-rlhf":
                 continue  # the config refuses it (no safety labels): tested below
             yield pytest.param(name, m, id=f"{name}-{m}")
 
 
-def _overrides(name: str) -> list[str]:
+def _overrides(name: str, method: str = "caid") -> list[str]:
     cfg = load_config(name)
+    out = []
     if NO_TENSORBOARD and "tensorboard" in cfg.train.report_to:
-        return ["train.report_to=[none]"]
-    return []
+        out.append("train.report_to=[none]")
+    if method in ("pecaid", "pe-one-shot"):  # implicit-reward units: 0 = no worse than pi_ref
+        out.append(f"pecaid.thresholds={[0.0] * len(cfg.constraints)}")
+    return out
 
 
 @pytest.mark.parametrize(("name", "method"), list(_cases()))
@@ -37,7 +40,8 @@ def test_rehearsal_of_every_shipped_config_and_method(name, method, tmp_path):
     from dualgap.llm.rehearsal import format_rehearsal, rehearse
     from dualgap.llm.run import read_jsonl
 
-    result = rehearse(name, overrides=_overrides(name), methods=[method], output_dir=tmp_path)
+    result = rehearse(name, overrides=_overrides(name, method), methods=[method],
+                      output_dir=tmp_path)
     stages = [(s.method, s.stage) for s in result.stages]
     assert stages == [("-", "stand-ins"), ("-", "preflight"), (method, "train (killed)"),
                       (method, "resume"), (method, "evaluate")]

@@ -77,10 +77,14 @@ def test_load_run_config_compares_with_the_started_config(tmp_path):
     with pytest.raises(UserError, match=r"beta: 0\.1 -> 0\.2"):
         load_run_config(tmp_path, ["beta=0.2"])
     started = json.loads((tmp_path / RESOLVED).read_text())
-    del started["train"]["dpo"]  # a run started before the key existed
+    del started["train"]["dpo"], started["pecaid"]  # a run started before the keys existed
     (tmp_path / RESOLVED).write_text(json.dumps(started))
-    with pytest.raises(UserError, match=r"train\.dpo: not in the run's config \(a key added"):
-        load_run_config(tmp_path)
+    # keys added to dualgap since, at their defaults, change nothing the run did: accepted
+    assert load_run_config(tmp_path) == (cfg, {})
+    # an added key at another value would: refused, named
+    with pytest.raises(UserError, match=r"pecaid\.prealign_epochs: not in the run's config "
+                                        r"\(a key added"):
+        load_run_config(tmp_path, ["pecaid.prealign_epochs=3"])
     (tmp_path / "config.yaml").unlink()
     with pytest.raises(UserError, match=r"config\.yaml: missing; the run directory is damaged"):
         load_run_config(tmp_path)

@@ -25,10 +25,11 @@ def _opponent(result: dict) -> str:
 
 def plot_win_rates_vs_threshold(results: Sequence[dict | str | Path],
                                 path: str | Path | None = None,
-                                aspects: Sequence[str] = ASPECTS):
+                                aspects: Sequence[str] = ASPECTS,
+                                title: str = "Judge win rates across thresholds (95% intervals)"):
     """Win rate of each run A against its opponent B (strictly higher judge score), against
     A's threshold ``b``; ``results`` are :func:`~dualgap.llm.judge.report.judge_runs` results or
-    paths of their ``results.json``."""
+    paths of their ``results.json``; ``title`` names what was judged, and by what."""
     rows = [json.loads(Path(r).read_text()) if isinstance(r, (str, Path)) else r for r in results]
     if not rows:
         raise ValueError("results: empty")
@@ -58,6 +59,6 @@ def plot_win_rates_vs_threshold(results: Sequence[dict | str | Path],
     ax.set_ylim(-0.02, 1.02)
     ax.set_xlabel("threshold b of the run (safety improvement over π_ref)")
     ax.set_ylabel("judge win rate (strictly higher score)")
-    ax.set_title("Judge win rates across thresholds (95% intervals)")
+    ax.set_title(title, fontsize=10)
     ax.legend(fontsize=8)
     return finish(fig, path)

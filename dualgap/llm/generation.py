@@ -70,7 +70,10 @@ def load_policy(path: str | Path, base: str | Path | None = None, dtype: str = "
         if base is None:
             raise ValueError(f"policy: {str(path)!r} holds a LoRA adapter; the base model is "
                              "needed")
-        model = AutoModelForCausalLM.from_pretrained(str(base), **kwargs)
+        from .resolve import hub_errors
+
+        with hub_errors("policy.model", str(base), revision):  # the training base, pi_ref
+            model = AutoModelForCausalLM.from_pretrained(str(base), **kwargs)
         model = PeftModel.from_pretrained(model, str(path))
         if merge and "quantization_config" not in kwargs:
             model = model.merge_and_unload()

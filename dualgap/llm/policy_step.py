@@ -75,9 +75,12 @@ def _load(path: str | Path, dtype: str, lora: LoraSettings, revision: str | None
     from transformers import AutoModelForCausalLM
 
     from .generation import base_model_kwargs
+    from .resolve import hub_errors
 
-    return AutoModelForCausalLM.from_pretrained(str(path),
-                                                **base_model_kwargs(dtype, lora, revision))
+    # a hub id is the config's policy.model (pi_ref); run-local iterates are checked on resume
+    with hub_errors("policy.model", str(path), revision):
+        return AutoModelForCausalLM.from_pretrained(str(path),
+                                                    **base_model_kwargs(dtype, lora, revision))
 
 
 def _quiet_callbacks(trainer: Any, log_path: Path | None, verbose: bool, progress: bool,

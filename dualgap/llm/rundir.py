@@ -1,5 +1,4 @@
-"""A run directory: its :class:`Run` (files, models, scorers, sampling of one stage), reading
-its files strictly, and checking it before resume.
+"""A run directory: its :class:`Run` (files, models, scorers, sampling), read strictly, checked.
 
 A run directory (see :mod:`dualgap.llm.run`) is written by one process in a fixed order: a
 stage's records and arrays first, then ``state.json`` marks it finished.  So after a kill,
@@ -32,6 +31,7 @@ import numpy as np
 
 from ..errors import UserError
 from .config import RunConfig, apply_overrides, config_from_dict, config_to_dict, load_config
+from .resolve import hub_errors
 
 __all__ = ["Run", "SAFE_TO_CHANGE", "RESOLVED", "STAGE_PATTERN", "load_run_config",
            "write_run_config", "read_jsonl", "read_jsonl_for_resume", "atomic_write", "to_list",
@@ -110,8 +110,7 @@ def read_jsonl(path: str | Path) -> list[dict]:
 
 
 def read_jsonl_for_resume(path: Path) -> tuple[list[dict], bool]:
-    """``(records, cut)``: as :func:`read_jsonl`, but a last line cut by a kill (no newline at
-    the end of the file) is dropped and reported as ``cut = True``."""
+    """``(records, cut)``: as :func:`read_jsonl`; a last line cut by a kill is dropped, ``cut``."""
     if not path.exists():
         return [], False
     return _parse_lines(path, tolerate_cut_tail=True)
@@ -139,8 +138,7 @@ def read_state(path: Path, iterations: int | None = None) -> dict:
 
 
 def flatten(data: Any, prefix: str = "") -> dict[str, Any]:
-    """Dotted leaf keys of nested dicts and lists (``constraints.0.threshold``); an empty list
-    or dict is a leaf."""
+    """Dotted leaf keys of nested dicts and lists (``constraints.0.threshold``)."""
     if isinstance(data, dict) and data:
         out: dict[str, Any] = {}
         for k, v in data.items():
@@ -363,8 +361,10 @@ class Run:
 
             p = self.config.policy
             ref = self.reference_path if "reference_path" in self.state else p.model
-            self._tokenizer = AutoTokenizer.from_pretrained(
-                p.tokenizer or ref, revision=p.revision if p.tokenizer is None else None)
+            rev = None if p.tokenizer else p.revision
+            with hub_errors(f"policy.{'tokenizer' if p.tokenizer else 'model'}", p.tokenizer or ref,
+                            rev, "tokenizer"):
+                self._tokenizer = AutoTokenizer.from_pretrained(p.tokenizer or ref, revision=rev)
             if self._tokenizer.pad_token is None:
                 self._tokenizer.pad_token = self._tokenizer.eos_token
             self._tokenizer.padding_side = "left"
@@ -402,8 +402,9 @@ class Run:
                 from .pecaid import run_implicit_scorer
                 self._scorers = [run_implicit_scorer(self, c, cache) for c in cfgs]
             else:
-                self._scorers = [build_scorer(c, cache, rank(), device(), self.progress)
-                                 for c in cfgs]
+                keys = ["reward"] + [f"constraints.{i}.scorer" for i in range(len(cfgs) - 1)]
+                self._scorers = [build_scorer(c, cache, rank(), device(), self.progress, key=k)
+                                 for c, k in zip(cfgs, keys, strict=True)]
         return self._scorers
 
     def release_models(self) -> None:
@@ -424,8 +425,7 @@ class Run:
         torch.cuda.empty_cache()
 
     def score(self, prompts: list[str], responses: list[str]) -> np.ndarray:
-        """Signed scores ``[r, g_1..g_m]`` of (prompt, response) lists, shape ``(1 + m, n)``,
-        split across ranks in chunks and gathered."""
+        """Signed scores ``[r, g_1..g_m]``, shape ``(1 + m, n)``, split across ranks, gathered."""
         from .distributed import map_sharded
 
         chunk = 256

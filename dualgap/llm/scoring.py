@@ -113,9 +113,14 @@ def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> list[np.nd
 class TransformerScorer(Scorer):
     """A sequence classifier or a safe-rlhf score model, scoring length-sorted batches."""
 
-    def __init__(self, cfg: ScorerConfig, device: Any = None, progress: bool = True) -> None:
+    def __init__(self, cfg: ScorerConfig, device: Any = None, progress: bool = True,
+                 key: str = "scorer") -> None:
+        """``key``: the scorer's dotted config key (``reward``, ``constraints.0.scorer``), named
+        by the one-line error of a load that fails (:func:`dualgap.llm.resolve.hub_errors`)."""
         import torch
         from transformers import AutoTokenizer
+
+        from .resolve import hub_errors
 
         self.cfg, self.name = cfg, cfg.name
         self.sign = -1.0 if cfg.negate else 1.0
@@ -125,15 +130,18 @@ class TransformerScorer(Scorer):
         if cfg.kind == "score-model":
             from .score_model import load_score_model
 
-            self.model, directory = load_score_model(cfg.path, cfg.revision, cfg.dtype,
-                                                     self.device)
+            with hub_errors(f"{key}.path", cfg.path, cfg.revision):
+                self.model, directory = load_score_model(cfg.path, cfg.revision, cfg.dtype,
+                                                         self.device)
             tok_path = cfg.tokenizer or str(directory)
             self._forward = self.model.end_scores
         elif cfg.kind == "sequence-classifier":
             from transformers import AutoModelForSequenceClassification
 
-            self.model = AutoModelForSequenceClassification.from_pretrained(
-                cfg.path, revision=cfg.revision, dtype=getattr(torch, cfg.dtype)).to(self.device)
+            with hub_errors(f"{key}.path", cfg.path, cfg.revision):
+                self.model = AutoModelForSequenceClassification.from_pretrained(
+                    cfg.path, revision=cfg.revision, dtype=getattr(torch, cfg.dtype))
+            self.model = self.model.to(self.device)
             self.model.eval()
             n_labels = self.model.config.num_labels
             if cfg.label_index is None and n_labels != 1:
@@ -146,7 +154,9 @@ class TransformerScorer(Scorer):
             self._forward = self._classifier_forward
         else:
             raise ValueError(f"kind: {cfg.kind!r} is not a transformer scorer")
-        self.tokenizer = AutoTokenizer.from_pretrained(tok_path, revision=cfg.revision)
+        with hub_errors(f"{key}.tokenizer" if cfg.tokenizer else f"{key}.path", tok_path,
+                        cfg.revision, what="tokenizer"):
+            self.tokenizer = AutoTokenizer.from_pretrained(tok_path, revision=cfg.revision)
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token or self.tokenizer.unk_token
         if cfg.kind == "sequence-classifier" and self.model.config.pad_token_id is None:
@@ -271,13 +281,14 @@ class CachedScorer(Scorer):
 
 
 def build_scorer(cfg: ScorerConfig, cache_dir: str | Path | None = None, rank: int = 0,
-                 device: Any = None, progress: bool = True) -> Scorer:
-    """The scorer of a :class:`ScorerConfig`, cached under ``cache_dir`` when given."""
+                 device: Any = None, progress: bool = True, key: str = "scorer") -> Scorer:
+    """The scorer of a :class:`ScorerConfig` at config key ``key``, cached under ``cache_dir``
+    when given."""
     if cfg.kind == "callable":
         scorer: Scorer = CallableScorer(resolve_callable(cfg.path), cfg.name, cfg.negate,
                                         identity=scorer_identity(cfg))
     else:
-        scorer = TransformerScorer(cfg, device=device, progress=progress)
+        scorer = TransformerScorer(cfg, device=device, progress=progress, key=key)
     if cache_dir is None:
         return scorer
     return CachedScorer(scorer, ScoreCache(cache_dir, cfg.name, scorer.identity, rank))

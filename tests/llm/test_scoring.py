@@ -300,3 +300,20 @@ def test_length_sorted_batches():
     flat = np.concatenate(batches)
     assert sorted(flat.tolist()) == list(range(7))
     assert [lengths[i] for i in flat] == sorted(lengths, reverse=True)
+
+
+@pytest.mark.parametrize("kind", ["score-model", "sequence-classifier"])
+def test_a_scorer_that_cannot_load_names_its_config_key(kind, tmp_path):
+    """Past the preflight (a direct Python call, or files gone since): one line naming the key,
+    the value and the likely cause, never a transformers traceback."""
+    from dualgap.errors import UserError
+    from dualgap.llm.scoring import build_scorer
+
+    cfg = ScorerConfig(name="cost", kind=kind, path=str(tmp_path / "gone"))
+    with pytest.raises(UserError, match=r"^constraints\.0\.scorer\.path: '.*gone' is not a "
+                                        r"local folder"):
+        build_scorer(cfg, key="constraints.0.scorer")
+    cfg = ScorerConfig(name="cost", kind=kind, path="NoSuchOrg/no-such-model")
+    with pytest.raises(UserError, match=r"^reward\.path: 'NoSuchOrg/no-such-model' is not in the "
+                                        r"local Hugging Face cache .* the hub is offline"):
+        build_scorer(cfg, key="reward")

@@ -6,6 +6,7 @@ A :class:`ClaimResult` counts checks by kind (docs/claims.md):
 * ``by_construction``: checks that follow from how the estimates are made (not evidence);
 * ``not_met``: the claim's assumption, as measured, is not met (the claim says nothing);
 * ``failed``: informative checks that failed (``counterexamples`` lists the saved instances);
+* ``undecided``: statistical checks whose 95% interval does not decide (it contains 0);
 * ``inconclusive``: checks that passed only through a widened tolerance (counted apart, never
   as holds).
 """
@@ -20,7 +21,7 @@ import numpy as np
 __all__ = ["ClaimResult", "KINDS", "mean_ci"]
 
 #: the verdict kinds, in the ledger's column order
-KINDS = ("holds", "by_construction", "not_met", "failed", "inconclusive")
+KINDS = ("holds", "by_construction", "not_met", "failed", "undecided", "inconclusive")
 
 
 def mean_ci(values: object, level: float = 0.95) -> tuple[float, float, float]:
@@ -52,7 +53,8 @@ class ClaimResult:
         claim: the statement (``"Lemma 4"``, ``"Fig 1a"``, ...).
         checked: what was checked, in a few words.
         instances: instances or seeds it was checked on.
-        holds, by_construction, not_met, failed, inconclusive: the counts (module docstring).
+        holds, by_construction, not_met, failed, undecided, inconclusive: the counts (module
+            docstring).
         notebook: the notebook that tells the story.
         counterexamples: saved ``.npz`` instances (:meth:`AlignmentProblem.load` reads them).
         details: the measured figures (JSON-ready), e.g. CIs and per-seed verdicts.
@@ -65,6 +67,7 @@ class ClaimResult:
     by_construction: int = 0
     not_met: int = 0
     failed: int = 0
+    undecided: int = 0
     inconclusive: int = 0
     notebook: str = ""
     counterexamples: list[str] = field(default_factory=list)

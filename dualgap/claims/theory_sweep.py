@@ -78,12 +78,12 @@ class InstanceSpec:
 
 
 def sweep_specs(n: int, *, seed: int = 0, quick: bool = False) -> list[InstanceSpec]:
-    """``n`` seeded specs: X in 2..12 (quick 2..5), Y in 3..12 (quick 3..6), m cycling 1, 2, 3,
+    """``n`` seeded specs: X in 2..12 (quick 2..4), Y in 3..12 (quick 3..5), m cycling 1, 2, 3,
     beta log-uniform in [0.01, 1], classes alternating, noise uniform in [0, 3] (every fifth 0)."""
     if not isinstance(n, int) or n < 1:
         raise ValueError(f"n: must be a positive int, got {n!r}")
     rng = np.random.default_rng(seed)
-    hi_x, hi_y = (5, 6) if quick else (12, 12)
+    hi_x, hi_y = (4, 5) if quick else (12, 12)
     out = []
     for k in range(n):
         out.append(InstanceSpec(

@@ -1,6 +1,6 @@
 """The one-shot multiplier's sample size: prompts N and samples K against the exact lam*.
 
-The one-shot ``lam_hat`` (SPEC §3, :mod:`dualgap.empirical`) is the exact solver applied to
+The one-shot ``lam_hat`` (docs/theory.md, :mod:`dualgap.empirical`) is the exact solver applied to
 ``N`` prompts drawn uniformly from a population and ``K`` reference samples per prompt (the
 relative constraint's ``E_ref g`` estimated from the same samples, as in the LLM pipeline).
 Against the population's exact ``lam*``:

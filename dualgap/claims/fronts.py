@@ -83,14 +83,17 @@ def fig1a(cfg: FrontsConfig | None = None, *, progress: bool = False) -> ClaimRe
     ``details["errors"][method][K]`` is a ``(seeds, thresholds)`` list of threshold errors;
     ``details["ci"]`` their 95% intervals per threshold; ``details["pattern"][K]`` the seeds
     showing the pattern.  Counts: per ``K`` and seed, ``holds`` when one-shot shows the
-    pattern, ``failed`` when it does not.
+    pattern, ``failed`` when it does not.  A seed whose ``K`` samples cannot meet some ``b``
+    (no one-shot ``lam``) is listed in ``details["infeasible one-shot samples"]``, not counted.
     """
     import dualgap.algorithms as A
 
     cfg = cfg or FrontsConfig()
     methods = ["one-shot", "CAID exact dual steps", "CAID sampled dual steps"]
     err = {m: {K: [] for K in cfg.samples} for m in methods}
-    bs = []
+    from ..feasibility import InfeasibleError
+
+    bs, infeasible = [], []
     seeds = range(cfg.seeds)
     it = seeds
     if progress:
@@ -102,19 +105,24 @@ def fig1a(cfg: FrontsConfig | None = None, *, progress: bool = False) -> ClaimRe
         bs.append(b.tolist())
         for K in cfg.samples:
             rows = {m: [] for m in methods}
-            for bi in b:
-                p = base.replace(thresholds=[bi])
-                pc = _classes(p, "loglinear", cfg, seed)
-                rows["one-shot"].append(A.one_shot(p, pc, samples=K, seed=seed).slack[0, 0])
-                for m, n in (("CAID exact dual steps", None), ("CAID sampled dual steps", K)):
-                    tr = A.caid(p, pc, iterations=cfg.iterations, step_rule="sqrt",
-                                step_size=1.0, inner_steps=cfg.inner_steps, samples=n,
-                                one_shot_samples=K, seed=seed)
-                    rows[m].append(tr.slack[-1, 0])
+            try:
+                for bi in b:
+                    p = base.replace(thresholds=[bi])
+                    pc = _classes(p, "loglinear", cfg, seed)
+                    rows["one-shot"].append(A.one_shot(p, pc, samples=K, seed=seed).slack[0, 0])
+                    for m, n in (("CAID exact dual steps", None), ("CAID sampled dual steps", K)):
+                        tr = A.caid(p, pc, iterations=cfg.iterations, step_rule="sqrt",
+                                    step_size=1.0, inner_steps=cfg.inner_steps, samples=n,
+                                    one_shot_samples=K, seed=seed)
+                        rows[m].append(tr.slack[-1, 0])
+            except InfeasibleError:  # the K samples cannot meet some b: no one-shot lam
+                infeasible.append({"seed": seed, "K": K})
+                continue
             for m in methods:
                 err[m][K].append(rows[m])
     res = ClaimResult("Fig 1a", "one-shot short for small b, over for large b (per seed, "
-                      "per K); CAID's threshold error with 95% CIs", cfg.seeds * len(cfg.samples),
+                      "per K); CAID's threshold error with 95% CIs",
+                      cfg.seeds * len(cfg.samples) - len(infeasible),
                       notebook="08-fronts-and-seeds.ipynb")
     pattern, ci = {}, {}
     for K in cfg.samples:
@@ -124,10 +132,11 @@ def fig1a(cfg: FrontsConfig | None = None, *, progress: bool = False) -> ClaimRe
         res.add("holds", sum(hits))
         res.add("failed", len(hits) - sum(hits))
         for m in methods:
-            ci.setdefault(m, {})[K] = [mean_ci(col) for col in np.asarray(err[m][K]).T]
+            cols = np.asarray(err[m][K]).reshape(-1, len(bs[0])).T
+            ci.setdefault(m, {})[K] = [mean_ci(col) if col.size else None for col in cols]
     res.details = {"thresholds": bs, "errors": {m: {K: np.asarray(v).tolist() for K, v in d.items()}
                                                 for m, d in err.items()},
-                   "ci": ci, "pattern": pattern,
+                   "ci": ci, "pattern": pattern, "infeasible one-shot samples": infeasible,
                    "pattern counts": {K: f"{sum(v)}/{len(v)}" for K, v in pattern.items()}}
     return res
 
@@ -146,7 +155,8 @@ def fig1b(cfg: FrontsConfig | None = None, *, classes: tuple[str, ...] = ("logli
     Both methods use ``cfg.front_inner_steps`` policy-step iterations (a finite fitting
     budget); one-shot's ``lam`` from ``samples`` reference samples per prompt, CAID's practical
     start from the same ``lam`` with exact dual steps.  ``details["fronts"][cls][method]`` is a
-    ``(seeds, thresholds, 2)`` list of (safety, helpfulness) gains.
+    per-seed list of (safety, helpfulness) gains (CAID: one per threshold; one-shot: one per
+    point of its wider grid whose sampled instance is feasible, the others listed as skipped).
     """
     import dualgap.algorithms as A
 
@@ -157,8 +167,11 @@ def fig1b(cfg: FrontsConfig | None = None, *, classes: tuple[str, ...] = ("logli
     res = ClaimResult("Fig 1b", "CAID's helpfulness-safety front above one-shot's (95% CI of "
                       "the helpfulness difference at CAID's safety, per class and b)",
                       cfg.seeds, notebook="08-fronts-and-seeds.ipynb")
+    from ..feasibility import InfeasibleError
+
     fronts: dict = {}
     verdicts: dict = {}
+    skipped: list = []
     total = len(classes) * cfg.seeds
     bar = None
     if progress:
@@ -173,25 +186,37 @@ def fig1b(cfg: FrontsConfig | None = None, *, classes: tuple[str, ...] = ("logli
             # one-shot's front on a wider, denser grid of b, so CAID's points fall inside it
             for bi in np.linspace(0.0, 0.8, 2 * cfg.thresholds + 1) * gain:
                 p = base.replace(thresholds=[bi])
-                os_ = A.one_shot(p, _classes(p, cls, cfg, seed), samples=samples, seed=seed,
-                                 inner_steps=cfg.front_inner_steps)
+                try:
+                    os_ = A.one_shot(p, _classes(p, cls, cfg, seed), samples=samples,
+                                     seed=seed, inner_steps=cfg.front_inner_steps)
+                except InfeasibleError:  # b out of the samples' reach: the front ends here
+                    skipped.append({"class": cls, "seed": seed, "b": float(bi)})
+                    continue
                 row["one-shot"].append(_help_safety(p, os_.policy)[::-1])
             for bi in b:
                 p = base.replace(thresholds=[bi])
                 pc = _classes(p, cls, cfg, seed)
-                ca = A.caid(p, pc, iterations=cfg.iterations, step_rule="sqrt", step_size=1.0,
-                            inner_steps=cfg.front_inner_steps, one_shot_samples=samples,
-                            seed=seed)
+                try:
+                    ca = A.caid(p, pc, iterations=cfg.iterations, step_rule="sqrt",
+                                step_size=1.0, inner_steps=cfg.front_inner_steps,
+                                one_shot_samples=samples, seed=seed)
+                except InfeasibleError:  # no one-shot start: the point is missing (listed)
+                    skipped.append({"class": cls, "seed": seed, "b": float(bi), "CAID": True})
+                    row["CAID"].append((np.nan, np.nan))
+                    continue
                 row["CAID"].append(_help_safety(p, ca.policy)[::-1])
             for k in pts:
                 pts[k].append(row[k])
             if bar is not None:
                 bar.update(1)
-        ca, os_ = np.asarray(pts["CAID"]), np.asarray(pts["one-shot"])  # (seeds, b, 2)
+        ca = np.asarray(pts["CAID"])  # size = (seeds, thresholds, 2)
         diffs = np.full(ca.shape[:2], np.nan)
         for s in range(cfg.seeds):
-            order = np.argsort(os_[s, :, 0])
-            xs, ys = os_[s, order, 0], os_[s, order, 1]
+            front = np.asarray(pts["one-shot"][s]).reshape(-1, 2)  # size = (points, 2)
+            if len(front) < 2:
+                continue
+            order = np.argsort(front[:, 0])
+            xs, ys = front[order, 0], front[order, 1]
             inside = (ca[s, :, 0] >= xs[0]) & (ca[s, :, 0] <= xs[-1])
             diffs[s, inside] = ca[s, inside, 1] - np.interp(ca[s, inside, 0], xs, ys)
         per_b = []
@@ -205,10 +230,11 @@ def fig1b(cfg: FrontsConfig | None = None, *, classes: tuple[str, ...] = ("logli
             v = "above" if lo > 0 else "below" if hi < 0 else "CI contains 0"
             res.add({"above": "holds", "below": "failed"}.get(v, "undecided"))
             per_b.append({"verdict": v, "mean": mean, "ci": [lo, hi], "n": int(d.size)})
-        fronts[cls] = {"CAID": ca.tolist(), "one-shot": os_.tolist()}
+        fronts[cls] = {"CAID": ca.tolist(), "one-shot": pts["one-shot"]}
         verdicts[cls] = per_b
     if bar is not None:
         bar.close()
     res.details = {"fronts": fronts, "verdicts": verdicts, "samples": samples,
+                   "one-shot points skipped (b out of the samples' reach)": skipped,
                    "inner_steps": cfg.front_inner_steps}
     return res

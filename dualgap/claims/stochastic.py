@@ -75,7 +75,7 @@ def stochastic_best_iterate(cfg: StochasticConfig | None = None, *,
     L = smoothness_bound(p)
     res = ClaimResult("Stochastic theorem", "best iterate of sampled CAID vs ||lam0 - lam*_p||^2"
                       "/(2 eta T) + eta S^2/2 + eps_app (mean over seeds), nu > 0",
-                      len(cfg.steps) * len(cfg.samples), notebook="05-stochastic-dual.ipynb")
+                      len(cfg.steps) * len(cfg.samples), notebook="10-multi-constraint.ipynb")
     settings = []
     cells = [(f, N) for f in cfg.steps for N in cfg.samples]
     it = cells

@@ -73,7 +73,8 @@ class Ledger:
         lines.append("")
         lines.append("counts: holds = informative checks that held; by construction = follows "
                      "from how the estimates are made (not evidence); not met = the assumption,"
-                     " as measured, fails; undecided = a 95% CI contains 0; inconclusive = "
+                     " as measured, fails; search failure = rests on a lam*_p proven not a "
+                     "minimizer of D_p; undecided = a 95% CI contains 0; inconclusive = "
                      "passed only through a widened tolerance (docs/claims.md)")
         lines.append(f"counterexamples saved: {len(saved)}" + (f" ({saved[0]} ...)" if saved
                                                                 else ""))

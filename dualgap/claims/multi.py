@@ -17,8 +17,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
-
 from .result import ClaimResult, mean_ci
 
 __all__ = ["MultiConfig", "multi_constraint"]

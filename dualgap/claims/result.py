@@ -6,6 +6,8 @@ A :class:`ClaimResult` counts checks by kind (docs/claims.md):
 * ``by_construction``: checks that follow from how the estimates are made (not evidence);
 * ``not_met``: the claim's assumption, as measured, is not met (the claim says nothing);
 * ``failed``: informative checks that failed (``counterexamples`` lists the saved instances);
+* ``search_failure``: checks resting on an estimate proven wrong (``lam*_p`` with
+  ``D_p(lam*_p) > D* >= D*_p`` found by a second search: not a minimizer of ``D_p``);
 * ``undecided``: statistical checks whose 95% interval does not decide (it contains 0);
 * ``inconclusive``: checks that passed only through a widened tolerance (counted apart, never
   as holds).
@@ -21,7 +23,8 @@ import numpy as np
 __all__ = ["ClaimResult", "KINDS", "mean_ci"]
 
 #: the verdict kinds, in the ledger's column order
-KINDS = ("holds", "by_construction", "not_met", "failed", "undecided", "inconclusive")
+KINDS = ("holds", "by_construction", "not_met", "failed", "search_failure", "undecided",
+         "inconclusive")
 
 
 def mean_ci(values: object, level: float = 0.95) -> tuple[float, float, float]:
@@ -53,7 +56,8 @@ class ClaimResult:
         claim: the statement (``"Lemma 4"``, ``"Fig 1a"``, ...).
         checked: what was checked, in a few words.
         instances: instances or seeds it was checked on.
-        holds, by_construction, not_met, failed, undecided, inconclusive: the counts (module
+        holds, by_construction, not_met, failed, search_failure, undecided, inconclusive:
+            the counts (module
             docstring).
         notebook: the notebook that tells the story.
         counterexamples: saved ``.npz`` instances (:meth:`AlignmentProblem.load` reads them).
@@ -67,6 +71,7 @@ class ClaimResult:
     by_construction: int = 0
     not_met: int = 0
     failed: int = 0
+    search_failure: int = 0
     undecided: int = 0
     inconclusive: int = 0
     notebook: str = ""

@@ -5,16 +5,16 @@ import json
 import numpy as np
 import pytest
 
+from dualgap.claims.result import ClaimResult
 from dualgap.claims.theory_sweep import (
     BY_CONSTRUCTION,
     InstanceSpec,
     _save,
-    classify_row,
     claim_of,
+    classify_row,
     sweep_specs,
     theory_sweep,
 )
-from dualgap.claims.result import ClaimResult
 from dualgap.problem import AlignmentProblem
 from dualgap.theory import GapRow
 
@@ -80,3 +80,16 @@ def test_theory_sweep_one_instance_counts():
     assert l4.holds + l4.failed + l4.not_met == 2  # paper form + segment form
     assert sum(v for k, v in l4.details.items() if k.startswith("segment")) == 1
     assert res["Lemma 3"].by_construction >= 6
+
+
+def test_lam_p_not_a_minimizer_is_a_proof():
+    """On a class that contains every pi_lam, D_p = D: a point with D > D* is no minimizer,
+    lam* itself is not flagged."""
+    import dualgap as dg
+    from dualgap.claims.theory_sweep import lam_p_not_a_minimizer
+
+    spec = InstanceSpec(5, 3, 4, 1, 0.5, "loglinear", 0.0)
+    problem, pc = spec.build()
+    sol = dg.solve(problem)
+    assert lam_p_not_a_minimizer(problem, pc, 3 * sol.lam + 0.5, sol.dual_value)
+    assert not lam_p_not_a_minimizer(problem, pc, sol.lam, sol.dual_value)

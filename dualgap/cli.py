@@ -20,6 +20,7 @@ COMMAND_MODULES = [
     "dualgap.commands.report",
     "dualgap.commands.llm",
     "dualgap.commands.run",
+    "dualgap.commands.claims",
 ]
 
 

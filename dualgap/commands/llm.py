@@ -125,6 +125,7 @@ def _train(args: argparse.Namespace) -> int:
         return 0
     if not args.config or not args.output_dir:
         raise ValueError("train: --config and --output-dir are required")
+    _library_progress(not args.no_progress)
     _preflight(args, None)
     from dualgap.llm.run import train
 
@@ -135,12 +136,32 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _resume(args: argparse.Namespace) -> int:
+    _library_progress(not args.no_progress)
     _preflight(args, args.directory)
     from dualgap.llm.run import resume
 
     return _run_and_report(lambda: resume(args.directory, stop_after=args.stop_after,
                                           progress=not args.no_progress,
                                           overrides=args.overrides, verbose=args.verbose))
+
+
+def _library_progress(on: bool) -> None:
+    """``--no-progress`` silences the libraries' own bars too (weight loading, dataset maps).
+
+    Always: TRL 1.x calls transformers' deprecated ``is_gradient_checkpointing`` inside its
+    trainer; the FutureWarning is about TRL's code, not the user's, so it is not shown.
+    """
+    import warnings
+
+    warnings.filterwarnings("ignore", message=r".*`is_gradient_checkpointing` is deprecated",
+                            category=FutureWarning)
+    if on:
+        return
+    import datasets
+    import transformers
+
+    datasets.disable_progress_bars()
+    transformers.utils.logging.disable_progress_bar()
 
 
 def _preflight(args: argparse.Namespace, run_dir: str | None, loggers: bool = True) -> None:
@@ -213,6 +234,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     from dualgap.llm.distributed import is_main, shutdown_distributed
     from dualgap.llm.evaluate import evaluate, format_summary
 
+    _library_progress(not args.no_progress)
     _preflight(args, args.directory, loggers=False)  # the run's repos first: one line each
 
     summary = evaluate(args.directory, against=args.against, figures=not args.no_figures,

@@ -264,7 +264,7 @@ def gap_report(problem: AlignmentProblem, policy_class: object, *, starts: int |
             rows.append(GapRow(f"Lemma 3 at {t.label}", "D(lam) - D_p(lam)", gap_l, bound=up,
                                lower=lo, holds=bound_holds(gap_l, up, lo),
                                kind="by construction", why=why3,
-                               witness={"lam": t.lam},
+                               witness={"lam": t.lam, "theta": _as_array(t.theta)},
                                sides="D_p lower estimate (warm searches and every cut, "
                                      "the fit witness among them); " + NU_SIDE))
             if math.isnan(t.cold):
@@ -405,6 +405,11 @@ def gap_report(problem: AlignmentProblem, policy_class: object, *, starts: int |
     return GapReport(problem=repr(problem), policy_class=repr(policy_class),
                      quantities=quantities, rows=rows, seconds=time.perf_counter() - t0,
                      notes=notes, targets=targets, instance=problem)
+
+
+def _as_array(theta: object) -> np.ndarray | None:
+    """A class parameter (a tensor) as a numpy array, for a row's witness."""
+    return None if theta is None else np.asarray(theta.detach().cpu().numpy())  # type: ignore
 
 
 def gap_sweep(problem: AlignmentProblem, policy_classes: list, *, progress: bool = True,

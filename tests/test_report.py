@@ -117,6 +117,7 @@ def test_lemma4_counterexample_without_a5_is_pinned(tmp_path):
     assert paper.measured == pytest.approx(1.73, abs=0.01) and paper.measured > paper.bound
     assert seg.kind == "informative" and seg.holds is True and seg.bound > seg.measured
     assert paper.witness["mu_seg"] == pytest.approx(q["mu_seg"])
+    assert rep.row("Lemma 3 at lam*").witness["theta"].size == cls.num_params
     counts = rep.counts()
     assert counts["assumption not met"] >= 1 and counts["failed"] == 0
     assert sum(counts.values()) == len(rep.rows)

@@ -31,6 +31,7 @@ from .theory import (
     lowerbound_holds,
     optimality_gaps,
     segment_curvature,
+    segment_feasibility,
     smoothness_bound,
     theorem1_assumption,
     theorem1_bounds,
@@ -364,10 +365,13 @@ def gap_report(problem: AlignmentProblem, policy_class: object, *, starts: int |
         eps_exact = constraint_slack(problem, lagrangian_policy(problem, lam_p))
         d5 = float(np.linalg.norm(dual.slack - eps_exact))
         b5 = lemma5_bound(problem, nu, lam_p, L_D)
+        a6 = segment_feasibility(problem, dual.slack, eps_exact)
         rows.append(GapRow("Lemma 5", "||eps_p(lam*_p) - eps(lam*_p)||_2", d5, bound=b5,
-                           holds=bound_holds(d5, b5, None), kind="by construction",
+                           holds=bound_holds(d5, b5, None) if a6 > 0 else None,
+                           kind="by construction" if a6 > 0 else "assumption not met",
                            why="Pinsker on the maximizer's KL to pi_lam, which the fit-witness"
-                               " cuts bound by K nu", witness={"lam*_p": lam_p},
+                               " cuts bound by K nu", witness={"lam*_p": lam_p, "A6 margin": a6},
+                           note="" if a6 > 0 else f"A6 not met: margin {a6:.3g} <= 0",
                            sides="eps_p at the maximizer found (a different local maximizer "
                                  "would give a different value); L_D an upper bound: easier; "
                                  + NU_SIDE))
@@ -392,7 +396,7 @@ def gap_report(problem: AlignmentProblem, policy_class: object, *, starts: int |
         "nu": nu, "nu_1": nu_1, "nu_KL": nu_kl, "nu attained at": worst,
         "M": M, "beta": beta, "L_D": L_D, "mu*_D": mu,
         "mu_seg": mu_seg, "A5 met (mu_seg >= mu*_D)": a5,
-        "A1 utility span": utility_span(problem),
+        "A1 utility span": utility_span(problem), "A6 margin": a6,
         "Slater margin found (theta)": primal.margin,
         "Theorem 1 assumption (margin > M nu)": assumption,
         "bundle converged": dual.converged, "box certified": dual.box_certified,

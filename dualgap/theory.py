@@ -56,6 +56,7 @@ __all__ = [
     "lemma4_segment_bound",
     "segment_curvature",
     "utility_span",
+    "segment_feasibility",
     "lemma5_bound",
     "dual_descent_bound",
     "optimality_gaps",
@@ -236,6 +237,24 @@ def utility_span(problem: AlignmentProblem) -> float:
         Gc = G - G.mean(0)
         cov += problem.prompt_weights[x] * (Gc.T @ Gc) / G.shape[0]
     return float(np.linalg.eigvalsh(cov)[0])
+
+
+def segment_feasibility(problem: AlignmentProblem, a: object, b: object) -> float:
+    """A6 measured: ``min over eps in [a, b] of max_pi min_i (E_rho E_pi h_i - eps_i)``, the
+    exact Slater margin (LP, :func:`~dualgap.feasibility.feasibility_margin`) of the problem
+    tightened by ``eps``, worst over the segment; ``> 0`` exactly when A6 holds.
+
+    Exact from the two ends: the margin is concave in ``eps`` (``min_i (E h_i - eps_i)`` is
+    jointly concave in ``(pi, eps)``, and maximizing a jointly concave function over ``pi``
+    leaves a concave function of ``eps``), so its minimum over a segment is at an end.
+    ``inf`` when ``m = 0``.
+    """
+    from .feasibility import feasibility_margin
+
+    if problem.num_constraints == 0:
+        return math.inf
+    return min(feasibility_margin(problem.tightened(np.asarray(e, dtype=np.float64))).margin
+               for e in (a, b))
 
 
 def lemma5_bound(problem: AlignmentProblem, nu: float, lam_p: object, L_D: float) -> float:

@@ -132,3 +132,19 @@ def test_utility_span_measures_a1():
     cov = sum(w * np.cov(p.utilities[:, x, p.support[x]], bias=True)
               for x, w in enumerate(p.prompt_weights))
     assert utility_span(p) == pytest.approx(np.linalg.eigvalsh(cov)[0], rel=1e-10)
+
+
+def test_segment_feasibility_is_the_exact_margin_at_the_worse_end():
+    """A6: the margin over a segment of tightenings equals the LP margin at its worse end, and
+    no interior point is worse (concavity), checked against the LP on a grid."""
+    from dualgap.feasibility import feasibility_margin
+    from dualgap.theory import segment_feasibility
+
+    p = random_problem(5, 3, 4, 2, 0.5)
+    a, b = np.array([0.0, 0.01]), np.array([0.03, -0.02])
+    v = segment_feasibility(p, a, b)
+    ends = [feasibility_margin(p.tightened(e)).margin for e in (a, b)]
+    assert v == pytest.approx(min(ends), abs=1e-12)
+    inner = [feasibility_margin(p.tightened((1 - t) * a + t * b)).margin
+             for t in np.linspace(0, 1, 7)]
+    assert min(inner) >= v - 1e-9

@@ -310,7 +310,7 @@ def gap_report(problem: AlignmentProblem, policy_class: object, *, starts: int |
             d1l = dual.lower_bound - primal.value
             held, why = lowerbound_holds(d1l, dual.value - primal.value, lo1, dual)
             rows.append(GapRow("Theorem 1 (weak duality)", "D*_p(certified lower) - P*_p", d1l,
-                               lower=lo1, holds=held,
+                               lower=lo1, holds=held, note=why if held is False else "",
                                kind=why if held is None else "by construction",
                                why="theta_f is a cut: D_p(lam) >= L(theta_f, lam) >= J(theta_f)"
                                    " for lam >= 0",
@@ -336,6 +336,7 @@ def gap_report(problem: AlignmentProblem, policy_class: object, *, starts: int |
         held, note = lowerbound_holds(d2l, dual.value - sol.primal_value, lo2, dual)
         rows.append(GapRow("Theorem 2 (lower)", "D*_p(certified lower) - P*", d2l, lower=lo2,
                            holds=held, kind=note if held is None else "informative",
+                           note=note if held is False else "",
                            witness={"lam*_p": lam_p},
                            sides="D*_p certified lower bound: harder; " + NU_SIDE))
         # Lemma 4: the paper's form under A5 (measured) and the segment form

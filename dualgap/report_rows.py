@@ -1,7 +1,7 @@
 """The rows and the table of :func:`dualgap.report.gap_report`: what each row is (its kind).
 
 A :class:`GapRow` checks ``lower <= measured <= bound`` and says what kind of evidence it is
-(docs/theory.md, "What a row is"):
+(docs/theory.md, the `kind` column):
 
 * ``informative``: it could fail with the estimates used (``sides`` says which side each
   estimate errs on);

@@ -11,7 +11,6 @@ Imports torch when :func:`gap_report` runs.
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from dataclasses import dataclass, field
@@ -20,157 +19,30 @@ import numpy as np
 
 from .dual import constraint_slack, dual_value, lagrangian_policy
 from .problem import AlignmentProblem
+from .report_rows import KINDS, GapReport, GapRow, kind_of
 from .theory import (
     bound_holds,
     dual_curvature,
     lemma1_curvature,
     lemma3_bounds,
     lemma4_bound,
+    lemma4_segment_bound,
     lemma5_bound,
     lowerbound_holds,
     optimality_gaps,
+    segment_curvature,
+    segment_feasibility,
     smoothness_bound,
     theorem1_assumption,
     theorem1_bounds,
     theorem2_bounds,
     tightened_multiplier,
+    utility_span,
 )
 
-__all__ = ["GapRow", "GapReport", "gap_report", "gap_sweep", "Target", "NU_SIDE",
-           "SEARCH_MODES"]
+__all__ = ["GapRow", "GapReport", "gap_report", "gap_sweep", "sweep_counts", "Target",
+           "NU_SIDE", "SEARCH_MODES", "KINDS", "kind_of"]
 
-
-@dataclass
-class GapRow:
-    """One statement checked: ``lower <= measured <= bound`` (either side may be None).
-
-    ``holds`` is None when there is nothing to compare (measurement-only rows, or an
-    assumption that fails so the statement says nothing).  ``sides`` says how each estimate
-    errs and whether that makes this check harder or easier.
-    """
-
-    statement: str
-    quantity: str
-    measured: float
-    bound: float | None = None
-    lower: float | None = None
-    holds: bool | None = None
-    sides: str = ""
-    note: str = ""
-
-    def to_dict(self) -> dict:
-        return {k: _json_num(v) for k, v in self.__dict__.items()}
-
-
-def _json_num(v: object) -> object:
-    if isinstance(v, (float, np.floating)):
-        v = float(v)
-        if math.isnan(v):
-            return None
-        if math.isinf(v):
-            return "inf" if v > 0 else "-inf"
-        return v
-    if isinstance(v, np.ndarray):
-        return [_json_num(x) for x in v.tolist()]
-    if isinstance(v, (list, tuple)):
-        return [_json_num(x) for x in v]
-    if isinstance(v, (np.bool_,)):
-        return bool(v)
-    if isinstance(v, (np.integer,)):
-        return int(v)
-    return v
-
-
-@dataclass
-class GapReport:
-    """Everything :func:`gap_report` measured (``str()`` is a table; :meth:`to_json`)."""
-
-    problem: str
-    policy_class: str
-    quantities: dict
-    rows: list[GapRow]
-    seconds: float
-    notes: list[str] = field(default_factory=list)
-    #: every :class:`Target` (label, ``lam``, ``D_p`` lower estimate, ``nu``) in report order
-    targets: list = field(default_factory=list, repr=False)
-
-    @property
-    def all_hold(self) -> bool:
-        """Whether every checkable row holds."""
-        return all(r.holds is not False for r in self.rows)
-
-    def failures(self) -> list[GapRow]:
-        return [r for r in self.rows if r.holds is False]
-
-    def row(self, statement: str, quantity: str | None = None) -> GapRow:
-        """The row named ``statement`` (and ``quantity`` when several rows share the name)."""
-        hits = [r for r in self.rows if r.statement == statement
-                and (quantity is None or r.quantity == quantity)]
-        if not hits:
-            names = sorted({r.statement for r in self.rows})
-            raise ValueError(f"statement: no row {statement!r} (quantity {quantity!r}); "
-                             f"known: {names}")
-        return hits[0]
-
-    def value(self, statement: str, field: str = "measured", quantity: str | None = None):
-        """``row(statement, quantity).<field>`` (``measured``, ``bound``, ``lower``, ``holds``)."""
-        if field not in ("measured", "bound", "lower", "holds"):
-            raise ValueError(f"field: must be measured, bound, lower or holds, got {field!r}")
-        v = getattr(self.row(statement, quantity), field)
-        return math.nan if v is None and field != "holds" else v
-
-    def to_dict(self) -> dict:
-        return {"problem": self.problem, "policy_class": self.policy_class,
-                "quantities": {k: _json_num(v) for k, v in self.quantities.items()},
-                "rows": [r.to_dict() for r in self.rows], "seconds": self.seconds,
-                "notes": list(self.notes), "all_hold": self.all_hold,
-                "targets": [{"label": t.label, "lam": _json_num(t.lam), "D_p": _json_num(t.d_p),
-                             "nu": _json_num(t.nu)} for t in self.targets]}
-
-    def to_json(self, indent: int | None = 2) -> str:  # noqa: D102
-        return json.dumps(self.to_dict(), indent=indent)
-
-    def __str__(self) -> str:
-        def f(v: object) -> str:
-            if v is None:
-                return ""
-            if isinstance(v, np.ndarray):
-                return np.array2string(v, precision=6, separator=", ")
-            if isinstance(v, bool):
-                return str(v)
-            if isinstance(v, (float, np.floating)):
-                return f"{float(v):.6g}"
-            return str(v)
-
-        lines = [f"{self.problem}", f"policy class: {self.policy_class}", ""]
-        qw = max(len(k) for k in self.quantities)
-        for k, v in self.quantities.items():
-            lines.append(f"  {k.ljust(qw)}  {f(v)}")
-        lines.append("")
-        head = ("statement", "quantity", "lower", "measured", "bound", "holds")
-        table = [head] + [(r.statement, r.quantity, f(r.lower), f(r.measured), f(r.bound),
-                           {True: "yes", False: "NO", None: "-"}[r.holds]) for r in self.rows]
-        widths = [max(len(row[i]) for row in table) for i in range(len(head))]
-        for k, row in enumerate(table):
-            lines.append("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
-            if k == 0:
-                lines.append("  ".join("-" * w for w in widths))
-        lines.append("")
-        lines.append("how each estimate errs (and notes):")
-        seen: dict[str, list[str]] = {}
-        for r in self.rows:
-            if r.sides:
-                seen.setdefault(r.sides, []).append(r.statement)
-        for text, who in seen.items():
-            names = who[0] if len(who) == 1 else f"{who[0]} .. {who[-1]} ({len(who)} rows)"
-            lines.append(f"  {names}: {text}")
-        for r in self.rows:
-            if r.note:
-                lines.append(f"  {r.statement}: {r.note}")
-        for n in self.notes:
-            lines.append(f"note: {n}")
-        lines.append(f"({self.seconds:.1f} s)")
-        return "\n".join(lines)
 
 #: how every ``nu`` errs (one text, used by every row that has ``nu`` in its bound)
 NU_SIDE = ("nu: an upper estimate per target (a fitted theta is a witness: easier), the max "
@@ -201,6 +73,8 @@ class Target:
     nu_1: float = math.inf
     nu_kl: float = math.inf
     fit: object = field(default=None, repr=False)
+    #: ``D_p(lam)`` from one local search at the class's default start (not the fit witness)
+    cold: float = math.nan
 
 
 def gap_report(problem: AlignmentProblem, policy_class: object, *, starts: int | None = None,
@@ -209,6 +83,7 @@ def gap_report(problem: AlignmentProblem, policy_class: object, *, starts: int |
                fit_at: tuple[str, ...] | None = None, fit_warm: bool = False,
                search: str = "all", dual_options: dict | None = None,
                primal_options: dict | None = None, extra_thetas: tuple | list = (),
+               cold_search: bool = True, segment_points: int = 201,
                progress: bool = False) -> GapReport:
     """Measure ``P*, D*, P*_p, D*_p, lam*, lam*_p, nu`` and check every statement of docs/theory.md.
 
@@ -230,6 +105,11 @@ def gap_report(problem: AlignmentProblem, policy_class: object, *, starts: int |
     :func:`~dualgap.gaps.parametrized_primal` (their cost knobs); ``extra_thetas`` (parameters
     of the class found elsewhere, e.g. a training run's iterates) add cuts and primal
     candidates.  Theorem 4's one-shot policy is the maximizer found at ``lam*``.
+
+    ``cold_search``: also one local search per searched target from the class's default start
+    (its value is neither a cut nor a witness), for the informative ``Lemma 3 (cold search)``
+    rows.  ``segment_points``: the grid of ``[lam*, lam*_p]`` on which ``mu_seg`` (Lemma 4,
+    A5) is measured.  Every row has a ``kind`` (:mod:`dualgap.report_rows`).
     """
     from tqdm.auto import tqdm
 
@@ -300,6 +180,8 @@ def gap_report(problem: AlignmentProblem, policy_class: object, *, starts: int |
                     if est_fit.value > est.value + 1e-12 * (1 + abs(est.value)):
                         warm_won.append(t.label)
                     found.append(est_fit)
+                if cold_search:
+                    t.cold = gaps.lagrangian_max(problem, policy_class, t.lam, seed=seed).value
             th_cut = best_theta(t.lam)
             J, s = gaps.cut(problem, policy_class, th_cut)
             t.d_p, t.theta = J + float(t.lam @ s), th_cut
@@ -354,10 +236,12 @@ def gap_report(problem: AlignmentProblem, policy_class: object, *, starts: int |
         # Lemma 1
         top, bottom = lemma1_curvature(problem, lams) if m else (0.0, 0.0)
         rows.append(GapRow("Lemma 1 (smooth)", "max_k lambda_max(hess D(lam_k))", top, bound=L_D,
-                           holds=bound_holds(top, L_D, None),
+                           holds=bound_holds(top, L_D, None), kind="by construction",
+                           why="Popoviciu: Var(u^T g) <= diam_x^2 / 4 bounds every hess D",
                            sides="exact eigenvalues on the lam grid; L_D a proved bound"))
         rows.append(GapRow("Lemma 1 (convex)", "min_k lambda_min(hess D(lam_k))", bottom,
                            lower=0.0, holds=bound_holds(bottom, None, 0.0),
+                           kind="by construction", why="hess D is a covariance (PSD)",
                            sides="exact eigenvalues on the lam grid"))
         # Lemma 2
         res2 = (1.0 + float(np.abs(sol.lam).sum())) * sol.kkt_residual
@@ -368,51 +252,68 @@ def gap_report(problem: AlignmentProblem, policy_class: object, *, starts: int |
                                  "+-(1 + ||lam||_1) x KKT residual of 0"))
         if P_cvx is not None:
             rows.append(GapRow("Lemma 2 (cvxpy)", "D* - P*_cvxpy", sol.dual_value - P_cvx,
+                               kind="measured",
                                note="cvxpy/CLARABEL solves to about 1e-8; not a bound check"))
-        # Lemma 3 at every target
+        # Lemma 3 at every target: the warm estimate (by construction) and the cold search
+        why3 = ("D_p(lam) >= L(theta_w) for the witness theta_w of nu, and D - L(theta_w) <= "
+                "K nu(theta_w) is the proof's own inequality; D_p <= D as a max over fewer "
+                "policies")
         for t in targets:
-            gap_l = dual_value(problem, t.lam) - t.d_p
+            d_lam = dual_value(problem, t.lam)
+            gap_l = d_lam - t.d_p
             lo, up = lemma3_bounds(problem, t.lam, nu)
             rows.append(GapRow(f"Lemma 3 at {t.label}", "D(lam) - D_p(lam)", gap_l, bound=up,
                                lower=lo, holds=bound_holds(gap_l, up, lo),
-                               sides="D_p lower estimate (local search and every cut): "
-                                     "measured gap errs high, harder for the upper bound, "
-                                     "easier for >= 0; " + NU_SIDE))
+                               kind="by construction", why=why3,
+                               witness={"lam": t.lam, "theta": _as_array(t.theta)},
+                               sides="D_p lower estimate (warm searches and every cut, "
+                                     "the fit witness among them); " + NU_SIDE))
+            if math.isnan(t.cold):
+                continue
+            gap_c = d_lam - t.cold
+            ok_c = bound_holds(gap_c, up, lo)
+            kind_c, note_c = "informative", ""
+            if not ok_c and bound_holds(gap_l, up, lo):
+                ok_c, kind_c = None, "search failure"
+                note_c = (f"the cold local search errs low on D_p by {t.d_p - t.cold:.3g} "
+                          "(the warm estimate meets the bound): a search failure, not the "
+                          "lemma's")
+            rows.append(GapRow(f"Lemma 3 (cold search) at {t.label}", "D(lam) - D_p(lam)",
+                               gap_c, bound=up, lower=lo, holds=ok_c, kind=kind_c,
+                               note=note_c, witness={"lam": t.lam},
+                               sides="D_p from one local search at the class's start (not "
+                                     "the fit witness): errs low, harder for the upper bound; "
+                                     + NU_SIDE))
         if warm_won:
             notes.append("Lemma 3: at " + ", ".join(warm_won) + " the search started "
                          "from the fit witness of pi_lam beat the bundle's thetas (the plain "
                          "local search underestimates D_p there)")
-        # Theorem 1
+        # Theorem 1 (A4 measured: the margin found against M nu)
         assumption = theorem1_assumption(problem, nu, primal.margin)
         lo1, up1 = theorem1_bounds(problem, nu, lam_nu)
+        a4 = {"margin found": primal.margin, "M nu": M * nu}
         if primal.found:
             d1 = dual.value - primal.value
-            if not (assumption and lam_nu is not None):
-                held1 = None
-                note1 = (f"assumption fails: best margin found {primal.margin:.3g} <= M nu = "
-                         f"{M * nu:.3g}" if not assumption else "lam*_nu undefined")
-            elif bound_holds(d1, up1, None):
-                held1, note1 = True, ""
-            else:
-                # P*_p is known only from below (J of a feasible theta); the only upper bound
-                # is weak duality, P*_p <= D*_p, so an excess cannot refute the statement:
-                # P*_p - J(theta_f) <= D_p(lam*_p) - L(theta_f, lam*_p) + lam*_p^T s_f
-                shortfall = dual.value - (primal.value + float(lam_p @ primal.slack))
-                held1 = None
-                note1 = (f"inconclusive: the excess {d1 - up1:.2g} is within the primal "
-                         f"estimate's resolution (theta_f's Lagrangian shortfall at lam*_p "
-                         f"{shortfall:.2g} + lam*_p^T s(theta_f) "
-                         f"{float(lam_p @ primal.slack):.2g}); P*_p has no upper estimate "
-                         "below D*_p")
+            held1, kind1 = bound_holds(d1, up1, None), "informative"
+            if not assumption:
+                held1, kind1 = None, "assumption not met"
+            elif lam_nu is None:
+                held1, kind1 = None, "undecided: lam*_nu undefined"
+            elif not held1:
+                # P*_p is known only from below: an excess of D*_p - J(theta_f) cannot refute
+                held1, kind1 = None, "undecided: P*_p has no upper estimate"
             rows.append(GapRow("Theorem 1 (upper)", "D*_p - P*_p", d1, bound=up1,
-                               holds=held1, note=note1,
+                               holds=held1, kind=kind1, witness={"A4": a4, "lam*_p": lam_p},
                                sides="P*_p lower estimate (a feasible theta): harder; D*_p "
                                      "point estimate (errs low via the inner search, high via "
                                      "the outer tolerance); " + NU_SIDE))
             d1l = dual.lower_bound - primal.value
-            held, note = lowerbound_holds(d1l, dual.value - primal.value, lo1, dual)
+            held, why = lowerbound_holds(d1l, dual.value - primal.value, lo1, dual)
             rows.append(GapRow("Theorem 1 (weak duality)", "D*_p(certified lower) - P*_p", d1l,
-                               lower=lo1, holds=held, note=note,
+                               lower=lo1, holds=held, note=why if held is False else "",
+                               kind=why if held is None else "by construction",
+                               why="theta_f is a cut: D_p(lam) >= L(theta_f, lam) >= J(theta_f)"
+                                   " for lam >= 0",
                                sides="D*_p certified lower bound: harder; P*_p lower estimate:"
                                      " easier"))
         else:
@@ -420,38 +321,58 @@ def gap_report(problem: AlignmentProblem, policy_class: object, *, starts: int |
         # Theorem 2
         lo2, up2 = theorem2_bounds(problem, nu, lam_p, lam_nu)
         d2 = dual.value - sol.primal_value
-        note2 = ""
+        held2, kind2 = bound_holds(d2, up2, None), "by construction"
         if lam_nu is None:
-            held2, note2 = None, "lam*_nu undefined (the problem tightened by M nu is infeasible)"
-        elif bound_holds(d2, up2, None):
-            held2 = True
-        elif d2 - up2 <= (dual.value - dual.lower_bound) * (1 + 1e-9):
+            held2, kind2 = None, "undecided: lam*_nu undefined (tightened problem infeasible)"
+        elif not held2:
             held2 = None
-            note2 = (f"inconclusive: the excess {d2 - up2:.2g} is within the bundle's resolution "
-                     f"value - lower_bound = {dual.value - dual.lower_bound:.2g}")
-        else:
-            held2, note2 = False, "fails beyond the bundle's resolution"
+            kind2 = (f"undecided: the D*_p point estimate exceeds the bound by {d2 - up2:.2g} "
+                     f"(bundle resolution {dual.value - dual.lower_bound:.2g})")
         rows.append(GapRow("Theorem 2 (upper)", "D*_p - P*", d2, bound=up2, holds=held2,
-                           note=note2, sides="P* exact; D*_p point estimate (errs high by at "
-                           "most the bundle gap when the inner search is exact); " + NU_SIDE))
+                           kind=kind2, why="D_p <= D pointwise, so D*_p <= D* = P* <= bound",
+                           sides="P* exact; D*_p point estimate (errs high by at most the "
+                                 "bundle gap when the inner search is exact); " + NU_SIDE))
         d2l = dual.lower_bound - sol.primal_value
         held, note = lowerbound_holds(d2l, dual.value - sol.primal_value, lo2, dual)
         rows.append(GapRow("Theorem 2 (lower)", "D*_p(certified lower) - P*", d2l, lower=lo2,
-                           holds=held, note=note,
+                           holds=held, kind=note if held is None else "informative",
+                           note=note if held is False else "",
+                           witness={"lam*_p": lam_p},
                            sides="D*_p certified lower bound: harder; " + NU_SIDE))
-        # Lemma 4
+        # Lemma 4: the paper's form under A5 (measured) and the segment form
         dist = float(np.linalg.norm(lam_p - sol.lam))
+        mu_seg = segment_curvature(problem, sol.lam, lam_p, points=segment_points)
+        a5 = bool(mu_seg >= mu * (1.0 - 1e-9))
+        wit4 = {"lam*": sol.lam, "lam*_p": lam_p, "mu*_D": mu, "mu_seg": mu_seg, "A5 met": a5}
         b4 = lemma4_bound(problem, nu, lam_p, mu)
+        ok4 = bound_holds(dist, b4, None)
         rows.append(GapRow("Lemma 4", "||lam*_p - lam*||_2", dist, bound=b4,
-                           holds=bound_holds(dist, b4, None),
-                           sides="lam* exact; lam*_p the bundle estimate (error of either "
-                                 "sign, about sqrt(tol / mu)); mu*_D exact; " + NU_SIDE))
+                           holds=ok4 if a5 else None,
+                           kind="informative" if a5 else "assumption not met", witness=wit4,
+                           note="" if a5 else (f"A5 not met: mu_seg {mu_seg:.3g} < mu*_D "
+                                               f"{mu:.3g}; the paper's bound "
+                                               f"{'holds' if ok4 else 'fails'} here"),
+                           sides="the paper's form with mu*_D at lam* (A5 measured: mu_seg on "
+                                 f"{segment_points} points of [lam*, lam*_p], an upper "
+                                 "estimate, so A5 met is easier); lam*_p the bundle estimate "
+                                 "(error of either sign, about sqrt(tol / mu)); " + NU_SIDE))
+        b4s = lemma4_segment_bound(problem, nu, lam_p, mu_seg)
+        rows.append(GapRow("Lemma 4 (segment)", "||lam*_p - lam*||_2", dist, bound=b4s,
+                           holds=bound_holds(dist, b4s, None), witness=wit4,
+                           sides="mu_seg the min of lambda_min(hess D) on a grid of the segment"
+                                 " (an upper estimate: the bound errs low, harder); lam*_p the "
+                                 "bundle estimate (either sign); " + NU_SIDE))
         # Lemma 5
         eps_exact = constraint_slack(problem, lagrangian_policy(problem, lam_p))
         d5 = float(np.linalg.norm(dual.slack - eps_exact))
         b5 = lemma5_bound(problem, nu, lam_p, L_D)
+        a6 = segment_feasibility(problem, dual.slack, eps_exact)
         rows.append(GapRow("Lemma 5", "||eps_p(lam*_p) - eps(lam*_p)||_2", d5, bound=b5,
-                           holds=bound_holds(d5, b5, None),
+                           holds=bound_holds(d5, b5, None) if a6 > 0 else None,
+                           kind="by construction" if a6 > 0 else "assumption not met",
+                           why="Pinsker on the maximizer's KL to pi_lam, which the fit-witness"
+                               " cuts bound by K nu", witness={"lam*_p": lam_p, "A6 margin": a6},
+                           note="" if a6 > 0 else f"A6 not met: margin {a6:.3g} <= 0",
                            sides="eps_p at the maximizer found (a different local maximizer "
                                  "would give a different value); L_D an upper bound: easier; "
                                  + NU_SIDE))
@@ -460,11 +381,12 @@ def gap_report(problem: AlignmentProblem, policy_class: object, *, starts: int |
         for name, pol in (("Theorem 3 (multi-shot pi_p(lam*_p))", dual.policy),
                           ("Theorem 4 (one-shot pi_p(lam*))", one_shot)):
             og = optimality_gaps(problem, pol, sol)
-            rows.append(GapRow(name, "J(pi) - P*", og.reward_gap,
+            rows.append(GapRow(name, "J(pi) - P*", og.reward_gap, kind="measured",
                                note=f"compare with nu = {nu:.3g} and sqrt(nu) = "
                                     f"{math.sqrt(nu):.3g} (no constants recovered)"))
-            rows.append(GapRow(name, "||[-E h]_+||_2 (violation)", og.violation))
-            rows.append(GapRow(name, "||E h - E* h||_2", og.slack_distance))
+            rows.append(GapRow(name, "||[-E h]_+||_2 (violation)", og.violation,
+                               kind="measured"))
+            rows.append(GapRow(name, "||E h - E* h||_2", og.slack_distance, kind="measured"))
 
     quantities = {
         "P*": sol.primal_value, "D*": sol.dual_value,
@@ -474,6 +396,8 @@ def gap_report(problem: AlignmentProblem, policy_class: object, *, starts: int |
         "lam*_nu": lam_nu if lam_nu is not None else math.nan,
         "nu": nu, "nu_1": nu_1, "nu_KL": nu_kl, "nu attained at": worst,
         "M": M, "beta": beta, "L_D": L_D, "mu*_D": mu,
+        "mu_seg": mu_seg, "A5 met (mu_seg >= mu*_D)": a5,
+        "A1 utility span": utility_span(problem), "A6 margin": a6,
         "Slater margin found (theta)": primal.margin,
         "Theorem 1 assumption (margin > M nu)": assumption,
         "bundle converged": dual.converged, "box certified": dual.box_certified,
@@ -485,16 +409,49 @@ def gap_report(problem: AlignmentProblem, policy_class: object, *, starts: int |
     bar.close()
     return GapReport(problem=repr(problem), policy_class=repr(policy_class),
                      quantities=quantities, rows=rows, seconds=time.perf_counter() - t0,
-                     notes=notes, targets=targets)
+                     notes=notes, targets=targets, instance=problem)
+
+
+def _as_array(theta: object) -> np.ndarray | None:
+    """A class parameter (a tensor) as a numpy array, for a row's witness."""
+    return None if theta is None else np.asarray(theta.detach().cpu().numpy())  # type: ignore
 
 
 def gap_sweep(problem: AlignmentProblem, policy_classes: list, *, progress: bool = True,
-              **report_kw: object) -> list[GapReport]:
+              failed_dir: str | None = None, **report_kw: object) -> list[GapReport]:
     """:func:`gap_report` for each class of a family (e.g. shrinking ``nu``), with a progress
-    bar; keyword arguments go to :func:`gap_report`."""
+    bar; keyword arguments go to :func:`gap_report`.  ``failed_dir``: each report with a failed
+    row writes its instance there (``class<k>.npz`` + ``class<k>.failed.json``,
+    :meth:`GapReport.save_failures`); :func:`sweep_counts` aggregates the kinds."""
     from tqdm import tqdm
 
     if not policy_classes:
         raise ValueError("policy_classes: need at least one policy class")
-    return [gap_report(problem, cls, **report_kw)  # type: ignore[arg-type]
-            for cls in tqdm(policy_classes, desc="gap reports", disable=not progress)]
+    if failed_dir is not None:
+        from pathlib import Path
+
+        from .errors import UserError
+
+        fd = Path(failed_dir)
+        if fd.exists() and not fd.is_dir():
+            raise UserError(f"failed_dir: {str(fd)!r} exists and is not a folder")
+        if not fd.parent.is_dir():
+            raise UserError(f"failed_dir: parent folder of {str(fd)!r} does not exist")
+    out = []
+    for k, cls in enumerate(tqdm(policy_classes, desc="gap reports", disable=not progress)):
+        rep = gap_report(problem, cls, **report_kw)  # type: ignore[arg-type]
+        if failed_dir is not None:
+            rep.save_failures(failed_dir, f"class{k}")
+        out.append(rep)
+    return out
+
+
+def sweep_counts(reports: list[GapReport]) -> dict[str, dict[str, int]]:
+    """Per statement (the row name up to " at "), how many rows of each kind over ``reports``:
+    ``{statement: {kind: count}}`` with every kind of :data:`KINDS`."""
+    out: dict[str, dict[str, int]] = {}
+    for rep in reports:
+        for r in rep.rows:
+            name = r.statement.split(" at ", 1)[0]
+            out.setdefault(name, dict.fromkeys(KINDS, 0))[kind_of(r)] += 1
+    return out

@@ -54,9 +54,6 @@ __all__ = [
     "theorem2_bounds",
     "lemma4_bound",
     "lemma4_segment_bound",
-    "segment_curvature",
-    "utility_span",
-    "segment_feasibility",
     "lemma5_bound",
     "dual_descent_bound",
     "optimality_gaps",
@@ -193,68 +190,15 @@ def lemma4_bound(problem: AlignmentProblem, nu: float, lam_p: object, mu: float)
 def lemma4_segment_bound(problem: AlignmentProblem, nu: float, lam_p: object,
                          mu_seg: float) -> float:
     """Lemma 4, segment form: ``||lam*_p - lam*||_2 <= sqrt(2 K(lam*_p) nu / mu_seg)`` with
-    ``mu_seg`` = :func:`segment_curvature` on ``[lam*, lam*_p]`` (``inf`` if mu_seg <= 0)."""
+    ``mu_seg`` = :func:`dualgap.assumptions.segment_curvature` on ``[lam*, lam*_p]`` (``inf`` if
+    mu_seg <= 0)."""
     return lemma4_bound(problem, nu, lam_p, mu_seg)
 
 
-def segment_curvature(problem: AlignmentProblem, a: object, b: object,
-                      points: int = 201) -> float:
-    """``mu_seg = min_{t in [0, 1]} lambda_min(hess D((1 - t) a + t b))`` on ``points`` equally
-    spaced ``t`` (ends included).
-
-    The minimum over a finite grid is at least the true minimum: an **upper** estimate of
-    ``mu_seg`` (a bound ``sqrt(c / mu_seg)`` made with it is smaller: harder to pass; "A5 met",
-    ``mu_seg >= mu*_D``, is easier to conclude).  ``inf`` when ``m = 0``.
-    """
-    if int(points) != points or points < 2:
-        raise ValueError(f"points: must be an integer >= 2, got {points!r}")
-    if problem.num_constraints == 0:
-        return math.inf
-    a_v = np.asarray(a, dtype=np.float64).reshape(-1)
-    b_v = np.asarray(b, dtype=np.float64).reshape(-1)
-    lo = math.inf
-    for t in np.linspace(0.0, 1.0, int(points)):
-        lam = (1.0 - t) * a_v + t * b_v
-        lo = min(lo, float(np.linalg.eigvalsh(dual_hessian(problem, lam))[0]))
-    return lo
 
 
-def utility_span(problem: AlignmentProblem) -> float:
-    """A1 measured: ``lambda_min(E_rho Cov_{U(supp x)}(g))``, the smallest eigenvalue of the
-    prompt-weighted covariance of the utility vectors ``g(x, .)`` under the uniform law on each
-    prompt's support.
-
-    It is ``> 0`` exactly when the centred utilities span ``R^m`` on the support (then every
-    ``hess D(lam) = (1 / beta) E_rho Cov_{pi_lam}(g)`` is positive definite, since ``pi_lam``
-    has the same support); ``0`` up to rounding when A1 fails.  ``inf`` when ``m = 0``.
-    """
-    m = problem.num_constraints
-    if m == 0:
-        return math.inf
-    cov = np.zeros((m, m))
-    for x in range(problem.num_prompts):
-        G = problem.utilities[:, x, problem.support[x]].T  # size = (n_x, m)
-        Gc = G - G.mean(0)
-        cov += problem.prompt_weights[x] * (Gc.T @ Gc) / G.shape[0]
-    return float(np.linalg.eigvalsh(cov)[0])
 
 
-def segment_feasibility(problem: AlignmentProblem, a: object, b: object) -> float:
-    """A6 measured: ``min over eps in [a, b] of max_pi min_i (E_rho E_pi h_i - eps_i)``, the
-    exact Slater margin (LP, :func:`~dualgap.feasibility.feasibility_margin`) of the problem
-    tightened by ``eps``, worst over the segment; ``> 0`` exactly when A6 holds.
-
-    Exact from the two ends: the margin is concave in ``eps`` (``min_i (E h_i - eps_i)`` is
-    jointly concave in ``(pi, eps)``, and maximizing a jointly concave function over ``pi``
-    leaves a concave function of ``eps``), so its minimum over a segment is at an end.
-    ``inf`` when ``m = 0``.
-    """
-    from .feasibility import feasibility_margin
-
-    if problem.num_constraints == 0:
-        return math.inf
-    return min(feasibility_margin(problem.tightened(np.asarray(e, dtype=np.float64))).margin
-               for e in (a, b))
 
 
 def lemma5_bound(problem: AlignmentProblem, nu: float, lam_p: object, L_D: float) -> float:

@@ -92,3 +92,59 @@ def test_a4_and_a6():
     assert not perturbed_feasibility(p, [0.0], [t0 + 0.1]).met
     with pytest.raises(ValueError, match="eps_b"):
         perturbed_feasibility(p, [0.0], [np.nan])
+
+
+def test_segment_curvature_is_the_grid_minimum_of_the_hessian_eigenvalue():
+    """mu_seg against numpy eigenvalues at points not on its grid: the grid minimum can only be
+    above the true minimum (an upper estimate), and a one-point segment is mu*_D there."""
+    from dualgap.assumptions import segment_curvature
+    from dualgap.dual import dual_hessian
+    from dualgap.theory import dual_curvature
+
+    p = random_problem(3, 4, 5, 2, 0.3)
+    a, b = np.array([0.1, 0.2]), np.array([2.0, 0.5])
+    mu = segment_curvature(p, a, b, points=11, budget=11).grid_min
+    ends = [np.linalg.eigvalsh(dual_hessian(p, lam))[0] for lam in (a, b)]
+    assert mu <= min(ends) + 1e-15
+    fine = min(np.linalg.eigvalsh(dual_hessian(p, (1 - t) * a + t * b))[0]
+               for t in np.linspace(0, 1, 101))
+    assert fine <= mu + 1e-15  # the coarse grid errs high
+    assert segment_curvature(p, a, a).grid_min == pytest.approx(dual_curvature(p, a),
+                                                                rel=1e-12)
+    with pytest.raises(ValueError, match="points"):
+        segment_curvature(p, a, b, points=1)
+
+
+def test_utility_span_measures_a1():
+    """A1: positive for generic utilities, zero when one constraint repeats another (the
+    centred utilities then lie on a line), and the weighted covariance matches numpy's."""
+    from dualgap import AlignmentProblem
+    from dualgap.assumptions import utility_span
+
+    p = random_problem(0, 3, 4, 2, 0.5)
+    assert utility_span(p).min_eig > 1e-6
+    g = p.utilities.copy()
+    g[1] = 2.0 * g[0]
+    q = AlignmentProblem(reward=p.reward, utilities=g, thresholds=p.thresholds, beta=p.beta,
+                         reference=p.reference, prompt_weights=p.prompt_weights)
+    assert abs(utility_span(q).min_eig) < 1e-12 and not utility_span(q).met
+    # the reference-weighted covariance of g(x, .), against numpy's weighted np.cov per prompt
+    cov = sum(w * np.cov(p.utilities[:, x, :], aweights=p.reference[x], bias=True)
+              for x, w in enumerate(p.prompt_weights))
+    assert utility_span(p).min_eig == pytest.approx(np.linalg.eigvalsh(cov)[0], rel=1e-10)
+
+
+def test_segment_feasibility_is_the_exact_margin_at_the_worse_end():
+    """A6: the margin over a segment of tightenings equals the LP margin at its worse end, and
+    no interior point is worse (concavity), checked against the LP on a grid."""
+    from dualgap.assumptions import perturbed_feasibility
+    from dualgap.feasibility import feasibility_margin
+
+    p = random_problem(5, 3, 4, 2, 0.5)
+    a, b = np.array([0.0, 0.01]), np.array([0.03, -0.02])
+    v = min(perturbed_feasibility(p, a, b).margins)
+    ends = [feasibility_margin(p.tightened(e)).margin for e in (a, b)]
+    assert v == pytest.approx(min(ends), abs=1e-12)
+    inner = [feasibility_margin(p.tightened((1 - t) * a + t * b)).margin
+             for t in np.linspace(0, 1, 7)]
+    assert min(inner) >= v - 1e-9

@@ -50,7 +50,9 @@ def test_theorems_hold_where_their_assumption_holds(problem, noise, seed):
     by_name = {r.statement: r for r in rep.rows}
     assert by_name["Lemma 4 (segment)"].holds
     assert by_name["Lemma 5"].holds or by_name["Lemma 5"].kind == "assumption not met"
-    assert by_name["Lemma 4"].holds or by_name["Lemma 4"].kind == "assumption not met"
+    # A5 measured: met (certified), not met (a point below mu*_D), or undecided in between
+    assert by_name["Lemma 4"].holds or by_name["Lemma 4"].kind in (
+        "assumption not met", "undecided: A5 not decided")
     for name in ("Theorem 1 (upper)", "Theorem 2 (upper)"):
         row = by_name[name]
         assert row.holds or row.kind.startswith("undecided: "), (name, row)

@@ -108,26 +108,24 @@ def claim_of(statement: str) -> str | None:
 
 
 def classify_row(row) -> str | None:
-    """The kind of a :class:`~dualgap.theory.GapRow`, or None for a measurement-only row.
+    """The ledger's count for a :class:`~dualgap.report.GapRow`, from the row's own ``kind``
+    (decided once, in :func:`dualgap.report.gap_report`), or None for a row the ledger does not
+    count here (measurement-only rows; both Lemma 4 rows, which :func:`theory_sweep` counts
+    with the same :mod:`dualgap.assumptions` measurements plus its search-failure check).
 
-    ``failed`` when ``holds`` is False (for a by-construction row that means a bug);
-    ``inconclusive`` when the report passed it through a widened tolerance (its note starts
-    with "inconclusive"); ``not_met`` when the row's assumption fails (A4, or ``lam*_nu``
-    undefined); ``by_construction`` for :data:`BY_CONSTRUCTION`; else ``holds``.
-    Lemma 4's report row is not classified here: :mod:`dualgap.assumptions` checks it.
+    ``informative`` -> ``holds`` (or ``failed`` when ``holds`` is False), ``by construction``
+    -> ``by_construction``, ``assumption not met`` -> ``not_met``, ``search failure`` ->
+    ``search_failure``, ``undecided: ...`` -> ``undecided``, ``failed`` -> ``failed``.
     """
-    if row.statement == "Lemma 4":
+    if row.statement.startswith("Lemma 4"):
         return None
-    if row.holds is False:
+    kind = getattr(row, "kind", None) or ""
+    if kind == "failed" or row.holds is False:
         return "failed"
-    if row.holds is None:
-        note = row.note or ""
-        if note.startswith("inconclusive"):
-            return "inconclusive"
-        if "assumption fails" in note or "undefined" in note:
-            return "not_met"
-        return None
-    return "by_construction" if _family(row.statement) in BY_CONSTRUCTION else "holds"
+    if kind.startswith("undecided"):
+        return "undecided"
+    return {"informative": "holds" if row.holds else None, "by construction": "by_construction",
+            "assumption not met": "not_met", "search failure": "search_failure"}.get(kind)
 
 
 def lam_p_not_a_minimizer(problem: AlignmentProblem, policy_class, lam_p: object,

@@ -35,19 +35,22 @@ def test_full_sweep_covers_the_required_ranges():
 
 
 @pytest.mark.parametrize("row, kind", [
-    (GapRow("Lemma 1 (smooth)", "q", 1.0, bound=2.0, holds=True), "by_construction"),
-    (GapRow("Lemma 3 at lam*", "q", 1.0, bound=2.0, lower=0.0, holds=True), "by_construction"),
+    (GapRow("Lemma 1 (smooth)", "q", 1.0, bound=2.0, holds=True, kind="by construction",
+            why="Popoviciu"), "by_construction"),
+    (GapRow("Lemma 3 at lam*", "q", 1.0, bound=2.0, lower=0.0, holds=True,
+            kind="by construction", why="warm start at the fit witness"), "by_construction"),
     (GapRow("Lemma 3 at lam*", "q", 3.0, bound=2.0, lower=0.0, holds=False), "failed"),
+    (GapRow("Lemma 3 (cold search) at lam*", "q", 3.0, bound=2.0, lower=0.0, holds=None,
+            kind="search failure"), "search_failure"),
     (GapRow("Lemma 2", "q", 0.0, bound=1e-9, lower=-1e-9, holds=True), "holds"),
     (GapRow("Theorem 2 (lower)", "q", 0.0, lower=-1.0, holds=True), "holds"),
     (GapRow("Theorem 1 (upper)", "q", 1.0, bound=0.5, holds=None,
-            note="inconclusive: the excess 0.5 is within ..."), "inconclusive"),
-    (GapRow("Theorem 1 (upper)", "q", 1.0, bound=0.5, holds=None,
+            kind="undecided: P*_p has no upper estimate"), "undecided"),
+    (GapRow("Theorem 1 (upper)", "q", 1.0, bound=0.5, holds=None, kind="assumption not met",
             note="assumption fails: best margin found 0.1 <= M nu = 3"), "not_met"),
-    (GapRow("Theorem 2 (upper)", "q", 1.0, bound=np.inf, holds=None,
-            note="lam*_nu undefined (...)"), "not_met"),
-    (GapRow("Theorem 3 (multi-shot pi_p(lam*_p))", "J(pi) - P*", 0.1), None),
+    (GapRow("Theorem 3 (multi-shot pi_p(lam*_p))", "J(pi) - P*", 0.1, kind="measured"), None),
     (GapRow("Lemma 4", "q", 1.0, bound=2.0, holds=True), None),
+    (GapRow("Lemma 4 (segment)", "q", 1.0, bound=2.0, holds=True), None),
 ])
 def test_classify_row(row, kind):
     assert classify_row(row) == kind

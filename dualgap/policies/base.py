@@ -41,7 +41,7 @@ import torch
 from ..dual import check_policy, kl_divergence
 from ..problem import AlignmentProblem
 from .optim import lbfgs, natural_ascent
-from .terms import DTYPE, lagrangian_terms
+from .terms import DTYPE, lagrangian_surrogate
 
 __all__ = [
     "PolicyClass",
@@ -300,8 +300,7 @@ class PolicyClass(ABC):
             theta = theta.requires_grad_(True)
 
             def neg_l(th: torch.Tensor) -> torch.Tensor:
-                J, s = lagrangian_terms(pb, self, th)
-                return -(J + lam @ s)
+                return -lagrangian_surrogate(pb, self, th, lam)  # closed-form softmax gradient
 
             n += lbfgs(theta, neg_l, 500 if budget is None else int(cap - n))
             theta = theta.detach()

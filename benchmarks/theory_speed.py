@@ -106,6 +106,19 @@ def run_worker(tree: Path, policy: str) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def compare_rows(before: dict, after: dict) -> dict:
+    """Whether both reports have the same rows with the same verdicts, and the largest
+    relative change of a measured value, ``|a - b| / max(1, |b|)``."""
+    same = sorted(before) == sorted(after)
+    verdicts = same and all(before[k]["holds"] == after[k]["holds"] for k in before)
+    change = 0.0
+    for k in set(before) & set(after):
+        b, a = before[k]["measured"], after[k]["measured"]
+        if isinstance(b, (int, float)) and isinstance(a, (int, float)):
+            change = max(change, abs(a - b) / max(1.0, abs(b)))
+    return {"same_rows": same, "same_verdicts": verdicts, "max_relative_change": change}
+
+
 def table(results: dict) -> str:
     lines = ["| class | tree | total [s] | " + " | ".join(STAGES) + " | after / before |",
              "|---|---|---|" + "---|" * len(STAGES) + "---|"]
@@ -117,6 +130,10 @@ def table(results: dict) -> str:
             ratio = ""
             if side == "after" and sides.get("before"):
                 ratio = f"{r['total_s'] / sides['before']['total_s']:.2f}x"
+            if side == "after" and "rows_compared" in sides:
+                c = sides["rows_compared"]
+                ratio += (f" (same rows: {c['same_rows']}, same verdicts: {c['same_verdicts']},"
+                          f" max rel. change {c['max_relative_change']:.1e})")
             lines.append(f"| {policy} ({r['num_params']} params) | {side} | {r['total_s']:.2f} | "
                          + " | ".join(f"{r['stages'][s]:.2f}" for s in STAGES)
                          + f" | {ratio} |")
@@ -159,10 +176,9 @@ def main() -> None:
         jobs = [(p, s) for p in args.classes for s in trees]
         for policy, side in tqdm(jobs, desc="theory_speed", unit="report"):
             results.setdefault(policy, {})[side] = run_worker(trees[side], policy)
-    for policy, sides in results.items():
+    for sides in results.values():
         if "before" in sides:
-            b, a = sides["before"]["rows"], sides["after"]["rows"]
-            sides["same_rows"] = sorted(b) == sorted(a)
+            sides["rows_compared"] = compare_rows(sides["before"]["rows"], sides["after"]["rows"])
     out = HERE / "results" / "theory_speed.json"
     old = json.loads(out.read_text()) if out.exists() else {}
     old.update(results)

@@ -84,8 +84,9 @@ def worker(policy: str) -> dict:
             cls.fit = timed("fits", cls.__dict__["fit"])
     problem = demo_problem()
     cls = build_policy_class(problem, policy, DEFAULT_NOISE)
-    import dualgap.reference  # noqa: F401  (cvxpy's import is not the report's work)
     import cvxpy  # noqa: F401
+
+    import dualgap.reference  # noqa: F401  (cvxpy's import is not the report's work)
 
     t0 = time.perf_counter()
     report = gap_report(problem, cls)

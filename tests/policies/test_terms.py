@@ -6,8 +6,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dualgap import constraint_slack, objective
-from dualgap.policies import MLPPolicy, lagrangian_terms, problem_features, problem_tensors
 from dualgap.instances import random_problem
+from dualgap.policies import MLPPolicy, lagrangian_terms, problem_features, problem_tensors
 from dualgap.testing import problems
 
 

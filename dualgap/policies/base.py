@@ -41,7 +41,7 @@ import torch
 from ..dual import check_policy, kl_divergence
 from ..problem import AlignmentProblem
 from .optim import lbfgs, natural_ascent
-from .terms import DTYPE, lagrangian_terms
+from .terms import DTYPE, lagrangian_surrogate
 
 __all__ = [
     "PolicyClass",
@@ -49,6 +49,7 @@ __all__ = [
     "FIT_OBJECTIVES",
     "LAGRANGIAN_METHODS",
     "approximation_gap",
+    "damped_solve",
     "small_problem_threads",
 ]
 
@@ -104,6 +105,21 @@ class FitResult:
     nu: float
     objective: str
     iterations: int
+
+
+def damped_solve(A: torch.Tensor, b: torch.Tensor, damping: float) -> torch.Tensor:
+    """``(A + tau I)^{-1} b`` for PSD ``A`` ``(P, P)``, ``tau = max(damping, 1e-12) mean(diag
+    A)`` (grown 100x while the Cholesky factorization fails); the solve of every score step."""
+    scale = float(torch.diagonal(A).mean()) if A.numel() else 1.0
+    eye = torch.eye(A.shape[0], dtype=DTYPE)
+    tau = max(float(damping), 1e-12) * max(scale, 1e-300)
+    for _ in range(20):
+        try:
+            L = torch.linalg.cholesky(A + tau * eye)
+            return torch.cholesky_solve(b[:, None], L)[:, 0]
+        except RuntimeError:  # pragma: no cover - A is PSD; only numerically singular
+            tau *= 100.0
+    return torch.linalg.lstsq(A + tau * eye, b[:, None]).solution[:, 0]  # pragma: no cover
 
 
 def approximation_gap(problem: AlignmentProblem, policy: np.ndarray,
@@ -229,16 +245,7 @@ class PolicyClass(ABC):
         dc = dl - (dm / wsum)[rows]
         A = Jc.T @ (w[:, None] * Jc)  # size = (P, P)
         b = Jc.T @ (w * dc)
-        scale = float(torch.diagonal(A).mean()) if A.numel() else 1.0
-        eye = torch.eye(A.shape[0], dtype=DTYPE)
-        tau = max(float(damping), 1e-12) * max(scale, 1e-300)
-        for _ in range(20):
-            try:
-                L = torch.linalg.cholesky(A + tau * eye)
-                return torch.cholesky_solve(b[:, None], L)[:, 0]
-            except RuntimeError:  # pragma: no cover - A is PSD; only numerically singular
-                tau *= 100.0
-        return torch.linalg.lstsq(A + tau * eye, b[:, None]).solution[:, 0]  # pragma: no cover
+        return damped_solve(A, b, damping)
 
     # -------------------------------------------------------------------- hooks
     def minimize(self, theta: torch.Tensor, loss_fn: Callable[[torch.Tensor], torch.Tensor],
@@ -293,8 +300,7 @@ class PolicyClass(ABC):
             theta = theta.requires_grad_(True)
 
             def neg_l(th: torch.Tensor) -> torch.Tensor:
-                J, s = lagrangian_terms(pb, self, th)
-                return -(J + lam @ s)
+                return -lagrangian_surrogate(pb, self, th, lam)  # closed-form softmax gradient
 
             n += lbfgs(theta, neg_l, 500 if budget is None else int(cap - n))
             theta = theta.detach()

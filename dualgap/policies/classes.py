@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from ..problem import AlignmentProblem
-from .base import FIT_OBJECTIVES, FitResult, PolicyClass
+from .base import FIT_OBJECTIVES, FitResult, PolicyClass, damped_solve
 from .terms import DTYPE
 
 __all__ = ["TabularPolicy", "LogLinearPolicy", "MLPPolicy", "problem_features"]
@@ -112,6 +112,31 @@ class LogLinearPolicy(PolicyClass):
     def score_jacobian(self, theta: torch.Tensor, chunk: int = 64) -> torch.Tensor:
         """``phi`` on the support, ``(n_support, d)`` (the scores are linear in theta)."""
         return self._phi[:, self.support].T
+
+    def score_step(self, theta: torch.Tensor, delta: torch.Tensor, weights: torch.Tensor,
+                   damping: float = 0.0) -> torch.Tensor:
+        """:meth:`PolicyClass.score_step` in closed form on the dense ``(d, X, Y)`` features.
+
+        ``J = phi`` (the scores are linear), so with ``w`` the weights (0 outside the support),
+        ``phi_c = phi - E_w[phi | x]`` and ``delta_c = delta - E_w[delta | x]``::
+
+            (A + tau I) d = b,   A = sum_{x,y} w phi_c phi_c^T  (d, d),
+                                 b = sum_{x,y} w phi_c delta_c  (d,)
+
+        the same normal equations as the generic method, without the support gather and the
+        Jacobian (``tau`` as there).
+        """
+        sup = self.support
+        w = torch.where(sup, weights, 0.0)  # size = (X, Y)
+        dl = torch.where(sup, delta, 0.0)
+        wsum = w.sum(1).clamp_min(1e-300)  # size = (X,)
+        phi_m = torch.einsum("xy,dxy->dx", w, self._phi) / wsum  # size = (d, X)
+        phi_c = self._phi - phi_m[:, :, None]  # size = (d, X, Y)
+        dc = dl - ((w * dl).sum(1) / wsum)[:, None]  # size = (X, Y)
+        wphi = phi_c * w  # size = (d, X, Y)
+        A = torch.einsum("dxy,exy->de", wphi, phi_c)  # size = (d, d)
+        b = torch.einsum("dxy,xy->d", wphi, dc)
+        return damped_solve(A, b, damping)
 
     def init_params(self, seed: int | None = None) -> torch.Tensor:
         if seed is None:

@@ -12,6 +12,7 @@ and :func:`problem_tensors`.  Imports torch.
 
 from __future__ import annotations
 
+import math
 import weakref
 
 import numpy as np
@@ -19,7 +20,7 @@ import torch
 
 from ..problem import AlignmentProblem
 
-__all__ = ["DTYPE", "problem_tensors", "lagrangian_terms"]
+__all__ = ["DTYPE", "problem_tensors", "lagrangian_terms", "lagrangian_surrogate"]
 
 #: the dtype of every parameter vector and every evaluation
 DTYPE = torch.float64
@@ -61,3 +62,29 @@ def lagrangian_terms(problem: AlignmentProblem, policy_class: object,
     J = t["rho"] @ (p * (t["r"] - problem.beta * (logp - t["log_ref"]))).sum(1)
     slack = torch.einsum("x,xy,ixy->i", t["rho"], p, t["h"])  # size = (m,)
     return J, slack
+
+
+def lagrangian_surrogate(problem: AlignmentProblem, policy_class: object, theta: torch.Tensor,
+                         lam: torch.Tensor) -> torch.Tensor:
+    """A scalar equal to ``L(pi_theta, lam)`` whose ``theta``-gradient is that of ``L``, with
+    autograd only through the scores ``f_theta`` (the softmax part in closed form).
+
+    With ``v = r + lam^T h - beta (log pi_theta - log pi_ref)`` on the support::
+
+        dL / df_theta(x, y) = rho_x pi_theta(y|x) (v(x, y) - E_{pi_theta(.|x)} v)     (X, Y)
+
+    so the result is ``L + sum_{x,y} g (f_theta - stop_grad(f_theta))`` with ``g`` that
+    gradient (``L`` computed as :func:`lagrangian_terms` does).
+    """
+    t = problem_tensors(problem)
+    sup = t["support"]
+    f = policy_class.scores(theta)  # size = (X, Y)
+    with torch.no_grad():
+        z = torch.where(sup, t["log_ref"] + f, -math.inf)
+        logp = torch.where(sup, torch.log_softmax(z, dim=1), 0.0)  # size = (X, Y)
+        p = torch.where(sup, torch.exp(logp), 0.0)
+        v = t["r"] + torch.einsum("i,ixy->xy", lam, t["h"]) - problem.beta * (logp - t["log_ref"])
+        v = torch.where(sup, v, 0.0)
+        value = t["rho"] @ (p * v).sum(1)
+        g = t["rho"][:, None] * p * (v - (p * v).sum(1, keepdim=True))  # size = (X, Y)
+    return value + (g * (f - f.detach())).sum()

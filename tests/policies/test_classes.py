@@ -54,3 +54,18 @@ def test_loglinear_jacobian_is_the_features():
     cls = LogLinearPolicy(p, problem_features(p, noise=0.2))
     generic = PolicyClass.score_jacobian(cls, cls.init_params(0))
     np.testing.assert_allclose(cls.score_jacobian(cls.init_params(0)), generic, atol=1e-14)
+
+
+@settings(max_examples=10, deadline=None)
+@given(st.integers(0, 10_000), st.sampled_from([0.0, 1e-6, 1e-2]))
+def test_loglinear_dense_score_step_matches_the_generic_solve(seed, damping):
+    """The closed-form dense step against the base class's gathered-Jacobian solve."""
+    p = random_problem(seed, 5, 7, 2, 0.4, support_fraction=0.6)
+    cls = LogLinearPolicy(p, problem_features(p, noise=0.3, seed=seed))
+    theta = cls.init_params(seed)
+    rng = np.random.default_rng(seed)
+    delta = torch.as_tensor(np.where(p.support, rng.normal(size=p.reward.shape), 0.0))
+    w = torch.as_tensor(p.prompt_weights[:, None] * cls.policy(theta))
+    fast = cls.score_step(theta, delta, w, damping)
+    slow = PolicyClass.score_step(cls, theta, delta, w, damping)
+    np.testing.assert_allclose(fast.numpy(), slow.numpy(), rtol=1e-8, atol=1e-10)

@@ -6,6 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dualgap import constraint_slack, objective
+from dualgap.instances import random_problem
 from dualgap.policies import MLPPolicy, lagrangian_terms, problem_features, problem_tensors
 from dualgap.testing import problems
 
@@ -25,3 +26,23 @@ def test_terms_match_the_numpy_core(problem, seed):
     t = problem_tensors(problem)
     assert t is problem_tensors(problem)  # cached per problem
     assert torch.equal(t["support"], torch.as_tensor(problem.support))
+
+
+@settings(max_examples=10, deadline=None)
+@given(st.integers(0, 10_000))
+def test_lagrangian_surrogate_has_the_value_and_gradient_of_autograd(seed):
+    """The closed-form softmax gradient against autograd through the whole Lagrangian."""
+    from dualgap.policies import MLPPolicy
+    from dualgap.policies.terms import lagrangian_surrogate
+
+    p = random_problem(seed, 4, 6, 2, 0.4, support_fraction=0.6)
+    cls = MLPPolicy(p, problem_features(p, noise=0.2), hidden=3, seed=seed)
+    lam = torch.as_tensor(np.random.default_rng(seed).uniform(0, 3, size=2))
+    th = cls.init_params(seed).requires_grad_(True)
+    J, s = lagrangian_terms(p, cls, th)
+    ref = J + lam @ s
+    (g_ref,) = torch.autograd.grad(ref, th)
+    sur = lagrangian_surrogate(p, cls, th, lam)
+    (g_sur,) = torch.autograd.grad(sur, th)
+    np.testing.assert_allclose(float(sur), float(ref), rtol=1e-13, atol=1e-13)
+    np.testing.assert_allclose(g_sur.numpy(), g_ref.numpy(), rtol=1e-10, atol=1e-12)

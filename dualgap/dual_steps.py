@@ -375,6 +375,26 @@ class DualStepper:
         self.turns = 0
         self._previous: np.ndarray | None = None
 
+    def state_dict(self) -> dict:
+        """The gain's state (JSON-ready): a resumed run rebuilds the stepper from it."""
+        return {"rule": self.rule, "turns": self.turns,
+                "previous": None if self._previous is None else self._previous.tolist()}
+
+    @classmethod
+    def from_state(cls, state: dict) -> DualStepper:
+        """The stepper :meth:`state_dict` describes."""
+        unknown = set(state) - {"rule", "turns", "previous"}
+        if unknown:
+            raise ValueError(f"state: unknown key(s) {sorted(unknown)}")
+        out = cls(state["rule"])
+        turns = state["turns"]
+        if not isinstance(turns, int) or isinstance(turns, bool) or turns < 0:
+            raise ValueError(f"state: turns must be an int >= 0, got {turns!r}")
+        out.turns = turns
+        prev = state["previous"]
+        out._previous = None if prev is None else np.asarray(prev, dtype=np.float64)
+        return out
+
     def __call__(self, samples: OnPolicySamples, lam: object
                  ) -> tuple[np.ndarray, DualStepRecord]:
         lam = np.asarray(lam, dtype=np.float64).reshape(-1)

@@ -237,3 +237,25 @@ def test_stepper_averages_the_noise_away_at_lam_star():
     assert np.abs(lam - sol.lam).max() < 0.3 * np.median(one_step)
     with pytest.raises(ValueError, match="rule: must be"):
         DualStepper("sgd")
+
+
+def test_stepper_state_round_trips_through_json():
+    # a resumed LLM run rebuilds the stepper from state.json: the same next steps follow
+    import json
+    p = random_problem(12, num_prompts=10, num_responses=12, num_constraints=2, tightness=0.9)
+    lam = np.zeros(2)
+    a = DualStepper()
+    draws = [policy_samples(p, p.reference, 8, np.random.default_rng(i)) for i in range(8)]
+    for s in draws[:4]:
+        lam, _ = a(s, lam)
+    b = DualStepper.from_state(json.loads(json.dumps(a.state_dict())))
+    la, lb = lam.copy(), lam.copy()
+    for s in draws[4:]:
+        la, ra = a(s, la)
+        lb, rb = b(s, lb)
+        np.testing.assert_array_equal(la, lb)
+        assert ra.gain == rb.gain
+    with pytest.raises(ValueError, match="state: unknown key"):
+        DualStepper.from_state({"rule": "auto", "turns": 0, "previous": None, "eta": 1})
+    with pytest.raises(ValueError, match="state: turns must be an int >= 0, got -1"):
+        DualStepper.from_state({"rule": "auto", "turns": -1, "previous": None})

@@ -21,6 +21,27 @@ def _weights(directory):
     return load_file(str(directory / "model.safetensors"))
 
 
+def _check_auto_dual_step(d, rec, b, beta):
+    """``rec`` (a lam_history record) is the dual step its stage documents: the numeric
+    ``[lam - eta slack]_+``, or for ``step_size: auto`` the core's rule replayed on the stage's
+    stored scores (the first dual step: Kesten gain 1)."""
+    from dualgap.dual_steps import DualStepper
+    from dualgap.llm.dual import auto_dual_step
+
+    lam_prev, e_ref = np.array(rec["lam_prev"]), np.array(rec["E_ref_g"])
+    slack = np.array(rec["E_pi_g"]) - e_ref - b
+    np.testing.assert_allclose(rec["slack"], slack, rtol=1e-12)
+    if rec["step_size"] != "auto":
+        expected = np.maximum(lam_prev - rec["step_size"] * slack, 0.0)
+    else:
+        s = np.load(d / "scores" / f"{rec['stage']}.npz")
+        expected, step = auto_dual_step(DualStepper(), lam_prev, s["reward"], s["utilities"],
+                                        e_ref, b, beta)
+        assert rec["dual_step"] == json.loads(json.dumps(step))
+        np.testing.assert_allclose(rec["dual_step"]["slack"], slack, rtol=1e-12)
+    np.testing.assert_allclose(rec["lam"], expected, rtol=1e-12)
+
+
 def test_tiny_caid_run_changes_the_policy(tiny_run):
     d = tiny_run.directory
     state = json.loads((d / "state.json").read_text())
@@ -33,10 +54,10 @@ def test_tiny_caid_run_changes_the_policy(tiny_run):
     assert [r["stage"] for r in hist] == ["dual_0", "dual_1", "final"]
     assert hist[0]["source"] == "one-shot"
     # dual_1 is the documented step from the measured slack of iterate 0
-    b, eta = np.array(hist[1]["thresholds"]), hist[1]["step_size"]
-    expected = np.maximum(np.array(hist[1]["lam_prev"]) - eta * (
-        np.array(hist[1]["E_pi_g"]) - np.array(hist[1]["E_ref_g"]) - b), 0.0)
-    np.testing.assert_allclose(hist[1]["lam"], expected, rtol=1e-12)
+    # (dual.step_size: auto, the core's self-tuning step on the stored scores of iterate 0)
+    b = np.array(hist[1]["thresholds"])
+    assert hist[1]["step_size"] == "auto" and hist[1]["dual_step"]["used"] == "newton"
+    _check_auto_dual_step(d, hist[1], b, 0.1)
     # the one-shot lam is dualgap.solve on the stored reference scores
     import dualgap
     from dualgap.llm.dual import empirical_instance

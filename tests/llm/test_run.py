@@ -292,3 +292,32 @@ def test_train_prints_a_summary_not_the_step_losses(tmp_path, capsys):
     assert ("met (by" if margin >= 0 else "NOT met (short by") in text
     assert f"final policy: {out / 'checkpoints' / 'iter_0'}" in text
     assert "dualgap llm evaluate" in text and (out / "run.log").stat().st_size > 0
+
+
+def test_literal_start_auto_steps_from_pi_ref_samples_and_resumes(tmp_path):
+    # dual.start literal + step_size auto: the first dual step uses pi_ref's own scored samples
+    # (the reference stage's), and a run killed after it resumes the stepper's gain state
+    over = ["dual.start=literal", "iterations=3"]
+    out = tmp_path / "lit"
+    with pytest.raises(RunStopped):
+        train("tiny", out, overrides=over, stop_after=2, progress=False)
+    state = json.loads((out / "state.json").read_text())
+    assert set(state["dual_stepper"]) == {"rule", "turns", "previous"}
+    resume(out, progress=False)
+    hist = read_jsonl(out / "lam_history.jsonl")
+    assert [r["stage"] for r in hist] == ["dual_0", "dual_1", "dual_2", "final"]
+    h0 = hist[0]
+    assert h0["source"] == "dual-step" and h0["lam_prev"] == [0.0]
+    b = np.array(h0["thresholds"])
+    np.testing.assert_allclose(h0["dual_step"]["slack"], -b, atol=1e-12)  # E_pi g = E_ref g
+    s = np.load(out / "scores" / "reference.npz")
+    from dualgap.dual_steps import DualStepper
+    from dualgap.llm.dual import auto_dual_step
+
+    lam0, _ = auto_dual_step(DualStepper(), [0.0], s["reward"], s["utilities"],
+                             h0["E_ref_g"], b, 0.1)
+    np.testing.assert_allclose(h0["lam"], lam0, rtol=1e-12)
+    # an uninterrupted run gives the same lam trajectory
+    full = train("tiny", tmp_path / "full", overrides=over, progress=False)
+    np.testing.assert_allclose(lam_trajectory(full.directory), lam_trajectory(out), rtol=1e-12)
+    assert all(r["dual_step"]["rule"] == "newton" for r in hist[:3])

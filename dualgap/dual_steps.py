@@ -25,7 +25,10 @@ Rules (``rule=``):
 Every rule's projected target ``[lam - d]_+`` is then pulled towards ``lam`` into the trust
 region, which bounds the policy change the step taken may cause, to second order:
 ``KL(pi_lam || pi_lam+) ~ d^T H d / (2 beta) <= TRUST_KL`` nats (``d = lam - lam+``), the
-range over which samples of the current policy still describe the next one.  ``TRUST_KL`` is
+range over which samples of the current policy still describe the next one; and, by bisection
+on the step's length, so does the KL estimated on the samples without that approximation
+(:func:`sampled_kl`), which catches a step whose local curvature is misleading (from a nearly
+deterministic policy, ``H ~ 0`` and the second-order KL of any step is ~0).  ``TRUST_KL`` is
 a fixed constant in nats, free of the units of ``r``, ``g`` and ``beta``; no user supplies it.
 
 When the samples cannot support a rule (``K < 2`` draws per prompt, a Hessian that is zero or
@@ -56,6 +59,7 @@ __all__ = [
     "DualStepper",
     "slack_noise",
     "sampled_hessian",
+    "sampled_kl",
     "damped_step_size",
     "policy_samples",
     "exact_samples",
@@ -169,7 +173,8 @@ class DualStepRecord:
     (None for Newton and empirical); ``ess`` the median effective sample size per prompt of
     the empirical rule's reweighting (and ``ess_min`` the smallest); ``trust_scale`` the factor
     the trust region shrank the step by (1: inside); ``predicted_kl`` ``d^T H d / (2 beta)`` of
-    the rule's step; ``gain`` and ``noise_share`` those of :class:`DualStepper` (None from
+    the step taken and ``sampled_kl`` its :func:`sampled_kl`; ``gain`` and ``noise_share``
+    those of :class:`DualStepper` (None from
     :func:`dual_step` alone).
     """
 
@@ -183,6 +188,7 @@ class DualStepRecord:
     ess_min: float | None = None
     trust_scale: float = 1.0
     predicted_kl: float | None = None
+    sampled_kl: float | None = None
     hessian_max_eig: float | None = None
     gain: float | None = None
     noise_share: float | None = None
@@ -219,19 +225,47 @@ def damped_step_size(samples: OnPolicySamples) -> float:
     return samples.beta / spread if spread > 0 else samples.beta
 
 
-def _trust(lam: np.ndarray, target: np.ndarray, H: np.ndarray, beta: float
-           ) -> tuple[np.ndarray, float, float]:
+def sampled_kl(samples: OnPolicySamples, d: np.ndarray) -> float:
+    """``KL(pi_lam || pi_lam+d)`` estimated on the samples without the second-order
+    approximation, for ``pi_lam+d ∝ pi_lam exp(d^T h / beta)`` on each prompt::
+
+        KL = sum_x rho(x) [log sum_k q(x,k) exp(delta_xk) - sum_k q(x,k) delta_xk],
+        delta_xk = d^T h(x, y_{x,k}) / beta
+
+    (exact for exact weights and ``pi_t = pi_lam``; >= 0, convex in the step's length)."""
+    from scipy.special import logsumexp
+
+    q = samples.sample_weights  # size = (X, K)
+    delta = np.einsum("i,ixk->xk", np.asarray(d, dtype=np.float64), samples.h) / samples.beta
+    with np.errstate(divide="ignore"):
+        lse = logsumexp(delta, axis=1, b=q)  # size = (X,)
+    per = lse - (q * delta).sum(axis=1)
+    return float(samples.prompt_weights @ np.maximum(per, 0.0))
+
+
+def _trust(lam: np.ndarray, target: np.ndarray, H: np.ndarray, samples: OnPolicySamples
+           ) -> tuple[np.ndarray, float, float, float]:
     """``lam + s ([target]_+ - lam)`` with the largest ``s <= 1`` whose step ``d`` has
-    ``d^T H d / (2 beta) <= TRUST_KL``; returns ``(lam+, s, d^T H d / (2 beta))``.
+    ``d^T H d / (2 beta) <= TRUST_KL`` and :func:`sampled_kl` ``<= TRUST_KL`` (the second
+    bound by bisection: it catches the steps the local curvature misjudges, e.g. from a
+    nearly deterministic policy whose ``H`` is ~0); returns ``(lam+, s, d^T H d / (2 beta),
+    sampled KL)``.
 
     The projection comes first, so the bound holds for the step actually taken (a point
     between ``lam`` and ``[target]_+`` is ``>= 0``)."""
+    beta = samples.beta
     d = np.maximum(target, 0.0) - lam
     kl = float(d @ H @ d) / (2.0 * beta)
-    if kl <= TRUST_KL or not np.isfinite(kl):
-        return lam + d, 1.0, kl
-    scale = float(np.sqrt(TRUST_KL / kl))
-    return np.maximum(lam + scale * d, 0.0), scale, TRUST_KL
+    scale = 1.0 if (kl <= TRUST_KL or not np.isfinite(kl)) else float(np.sqrt(TRUST_KL / kl))
+    if sampled_kl(samples, scale * d) > TRUST_KL:
+        lo, hi = 0.0, scale  # sampled_kl is convex in s and 0 at s = 0
+        for _ in range(60):
+            mid = 0.5 * (lo + hi)
+            lo, hi = (mid, hi) if sampled_kl(samples, mid * d) <= TRUST_KL else (lo, mid)
+        scale = lo
+    step = scale * d
+    return (np.maximum(lam + step, 0.0), scale, float(step @ H @ step) / (2.0 * beta),
+            sampled_kl(samples, step))
 
 
 def _free_set(lam: np.ndarray, u: np.ndarray) -> np.ndarray:
@@ -320,8 +354,8 @@ def dual_step(samples: OnPolicySamples, lam: object, rule: str = "auto"
         else:
             target, reason, info["ess"], info["ess_min"] = _empirical(samples, lam)
         if target is not None:
-            new, info["trust_scale"], info["predicted_kl"] = _trust(lam, target, H,
-                                                                    samples.beta)
+            (new, info["trust_scale"], info["predicted_kl"],
+             info["sampled_kl"]) = _trust(lam, target, H, samples)
     used = rule
     if new is None:
         used = "damped"
@@ -374,6 +408,26 @@ class DualStepper:
         self.rule = rule
         self.turns = 0
         self._previous: np.ndarray | None = None
+
+    def state_dict(self) -> dict:
+        """The gain's state (JSON-ready): a resumed run rebuilds the stepper from it."""
+        return {"rule": self.rule, "turns": self.turns,
+                "previous": None if self._previous is None else self._previous.tolist()}
+
+    @classmethod
+    def from_state(cls, state: dict) -> DualStepper:
+        """The stepper :meth:`state_dict` describes."""
+        unknown = set(state) - {"rule", "turns", "previous"}
+        if unknown:
+            raise ValueError(f"state: unknown key(s) {sorted(unknown)}")
+        out = cls(state["rule"])
+        turns = state["turns"]
+        if not isinstance(turns, int) or isinstance(turns, bool) or turns < 0:
+            raise ValueError(f"state: turns must be an int >= 0, got {turns!r}")
+        out.turns = turns
+        prev = state["previous"]
+        out._previous = None if prev is None else np.asarray(prev, dtype=np.float64)
+        return out
 
     def __call__(self, samples: OnPolicySamples, lam: object
                  ) -> tuple[np.ndarray, DualStepRecord]:

@@ -237,3 +237,49 @@ def test_stepper_averages_the_noise_away_at_lam_star():
     assert np.abs(lam - sol.lam).max() < 0.3 * np.median(one_step)
     with pytest.raises(ValueError, match="rule: must be"):
         DualStepper("sgd")
+
+
+def test_stepper_state_round_trips_through_json():
+    # a resumed LLM run rebuilds the stepper from state.json: the same next steps follow
+    import json
+    p = random_problem(12, num_prompts=10, num_responses=12, num_constraints=2, tightness=0.9)
+    lam = np.zeros(2)
+    a = DualStepper()
+    draws = [policy_samples(p, p.reference, 8, np.random.default_rng(i)) for i in range(8)]
+    for s in draws[:4]:
+        lam, _ = a(s, lam)
+    b = DualStepper.from_state(json.loads(json.dumps(a.state_dict())))
+    la, lb = lam.copy(), lam.copy()
+    for s in draws[4:]:
+        la, ra = a(s, la)
+        lb, rb = b(s, lb)
+        np.testing.assert_array_equal(la, lb)
+        assert ra.gain == rb.gain
+    with pytest.raises(ValueError, match="state: unknown key"):
+        DualStepper.from_state({"rule": "auto", "turns": 0, "previous": None, "eta": 1})
+    with pytest.raises(ValueError, match="state: turns must be an int >= 0, got -1"):
+        DualStepper.from_state({"rule": "auto", "turns": -1, "previous": None})
+
+
+def test_sampled_kl_is_the_exact_kl_with_exact_weights():
+    from dualgap.dual_steps import sampled_kl
+    p = random_problem(3, num_prompts=6, num_responses=9, num_constraints=2, tightness=0.9)
+    lam, d = np.array([0.3, 0.8]), np.array([0.7, -0.5])
+    pi, pi2 = dg.lagrangian_policy(p, lam), dg.lagrangian_policy(p, lam + d)
+    kl = p.prompt_weights @ np.where(pi > 0, pi * (np.log(pi) - np.log(pi2)), 0.0).sum(axis=1)
+    assert sampled_kl(exact_samples(p, pi), d) == pytest.approx(kl, rel=1e-9)
+
+
+def test_newton_from_a_nearly_deterministic_policy_does_not_cycle():
+    # counterexample to the second-order trust region alone (notebook 04's instance, beta 0.05,
+    # lam_0 = 0, exact expectations): pi_0 is nearly deterministic, H(0) ~ 1e-3, so the step
+    # whose d^T H d / (2 beta) is 0.5 jumps to lam = 7.42, where H ~ 1e-59 and the step back to
+    # 0 looks free: a 2-cycle 0 <-> 7.42.  The sampled-KL bound stops it.
+    r, g = np.array([[1.0, 0.0, 0.5]]), np.array([[[-1.0, 1.0, 0.0]]])
+    p = dg.AlignmentProblem(r, g, [0.3], 0.05, np.full((1, 3), 1 / 3))
+    star = dg.solve(p).lam
+    lam = np.zeros(1)
+    for _ in range(8):
+        lam, rec = dual_step(exact_samples(p, dg.lagrangian_policy(p, lam)), lam)
+        assert rec.sampled_kl <= TRUST_KL * (1 + 1e-9)
+    np.testing.assert_allclose(lam, star, atol=1e-9)

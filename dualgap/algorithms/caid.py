@@ -9,7 +9,16 @@ Practical start (the default; the paper's experiments)::
                     (theta_{-1} = init_params(), i.e. pi_ref)
         u_t       = E_rho E_{pi_theta_t} h          (exact), or
                   = sum_x rho(x) (1/N) sum_n h(x, y_{x,n}),  y_{x,n} ~ pi_theta_t(.|x)
-        lam_{t+1} = [lam_t - eta_t u_t]_+           (for t < T)
+        lam_{t+1} = [lam_t - eta_t u_t]_+           (for t < T; a numeric ``step_size``)
+        lam_{t+1} = DualStepper(rule)(samples_t, lam_t)   (``step_size="auto"``, the default)
+
+With ``step_size="auto"`` the dual step needs no number: :class:`dualgap.dual_steps.DualStepper`
+takes a projected Newton step with the sampled dual Hessian ``Cov_{pi_t}(h) / beta`` inside a
+KL trust region (``step_rule`` picks another rule of :data:`dualgap.dual_steps.DUAL_STEP_RULES`),
+from the same samples that give ``u_t`` (:func:`~dualgap.dual_steps.exact_samples` or
+:func:`~dualgap.dual_steps.policy_samples`); when the samples cannot support the rule it takes a
+damped step and says why.  Each step's :class:`~dualgap.dual_steps.DualStepRecord` is in
+``extra["dual_steps"]``.
 
 Literal start (the algorithm as written): ``lam_0 = lam0`` (default 0) and ``theta_0 =
 init_params()`` (pi_ref, no policy step), so the first dual step is taken at ``pi_ref``;
@@ -28,6 +37,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from ..dual_steps import DUAL_STEP_RULES, DualStepper, exact_samples, policy_samples
 from ..problem import AlignmentProblem
 from ..solver import DualSolution
 from .dual_descent import (
@@ -52,8 +62,8 @@ def caid(
     policy_class=None,
     *,
     iterations: int = 20,
-    step_rule: str = "constant",
-    step_size: float | None = None,
+    step_rule: str | None = None,
+    step_size: float | str | None = "auto",
     inner_steps: int | None = 5,
     inner_method: str = "auto",
     samples: int | None = None,
@@ -72,9 +82,13 @@ def caid(
         problem: the instance.
         policy_class: a :class:`dualgap.policies.PolicyClass` (None: the exact ``pi_lam``).
         iterations: ``T`` dual steps.
-        step_rule, step_size: the dual step size (``"constant"``, ``"sqrt"``, ``"smooth"`` =
-            ``step_size / L_D`` with ``step_size`` default 1); ``step_size`` is required for the
-            first two.
+        step_rule, step_size: the dual step.  ``step_size="auto"`` (the default; None is the
+            same) gives no number: with ``step_rule`` None or ``"auto"`` (the measured winner,
+            ``"newton"``) or another of ``"newton"``, ``"curvature"``, ``"empirical"`` the
+            self-tuning step of :mod:`dualgap.dual_steps`; with ``"smooth"`` ``eta = 1 / L_D``.
+            A number ``eta`` keeps the projected step ``[lam - eta_t u]_+`` with the schedule
+            ``step_rule`` (``"constant"``, the default then, ``"sqrt"``, or ``"smooth"`` =
+            ``eta / L_D``).
         inner_steps: iterations per policy step (None: to convergence).
         inner_method: :func:`dualgap.gaps.lagrangian_max`'s ``method``: ``"auto"`` (natural
             steps, then L-BFGS; one natural step is exact for the tabular class), ``"lbfgs"``
@@ -97,8 +111,9 @@ def caid(
     inner_steps = check_positive_int("inner_steps", inner_steps, allow_none=True)
     samples = check_positive_int("samples", samples, allow_none=True)
     one_shot_samples = check_positive_int("one_shot_samples", one_shot_samples, allow_none=True)
+    step_rule, step_size, stepper = _dual_rule(step_rule, step_size)
     L = (lambda: float(smoothness)) if smoothness is not None else default_smoothness(problem)
-    eta = step_size_schedule(step_rule, step_size, L)
+    eta = None if stepper is not None else step_size_schedule(step_rule, step_size, L)
     rng = np.random.default_rng(np.random.SeedSequence(seed).spawn(1)[0])
     config = {"iterations": T, "step_rule": step_rule, "step_size": step_size,
               "inner_steps": inner_steps, "inner_method": inner_method, "samples": samples,
@@ -108,7 +123,7 @@ def caid(
     if step_rule == "smooth":
         config["eta"] = eta(0)
     rec = TrajectoryRecorder(problem, "caid", config, exact_summary(exact_solution), feas_tol)
-    extra: dict = {}
+    extra: dict = {} if stepper is None else {"dual_steps": []}
     theta = None if policy_class is None else policy_class.init_params()
     if start == "practical":
         if lam0 is None:
@@ -126,13 +141,45 @@ def caid(
                   else policy_class.policy(theta))  # pi_ref: no policy step yet
         value = None
     for t in progress_range(T, progress, "CAID"):
-        u = estimate_slack(problem, policy, samples, rng)
+        if stepper is None:
+            u = estimate_slack(problem, policy, samples, rng)
+        else:  # the same draws as estimate_slack's for the same rng (both sample_responses)
+            s = (exact_samples(problem, policy) if samples is None
+                 else policy_samples(problem, policy, samples, rng))
+            u = s.slack()
         rec.record(lam, policy, direction=u, lagrangian_value=value, samples=samples)
-        lam = projected_step(lam, u, eta(t))
+        if stepper is None:
+            lam = projected_step(lam, u, eta(t))
+        else:
+            lam, step = stepper(s, lam)
+            extra["dual_steps"].append(step.to_dict())
         policy, theta, value = policy_step(problem, policy_class, lam, theta, inner_steps,
                                            inner_method)
     rec.record(lam, policy, lagrangian_value=value)
     return rec.finish(extra=extra, theta=theta)
+
+
+def _dual_rule(step_rule: str | None, step_size: object
+               ) -> tuple[str, float | str | None, DualStepper | None]:
+    """``(step_rule, step_size, stepper)``: a :class:`DualStepper` for the self-tuning rules
+    (``step_size`` "auto" or None with no rule, "auto" or a rule of ``DUAL_STEP_RULES``)."""
+    auto_rules = ("auto", *DUAL_STEP_RULES)
+    no_number = step_size is None or (isinstance(step_size, str) and step_size == "auto")
+    if isinstance(step_size, str) and not no_number:
+        raise ValueError(f"step_size: a positive float or 'auto', got {step_size!r}")
+    if step_rule is None:
+        step_rule = "auto" if no_number else "constant"
+    if step_rule in auto_rules:
+        if not no_number:
+            raise ValueError(f"step_size: step_rule {step_rule!r} computes its own step; got "
+                             f"step_size={step_size!r} (use step_rule 'constant' for a number)")
+        return step_rule, "auto", DualStepper(step_rule)
+    if no_number:
+        if step_rule != "smooth":
+            raise ValueError(f"step_size: step_rule {step_rule!r} needs a number, got "
+                             f"{step_size!r} (or use step_size 'auto')")
+        step_size = None
+    return step_rule, step_size, None
 
 
 def caid_update_rule(policy_class_factory: Callable[[AlignmentProblem], object] | None = None,

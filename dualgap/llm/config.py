@@ -33,6 +33,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticUndefined
 
+from ..dual_steps import TRUST_KL
 from .config_checks import type_name as _type_name
 from .config_checks import validate_run, validation_message
 
@@ -197,15 +198,17 @@ class ConstraintConfig(_Section):
 
 
 class DualConfig(_Section):
-    """The dual step ``lam <- [lam - eta (E_pi g - E_ref g - b)]_+``."""
+    """The dual step ``lam <- [lam - eta (E_pi g - E_ref g - b)]_+``, or the self-tuning one."""
 
     num_prompts: Int = _f(600, "N training prompts used for dual statistics")
     samples_per_prompt: Int = _f(64, "K samples per prompt from pi_ref and from each iterate")
     step_size: Annotated[float | str, PlainValidator(_step_size)] = _f(
-        "auto", "eta; 'auto' = 1 / lambda_max(hess D_hat(lam_0)) = beta / lambda_max(E Cov g), "
-        "the inverse curvature of the empirical dual at the starting multiplier (meant for the "
-        "practical start, where lam_0 is the one-shot lam; the paper did not publish its step "
-        "size)")
+        "auto", "eta of [lam - eta slack]_+, or 'auto': no number, a projected Newton step "
+        "with the sampled dual Hessian E_x Cov(g) / beta of the iterate's own scored samples, "
+        f"in a trust region of {TRUST_KL} nats of KL, a Kesten gain against sampling noise, and a "
+        "damped beta / sum (range g / 2)^2 step when the samples cannot support it (K < 2, a "
+        "singular Hessian); lam_history.jsonl's dual_step records rule, fallback and reason "
+        "(dualgap.dual_steps; docs/algorithms.md)")
     lam_init: list[Float] | None = _f(None, "starting multiplier for start=literal (default 0)")
     start: Literal["practical", "literal"] = _f(
         "practical", "practical: first policy step at the one-shot lam, a dual step before every "

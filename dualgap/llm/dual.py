@@ -17,12 +17,13 @@ import numpy as np
 
 from ..algorithms.multipliers import projected_step
 from ..dual import dual_hessian
+from ..dual_steps import DualStepper, OnPolicySamples
 from ..empirical import empirical_problem_from_scores
 from ..problem import AlignmentProblem
 from ..solver import DualSolution, solve
 
 __all__ = ["mean_utilities", "reference_statistics", "empirical_instance", "one_shot_multiplier",
-           "dual_step", "auto_step_size"]
+           "dual_step", "auto_step_size", "scored_samples", "auto_dual_step"]
 
 
 def _utilities(utilities: np.ndarray) -> np.ndarray:
@@ -121,3 +122,38 @@ def auto_step_size(problem: AlignmentProblem, lam: Sequence[float]) -> float:
         raise ValueError("dual.step_size: 'auto' needs utilities that vary across the reference "
                          "samples (the empirical dual has zero curvature); set a number")
     return 1.0 / top
+
+
+def scored_samples(reward: np.ndarray, utilities: np.ndarray,
+                   reference_utilities: Sequence[float], thresholds: Sequence[float],
+                   beta: float) -> OnPolicySamples:
+    """The iterate's ``K`` scored samples per prompt as :class:`dualgap.dual_steps.OnPolicySamples`
+    with offsets ``c = E_ref g + b``, so ``h = g - E_ref g - b`` and ``u_hat`` is the slack of
+    :func:`dual_step`.  No sequence log-probabilities are attached: the ``"empirical"`` rule
+    falls back to a damped step there and its record says so."""
+    g = _utilities(utilities)
+    m = g.shape[0]
+    c = (np.asarray(reference_utilities, dtype=np.float64).reshape(-1)
+         + np.asarray(thresholds, dtype=np.float64).reshape(-1))
+    if c.shape != (m,):
+        raise ValueError(f"reference_utilities, thresholds: {c.shape[0]} values for {m} "
+                         "constraints")
+    return OnPolicySamples(np.asarray(reward, dtype=np.float64), g, c, beta)
+
+
+def auto_dual_step(stepper: DualStepper, lam: Sequence[float], reward: np.ndarray,
+                   utilities: np.ndarray, reference_utilities: Sequence[float],
+                   thresholds: Sequence[float], beta: float) -> tuple[np.ndarray, dict]:
+    """``dual.step_size: auto``: the next ``lam`` by ``stepper`` (the core's self-tuning dual
+    step, :mod:`dualgap.dual_steps`: projected Newton with the sampled Hessian
+    ``(1/beta) E_x Cov_k(g)`` in a KL trust region, Kesten's gain against the samples' noise,
+    a damped ``1 / L_hat`` step when the samples cannot support it) on the iterate's scores
+    ``reward (N, K)``, ``utilities (m, N, K)``.  Returns ``(lam+, record dict)``: the record
+    names the rule asked for and used, the fallback and its reason, and the step's figures.
+    """
+    lam = np.asarray(lam, dtype=np.float64).reshape(-1)
+    if (lam < 0).any() or not np.isfinite(lam).all():
+        raise ValueError(f"lam: must be finite and >= 0, got {lam!r}")
+    samples = scored_samples(reward, utilities, reference_utilities, thresholds, beta)
+    new, rec = stepper(samples, lam)
+    return new, rec.to_dict()

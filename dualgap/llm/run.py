@@ -23,7 +23,7 @@ The run directory::
     resolved_config.json the config the run started with (resume compares config.yaml with it)
     state.json           finished stages, step size, paths, accepted config changes
     run.log              TRL's per-step log dicts (loss, rewards, learning rate), one JSON line each
-    lam_history.jsonl    one record per dual stage: lam, E_pi g, E_ref g, slack, step size
+    lam_history.jsonl    per dual stage: lam, E_pi g, E_ref g, slack, step size; dual_step (auto)
     metrics.jsonl        one record per stage: timings (generation / scoring / DPO), losses
     samples/, scores/    sampled responses and their scores, per stage
     cache/scores/        the score cache (scorer, prompt, response) -> raw score
@@ -156,9 +156,10 @@ def _pool_scores(run: Run, pairs) -> tuple[np.ndarray, np.ndarray]:
     return a["reward"], a["utilities"]
 
 
-def _reference_stage(run: Run, prompts: list[str]) -> tuple[np.ndarray, np.ndarray, float]:
-    """``E_ref g``, the one-shot ``lam`` and the dual step size."""
-    from .dual import auto_step_size, empirical_instance, one_shot_multiplier, reference_statistics
+def _reference_stage(run: Run, prompts: list[str]) -> tuple[np.ndarray, np.ndarray, float | str]:
+    """``E_ref g``, the one-shot ``lam`` and the dual step size (``"auto"``: self-tuning; a run
+    started when ``auto`` meant a number keeps it)."""
+    from .dual import one_shot_multiplier, reference_statistics
 
     cfg = run.config
     thresholds = np.array(cfg.pecaid.training_thresholds(cfg), dtype=np.float64)
@@ -174,11 +175,7 @@ def _reference_stage(run: Run, prompts: list[str]) -> tuple[np.ndarray, np.ndarr
             kl = reference_kl_term(scores[1:], cfg.beta)
             extra["reference_kl"] = {"kl": kl["kl"], "E_ref_g_se": kl["se"]}
         sol = one_shot_multiplier(scores[0], scores[1:], thresholds, cfg.beta, names)
-        problem = empirical_instance(scores[0], scores[1:], thresholds, cfg.beta, names)
-        lam_start = sol.lam if cfg.dual.start == "practical" else np.asarray(
-            cfg.dual.lam_init or [0.0] * len(thresholds), dtype=np.float64)
-        eta = (auto_step_size(problem, lam_start) if cfg.dual.step_size == "auto"
-               else float(cfg.dual.step_size))
+        eta = "auto" if cfg.dual.step_size == "auto" else float(cfg.dual.step_size)
         run.append("metrics.jsonl", {"stage": "reference", "timing": timing,
                                      "reward_mean": float(scores[0].mean()),
                                      "E_ref_g": e_ref, "one_shot": {
@@ -187,14 +184,19 @@ def _reference_stage(run: Run, prompts: list[str]) -> tuple[np.ndarray, np.ndarr
                                          "dual_value": sol.dual_value,
                                          "slack": sol.slack}, **extra})
         run.mark("reference", step_size=eta, E_ref_g=e_ref, one_shot_lam=sol.lam)
+    eta = run.state["step_size"]
     return (np.asarray(run.state["E_ref_g"]), np.asarray(run.state["one_shot_lam"]),
-            float(run.state["step_size"]))
+            eta if eta == "auto" else float(eta))
 
 
 def _dual_stage(run: Run, t: int, prompts: list[str], e_ref: np.ndarray, lam_one_shot: np.ndarray,
-                eta: float) -> np.ndarray:
-    """The ``lam`` of policy step ``t``."""
-    from .dual import dual_step, reference_statistics
+                eta: float | str) -> np.ndarray:
+    """The ``lam`` of policy step ``t``: the one-shot ``lam`` or a dual step from the scores of
+    iterate ``t - 1`` (``pi_ref``'s at a literal start).  ``eta == "auto"``:
+    :func:`dualgap.llm.dual.auto_dual_step`, its record in ``dual_step``, the gain's state in
+    ``state.json`` (``dual_stepper``) for a resume."""
+    from ..dual_steps import DualStepper
+    from .dual import auto_dual_step, dual_step, reference_statistics
 
     cfg = run.config
     stage = f"dual_{t}"
@@ -203,25 +205,36 @@ def _dual_stage(run: Run, t: int, prompts: list[str], e_ref: np.ndarray, lam_one
         timing: dict = {}
         rec: dict[str, Any] = {"iteration": t, "stage": stage, "step_size": eta,
                                "E_ref_g": e_ref, "thresholds": b}
+        extra: dict[str, Any] = {}
         if cfg.method in ("one-shot", "pe-one-shot") or (
                 cfg.method in ("caid", "pecaid") and t == 0 and cfg.dual.start == "practical"):
             lam = lam_one_shot
             rec["source"] = "one-shot"
-        elif t == 0:  # literal start: the first dual step at pi_ref, where E_pi g = E_ref g
-            lam0 = np.asarray(cfg.dual.lam_init or [0.0] * len(b), dtype=np.float64)
-            lam = dual_step(lam0, e_ref, e_ref, b, eta)
-            rec.update(source="dual-step", lam_prev=lam0, E_pi_g=e_ref, slack=-b)
         else:
-            _, scores = run.sample_and_score(stage, t - 1, prompts, "dual", timing)
-            e_pi = reference_statistics(scores[1:])
-            lam_prev = np.asarray(run.state["lam"], dtype=np.float64)
-            lam = dual_step(lam_prev, e_pi, e_ref, b, eta)
+            if t == 0:  # literal start: the first dual step at pi_ref, where E_pi g = E_ref g
+                lam_prev = np.asarray(cfg.dual.lam_init or [0.0] * len(b), dtype=np.float64)
+                a, e_pi = run.load_arrays("reference"), e_ref  # pi_ref's own scored samples
+                scores = np.concatenate([a["reward"][None], a["utilities"]])
+            else:
+                _, scores = run.sample_and_score(stage, t - 1, prompts, "dual", timing)
+                e_pi = reference_statistics(scores[1:])
+                lam_prev = np.asarray(run.state["lam"], dtype=np.float64)
+                rec["reward_mean"] = float(scores[0].mean())
+            if eta == "auto":
+                saved = run.state.get("dual_stepper")
+                stepper = DualStepper.from_state(saved) if saved else DualStepper()
+                lam, step = auto_dual_step(stepper, lam_prev, scores[0], scores[1:], e_ref, b,
+                                           cfg.beta)
+                rec["dual_step"] = step
+                extra["dual_stepper"] = stepper.state_dict()
+            else:
+                lam = dual_step(lam_prev, e_pi, e_ref, b, eta)
             rec.update(source="dual-step", lam_prev=lam_prev, E_pi_g=e_pi,
-                       slack=e_pi - e_ref - b, reward_mean=float(scores[0].mean()))
+                       slack=e_pi - e_ref - b)
         rec["lam"] = lam
         rec["timing"] = timing
         run.append("lam_history.jsonl", rec)
-        run.mark(stage, lam=lam)
+        run.mark(stage, lam=lam, **extra)
     return np.asarray(run.state["lam"], dtype=np.float64)
 
 

@@ -8,13 +8,17 @@ import pytest
 from scipy.special import expit
 
 import dualgap
+from dualgap.dual_steps import TRUST_KL, DualStepper
+from dualgap.dual_steps import dual_step as core_dual_step
 from dualgap.llm.dual import (
+    auto_dual_step,
     auto_step_size,
     dual_step,
     empirical_instance,
     mean_utilities,
     one_shot_multiplier,
     reference_statistics,
+    scored_samples,
 )
 from dualgap.llm.preferences import (
     composite_reward,
@@ -86,6 +90,52 @@ def test_dual_step_converges_on_an_exact_instance():
     # start is only a local rule)
     eta0 = auto_step_size(prob, np.zeros(2))
     assert eta0 > 2 * eta
+
+
+def test_auto_dual_step_is_the_core_rule_on_the_scored_samples():
+    r, g = _scores(2, N=10, K=6, m=2)
+    b, beta = np.array([0.2, 0.1]), 0.5
+    e_ref = mean_utilities(_scores(9, N=10, K=6, m=2)[1])  # another sample set's E_ref g
+    lam = np.array([0.4, 0.0])
+    s = scored_samples(r, g, e_ref, b, beta)
+    # the slack the numeric dual step uses: E_pi g - E_ref g - b
+    np.testing.assert_allclose(s.slack(), mean_utilities(g) - e_ref - b, atol=1e-14)
+    new, rec = auto_dual_step(DualStepper(), lam, r, g, e_ref, b, beta)
+    ref, ref_rec = core_dual_step(s, lam, "newton")  # the first step: Kesten gain 1
+    np.testing.assert_allclose(new, ref, atol=1e-14)
+    assert rec["rule"] == rec["used"] == "newton" and rec["fallback"] is None
+    assert rec["gain"] == 1.0
+    # no sequence log-probabilities on LLM scores: the empirical rule falls back and says so
+    _, emp = auto_dual_step(DualStepper("empirical"), lam, r, g, e_ref, b, beta)
+    assert emp["used"] == "damped" and "log-probabilities" in emp["fallback"]
+    # one sample per prompt: no covariance, a damped step that says so
+    _, one = auto_dual_step(DualStepper(), lam, r[:, :1], g[:, :, :1], e_ref, b, beta)
+    assert one["used"] == "damped" and "fewer than 2 samples" in one["fallback"]
+    with pytest.raises(ValueError, match="reference_utilities, thresholds: 1 values for 2"):
+        auto_dual_step(DualStepper(), lam, r, g, e_ref[:1], b[:1], beta)
+
+
+def test_auto_dual_step_stays_near_where_the_old_auto_step_jumps():
+    """The rehearsal's failure (eta = 1/lambda_max at the one-shot lam = 10540, lam 37405 one
+    step later), reproduced: a tight threshold puts the one-shot pi_lam where the empirical
+    dual is flat, so the old 'auto' eta is large, and an iterate the policy step barely moved
+    (here pi_ref itself) has a slack that eta multiplies.  The new rule measures the curvature
+    on the iterate's own samples and bounds the step's KL."""
+    rng = np.random.default_rng(0)
+    r = rng.normal(size=(8, 8))
+    g = -0.6 * r[None] + 0.8 * rng.normal(size=(1, 8, 8))
+    e_ref, beta = mean_utilities(g), 0.1
+    b = 0.98 * (g.max(axis=2).mean(axis=1) - e_ref)  # near the largest achievable improvement
+    lam0 = one_shot_multiplier(r, g, b, beta).lam
+    eta_old = auto_step_size(empirical_instance(r, g, b, beta), lam0)
+    old = dual_step(lam0, e_ref, e_ref, b, eta_old)
+    new, rec = auto_dual_step(DualStepper(), lam0, r, g, e_ref, b, beta)
+    assert eta_old > 20 and old[0] - lam0[0] > 20 * (new[0] - lam0[0]) > 0
+    assert rec["predicted_kl"] <= TRUST_KL + 1e-12 and rec["trust_scale"] < 1.0
+    # the trust region's promise, recomputed by hand: d^2 H / (2 beta) with
+    # H = (1/beta) mean_x Var_k g(x, .) (Bessel-corrected) is the bound TRUST_KL itself
+    H = g[0].var(axis=1, ddof=1).mean() / beta
+    assert (new[0] - lam0[0]) ** 2 * H / (2 * beta) == pytest.approx(TRUST_KL, rel=1e-9)
 
 
 def test_auto_step_size_is_inverse_curvature():

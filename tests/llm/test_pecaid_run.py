@@ -117,8 +117,17 @@ def test_pecaid_scores_are_implicit_and_the_reference_term_is_minus_beta_kl(peca
     sol = dualgap.solve(empirical_instance(s["reward"], s["utilities"], b, beta))
     np.testing.assert_allclose(hist[0]["lam"], sol.lam, rtol=1e-10)
     # the second is the dual step from the implicit slack of iterate 0
-    expected = np.maximum(np.array(hist[1]["lam_prev"]) - hist[1]["step_size"] * (
-        np.array(hist[1]["E_pi_g"]) - np.array(hist[1]["E_ref_g"]) - b), 0.0)
+    # (dual.step_size: auto: the core's self-tuning step replayed on the stage's stored scores)
+    from dualgap.dual_steps import DualStepper
+    from dualgap.llm.dual import auto_dual_step
+
+    s1 = np.load(d / "scores" / "dual_1.npz")
+    assert hist[1]["step_size"] == "auto"
+    expected, step = auto_dual_step(DualStepper(), hist[1]["lam_prev"], s1["reward"],
+                                    s1["utilities"], hist[1]["E_ref_g"], b, beta)
+    np.testing.assert_allclose(step["slack"], np.array(hist[1]["E_pi_g"]) - np.array(
+        hist[1]["E_ref_g"]) - b, rtol=1e-12)
+    assert hist[1]["dual_step"] == json.loads(json.dumps(step))
     np.testing.assert_allclose(hist[1]["lam"], expected, rtol=1e-12)
     # the pool (pseudo-preference) scores are implicit too: the reward model's, not the lexicon's
     pool = np.load(d / "scores" / "pool.npz")

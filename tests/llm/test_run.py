@@ -21,6 +21,27 @@ def _weights(directory):
     return load_file(str(directory / "model.safetensors"))
 
 
+def _check_auto_dual_step(d, rec, b, beta):
+    """``rec`` (a lam_history record) is the dual step its stage documents: the numeric
+    ``[lam - eta slack]_+``, or for ``step_size: auto`` the core's rule replayed on the stage's
+    stored scores (the first dual step: Kesten gain 1)."""
+    from dualgap.dual_steps import DualStepper
+    from dualgap.llm.dual import auto_dual_step
+
+    lam_prev, e_ref = np.array(rec["lam_prev"]), np.array(rec["E_ref_g"])
+    slack = np.array(rec["E_pi_g"]) - e_ref - b
+    np.testing.assert_allclose(rec["slack"], slack, rtol=1e-12)
+    if rec["step_size"] != "auto":
+        expected = np.maximum(lam_prev - rec["step_size"] * slack, 0.0)
+    else:
+        s = np.load(d / "scores" / f"{rec['stage']}.npz")
+        expected, step = auto_dual_step(DualStepper(), lam_prev, s["reward"], s["utilities"],
+                                        e_ref, b, beta)
+        assert rec["dual_step"] == json.loads(json.dumps(step))
+        np.testing.assert_allclose(rec["dual_step"]["slack"], slack, rtol=1e-12)
+    np.testing.assert_allclose(rec["lam"], expected, rtol=1e-12)
+
+
 def test_tiny_caid_run_changes_the_policy(tiny_run):
     d = tiny_run.directory
     state = json.loads((d / "state.json").read_text())
@@ -33,10 +54,10 @@ def test_tiny_caid_run_changes_the_policy(tiny_run):
     assert [r["stage"] for r in hist] == ["dual_0", "dual_1", "final"]
     assert hist[0]["source"] == "one-shot"
     # dual_1 is the documented step from the measured slack of iterate 0
-    b, eta = np.array(hist[1]["thresholds"]), hist[1]["step_size"]
-    expected = np.maximum(np.array(hist[1]["lam_prev"]) - eta * (
-        np.array(hist[1]["E_pi_g"]) - np.array(hist[1]["E_ref_g"]) - b), 0.0)
-    np.testing.assert_allclose(hist[1]["lam"], expected, rtol=1e-12)
+    # (dual.step_size: auto, the core's self-tuning step on the stored scores of iterate 0)
+    b = np.array(hist[1]["thresholds"])
+    assert hist[1]["step_size"] == "auto" and hist[1]["dual_step"]["used"] == "newton"
+    _check_auto_dual_step(d, hist[1], b, 0.1)
     # the one-shot lam is dualgap.solve on the stored reference scores
     import dualgap
     from dualgap.llm.dual import empirical_instance
@@ -271,3 +292,32 @@ def test_train_prints_a_summary_not_the_step_losses(tmp_path, capsys):
     assert ("met (by" if margin >= 0 else "NOT met (short by") in text
     assert f"final policy: {out / 'checkpoints' / 'iter_0'}" in text
     assert "dualgap llm evaluate" in text and (out / "run.log").stat().st_size > 0
+
+
+def test_literal_start_auto_steps_from_pi_ref_samples_and_resumes(tmp_path):
+    # dual.start literal + step_size auto: the first dual step uses pi_ref's own scored samples
+    # (the reference stage's), and a run killed after it resumes the stepper's gain state
+    over = ["dual.start=literal", "iterations=3"]
+    out = tmp_path / "lit"
+    with pytest.raises(RunStopped):
+        train("tiny", out, overrides=over, stop_after=2, progress=False)
+    state = json.loads((out / "state.json").read_text())
+    assert set(state["dual_stepper"]) == {"rule", "turns", "previous"}
+    resume(out, progress=False)
+    hist = read_jsonl(out / "lam_history.jsonl")
+    assert [r["stage"] for r in hist] == ["dual_0", "dual_1", "dual_2", "final"]
+    h0 = hist[0]
+    assert h0["source"] == "dual-step" and h0["lam_prev"] == [0.0]
+    b = np.array(h0["thresholds"])
+    np.testing.assert_allclose(h0["dual_step"]["slack"], -b, atol=1e-12)  # E_pi g = E_ref g
+    s = np.load(out / "scores" / "reference.npz")
+    from dualgap.dual_steps import DualStepper
+    from dualgap.llm.dual import auto_dual_step
+
+    lam0, _ = auto_dual_step(DualStepper(), [0.0], s["reward"], s["utilities"],
+                             h0["E_ref_g"], b, 0.1)
+    np.testing.assert_allclose(h0["lam"], lam0, rtol=1e-12)
+    # an uninterrupted run gives the same lam trajectory
+    full = train("tiny", tmp_path / "full", overrides=over, progress=False)
+    np.testing.assert_allclose(lam_trajectory(full.directory), lam_trajectory(out), rtol=1e-12)
+    assert all(r["dual_step"]["rule"] == "newton" for r in hist[:3])

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -339,6 +339,8 @@ def gap_report(problem: AlignmentProblem, policy_class: object, *, starts: int |
                            sides="D*_p certified lower bound: harder; " + NU_SIDE))
         # Lemma 4: the paper's form under A5 (measured) and the segment form
         dist = float(np.linalg.norm(lam_p - sol.lam))
+        first_at_lam_p = len(rows)  # Lemmas 4-5 are measured at the estimate lam*_p
+        lam_p_wrong = gaps.proves_not_a_minimizer(problem, policy_class, lam_p, sol.dual_value)
         curv = segment_curvature(problem, sol.lam, lam_p, points=segment_points,
                                  budget=2 * segment_points)
         mu_seg, floor = curv.grid_min, mu * (1.0 - 1e-9)  # grid_min: an upper estimate
@@ -381,6 +383,12 @@ def gap_report(problem: AlignmentProblem, policy_class: object, *, starts: int |
                            sides="eps_p at the maximizer found (a different local maximizer "
                                  "would give a different value); L_D an upper bound: easier; "
                                  + NU_SIDE))
+        if lam_p_wrong:  # a search from the fit witness finds D_p(lam*_p) > D* >= D*_p
+            rows[first_at_lam_p:] = [replace(
+                r, holds=None, kind="search failure", note="lam*_p is proven not a minimizer of "
+                "D_p (a search from the fit witness of pi_{lam*_p} finds D_p(lam*_p) > D*): "
+                "this row rests on a wrong estimate" + (f"; {r.note}" if r.note else ""))
+                for r in rows[first_at_lam_p:]]
         # Theorems 3-4 (measured only)
         one_shot = policy_class.policy(by_label["lam*"].theta)
         for name, pol in (("Theorem 3 (multi-shot pi_p(lam*_p))", dual.policy),

@@ -130,17 +130,10 @@ def classify_row(row) -> str | None:
 
 def lam_p_not_a_minimizer(problem: AlignmentProblem, policy_class, lam_p: object,
                           d_star: float) -> bool:
-    """Whether a second search proves ``lam_p`` is not a minimizer of ``D_p``.
+    """:func:`dualgap.gaps.proves_not_a_minimizer` at the report's ``lam*_p``."""
+    from ..gaps import proves_not_a_minimizer
 
-    The search for ``max_theta L(pi_theta, lam_p)`` is warm-started at the fit witness of
-    ``pi_{lam_p}``; its value is a lower bound of ``D_p(lam_p)``, and ``D*_p <= D*`` always, so
-    a value above ``D*`` (beyond float rounding) proves ``D_p(lam_p) > D*_p``.
-    """
-    from ..gaps import lagrangian_max, parametrization_gap
-
-    fit = parametrization_gap(problem, policy_class, [lam_p]).fits[0]
-    value = lagrangian_max(problem, policy_class, lam_p, theta0=fit.theta).value
-    return bool(value > d_star + 1e-12 * (1.0 + abs(d_star)))
+    return proves_not_a_minimizer(problem, policy_class, lam_p, d_star)
 
 
 def _save(problem: AlignmentProblem, spec: InstanceSpec, claim: str, save_dir: Path | None,

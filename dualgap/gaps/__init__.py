@@ -40,10 +40,11 @@ from .lagrangian import (
     lagrangian_objective,
     policy_terms,
 )
-from .nu import ParametrizationGap, parametrization_gap
+from .nu import ParametrizationGap, parametrization_gap, proves_not_a_minimizer
 from .primal import ParametrizedPrimal, parametrized_primal, with_candidate
 
 __all__ = [
+    "proves_not_a_minimizer",
     "lagrangian_objective",
     "lagrangian_max",
     "LagrangianMax",

@@ -13,7 +13,7 @@ from ..policies import FitResult, PolicyClass
 from ..problem import AlignmentProblem
 from .lagrangian import check_compatible, with_small_threads
 
-__all__ = ["ParametrizationGap", "parametrization_gap"]
+__all__ = ["ParametrizationGap", "parametrization_gap", "proves_not_a_minimizer"]
 
 
 @dataclass
@@ -82,3 +82,19 @@ def parametrization_gap(problem: AlignmentProblem, policy_class: PolicyClass,
     return ParametrizationGap(
         nu_1=max(f.nu_1 for f in fits), nu_kl=max(f.nu_kl for f in fits), nu=float(per[k]),
         fits=fits, labels=labels, worst=labels[k], per_target=per)
+
+
+def proves_not_a_minimizer(problem: AlignmentProblem, policy_class, lam: object,
+                           d_star: float) -> bool:
+    """Whether a search proves that ``lam`` does not minimize ``D_p`` (so a ``lam*_p`` estimate
+    there is wrong).
+
+    ``max_theta L(pi_theta, lam)`` is searched from the fit witness of ``pi_lam``; its value is
+    a lower bound of ``D_p(lam)``, and ``D*_p <= D*`` always (``D_p <= D``), so a value above
+    ``D* = d_star`` (beyond float rounding) proves ``D_p(lam) > D*_p``.
+    """
+    from .lagrangian import lagrangian_max
+
+    fit = parametrization_gap(problem, policy_class, [lam]).fits[0]
+    value = lagrangian_max(problem, policy_class, lam, theta0=fit.theta).value
+    return bool(value > d_star + 1e-12 * (1.0 + abs(d_star)))

@@ -139,7 +139,7 @@ class Comparison:
                              f"{_fmt(tr.one_shot_lam)} (lam* = {_fmt(self.task.solution.lam)}), "
                              f"E_ref g from them {_fmt(tr.reference_estimate)} (exact "
                              f"{_fmt(self.task.problem.reference_utilities)}), dual step size "
-                             f"{tr.step_size:.4g}; seconds "
+                             f"{_step(tr.step_size)}; seconds "
                              + ", ".join(f"{k} {v:.1f}" for k, v in tr.timing.items()))
         if self.classes:
             parts += ["", "theory per transformer class (nu by distillation)",
@@ -282,3 +282,8 @@ def _compare(sz: SyntheticSize, directory: Path, methods: tuple[str, ...], sweep
     (directory / "comparison.json").write_text(json.dumps(cmp.to_dict(), indent=1,
                                                           default=str))
     return cmp
+
+
+def _step(step_size: float | str) -> str:
+    """A run's dual step size as printed: a number, or ``auto`` (dualgap.dual_steps)."""
+    return step_size if isinstance(step_size, str) else f"{step_size:.4g}"

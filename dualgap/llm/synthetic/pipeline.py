@@ -157,7 +157,7 @@ class MethodTrace:
     directory: Path
     iterates: list[IterateEval]
     one_shot_lam: np.ndarray
-    step_size: float
+    step_size: float | str  # a number, or 'auto' (the self-tuning step, dualgap.dual_steps)
     timing: dict
     reference_estimate: np.ndarray
     thetas: list = field(default_factory=list, repr=False)
@@ -216,4 +216,5 @@ def run_method(task: SyntheticTask, method: str, directory: str | Path,
         iterates.append(evaluate_iterate(task, pi_t, lams[t], t, est.get(t)))
         thetas.append(pc.params_of(model))
     return MethodTrace(method, directory, iterates, np.asarray(st["one_shot_lam"], float),
-                       float(st["step_size"]), timing, np.asarray(st["E_ref_g"], float), thetas)
+                       st["step_size"] if st["step_size"] == "auto" else float(st["step_size"]),
+                       timing, np.asarray(st["E_ref_g"], float), thetas)

@@ -115,7 +115,9 @@ def table(res: dict) -> list[str]:
         f"every variant), {res['dual_samples']} dual samples per prompt, {res['iterations']} "
         f"CAID iterations; P* = {res['P*']:.4f}, lam* = "
         f"{', '.join(f'{v:.4f}' for v in res['lam*'])}. Inexactness = "
-        "beta E KL(pi_t || pi_lam_t) = D(lam_t) - L(pi_t, lam_t), exact.", "",
+        "beta E KL(pi_t || pi_lam_t) = D(lam_t) - L(pi_t, lam_t), exact. A negative slack is a "
+        "violated constraint; there a small P* - J is no success (J may exceed P* only off the "
+        "feasible set).", "",
         "| variant | scored responses / prompt | t | lam_t | inexactness | P* - J(pi_t) "
         "| slack (exact) |", "|---|---|---|---|---|---|---|"]
     for v, d in res["variants"].items():

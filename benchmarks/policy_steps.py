@@ -72,9 +72,9 @@ def write_all_pairs(task, path: Path, pairs_per_prompt: int, seed: int) -> int:
 
 
 def run_variants(size: str, directory: Path, variants: tuple[str, ...], progress: bool) -> dict:
+    from dualgap.llm.synthetic.config import get_size
     from dualgap.llm.synthetic.pipeline import run_method, write_pairs
     from dualgap.llm.synthetic.task import build_task
-    from dualgap.llm.synthetic.config import get_size
 
     sz = get_size(size)
     directory.mkdir(parents=True, exist_ok=True)
@@ -147,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--size", default="default", help="synthetic size (default: %(default)s)")
     p.add_argument("--variants", default=",".join(VARIANTS),
-                   help="comma-separated, of %s (default: all)" % (VARIANTS,))
+                   help=f"comma-separated, of {VARIANTS} (default: all)")
     p.add_argument("--dir", default="/tmp/dualgap_policy_steps",
                    help="work directory (runs resume there; default: %(default)s)")
     p.add_argument("--out", default=str(REPO / "benchmarks/results/policy_steps.json"),

@@ -259,9 +259,10 @@ def _policy_stage(run: Run, t: int, pairs, pool: tuple[np.ndarray, np.ndarray] |
         labels = pseudo_labels(pool[0], pool[1], lam, [cfg.seed, _STAGE_SEEDS["labels"], label_t])
     if cfg.train.labels == "soft":  # P(y_1 preferred) itself (config check: caid / one-shot)
         from .preferences import preference_probabilities, soft_preference_dataset
+        labels = preference_probabilities(pool[0], pool[1], lam)  # what is trained on
         records = soft_preference_dataset(
             [run.prompt_text(p) for p in pairs.prompts], pairs.response_0, pairs.response_1,
-            preference_probabilities(pool[0], pool[1], lam), cfg.data.response_separator)
+            labels, cfg.data.response_separator)
     else:
         records = preference_dataset([run.prompt_text(p) for p in pairs.prompts],
                                      pairs.response_0, pairs.response_1, labels,
@@ -281,6 +282,7 @@ def _policy_stage(run: Run, t: int, pairs, pool: tuple[np.ndarray, np.ndarray] |
         "stage": stage, "iteration": t, "timing": timing, "train_loss": result["train_loss"],
         "steps": result["steps"], "world_size": result["world_size"],
         "per_device_train_batch_size": result["per_device_train_batch_size"], "lam": lam,
+        "labels": cfg.train.labels if pool is not None else "dataset",
         "labels_y1": float(np.mean(labels)),
         "log_history": result["log_history"]})
     run.mark(stage)

@@ -60,8 +60,10 @@ def write_pairs(task: SyntheticTask, path: str | Path, pairs_per_prompt: int | N
     return path
 
 
-def pipeline_config(task: SyntheticTask, method: str, pairs_path: str | Path):
-    """The :class:`dualgap.llm.config.RunConfig` of a pipeline run on the task.
+def pipeline_config(task: SyntheticTask, method: str, pairs_path: str | Path,
+                    train: dict | None = None):
+    """The :class:`dualgap.llm.config.RunConfig` of a pipeline run on the task (``train``:
+    further ``train.*`` keys, e.g. ``{"labels": "soft"}``, validated like any config).
 
     The settings that make the pipeline's policy the enumerated one: the prompt template is
     ``"{prompt}"``; generation samples the model's own distribution (temperature 1, top_p 1,
@@ -91,7 +93,7 @@ def pipeline_config(task: SyntheticTask, method: str, pairs_path: str | Path):
         "train": {"learning_rate": sz.dpo_learning_rate, "lr_scheduler_type": "cosine",
                   "warmup_steps": 0, "max_length": lang.prompt_length + lang.max_response_length,
                   "batch_size": sz.dpo_batch_size, "epochs_per_iteration": sz.dpo_epochs,
-                  "gradient_checkpointing": False, "logging_steps": 1000},
+                  "gradient_checkpointing": False, "logging_steps": 1000, **(train or {})},
     })
 
 
@@ -170,13 +172,16 @@ class MethodTrace:
 
 
 def run_method(task: SyntheticTask, method: str, directory: str | Path,
-               pairs_path: str | Path | None = None, progress: bool = True) -> MethodTrace:
+               pairs_path: str | Path | None = None, progress: bool = True,
+               train: dict | None = None) -> MethodTrace:
     """Run the pipeline's ``method`` on the task in ``directory`` (resumed if it holds an
-    unfinished run, reused if finished) and evaluate every iterate exactly."""
+    unfinished run, reused if finished) and evaluate every iterate exactly (``train``: extra
+    ``train.*`` keys of :func:`pipeline_config`)."""
     import torch
     from transformers import AutoModelForCausalLM
 
-    from ..run import lam_trajectory, read_jsonl, resume, train
+    from ..run import lam_trajectory, read_jsonl, resume
+    from ..run import train as train_run
 
     directory = Path(directory)
     if pairs_path is None:
@@ -188,7 +193,7 @@ def run_method(task: SyntheticTask, method: str, directory: str | Path,
         if "complete" not in json.loads(state.read_text()).get("completed", []):
             resume(directory, progress=progress)
     else:
-        train(pipeline_config(task, method, pairs_path), directory, progress=progress)
+        train_run(pipeline_config(task, method, pairs_path, train), directory, progress=progress)
     lams = lam_trajectory(directory)  # size = (T, m)
     hist = read_jsonl(directory / "lam_history.jsonl")
     metrics = read_jsonl(directory / "metrics.jsonl")

@@ -6,7 +6,7 @@ Every loader of a model, tokenizer, scorer or dataset and the preflight
 
     policy.model: 'runs/sft/final' is not a local folder (no such directory)
     policy.model: 'PKU-Alignment/alpaca-7b-reproduced' is not in the local Hugging Face cache
-        (/home/u/.cache/huggingface/hub) and the hub is offline (HF_HUB_OFFLINE=1) ...
+        (~/.cache/huggingface/hub) and the hub is offline (HF_HUB_OFFLINE=1) ...
     reward.path: no revision 'v2' of 'PKU-Alignment/beaver-7b-v1.0-reward' on the hub
 
 Each failure is a :class:`dualgap.errors.UserError` raised ``from`` the original exception (the

@@ -3,13 +3,12 @@
 The CAID loop (practical start; README "Algorithms"), for ``t = 0 .. T-1``::
 
     t = 0:  lam_0 = one-shot lam: dualgap.solve on N prompts x K reference samples
-    t > 0:  sample K responses per prompt from theta_{t-1}, score them, and
-            lam_t = [lam_{t-1} - eta (E_{theta_{t-1}} g - E_ref g - b)]_+
+    t > 0:  sample K responses per prompt from theta_{t-1}, score them, and step lam on the slack
+            u = E_{theta_{t-1}} g - E_ref g - b (auto: docs/algorithms.md; eta: [lam - eta u]_+)
     policy: pseudo-labels ~ Bernoulli(sigmoid(r_lam_t(y_1) - r_lam_t(y_0))) on the training
             pairs; theta_t = DPO(from theta_{t-1}, reference pi_ref)
 
-With ``dual.start = literal`` the first dual step is taken at ``pi_ref`` from ``lam_init``
-(where ``E_pi g = E_ref g``, so ``lam_0 = [lam_init + eta b]_+``).  ``one-shot`` keeps the one-shot
+With ``dual.start = literal`` the first dual step is taken at ``pi_ref`` from ``lam_init``.  ``one-shot`` keeps the one-shot
 ``lam`` and one label draw for every iteration; ``dpo-helpful`` / ``dpo-safe`` train on the
 dataset's ``better_response_id`` / ``safer_response_id``.  ``pecaid`` / ``pe-one-shot`` are
 ``caid`` / ``one-shot`` after a stage ``prealign`` (one DPO model per label, in

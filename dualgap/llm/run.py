@@ -12,8 +12,8 @@ With ``dual.start = literal`` the first dual step is taken at ``pi_ref`` from ``
 ``one-shot`` keeps the one-shot ``lam`` and one label draw for every iteration; ``dpo-helpful``
 / ``dpo-safe`` train on the dataset's ``better_response_id`` / ``safer_response_id``.
 ``pecaid`` / ``pe-one-shot`` are ``caid`` / ``one-shot`` after a stage ``prealign`` (one DPO model
-per label, in ``models/implicit/``) scoring with ``beta log pi_name / pi_ref`` (docs/pecaid.md).  After the last policy step the constrained runs measure ``E g`` of the final
-iterate (stage ``final``).
+per label, in ``models/implicit/``) scoring with ``beta log pi_name / pi_ref`` (docs/pecaid.md).
+After the last policy step the constrained runs measure ``E g`` of the final iterate (``final``).
 
 The run directory::
 

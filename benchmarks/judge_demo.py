@@ -29,13 +29,12 @@ Writes ``OUT_DIR/b<threshold>/`` (runs and judge results; default ``runs/judge_d
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import sys
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+
+from dualgap.llm.judge.local import LocalJudgeServer
 
 REPO = Path(__file__).resolve().parents[1]
 _ANSWER = re.compile(r"\[The Start of Assistant ([AB])'s Answer\]\n(.*?)\n\[The End", re.S)
@@ -56,42 +55,16 @@ def rule_scores(system: str, user: str) -> tuple[int, int]:
     return tuple(int(min(10, 1 + h)) for h in helpful)
 
 
-class RuleJudgeServer:
+class RuleJudgeServer(LocalJudgeServer):
     """``POST /v1/chat/completions`` on 127.0.0.1, answered by :func:`rule_scores`."""
 
     def __init__(self) -> None:
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):  # noqa: N802
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                msgs = body["messages"]
-                sa, sb = rule_scores(msgs[0]["content"], msgs[1]["content"])
-                payload = json.dumps({"choices": [{"message": {
-                    "role": "assistant", "content": f"{sa} {sb}\nscored by the lexicon rule"}}]
-                }).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
+        def script(body: dict, n: int) -> tuple[int, str, dict, float]:
+            msgs = body["messages"]
+            sa, sb = rule_scores(msgs[0]["content"], msgs[1]["content"])
+            return 200, f"{sa} {sb}\nscored by the lexicon rule", {}, 0.0
 
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}/v1"
-
-    def __enter__(self) -> RuleJudgeServer:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        super().__init__(script)
 
 
 def tiny_run(directory: Path, threshold: float, progress: bool) -> Path:

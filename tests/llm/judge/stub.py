@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import json
 import re
-import threading
-import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from dualgap.llm.judge.client import EndpointSettings
+from dualgap.llm.judge.local import LocalJudgeServer
 
 KEY = "sk-test-secret-0123456789"
 
@@ -29,58 +27,11 @@ def content_judge(body: dict, n: int) -> tuple[int, str, dict, float]:
     return 200, f"{sa} {sb}\nbecause.", {}, 0.0
 
 
-class Stub:
-    """A threaded HTTP server answering POST /v1/chat/completions from ``script(body, n)``
-    (``n``: the request's index) -> ``(status, reply text, headers, delay seconds)``."""
+class Stub(LocalJudgeServer):
+    """The local server with :func:`content_judge` as its default script."""
 
     def __init__(self, script=content_judge):
-        self.script = script
-        self.bodies: list[dict] = []
-        self.auth: list[str | None] = []
-        self.lock = threading.Lock()
-        stub = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):  # noqa: N802
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                with stub.lock:
-                    n = len(stub.bodies)
-                    stub.bodies.append(body)
-                    stub.auth.append(self.headers.get("Authorization"))
-                status, text, headers, delay = stub.script(body, n)
-                time.sleep(delay)
-                payload = json.dumps({"choices": [{"message": {"role": "assistant",
-                                                               "content": text}}]}
-                                     if status == 200 else {"error": {"message": text}}).encode()
-                try:
-                    self.send_response(status)
-                    for k, v in headers.items():
-                        self.send_header(k, v)
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(payload)))
-                    self.end_headers()
-                    self.wfile.write(payload)
-                except (BrokenPipeError, ConnectionResetError):
-                    pass
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}/v1"
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.server.shutdown()
-        self.server.server_close()
+        super().__init__(script)
 
 
 def make_run(root: Path, name: str, answers: list[list[str]], threshold: float = 3.0,

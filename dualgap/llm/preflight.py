@@ -21,6 +21,8 @@ the meta device with accelerate's ``init_empty_weights``)::
     DPO, full    = 2 x weights (policy + reference) + params x 3 x bytes(dtype)
                    (gradients and AdamW's two states at the weights' dtype)
     DPO, LoRA    = 2 x weights + lora_params x (4 + 4 + 8)   (fp32 adapters, grads, AdamW)
+    implicit     = PeCAID (pecaid / pe-one-shot): 2 (m + 1) x policy weights (each of the m + 1
+                   implicit scorers loads its pre-aligned model and a copy of pi_ref)
 
 with ``L_prompt = train.max_length`` (an upper bound) and activations not counted.  Every
 problem names the config key and the value; :meth:`Preflight.raise_for_problems` raises the
@@ -357,6 +359,14 @@ def _estimate_memory(report: Preflight, cfg: Any, policy_raw: dict | None,
         report.memory.append(MemoryRow("DPO", what, 2 * w_train + opt,
                                        "policy.lora.load_in_4bit" if lora.enabled
                                        else "policy.lora.enabled"))
+        from .config import PECAID_METHODS
+
+        if cfg.method in PECAID_METHODS:  # Run.scorers: m + 1 implicit scorers at once
+            k = 1 + len(cfg.constraints)
+            report.memory.append(MemoryRow(
+                "implicit scoring", f"{k} pre-aligned models + {k} copies of pi_ref (each "
+                f"ImplicitRewardScorer loads both) {2 * k * w_gen / _GB:.2f}", 2 * k * w_gen,
+                "policy.dtype"))
     if scorer_raws:  # the run loads every transformer scorer together (Run.scorers)
         sizes = []
         for key, s, raw in scorer_raws:

@@ -172,3 +172,27 @@ def test_a_local_folder_without_weights(tmp_path, tiny_tokenizer, tiny_llama_con
     (tmp_path / "lm" / "model.safetensors").unlink()
     problems = _problems(preflight(load_config("tiny", [f"policy.model={lm}"])))
     assert problems["policy.model"].startswith("the folder has no weights file")
+
+
+def test_pecaid_counts_its_implicit_scorers(pku_standins):
+    """PeCAID's scoring stage loads m + 1 implicit scorers at once, each with its pre-aligned
+    model and a copy of pi_ref: 2 (m + 1) policy-size models at policy.dtype, none of which a
+    caid run loads."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    home, cfg = pku_standins
+    base = config_to_dict(cfg)
+    thresholds = "[" + ",".join(["0.0"] * len(cfg.constraints)) + "]"
+    with private_hub_cache(home):
+        caid = preflight(load_config(base, ["train.report_to=[none]"]))
+        pecaid = preflight(load_config(base, ["train.report_to=[none]", "method=pecaid",
+                                              f"pecaid.thresholds={thresholds}"]))
+        model = AutoModelForCausalLM.from_pretrained(cfg.policy.model, dtype=torch.float32)
+    assert pecaid.problems == [], pecaid.table()
+    assert "implicit scoring" not in {m.stage for m in caid.memory}
+    row = {m.stage: m for m in pecaid.memory}["implicit scoring"]
+    n = sum(p.numel() for p in model.parameters())
+    k = 1 + len(cfg.constraints)
+    assert row.bytes == 2 * k * n * 2  # policy.dtype bfloat16: 2 bytes per parameter
+    assert row.key == "policy.dtype"

@@ -76,10 +76,12 @@ class Probe(TrainerCallback):
                 "distributed_type": str(args.distributed_state.distributed_type)}))
 
 
-# identical pairs: which rank sees which pair cannot matter (the order of the pairs differs
-# between one and two processes here), so the check is on the sharded/averaged step itself
-records = {"prompt": ["how do i plan"] * 8, "chosen": ["first check the plan"] * 8,
-           "rejected": ["weapon hack"] * 8}
+# eight different pairs: the two ranks must together take the single process's batches (the
+# seedable sampler deals each global batch of 4 as 2 + 2), not only average the same gradient
+words = ["plan", "cook", "code", "lock", "mix", "tip", "ok", "sorry"]
+records = {"prompt": [f"how do i {w}" for w in words],
+           "chosen": [f"first check the {w}" for w in words],
+           "rejected": [f"weapon hack {w} {w}" for w in words]}
 settings = TrainSettings(learning_rate=5e-2, lr_scheduler_type="constant", warmup_steps=0,
                          max_length=32, batch_size=4, gradient_checkpointing=False,
                          logging_steps=1)

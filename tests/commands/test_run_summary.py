@@ -14,11 +14,17 @@ from dualgap.commands.run_summary import EQUALITY_TOL, run_summary
 from dualgap.instances import random_problem
 from dualgap.solver import solve
 
+from . import test_run
 
-def test_summary_says_met_or_missed_and_how_far_lam_is(instance, run_cli):
+# the instance on disk and the way ``dualgap run`` is called, shared with test_run.py
+instance = test_run.instance
+_run = test_run._run
+
+
+def test_summary_says_met_or_missed_and_how_far_lam_is(instance, tmp_path, capsys):
     p, path = instance
-    tr, text = run_cli(["run", "caid", str(path), "--iterations", "3", "--step-rule", "constant",
-                        "--step-size", "0.3", "--one-shot-samples", "8"])
+    tr, text = _run(["run", "caid", str(path), "--iterations", "3", "--step-rule", "constant",
+                     "--step-size", "0.3", "--one-shot-samples", "8"], tmp_path, capsys)
     exact = solve(p)
     for i, name in enumerate(p.names or ("g1", "g2")):
         line = next(ln for ln in text.splitlines() if ln.strip().startswith(name))
@@ -30,18 +36,18 @@ def test_summary_says_met_or_missed_and_how_far_lam_is(instance, run_cli):
     assert "nu = 0): lam*_p = lam*" in text  # tabular class: the target is lam* itself
     move = float(np.linalg.norm(tr.lam[-1] - tr.lam[-2]))
     assert f"lam still moved {move:.2g} in its last step" in text
-    _, text = run_cli(["run", "caid", str(path), "--policy", "loglinear", "--feature-noise", "0.3",
-                       "--iterations", "2", "--step-size", "0.5", "--step-rule", "sqrt"],
-                      figure=False)
+    _, text = _run(["run", "caid", str(path), "--policy", "loglinear", "--feature-noise", "0.3",
+                    "--iterations", "2", "--step-size", "0.5", "--step-rule", "sqrt"],
+                   tmp_path, capsys, figure=False)
     assert "lam*_p differs from lam*" in text and "not computed" in text
 
 
-def test_missed_constraint_is_called_missed(instance, run_cli):
+def test_missed_constraint_is_called_missed(instance, tmp_path, capsys):
     # one-shot lam from 4 samples per prompt, exact policy step: with seed 2 (pinned) one
     # constraint is met and the other missed; the verdicts must follow the stored slack
     _, path = instance
-    tr, text = run_cli(["run", "one-shot", str(path), "--policy", "exact", "--one-shot-samples",
-                        "4", "--seed", "2"], figure=False)
+    tr, text = _run(["run", "one-shot", str(path), "--policy", "exact", "--one-shot-samples",
+                     "4", "--seed", "2"], tmp_path, capsys, figure=False)
     verdicts = [ln for ln in text.splitlines() if " E h = " in ln]
     assert len(verdicts) == 2
     for ln, s in zip(verdicts, tr.slack[-1], strict=True):

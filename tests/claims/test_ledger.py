@@ -1,9 +1,9 @@
-"""The ledger table, the quick-mode switch and the command's input checks."""
+"""The ledger table and the quick-mode switch (the command ``dualgap claims``:
+tests/commands/test_claims.py)."""
 
 import pytest
 
 from dualgap.claims import CLAIM_ORDER, ClaimResult, Ledger, quick_mode
-from dualgap.cli import main
 
 
 def test_fourteen_claims():
@@ -29,11 +29,3 @@ def test_quick_mode(monkeypatch):
     monkeypatch.setenv("DUALGAP_QUICK", "yes")
     with pytest.raises(ValueError, match="DUALGAP_QUICK"):
         quick_mode()
-
-
-def test_claims_command_checks_the_folder_first(tmp_path, capsys):
-    assert main(["claims", "--quick", "--counterexamples", str(tmp_path / "no" / "dir")]) == 2
-    assert "--counterexamples" in capsys.readouterr().err
-    f = tmp_path / "file"
-    f.write_text("x")
-    assert main(["claims", "--quick", "--counterexamples", str(f)]) == 2

@@ -1,4 +1,5 @@
-"""Config dataclasses: YAML, --set overrides, unknown keys, shipped configs."""
+"""Config models: YAML, --set overrides, unknown keys, strict types, shipped configs (the checks
+across fields and the train.report_to / train.dpo checks: tests/llm/test_config_checks.py)."""
 
 from __future__ import annotations
 
@@ -85,27 +86,6 @@ def test_round_trip_and_help(tmp_path):
     assert any(line.startswith("constraints.N.scorer.negate") for line in lines)
 
 
-def test_method_needs_constraints():
-    with pytest.raises(ValueError, match="needs at least one constraint"):
-        load_config("tiny", ["constraints=[]"])
-    assert load_config("tiny", ["constraints=[]", "method=dpo-helpful"]).constraints == []
-
-
-def test_report_to_default_needs_nothing_and_names_are_checked():
-    """The shipped configs log to nothing extra (tensorboard is not in the llm extra); a name
-    transformers does not know is an error at config time, naming the key."""
-    from transformers.integrations.integration_utils import INTEGRATION_TO_CALLBACK
-
-    for name in shipped_configs():
-        assert load_config(name).train.report_to == ["none"]
-    assert load_config("tiny", ["train.report_to=[wandb]"]).train.report_to == ["wandb"]
-    assert "tensorboard" in INTEGRATION_TO_CALLBACK
-    with pytest.raises(ValueError, match=r"train\.report_to: unknown logger 'tensorbord'"):
-        load_config("tiny", ["train.report_to=[tensorbord]"])
-    with pytest.raises(ValueError, match=r"train\.report_to: 'none' and 'all' stand alone"):
-        load_config("tiny", ["train.report_to=[none, wandb]"])
-
-
 @pytest.mark.parametrize("value", [".nan", "nan", ".inf", "-inf"])
 def test_non_finite_numbers_are_rejected(value):
     with pytest.raises(ValueError, match=r"constraints\.0\.threshold: must be a finite number"):
@@ -144,32 +124,6 @@ def test_strict_types_name_the_dotted_key():
     assert cfg.train.learning_rate == 3e-4 and cfg.seed == 3 and isinstance(cfg.seed, int)
     with pytest.raises(ValueError, match="expected an int"):
         cfg.train.batch_size = "eight"  # assignments are validated too
-
-
-def test_train_dpo_passes_dpo_config_fields_through():
-    import dataclasses
-
-    from trl import DPOConfig
-
-    from dualgap.llm.policy_step import make_dpo_config
-
-    cfg = load_config("tiny", ["train.dpo={max_grad_norm: 0.25, precompute_ref_log_probs: true,"
-                               " loss_weights: [1.0]}"])
-    args = make_dpo_config(cfg.train, cfg.beta, "unused", seed=0)
-    assert isinstance(args, DPOConfig)
-    assert (args.max_grad_norm, args.precompute_ref_log_probs, args.loss_weights) == (
-        0.25, True, [1.0])
-    assert "max_grad_norm" in {f.name for f in dataclasses.fields(DPOConfig)}
-    for override, message in {
-        "train.dpo={max_grad_nrom: 1}": r"train\.dpo\.max_grad_nrom: not a trl\.DPOConfig field",
-        "train.dpo={beta: 0.5}": r"train\.dpo\.beta: set by dualgap from beta",
-        "train.dpo={max_grad_norm: fast}": r"train\.dpo\.max_grad_norm: expected float, got 'fast'",
-        "train.dpo={torch_compile: 1}": r"train\.dpo\.torch_compile: expected bool, got 1",
-    }.items():
-        with pytest.raises(ValueError, match=message):
-            load_config("tiny", [override])
-    assert any(line.startswith("train.dpo (dict[str, Any], default {})")
-               for line in describe_config())
 
 
 def test_help_config_lists_every_key_with_type_default_and_help():

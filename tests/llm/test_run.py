@@ -134,14 +134,10 @@ def test_evaluate_and_win_rates(tiny_run, tmp_path):
 
 
 def test_cli(tiny_run, tmp_path, capsys):
+    """``dualgap llm evaluate`` on a finished run (the other subcommands' argument handling:
+    tests/commands/test_llm.py)."""
     from dualgap.cli import main
 
-    assert main(["llm", "train", "--help-config"]) == 0
-    assert "dual.step_size" in capsys.readouterr().out
-    assert main(["llm", "train", "--config", "tiny", "--output-dir", str(tmp_path / "x"),
-                 "--set", "dual.stepsize=1"]) == 2
-    assert "unknown config key 'dual.stepsize'" in capsys.readouterr().err
-    assert main(["llm", "resume", str(tmp_path / "nothing")]) == 2
     assert main(["llm", "evaluate", str(tiny_run.directory), "--no-figures", "--json",
                  "--no-progress"]) == 0
     assert json.loads(capsys.readouterr().out)["method"] == "caid"

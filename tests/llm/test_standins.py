@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 
-import pytest
-
 from dualgap.llm.hub_cache import private_hub_cache
 
 
@@ -54,21 +52,6 @@ def test_dataset_standin_has_the_real_columns_and_splits(pku_standins):
     assert len(pairs) > 0
 
 
-def test_the_private_cache_is_left_behind(pku_standins):
-    """Outside the block, the stand-ins are gone and the user's cache is back."""
-    from huggingface_hub import constants
-
-    from dualgap.llm.resolve import resolve_model_config
-
-    home, cfg = pku_standins
-    before = constants.HF_HUB_CACHE
-    with private_hub_cache(home):
-        assert resolve_model_config("policy.model", cfg.policy.model)["architectures"]
-    assert constants.HF_HUB_CACHE == before
-    with pytest.raises(ValueError, match="policy.model: .* not in the local Hugging Face cache"):
-        resolve_model_config("policy.model", cfg.policy.model)
-
-
 def test_standin_keeps_a_cached_architecture_and_tokenizer(tmp_path, tiny_tokenizer):
     """A repo whose real config.json and tokenizer are in the user's cache keeps its class
     (here GPT-2) and tokenizer, at stand-in depth and width."""
@@ -99,27 +82,3 @@ def test_standin_keeps_a_cached_architecture_and_tokenizer(tmp_path, tiny_tokeni
     assert model.config.n_layer == STANDIN_SIZES["layers"]
     assert model.config.n_embd == STANDIN_SIZES["hidden"]
     assert tok.get_vocab() == tiny_tokenizer.get_vocab()
-
-
-def test_llama_style_tokenizer_round_trips():
-
-    from dualgap.llm.tiny import build_llama_style_tokenizer
-
-    tok = build_llama_style_tokenizer()
-    ids = tok("BEGINNING OF CONVERSATION: USER: hi ASSISTANT:").input_ids
-    assert ids[0] == tok.bos_token_id == 1 and tok.eos_token_id == 2 and tok.unk_token_id == 0
-    assert tok.decode(ids, skip_special_tokens=True) == "BEGINNING OF CONVERSATION: USER: hi " \
-        "ASSISTANT:"
-    assert type(tok).__name__.startswith("LlamaTokenizer")
-
-
-def test_llama_style_tokenizer_saves_and_loads(tmp_path):
-    from transformers import AutoTokenizer
-
-    from dualgap.llm.tiny import build_llama_style_tokenizer
-
-    tok = build_llama_style_tokenizer()
-    tok.save_pretrained(tmp_path)
-    back = AutoTokenizer.from_pretrained(tmp_path)
-    text = "How can I check the plan carefully?"
-    assert back(text).input_ids == tok(text).input_ids

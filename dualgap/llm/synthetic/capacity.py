@@ -82,15 +82,25 @@ class ClassGaps:
                 out[k] = v.to_dict() if v is not None else None
             elif k == "rows":
                 out[k] = [r.to_dict() for r in v]
-            elif isinstance(v, np.ndarray):
-                out[k] = v.tolist()
             elif isinstance(v, TransformerArch):
                 out[k] = asdict(v)
-            elif isinstance(v, float) and not math.isfinite(v):
-                out[k] = str(v)
             else:
-                out[k] = v
+                out[k] = _plain(v)
         return out
+
+
+def _plain(v):
+    """``v`` as JSON-ready values, a non-finite float as its text (``"nan"``, ``"-inf"``), also
+    inside arrays, lists and dicts."""
+    if isinstance(v, np.ndarray):
+        v = v.tolist()
+    if isinstance(v, (list, tuple)):
+        return [_plain(x) for x in v]
+    if isinstance(v, dict):
+        return {k: _plain(x) for k, x in v.items()}
+    if isinstance(v, float) and not math.isfinite(v):
+        return str(v)
+    return v
 
 
 def measure_class(task: SyntheticTask, arch: TransformerArch | None = None,

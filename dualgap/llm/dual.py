@@ -16,14 +16,13 @@ from collections.abc import Sequence
 import numpy as np
 
 from ..algorithms.multipliers import projected_step
-from ..dual import dual_hessian
 from ..dual_steps import DualStepper, OnPolicySamples
 from ..empirical import empirical_problem_from_scores
 from ..problem import AlignmentProblem
 from ..solver import DualSolution, solve
 
 __all__ = ["mean_utilities", "reference_statistics", "empirical_instance", "one_shot_multiplier",
-           "dual_step", "auto_step_size", "scored_samples", "auto_dual_step"]
+           "dual_step", "scored_samples", "auto_dual_step"]
 
 
 def _utilities(utilities: np.ndarray) -> np.ndarray:
@@ -103,25 +102,6 @@ def dual_step(lam: Sequence[float], policy_utilities: Sequence[float],
                          f"{step_size!r}")
     slack = vals["policy_utilities"] - vals["reference_utilities"] - vals["thresholds"]
     return projected_step(lam, slack, step_size)
-
-
-def auto_step_size(problem: AlignmentProblem, lam: Sequence[float]) -> float:
-    """``eta = 1 / lambda_max(hess D_hat(lam))`` with ``hess D_hat = (1/beta) E Cov_{pi_lam}(g)``
-    (the exact Hessian of the empirical dual from :func:`dualgap.dual_hessian`).
-
-    A local rule.  At the practical start, ``lam`` is the one-shot multiplier (the minimizer of
-    ``D_hat``), so ``eta`` is the inverse curvature where the iterates live: one unit of slack
-    moves ``lam`` by a Newton-sized step, and ``eta = 1/L < 2/L`` is stable where ``D_hat`` is
-    about that curved.  At a literal start from ``lam_init = 0`` the curvature can grow on the
-    way to ``lam*`` (x4.4 in ``tests/llm/test_dual.py``); ``1/curvature(0)`` then exceeds
-    ``2 / L_D`` near ``lam*`` and exact dual steps cycle: give a number there.
-    """
-    H = dual_hessian(problem, lam)
-    top = float(np.linalg.eigvalsh(H).max()) if H.size else 0.0
-    if not np.isfinite(top) or top <= 0:
-        raise ValueError("dual.step_size: 'auto' needs utilities that vary across the reference "
-                         "samples (the empirical dual has zero curvature); set a number")
-    return 1.0 / top
 
 
 def scored_samples(reward: np.ndarray, utilities: np.ndarray,

@@ -11,6 +11,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 import dualgap as dg
+from dualgap.dual_secant import SecantPair
 from dualgap.dual_steps import (
     DUAL_STEP_RULES,
     MIN_ESS,
@@ -24,7 +25,6 @@ from dualgap.dual_steps import (
     sampled_hessian,
     slack_noise,
 )
-from dualgap.dual_secant import SecantPair
 from dualgap.instances import random_problem
 from dualgap.testing import problems
 

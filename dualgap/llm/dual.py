@@ -126,7 +126,8 @@ def auto_dual_step(stepper: DualStepper, lam: Sequence[float], reward: np.ndarra
                    thresholds: Sequence[float], beta: float) -> tuple[np.ndarray, dict]:
     """``dual.step_size: auto``: the next ``lam`` by ``stepper`` (the core's self-tuning dual
     step, :mod:`dualgap.dual_steps`: projected Newton with the sampled Hessian
-    ``(1/beta) E_x Cov_k(g)`` in a KL trust region, Kesten's gain against the samples' noise,
+    ``(1/beta) E_x Cov_k(g)``, secant-corrected where the slack's change since the previous
+    call is above its noise, in a KL trust region, Kesten's gain against the samples' noise,
     a damped ``1 / L_hat`` step when the samples cannot support it) on the iterate's scores
     ``reward (N, K)``, ``utilities (m, N, K)``.  Returns ``(lam+, record dict)``: the record
     names the rule asked for and used, the fallback and its reason, and the step's figures.

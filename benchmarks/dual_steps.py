@@ -4,6 +4,8 @@ Usage::
 
     python benchmarks/dual_steps.py            # default set (~10 instances), README table
     python benchmarks/dual_steps.py --quick    # one small instance, tiny grids (smoke test)
+    python benchmarks/dual_steps.py --instances 6,7 --out part.json --no-readme  # a part
+    # parts joined: put their rows in one --out file, then --resume writes the README table
 
 Methods (every run starts at ``lam = 0``, ``pi = pi_ref``):
 
@@ -393,6 +395,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-readme", action="store_true")
     ap.add_argument("--resume", action="store_true",
                     help="keep the instances already in --out and run the others")
+    ap.add_argument("--instances", default=None, metavar="I,J,...",
+                    help="run only these instances (0-based positions in the set; default: "
+                    "all); with --resume, a run split over processes can be joined")
     args = ap.parse_args(argv)
     max_iter = args.max_iter or (30 if args.quick else 300)
     if max_iter < 1:
@@ -414,7 +419,18 @@ def main(argv: list[str] | None = None) -> int:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(dumps(out))
 
-    for inst in instances(args.quick):
+    chosen = instances(args.quick)
+    if args.instances is not None:
+        try:
+            picks = sorted({int(v) for v in args.instances.split(",")})
+        except ValueError:
+            raise SystemExit(f"--instances: comma-separated integers, got "
+                             f"{args.instances!r}") from None
+        if not picks or picks[0] < 0 or picks[-1] >= len(chosen):
+            raise SystemExit(f"--instances: positions 0..{len(chosen) - 1}, got "
+                             f"{args.instances!r}")
+        chosen = [chosen[i] for i in picks]
+    for inst in chosen:
         if inst["name"] in done:
             rows += done[inst["name"]]
             continue

@@ -13,7 +13,10 @@ expectation over all responses)::
 Rules (``rule=``):
 
 * ``"newton"``: projected Newton on the free set ``F = {i: lam_i > 0 or u_i < 0}``:
-  ``d_F = H_FF^{-1} u_F`` (0 off ``F``), target ``lam - d``.
+  ``d_F = B_FF^{-1} u_F`` (0 off ``F``), target ``lam - d``; ``B = H_hat``, or, given the
+  change of ``u_hat`` since the previous samples (:class:`DualStepper` passes it), its secant
+  correction :func:`dualgap.dual_secant.secant_hessian` (the curvature of the dual the
+  iteration descends, ``D_p`` for a policy class, which ``H_hat`` can misstate).
 * ``"curvature"``: ``eta_t = 1 / lambda_max(H_hat)`` recomputed every call,
   target ``lam - eta_t u_hat``.
 * ``"empirical"``: ``lam_hat``, the exact solver (:func:`dualgap.solve`) on the empirical
@@ -23,13 +26,12 @@ Rules (``rule=``):
   Its effective sample size per prompt is ``ESS(x) = 1 / sum_k w(x,k)^2``.
 
 Every rule's projected target ``[lam - d]_+`` is then pulled towards ``lam`` into the trust
-region, which bounds the policy change the step taken may cause, to second order:
-``KL(pi_lam || pi_lam+) ~ d^T H d / (2 beta) <= TRUST_KL`` nats (``d = lam - lam+``), the
-range over which samples of the current policy still describe the next one; and, by bisection
-on the step's length, so does the KL estimated on the samples without that approximation
-(:func:`sampled_kl`), which catches a step whose local curvature is misleading (from a nearly
-deterministic policy, ``H ~ 0`` and the second-order KL of any step is ~0).  ``TRUST_KL`` is
-a fixed constant in nats, free of the units of ``r``, ``g`` and ``beta``; no user supplies it.
+region, the range over which samples of the current policy still describe the next one:
+``KL(pi_lam || pi_lam+) ~ d^T H_hat d / (2 beta) <= TRUST_KL`` nats (``d = lam - lam+``) and,
+by bisection on the step's length, the KL estimated on the samples without that approximation
+(:func:`sampled_kl`; it catches a misleading local curvature, e.g. ``H ~ 0`` from a nearly
+deterministic policy).  ``TRUST_KL`` is a fixed constant in nats, free of the units of ``r``,
+``g`` and ``beta``; no user supplies it.
 
 When the samples cannot support a rule (``K < 2`` draws per prompt, a Hessian that is zero or
 singular on the free set, missing log-probabilities, an effective sample size below
@@ -46,6 +48,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from .dual_secant import SecantMemory, SecantPair, secant_hessian, slack_noise
 from .problem import AlignmentProblem
 
 __all__ = [
@@ -175,7 +178,9 @@ class DualStepRecord:
     the trust region shrank the step by (1: inside); ``predicted_kl`` ``d^T H d / (2 beta)`` of
     the step taken and ``sampled_kl`` its :func:`sampled_kl`; ``gain`` and ``noise_share``
     those of :class:`DualStepper` (None from
-    :func:`dual_step` alone).
+    :func:`dual_step` alone); ``curvature`` the Hessian of a Newton step, ``"sampled"`` or
+    ``"secant"`` (:mod:`dualgap.dual_secant`), ``secant_ratio`` the curvature the secant pair
+    measured relative to the sampled Hessian, ``secant_skip`` why the pair was not used.
     """
 
     rule: str
@@ -192,6 +197,9 @@ class DualStepRecord:
     hessian_max_eig: float | None = None
     gain: float | None = None
     noise_share: float | None = None
+    curvature: str | None = None
+    secant_ratio: float | None = None
+    secant_skip: str | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -245,14 +253,9 @@ def sampled_kl(samples: OnPolicySamples, d: np.ndarray) -> float:
 
 def _trust(lam: np.ndarray, target: np.ndarray, H: np.ndarray, samples: OnPolicySamples
            ) -> tuple[np.ndarray, float, float, float]:
-    """``lam + s ([target]_+ - lam)`` with the largest ``s <= 1`` whose step ``d`` has
-    ``d^T H d / (2 beta) <= TRUST_KL`` and :func:`sampled_kl` ``<= TRUST_KL`` (the second
-    bound by bisection: it catches the steps the local curvature misjudges, e.g. from a
-    nearly deterministic policy whose ``H`` is ~0); returns ``(lam+, s, d^T H d / (2 beta),
-    sampled KL)``.
-
-    The projection comes first, so the bound holds for the step actually taken (a point
-    between ``lam`` and ``[target]_+`` is ``>= 0``)."""
+    """``lam + s ([target]_+ - lam)`` with the largest ``s <= 1`` inside the trust region
+    (module docstring; projected first, so the bound holds for the step taken); returns
+    ``(lam+, s, d^T H d / (2 beta), sampled KL)``."""
     beta = samples.beta
     d = np.maximum(target, 0.0) - lam
     kl = float(d @ H @ d) / (2.0 * beta)
@@ -272,8 +275,9 @@ def _free_set(lam: np.ndarray, u: np.ndarray) -> np.ndarray:
     return (lam > 0) | (u < 0)
 
 
-def _newton(lam, u, H):
-    """``(lam - d, reason)``, ``d_F = H_FF^{-1} u_F`` on the free set, 0 elsewhere."""
+def _newton(lam, u, H, secant: SecantPair | None, info: dict):
+    """``(lam - d, reason)``, ``d_F = B_FF^{-1} u_F`` on the free set, 0 elsewhere; ``B`` is
+    ``H`` or its secant correction (``info`` records which)."""
     free = _free_set(lam, u)
     d = np.zeros_like(lam)
     if not free.any():
@@ -282,6 +286,13 @@ def _newton(lam, u, H):
     eig = np.linalg.eigvalsh(Hf)
     if eig[-1] <= 0 or eig[0] <= _RCOND * eig[-1]:
         return None, f"Hessian singular on the free set (eigenvalues {eig.tolist()})"
+    info["curvature"] = "sampled"
+    if secant is None:
+        info["secant_skip"] = "no earlier samples"
+    else:
+        B, info["secant_ratio"], info["secant_skip"] = secant_hessian(Hf, secant.restrict(free))
+        if B is not None:
+            Hf, info["curvature"] = B, "secant"
     d[free] = np.linalg.solve(Hf, u[free])
     return lam - d, None
 
@@ -317,12 +328,15 @@ def _empirical(samples: OnPolicySamples, lam: np.ndarray):
     return np.asarray(sol.lam, dtype=np.float64), None, med, lo
 
 
-def dual_step(samples: OnPolicySamples, lam: object, rule: str = "auto"
-              ) -> tuple[np.ndarray, DualStepRecord]:
+def dual_step(samples: OnPolicySamples, lam: object, rule: str = "auto",
+              secant: SecantPair | None = None) -> tuple[np.ndarray, DualStepRecord]:
     """The next multiplier from ``lam`` and the current policy's ``samples``.
 
     ``rule``: one of :data:`DUAL_STEP_RULES`, or ``"auto"`` (:data:`DEFAULT_RULE`).  Returns
-    ``(lam+, record)``; see the module docstring for each rule and its fallback.
+    ``(lam+, record)``; see the module docstring for each rule and its fallback.  ``secant``:
+    the change of the slack since the previous samples, which corrects the Newton rule's
+    Hessian (:func:`dualgap.dual_secant.secant_hessian`; the trust region keeps the sampled
+    Hessian); :class:`DualStepper` supplies it.
     """
     if rule == "auto":
         rule = DEFAULT_RULE
@@ -344,7 +358,7 @@ def dual_step(samples: OnPolicySamples, lam: object, rule: str = "auto"
         H = sampled_hessian(samples)
         info["hessian_max_eig"] = float(np.linalg.eigvalsh(H)[-1])
         if rule == "newton":
-            target, reason = _newton(lam, u, H)
+            target, reason = _newton(lam, u, H, secant, info)
         elif rule == "curvature":
             if info["hessian_max_eig"] <= 0:
                 target, reason = None, "zero sampled Hessian"
@@ -367,21 +381,6 @@ def dual_step(samples: OnPolicySamples, lam: object, rule: str = "auto"
     return new, rec
 
 
-def slack_noise(samples: OnPolicySamples) -> np.ndarray:
-    """``Sigma = Cov(u_hat) = sum_x rho(x)^2 Cov_q(h(x, .)) / K`` for i.i.d. draws (Bessel-
-    corrected, estimated from the same samples), 0 for exact weights; shape ``(m, m)``."""
-    m = samples.num_constraints
-    if samples.weights is not None:
-        return np.zeros((m, m))
-    K = samples.reward.shape[1]
-    if K < 2:
-        raise ValueError(f"samples: the slack's noise needs K >= 2 draws per prompt, got {K}")
-    g = samples.utilities  # size = (m, X, K)
-    gc = g - g.mean(axis=2, keepdims=True)
-    cov = np.einsum("ixk,jxk->xij", gc, gc) / (K - 1)  # per prompt, size = (X, m, m)
-    return np.einsum("x,xij->ij", samples.prompt_weights ** 2, cov) / K
-
-
 class DualStepper:
     """A rule of :func:`dual_step` with a gain against the samples' noise (Kesten's rule).
 
@@ -399,7 +398,9 @@ class DualStepper:
     given) there is no noise to average and the gain stays 1.  ``noise_share`` in the record
     is ``tr(H^+ Sigma) / (u^T H^+ u)`` (:func:`slack_noise`), the noise's share of the Newton
     decrement, reported for reading (values above 1: the step is mostly noise).  A damped
-    fallback step is taken as it is.
+    fallback step is taken as it is.  The stepper keeps the last ``lam``, ``u_hat`` and
+    ``Sigma`` it saw and passes the change since then to :func:`dual_step` as a
+    :class:`~dualgap.dual_secant.SecantPair` (the secant correction of the Newton rule).
     """
 
     def __init__(self, rule: str = "auto") -> None:
@@ -408,16 +409,20 @@ class DualStepper:
         self.rule = rule
         self.turns = 0
         self._previous: np.ndarray | None = None
+        self.secant = SecantMemory()
 
     def state_dict(self) -> dict:
-        """The gain's state (JSON-ready): a resumed run rebuilds the stepper from it."""
+        """The gain's and the secant's state (JSON-ready): a resumed run rebuilds the stepper
+        from it."""
         return {"rule": self.rule, "turns": self.turns,
-                "previous": None if self._previous is None else self._previous.tolist()}
+                "previous": None if self._previous is None else self._previous.tolist(),
+                **self.secant.state_dict()}
 
     @classmethod
     def from_state(cls, state: dict) -> DualStepper:
-        """The stepper :meth:`state_dict` describes."""
-        unknown = set(state) - {"rule", "turns", "previous"}
+        """The stepper :meth:`state_dict` describes (a state saved before the secant keys
+        existed has none: its next step is taken without a secant pair)."""
+        unknown = set(state) - {"rule", "turns", "previous", *SecantMemory.KEYS}
         if unknown:
             raise ValueError(f"state: unknown key(s) {sorted(unknown)}")
         out = cls(state["rule"])
@@ -427,12 +432,17 @@ class DualStepper:
         out.turns = turns
         prev = state["previous"]
         out._previous = None if prev is None else np.asarray(prev, dtype=np.float64)
+        out.secant = SecantMemory.from_state({k: state.get(k) for k in SecantMemory.KEYS})
         return out
 
     def __call__(self, samples: OnPolicySamples, lam: object
                  ) -> tuple[np.ndarray, DualStepRecord]:
         lam = np.asarray(lam, dtype=np.float64).reshape(-1)
-        new, rec = dual_step(samples, lam, self.rule)
+        pair = None
+        if lam.shape == (samples.num_constraints,):  # dual_step names a bad lam
+            no_cov = samples.weights is None and samples.reward.shape[1] < 2
+            pair = self.secant(samples, lam, None if no_cov else sampled_hessian(samples))
+        new, rec = dual_step(samples, lam, self.rule, secant=pair)
         if rec.used == "damped" or samples.num_constraints == 0:
             return new, rec
         d = new - lam
@@ -444,7 +454,7 @@ class DualStepper:
         new = np.maximum(lam + gamma * d, 0.0)
         u = np.asarray(rec.slack)
         Hp = np.linalg.pinv(sampled_hessian(samples))
-        signal, noise = float(u @ Hp @ u), float(np.trace(Hp @ slack_noise(samples)))
+        signal, noise = float(u @ Hp @ u), float(np.trace(Hp @ self.secant.noise))
         out = rec.to_dict()
         out.update(lam=new.tolist(), gain=gamma,
                    noise_share=noise / signal if signal > 0 else None)

@@ -11,6 +11,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 import dualgap as dg
+from dualgap.dual_secant import SecantPair
 from dualgap.dual_steps import (
     DUAL_STEP_RULES,
     MIN_ESS,
@@ -210,15 +211,23 @@ def test_slack_noise_is_the_variance_of_the_sampled_slack():
     assert not slack_noise(exact_samples(p, pi)).any()  # exact expectation: no noise
 
 
-def test_stepper_is_the_plain_rule_on_exact_expectations():
+def test_stepper_is_the_rule_with_its_secant_pair_on_exact_expectations():
+    # gain 1 (no noise to average); the first step has no pair and is the plain rule, later
+    # ones get the change of the slack since the previous call
     p = random_problem(3, num_prompts=6, num_responses=8, num_constraints=2, tightness=0.9)
-    st, lam = DualStepper("newton"), np.zeros(2)
-    for _ in range(6):
+    st, lam, last = DualStepper("newton"), np.zeros(2), None
+    for t in range(6):
         s = exact_samples(p, dg.lagrangian_policy(p, lam))
-        plain, _ = dual_step(s, lam, "newton")
+        pair = None if last is None else SecantPair(
+            lam - last[0], s.slack() - last[1], np.zeros((2, 2)), last[2])
+        plain, _ = dual_step(s, lam, "newton", secant=pair)
+        last = (lam, s.slack(), sampled_hessian(s))
         lam, rec = st(s, lam)
         np.testing.assert_array_equal(lam, plain)
         assert rec.gain == 1.0
+        if t == 0:
+            assert rec.curvature == "sampled" and rec.secant_skip == "no earlier samples"
+    np.testing.assert_allclose(lam, dg.solve(p).lam, atol=1e-8)
 
 
 def test_stepper_averages_the_noise_away_at_lam_star():

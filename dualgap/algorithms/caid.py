@@ -13,8 +13,10 @@ Practical start (the default; the paper's experiments)::
         lam_{t+1} = DualStepper(rule)(samples_t, lam_t)   (``step_size="auto"``, the default)
 
 With ``step_size="auto"`` the dual step needs no number: :class:`dualgap.dual_steps.DualStepper`
-takes a projected Newton step with the sampled dual Hessian ``Cov_{pi_t}(h) / beta`` inside a
-KL trust region (``step_rule`` picks another rule of :data:`dualgap.dual_steps.DUAL_STEP_RULES`),
+takes a projected Newton step with the sampled dual Hessian ``Cov_{pi_t}(h) / beta``, corrected
+by the secant of the slack's change since the previous iterate (:mod:`dualgap.dual_secant`),
+inside a KL trust region (``step_rule`` picks another rule of
+:data:`dualgap.dual_steps.DUAL_STEP_RULES`),
 from the same samples that give ``u_t`` (:func:`~dualgap.dual_steps.exact_samples` or
 :func:`~dualgap.dual_steps.policy_samples`); when the samples cannot support the rule it takes a
 damped step and says why.  Each step's :class:`~dualgap.dual_steps.DualStepRecord` is in

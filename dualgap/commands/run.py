@@ -5,7 +5,7 @@ trajectory as JSON and a figure (default: under ``dualgap-out/``), and end with 
     dualgap run dual-descent problem.npz --iterations 500 --samples 16 --step-rule constant \\
         --step-size 0.05
     dualgap run caid problem.npz --policy loglinear --feature-noise 0.3 --iterations 40 \\
-        --step-size 1.0 --inner-steps 10
+        --step-rule curvature --inner-steps 10
     dualgap run one-shot --one-shot-samples 64
     dualgap run primal-dual problem.npz --iterations 10000 --dual-step 0.1 --mode alternating
 
@@ -20,12 +20,15 @@ import argparse
 import sys
 from pathlib import Path
 
+from ..dual_steps import DEFAULT_RULE, DUAL_STEP_RULES
 from ._args import nonneg_float, nonneg_int, positive_float, positive_int
 
 ALGORITHMS = ("caid", "one-shot", "primal-dual", "dual-descent")
 #: the folder of every default output of ``dualgap run`` (listed in ``.gitignore``)
 DEFAULT_OUT_DIR = "dualgap-out"
 DEFAULT_INSTANCE = "the built-in demo instance (dualgap demo --describe)"
+#: ``--step-rule`` values of ``run caid`` that need no number (dualgap.dual_steps)
+SELF_TUNING = ("auto", *DUAL_STEP_RULES)
 
 
 def _common(p: argparse.ArgumentParser, algo: str) -> None:
@@ -73,15 +76,23 @@ def _inner(p: argparse.ArgumentParser, default: int | None) -> None:
                    help="optimizer of the policy step (default: %(default)s)")
 
 
-def _dual_steps(p: argparse.ArgumentParser, rule: str) -> None:
+def _dual_steps(p: argparse.ArgumentParser, rule: str, self_tuning: bool = False) -> None:
     p.add_argument("--iterations", type=nonneg_int, default=50,
                    help="dual steps T (default: %(default)s)")
-    p.add_argument("--step-rule", choices=("constant", "sqrt", "smooth"), default=rule,
-                   help="eta_t: constant eta, eta/sqrt(t+1), or (step-size or 1)/L_D "
-                   "(default: %(default)s)")
+    fixed = ("constant", "sqrt", "smooth")
+    if self_tuning:
+        p.add_argument("--step-rule", choices=(*SELF_TUNING, *fixed), default=rule,
+                       help="auto (= " + DEFAULT_RULE + ", the measured winner), newton, "
+                       "curvature or empirical: the self-tuning step from the policy's samples "
+                       "(no --step-size); or a fixed eta_t: constant eta, eta/sqrt(t+1), or "
+                       "(step-size or 1)/L_D (default: %(default)s)")
+    else:
+        p.add_argument("--step-rule", choices=fixed, default=rule,
+                       help="eta_t: constant eta, eta/sqrt(t+1), or (step-size or 1)/L_D "
+                       "(default: %(default)s)")
     p.add_argument("--step-size", type=positive_float, default=None, metavar="ETA",
                    help="eta of the step rule (default: none; required by constant and sqrt, "
-                   "1 for smooth)")
+                   "1 for smooth" + ("; not with the self-tuning rules)" if self_tuning else ")"))
     p.add_argument("--samples", type=positive_int, default=None,
                    help="N sampled responses per prompt for the dual step (default: exact)")
 
@@ -103,7 +114,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     ca = algos.add_parser("caid", help="iterative dualization with warm-started policy steps")
     _common(ca, "caid")
     _policy(ca, "tabular")
-    _dual_steps(ca, "smooth")
+    _dual_steps(ca, "auto", self_tuning=True)
     _inner(ca, 5)
     ca.add_argument("--start", choices=("practical", "literal"), default="practical",
                     help="practical: one-shot lam first; literal: first dual step at pi_ref "
@@ -159,6 +170,9 @@ def _check_options(args: argparse.Namespace) -> None:
     rule = getattr(args, "step_rule", None)
     if rule in ("constant", "sqrt") and args.step_size is None:
         raise ValueError(f"--step-size: required for --step-rule {rule}")
+    if rule in SELF_TUNING and args.step_size is not None:
+        raise ValueError(f"--step-size: --step-rule {rule} computes its own step, got "
+                         f"--step-size {args.step_size:g} (use --step-rule constant for a number)")
     if args.algorithm == "primal-dual" and args.multiplier != "pid" and (args.kp or args.kd):
         raise ValueError(f"--kp/--kd: only for --multiplier pid, got --multiplier "
                          f"{args.multiplier}")

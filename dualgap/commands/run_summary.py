@@ -48,7 +48,10 @@ def _why_lam_differs(tr, args: argparse.Namespace) -> list[str]:
         eta = next((tr.config[k] for k in ("eta", "step_size", "dual_step")
                     if tr.config.get(k) is not None), None)
         stopped = f"the run stopped after T = {T} steps"
-        if eta is not None:
+        self_tuning = eta == "auto"  # caid's self-tuning dual step: no number
+        if self_tuning:
+            stopped += f" of the self-tuning dual step ({tr.config.get('step_rule')})"
+        elif eta is not None:
             stopped += f" of size eta = {float(eta):.3g}"
             if tr.config.get("step_rule") == "sqrt":
                 stopped += " / sqrt(t + 1)"
@@ -56,7 +59,9 @@ def _why_lam_differs(tr, args: argparse.Namespace) -> list[str]:
             move = float(np.linalg.norm(tr.lam[-1] - tr.lam[-2]))
             if move > 1e-9:
                 stopped += f", and lam still moved {move:.2g} in its last step"
-                if algo != "primal-dual" and not getattr(args, "samples", None):
+                if self_tuning:
+                    stopped += " (more --iterations brings it closer)"
+                elif algo != "primal-dual" and not getattr(args, "samples", None):
                     stopped += " (more --iterations or a larger --step-size brings it closer)"
         causes.append(stopped)
         if getattr(args, "samples", None):

@@ -16,14 +16,13 @@ from collections.abc import Sequence
 import numpy as np
 
 from ..algorithms.multipliers import projected_step
-from ..dual import dual_hessian
 from ..dual_steps import DualStepper, OnPolicySamples
 from ..empirical import empirical_problem_from_scores
 from ..problem import AlignmentProblem
 from ..solver import DualSolution, solve
 
 __all__ = ["mean_utilities", "reference_statistics", "empirical_instance", "one_shot_multiplier",
-           "dual_step", "auto_step_size", "scored_samples", "auto_dual_step"]
+           "dual_step", "scored_samples", "auto_dual_step"]
 
 
 def _utilities(utilities: np.ndarray) -> np.ndarray:
@@ -105,25 +104,6 @@ def dual_step(lam: Sequence[float], policy_utilities: Sequence[float],
     return projected_step(lam, slack, step_size)
 
 
-def auto_step_size(problem: AlignmentProblem, lam: Sequence[float]) -> float:
-    """``eta = 1 / lambda_max(hess D_hat(lam))`` with ``hess D_hat = (1/beta) E Cov_{pi_lam}(g)``
-    (the exact Hessian of the empirical dual from :func:`dualgap.dual_hessian`).
-
-    A local rule.  At the practical start, ``lam`` is the one-shot multiplier (the minimizer of
-    ``D_hat``), so ``eta`` is the inverse curvature where the iterates live: one unit of slack
-    moves ``lam`` by a Newton-sized step, and ``eta = 1/L < 2/L`` is stable where ``D_hat`` is
-    about that curved.  At a literal start from ``lam_init = 0`` the curvature can grow on the
-    way to ``lam*`` (x4.4 in ``tests/llm/test_dual.py``); ``1/curvature(0)`` then exceeds
-    ``2 / L_D`` near ``lam*`` and exact dual steps cycle: give a number there.
-    """
-    H = dual_hessian(problem, lam)
-    top = float(np.linalg.eigvalsh(H).max()) if H.size else 0.0
-    if not np.isfinite(top) or top <= 0:
-        raise ValueError("dual.step_size: 'auto' needs utilities that vary across the reference "
-                         "samples (the empirical dual has zero curvature); set a number")
-    return 1.0 / top
-
-
 def scored_samples(reward: np.ndarray, utilities: np.ndarray,
                    reference_utilities: Sequence[float], thresholds: Sequence[float],
                    beta: float) -> OnPolicySamples:
@@ -146,7 +126,8 @@ def auto_dual_step(stepper: DualStepper, lam: Sequence[float], reward: np.ndarra
                    thresholds: Sequence[float], beta: float) -> tuple[np.ndarray, dict]:
     """``dual.step_size: auto``: the next ``lam`` by ``stepper`` (the core's self-tuning dual
     step, :mod:`dualgap.dual_steps`: projected Newton with the sampled Hessian
-    ``(1/beta) E_x Cov_k(g)`` in a KL trust region, Kesten's gain against the samples' noise,
+    ``(1/beta) E_x Cov_k(g)``, secant-corrected where the slack's change since the previous
+    call is above its noise, in a KL trust region, Kesten's gain against the samples' noise,
     a damped ``1 / L_hat`` step when the samples cannot support it) on the iterate's scores
     ``reward (N, K)``, ``utilities (m, N, K)``.  Returns ``(lam+, record dict)``: the record
     names the rule asked for and used, the fallback and its reason, and the step's figures.

@@ -18,11 +18,12 @@ table ``(X, Y)``, so every quantity has an exact value to compare with:
 4. **The dual loop at equal budget** for scorer tables ``(r, g)`` (the truth: model-based CAID
    with perfect score models) and ``(r_hat, g_hat)`` (PeCAID): ``K`` reference samples per
    prompt give ``E_ref`` and the one-shot ``lam_0`` (:func:`dualgap.llm.dual.
-   one_shot_multiplier`) and the step size (:func:`dualgap.llm.dual.auto_step_size`); the
-   policy step is exact, ``pi_t = pi_ref exp((s_r + lam_t s_g)/beta) / Z``
-   (:func:`dualgap.lagrangian_policy` on the method's own table: the DPO optimum of its
-   pseudo-preferences); ``K`` samples per
-   prompt of ``pi_{t-1}`` give the dual step (:func:`dualgap.llm.dual.dual_step`).  The final
+   one_shot_multiplier`); the policy step is exact, ``pi_t = pi_ref exp((s_r + lam_t s_g)/beta)
+   / Z`` (:func:`dualgap.lagrangian_policy` on the method's own table: the DPO optimum of its
+   pseudo-preferences); ``K`` samples per prompt of ``pi_{t-1}``, scored by the method's own
+   table, give the dual step: the self-tuning step of ``dual.step_size: auto``
+   (:func:`dualgap.llm.dual.auto_dual_step`, one :class:`dualgap.dual_steps.DualStepper` per
+   loop, as in the LLM pipeline).  The final
    policy is judged by the TRUE problem: its slack ``E_pi g - E_ref g - b`` and objective, against
    the exact optimum (:func:`dualgap.solve` on the true table).
 
@@ -102,6 +103,7 @@ class LoopResult:
     slack: float  # the true slack of the final policy, E_pi g - E_ref g - b (exact)
     objective: float  # the true objective of the final policy (exact)
     estimated_slack: list[float]  # the slack each dual step saw
+    dual_steps: list[dict]  # the record of each dual step (dualgap.dual_steps.DualStepRecord)
 
 
 def dual_loop(reward: np.ndarray, utility: np.ndarray, truth: Any, iterations: int,
@@ -110,7 +112,8 @@ def dual_loop(reward: np.ndarray, utility: np.ndarray, truth: Any, iterations: i
     ``truth`` is the true :class:`dualgap.AlignmentProblem` (its reference, beta, threshold)."""
     import dualgap
 
-    from .dual import auto_step_size, dual_step, empirical_instance, one_shot_multiplier
+    from ..dual_steps import DualStepper
+    from .dual import auto_dual_step, one_shot_multiplier
 
     ref, beta, b = truth.reference, truth.beta, truth.thresholds
     rng = np.random.default_rng([seed, 1])
@@ -119,19 +122,20 @@ def dual_loop(reward: np.ndarray, utility: np.ndarray, truth: Any, iterations: i
     r_s, g_s = reward[rows, idx], utility[rows, idx][None]  # size = (X, K), (1, X, K)
     e_ref = g_s.mean(axis=(1, 2))
     lam = one_shot_multiplier(r_s, g_s, b, beta).lam
-    eta = auto_step_size(empirical_instance(r_s, g_s, b, beta), lam)
     own = dualgap.AlignmentProblem(reward, utility[None], b, beta, ref, relative=True)
-    lams, seen = [lam.tolist()], []
+    stepper = DualStepper()
+    lams, seen, steps = [lam.tolist()], [], []
     for t in range(1, iterations):
         pi = dualgap.lagrangian_policy(own, lam)
         idx = _sample_rows(pi, samples, np.random.default_rng([seed, 2, t]))
-        e_pi = utility[rows, idx][None].mean(axis=(1, 2))
-        seen.append(float((e_pi - e_ref - b)[0]))
-        lam = dual_step(lam, e_pi, e_ref, b, eta)
+        lam, rec = auto_dual_step(stepper, lam, reward[rows, idx], utility[rows, idx][None],
+                                  e_ref, b, beta)
+        seen.append(float(rec["slack"][0]))  # E_pi g - E_ref g - b on the samples
+        steps.append(rec)
         lams.append(lam.tolist())
     pi = dualgap.lagrangian_policy(own, lam)
     return LoopResult(lams, float(dualgap.constraint_slack(truth, pi)[0]),
-                      float(dualgap.objective(truth, pi)), seen)
+                      float(dualgap.objective(truth, pi)), seen, steps)
 
 
 def compare(num_pairs: int = 20000, beta: float = 1.0, threshold: float | None = None,
@@ -183,5 +187,6 @@ def compare(num_pairs: int = 20000, beta: float = 1.0, threshold: float | None =
     for name, (sr, sg) in (("caid_true_scores", (r, g)), ("pecaid", (r_hat, g_hat))):
         res = dual_loop(sr, sg, truth, iterations, samples, seed)
         out[name] = {"lam": res.lam, "true_slack": res.slack, "true_objective": res.objective,
-                     "estimated_slack": res.estimated_slack}
+                     "estimated_slack": res.estimated_slack,
+                     "dual_rules_used": [s["used"] for s in res.dual_steps]}
     return out

@@ -53,6 +53,30 @@ def test_caid_tabular_and_loglinear(instance, tmp_path, capsys):
     assert "LogLinearPolicy" in tr2.config["policy_class"]
 
 
+@pytest.mark.parametrize("rule", ["auto", "newton", "curvature", "empirical"])
+def test_caid_step_rule_picks_the_self_tuning_rule(instance, tmp_path, capsys, rule):
+    p, path = instance
+    argv = ["run", "caid", str(path), "--iterations", "4", "--one-shot-samples", "8"]
+    tr, text = _run(argv + ([] if rule == "auto" else ["--step-rule", rule]), tmp_path, capsys,
+                    figure=False)
+    ref = A.caid(p, None, iterations=4, step_rule=rule, one_shot_samples=8)
+    np.testing.assert_allclose(tr.lam, ref.lam, atol=1e-9)
+    assert tr.config["step_rule"] == rule and tr.config["step_size"] == "auto"
+    assert {s["rule"] for s in tr.extra["dual_steps"]} == {"newton" if rule == "auto" else rule}
+    if rule == "curvature":  # 4 linear-rate steps need not have converged: no --step-size hint
+        assert "--step-size" not in text
+
+
+def test_caid_self_tuning_rule_refuses_a_step_size(instance, tmp_path, capsys):
+    _, path = instance
+    code = main(["run", "caid", str(path), "--step-rule", "newton", "--step-size", "0.3",
+                 "--no-figure", "--out", str(tmp_path / "t.json")])
+    err = capsys.readouterr().err
+    assert code == 2 and "--step-size: --step-rule newton computes its own step" in err
+    with pytest.raises(SystemExit):  # dual descent has no self-tuning rule
+        main(["run", "dual-descent", str(path), "--step-rule", "auto"])
+
+
 def test_one_shot_and_primal_dual(instance, tmp_path, capsys):
     p, path = instance
     tr, _ = _run(["run", "one-shot", str(path), "--policy", "exact", "--one-shot-samples", "8",

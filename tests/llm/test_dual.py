@@ -1,5 +1,5 @@
 """The dual on scores: one-shot lam = dualgap.solve (checked against cvxpy), the dual step,
-the automatic step size, and pseudo-preference label frequencies."""
+the self-tuning dual step on scores, and pseudo-preference label frequencies."""
 
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ import pytest
 from scipy.special import expit
 
 import dualgap
+from dualgap.dual import dual_hessian
 from dualgap.dual_steps import TRUST_KL, DualStepper
 from dualgap.dual_steps import dual_step as core_dual_step
 from dualgap.llm.dual import (
     auto_dual_step,
-    auto_step_size,
     dual_step,
     empirical_instance,
     mean_utilities,
@@ -71,24 +71,30 @@ def test_dual_step_formula_vectorised():
         dual_step(-lam, e_pi, e_ref, b, 0.1)
 
 
+def _inverse_curvature(problem, lam) -> float:
+    """``1 / lambda_max(hess D_hat(lam))``: the former LLM 'auto' step size, kept here as the
+    reference it is compared with."""
+    return 1.0 / float(np.linalg.eigvalsh(dual_hessian(problem, lam)).max())
+
+
 def test_dual_step_converges_on_an_exact_instance():
     """With an exact policy step (pi = pi_lam), repeated dual steps from 0 reach the core's lam*
-    when eta is the inverse curvature at the one-shot lam (the practical start's 'auto')."""
+    when eta is the inverse curvature at the one-shot lam (the former 'auto' step)."""
     r, g = _scores(3, N=8, K=5, m=2)
     b = np.array([0.2, 0.1])
     prob = empirical_instance(r, g, b, 0.5)
     star = dualgap.solve(prob).lam
     lam = np.zeros(2)
-    eta = auto_step_size(prob, star)
+    eta = _inverse_curvature(prob, star)
     e_ref = mean_utilities(g)
     for _ in range(300):
         e_pi = dualgap.expected_utilities(prob, dualgap.lagrangian_policy(prob, lam))
         lam = dual_step(lam, e_pi, e_ref, b, eta)
     np.testing.assert_allclose(lam, star, rtol=1e-5, atol=1e-6)
     # the curvature grows from 0 to lam* here (x4.4): the inverse curvature at lam = 0 exceeds
-    # 2 / L_D near lam* and the iteration cycles instead of converging (why 'auto' of a literal
-    # start is only a local rule)
-    eta0 = auto_step_size(prob, np.zeros(2))
+    # 2 / L_D near lam* and the iteration cycles instead of converging (why that step was only
+    # a local rule, replaced by the self-tuning step)
+    eta0 = _inverse_curvature(prob, np.zeros(2))
     assert eta0 > 2 * eta
 
 
@@ -127,7 +133,7 @@ def test_auto_dual_step_stays_near_where_the_old_auto_step_jumps():
     e_ref, beta = mean_utilities(g), 0.1
     b = 0.98 * (g.max(axis=2).mean(axis=1) - e_ref)  # near the largest achievable improvement
     lam0 = one_shot_multiplier(r, g, b, beta).lam
-    eta_old = auto_step_size(empirical_instance(r, g, b, beta), lam0)
+    eta_old = _inverse_curvature(empirical_instance(r, g, b, beta), lam0)
     old = dual_step(lam0, e_ref, e_ref, b, eta_old)
     new, rec = auto_dual_step(DualStepper(), lam0, r, g, e_ref, b, beta)
     assert eta_old > 20 and old[0] - lam0[0] > 20 * (new[0] - lam0[0]) > 0
@@ -136,21 +142,6 @@ def test_auto_dual_step_stays_near_where_the_old_auto_step_jumps():
     # H = (1/beta) mean_x Var_k g(x, .) (Bessel-corrected) is the bound TRUST_KL itself
     H = g[0].var(axis=1, ddof=1).mean() / beta
     assert (new[0] - lam0[0]) ** 2 * H / (2 * beta) == pytest.approx(TRUST_KL, rel=1e-9)
-
-
-def test_auto_step_size_is_inverse_curvature():
-    r, g = _scores(1, m=1)
-    beta = 0.3
-    prob = empirical_instance(r, g, [0.1], beta)
-    # at lam = 0 the Lagrangian policy is pi_0 ∝ exp(r / beta) on each prompt's samples
-    w = np.exp((r - r.max(axis=1, keepdims=True)) / beta)
-    w /= w.sum(axis=1, keepdims=True)
-    mean = (w * g[0]).sum(axis=1, keepdims=True)
-    var = (w * (g[0] - mean) ** 2).sum(axis=1).mean()
-    assert auto_step_size(prob, [0.0]) == pytest.approx(beta / var, rel=1e-10)
-    flat = empirical_instance(r, np.zeros_like(g), [0.1], beta)
-    with pytest.raises(ValueError, match="dual.step_size"):
-        auto_step_size(flat, [0.0])
 
 
 def test_pseudo_label_frequencies_match_the_sigmoid():

@@ -298,7 +298,8 @@ def test_literal_start_auto_steps_from_pi_ref_samples_and_resumes(tmp_path):
     with pytest.raises(RunStopped):
         train("tiny", out, overrides=over, stop_after=2, progress=False)
     state = json.loads((out / "state.json").read_text())
-    assert set(state["dual_stepper"]) == {"rule", "turns", "previous"}
+    assert set(state["dual_stepper"]) == {"rule", "turns", "previous", "secant_lam",
+                                          "secant_slack", "secant_noise", "secant_hessian"}
     resume(out, progress=False)
     hist = read_jsonl(out / "lam_history.jsonl")
     assert [r["stage"] for r in hist] == ["dual_0", "dual_1", "dual_2", "final"]

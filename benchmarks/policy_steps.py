@@ -46,7 +46,22 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-VARIANTS = ("sampled", "soft", "allpairs-soft", "distill")
+VARIANTS = ("sampled", "soft", "allpairs-soft", "regress", "distill")
+
+
+def parse_variant(spec: str) -> tuple[str, dict]:
+    """``NAME`` or ``NAME@LR`` (the step's learning rate instead of the size's): the variant
+    and its ``train.*`` keys."""
+    name, _, lr = spec.partition("@")
+    if name not in VARIANTS:
+        raise ValueError(f"--variants: {name!r} is not one of {VARIANTS}")
+    train = {"sampled": {}, "allpairs-soft": {"labels": "soft"}}.get(name, {"labels": name})
+    if lr:
+        try:
+            train = {**train, "learning_rate": float(lr)}
+        except ValueError:
+            raise ValueError(f"--variants: learning rate {lr!r} of {spec!r} is no number") from None
+    return name, train
 BEGIN, END = "<!-- policy_steps:begin -->", "<!-- policy_steps:end -->"
 
 
@@ -142,8 +157,8 @@ def run_variants(size: str, directory: Path, variants: tuple[str, ...], progress
         K = write_all_pairs(task, base / "pairs_all.jsonl", sz.pairs_per_prompt, seed)
         res: dict = {}
         for v in variants:
-            pairs = base / "pairs_all.jsonl" if v == "allpairs-soft" else pool
-            train = {"sampled": {}, "distill": {"labels": "distill"}}.get(v, {"labels": "soft"})
+            name, train = parse_variant(v)
+            pairs = base / "pairs_all.jsonl" if name == "allpairs-soft" else pool
             t0 = time.perf_counter()
             tr = run_method(task, "caid", base / "runs" / v, pairs, progress, train=train,
                             seed=seed)
@@ -154,7 +169,7 @@ def run_variants(size: str, directory: Path, variants: tuple[str, ...], progress
             rows = [_iterate_row(task, it, pi)
                     for it, pi in zip(tr.iterates, tr.policies, strict=True)]
             res[v] = {
-                "scored_responses_per_prompt": K if v == "allpairs-soft"
+                "scored_responses_per_prompt": K if name == "allpairs-soft"
                 else 2 * sz.pairs_per_prompt,
                 "optimizer_steps": [m.get("steps") for m in policy],
                 "ess_min": [m.get("ess_min") for m in policy],
@@ -200,7 +215,7 @@ def table(res: dict) -> list[str]:
               "|---|---|---|---|---|---|---|---|---|"]
     agg: dict = {}
     for seed, variants in res["seeds"].items():
-        base = variants.get("sampled")
+        base = next((d for v, d in variants.items() if v.startswith("sampled")), None)
         b = np.mean([it["inexactness"] for it in base["iterates"]]) if base else np.nan
         for v, d in variants.items():
             m = np.mean([it["inexactness"] for it in d["iterates"]])
@@ -241,7 +256,9 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--size", default="default", help="synthetic size (default: %(default)s)")
     p.add_argument("--variants", default=",".join(VARIANTS),
-                   help=f"comma-separated, of {VARIANTS} (default: all)")
+                   help=f"comma-separated, of {VARIANTS}, each optionally NAME@LR for "
+                   "another learning rate (default: all, at the size's rate); ratios are to the "
+                   "first sampled variant")
     p.add_argument("--dir", default="/tmp/dualgap_policy_steps",
                    help="work directory (runs resume there; default: %(default)s)")
     p.add_argument("--out", default=str(REPO / "benchmarks/results/policy_steps.json"),
@@ -255,9 +272,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = p.parse_args(argv)
     variants = tuple(v for v in args.variants.split(",") if v)
-    bad = [v for v in variants if v not in VARIANTS]
-    if bad or not variants:
+    if not variants:
         p.error(f"--variants: must be of {VARIANTS}, got {args.variants!r}")
+    for v in variants:
+        try:
+            parse_variant(v)
+        except ValueError as exc:
+            p.error(str(exc))
     check_output_path(args.out, "--out")
     try:
         seeds = tuple(int(x) for x in args.seeds.split(",") if x)

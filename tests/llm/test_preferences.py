@@ -71,3 +71,13 @@ def test_distill_weights_are_self_normalized_per_prompt():
         distill_dataset(["p"], ["a"], ["x"], np.array([[1.0, -1.0]]))
     with pytest.raises(ValueError, match=r"weights: expected shape \(2, 2\)"):
         distill_dataset(["p", "q"], ["a", "b"], ["x", "y"], np.ones((3, 2)))
+
+
+def test_margin_records_carry_the_composite_reward_margin():
+    from dualgap.llm.preferences import margin_dataset
+
+    r = np.array([[0.0, 1.0], [2.0, 0.0]])
+    g = np.array([[[1.0, 0.0], [0.0, 3.0]]])
+    rec = margin_dataset(["a", "b"], ["x0", "y0"], ["x1", "y1"], r, g, [0.5])
+    assert rec["chosen"] == [" x1", " y1"] and rec["rejected"] == [" x0", " y0"]
+    np.testing.assert_allclose(rec["reward_margin"], [1.0 - 0.5, 1.5 - 2.0])

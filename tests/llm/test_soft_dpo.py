@@ -196,3 +196,36 @@ def test_distill_refuses_missing_or_negative_weights(tmp_path, tiny_tokenizer):
         DistillDPOTrainer(model=None, args=DPOConfig(
             output_dir=str(tmp_path), loss_type=["ipo"], use_cpu=True, report_to=[],
             precompute_ref_log_probs=True), train_dataset=Dataset.from_dict(data))
+
+
+def test_regress_loss_is_the_squared_margin_error(tmp_path, tiny_tokenizer):
+    from datasets import Dataset
+
+    from dualgap.llm.soft_dpo import MARGIN_COLUMN, RegressDPOTrainer, margin_regression_loss
+    from dualgap.llm.tiny import build_tiny_policy
+
+    margins = [2.0, -1.0, 0.0, 4.0]
+    tok = tiny_tokenizer
+    tr = RegressDPOTrainer(model=build_tiny_policy(tok, seed=0),
+                           ref_model=build_tiny_policy(tok, seed=1), args=_config(tmp_path),
+                           train_dataset=Dataset.from_dict(dict(PAIRS, **{MARGIN_COLUMN: margins})),
+                           processing_class=tok)
+    tr.model.eval()
+    with torch.no_grad():
+        loss = float(tr.compute_loss(tr.model, _batch(tr)))
+    pol = _completion_logps(tr.model, tok, PAIRS["prompt"], PAIRS["chosen"]) - \
+        _completion_logps(tr.model, tok, PAIRS["prompt"], PAIRS["rejected"])
+    ref = _completion_logps(tr.ref_model, tok, PAIRS["prompt"], PAIRS["chosen"]) - \
+        _completion_logps(tr.ref_model, tok, PAIRS["prompt"], PAIRS["rejected"])
+    m = torch.tensor(margins, dtype=torch.float64)
+    expected = float((0.5 * (BETA * (pol - ref) - m) ** 2).mean())
+    assert loss == pytest.approx(expected, rel=1e-4)
+    assert float(margin_regression_loss(torch.tensor([3.0]), torch.tensor([0.3]), BETA)) == 0.0
+    before = [p.detach().clone() for p in tr.model.parameters()]
+    tr.train()
+    changed = [not torch.equal(a, b.detach()) for a, b in zip(before, tr.model.parameters(),
+                                                             strict=True)]
+    assert sum(changed) > len(changed) // 2
+    with pytest.raises(ValueError, match="reward_margin: values must be finite"):
+        RegressDPOTrainer(model=None, args=_config(tmp_path), train_dataset=Dataset.from_dict(
+            dict(PAIRS, **{MARGIN_COLUMN: [float("nan")] * 4})))

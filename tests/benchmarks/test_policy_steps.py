@@ -56,5 +56,5 @@ def test_exact_step_caid_and_tables():
     lines = ps.table(res)
     text = "\n".join(lines)
     assert "| 0 | distill@3e-3 | 0.0100 | 4.00x |" in text
-    assert "| distill@3e-3 | 0.0250 | 2.50x |" in text  # mean over the 2 seeds
+    assert "| distill@3e-3 | 2 | 0.0250 | 2.50x |" in text  # mean over the 2 seeds
     assert "| no |" in text and "met in" in text

@@ -17,10 +17,21 @@ iterate's exact policy is set beside ``pi_lam_t`` and ``pi*``:
 * ``allpairs-soft``: ``K`` responses per prompt (the smallest ``K`` with
   ``K (K - 1) / 2 >= pairs_per_prompt``; far fewer scored responses), the first
   ``pairs_per_prompt`` of their pairs (:func:`dualgap.llm.preferences.all_pairs` order), soft
-  labels.
+  labels;
+* ``distill``: the same pool, every response a sample of ``pi_lam_t`` with the self-normalized
+  weight ``exp(r_lam / beta)`` per prompt, weighted NLL (``train.labels: distill``), on DPO's
+  batches (so the same optimizer steps).
 
 Per iteration: ``beta E KL(pi_t || pi_lam_t)`` (the step's inexactness, ``D(lam_t) -
-L(pi_t, lam_t)``), ``P* - J(pi_t)`` and the exact slack.  Writes
+L(pi_t, lam_t)``), ``P* - J(pi_t)`` and the exact slack; beside them what an *exact* policy
+step at the same ``lam_t`` would give (``pi_lam_t``'s slack and ``P* - J``), and the standard
+error of the dual step's sampled slack at ``pi_t`` (``K`` samples per prompt).  Whether the
+dual step alone explains an infeasible end is measured by the core's CAID with the exact
+policy step (:func:`dualgap.algorithms.caid`, class None) and the same dual step (``auto``),
+sample sizes and iterations, over ``--exact-seeds`` seeds.  "Constraint met" means exact slack
+``>= 0`` (no tolerance).  ``--seeds`` repeats the pipeline variants with other run seeds (the
+pool, labels, samples and DPO order change; the task and ``pi_ref`` do not; ``--seed-variants``
+names the variants repeated there).  Writes
 ``benchmarks/results/policy_steps.json`` and the ``policy_steps`` section of
 ``benchmarks/README.md`` (between its markers).
 """
@@ -30,13 +41,27 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-VARIANTS = ("sampled", "soft", "allpairs-soft")
+VARIANTS = ("sampled", "soft", "allpairs-soft", "regress", "distill")
+
+
+def parse_variant(spec: str) -> tuple[str, dict]:
+    """``NAME`` or ``NAME@LR`` (the step's learning rate instead of the size's): the variant
+    and its ``train.*`` keys."""
+    name, _, lr = spec.partition("@")
+    if name not in VARIANTS:
+        raise ValueError(f"--variants: {name!r} is not one of {VARIANTS}")
+    train = {"sampled": {}, "allpairs-soft": {"labels": "soft"}}.get(name, {"labels": name})
+    if lr:
+        try:
+            train = {**train, "learning_rate": float(lr)}
+        except ValueError:
+            raise ValueError(f"--variants: learning rate {lr!r} of {spec!r} is no number") from None
+    return name, train
 BEGIN, END = "<!-- policy_steps:begin -->", "<!-- policy_steps:end -->"
 
 
@@ -71,7 +96,49 @@ def write_all_pairs(task, path: Path, pairs_per_prompt: int, seed: int) -> int:
     return K
 
 
-def run_variants(size: str, directory: Path, variants: tuple[str, ...], progress: bool) -> dict:
+def exact_step_caid(task, seeds: range) -> dict:
+    """The core's CAID with the exact policy step ``pi_t = pi_lam_t`` and the pipeline's dual
+    step (``auto``, ``dual_samples`` per prompt, one-shot start from as many reference samples,
+    as many iterations), one run per seed: final ``lam``, exact slack and ``P* - J``."""
+    from dualgap.algorithms import caid
+
+    sz, pb, sol = task.size, task.problem, task.solution
+    runs = []
+    for s in seeds:
+        tr = caid(pb, None, iterations=sz.iterations - 1, step_size="auto",
+                  samples=sz.dual_samples, one_shot_samples=sz.dual_samples, seed=int(s))
+        runs.append({"seed": int(s), "lam": np.asarray(tr.lam)[:, 0].tolist(),
+                     "slack": np.asarray(tr.slack)[:, 0].tolist(),
+                     "P*-J": (sol.primal_value - np.asarray(tr.objective)).tolist()})
+    final = np.array([r["slack"][-1] for r in runs])
+    return {"runs": runs, "met": int((final >= 0).sum()), "n": len(runs),
+            "final_slack_mean": float(final.mean()),
+            "final_lam_mean": float(np.mean([r["lam"][-1] for r in runs])),
+            "final_P*-J_mean": float(np.mean([r["P*-J"][-1] for r in runs]))}
+
+
+def _iterate_row(task, it, pi: np.ndarray) -> dict:
+    """One iterate's exact figures, and those of the exact policy step at its ``lam_t``."""
+    from dualgap.dual import constraint_slack, lagrangian_policy, objective
+
+    pb, sol = task.problem, task.solution
+    K = task.size.dual_samples
+    exact = lagrangian_policy(pb, it.lam)
+    # the dual step's sampled slack: K draws per prompt, rho-weighted (exact variance at pi_t)
+    h = pb.utilities  # size = (m, X, Y)
+    mean = np.einsum("xy,ixy->ix", pi, h)
+    var = np.einsum("xy,ixy->ix", pi, h ** 2) - mean ** 2
+    se = np.sqrt((pb.prompt_weights ** 2 * var).sum(axis=1) / K)
+    return {"t": it.iteration, "lam": it.lam.tolist(), "inexactness": it.lagrangian_gap,
+            "P*-J": sol.primal_value - it.objective, "slack": it.slack.tolist(),
+            "slack_se": se.tolist(), "l1_to_optimum": it.l1_to_optimum,
+            "exact_step_slack": constraint_slack(pb, exact).tolist(),
+            "exact_step_P*-J": sol.primal_value - objective(pb, exact)}
+
+
+def run_variants(size: str, directory: Path, variants: tuple[str, ...], progress: bool,
+                 seeds: tuple[int, ...] = (), exact_seeds: int = 20,
+                 seed_variants: tuple[str, ...] | None = None) -> dict:
     from dualgap.llm.synthetic.config import get_size
     from dualgap.llm.synthetic.pipeline import run_method, write_pairs
     from dualgap.llm.synthetic.task import build_task
@@ -80,32 +147,42 @@ def run_variants(size: str, directory: Path, variants: tuple[str, ...], progress
     directory.mkdir(parents=True, exist_ok=True)
     task = build_task(sz, directory, progress=progress)
     sol = task.solution
-    pool = write_pairs(task, directory / "pairs.jsonl")
-    K = write_all_pairs(task, directory / "pairs_all.jsonl", sz.pairs_per_prompt, sz.seed)
     out: dict = {"size": sz.name, "describe": sz.describe(), "P*": sol.primal_value,
                  "lam*": sol.lam.tolist(), "beta": sz.beta, "iterations": sz.iterations,
                  "pairs_per_prompt": sz.pairs_per_prompt, "dual_samples": sz.dual_samples,
-                 "prompts": task.language.num_prompts, "variants": {}}
-    for v in variants:
-        pairs = directory / "pairs_all.jsonl" if v == "allpairs-soft" else pool
-        train = {} if v == "sampled" else {"labels": "soft"}
-        t0 = time.perf_counter()
-        tr = run_method(task, "caid", directory / "runs" / v, pairs, progress, train=train)
-        secs = time.perf_counter() - t0
-        steps = [json.loads(line).get("steps") for line in
-                 (directory / "runs" / v / "metrics.jsonl").read_text().splitlines()
-                 if json.loads(line).get("stage", "").startswith("policy_")]
-        out["variants"][v] = {
-            "scored_responses_per_prompt": K if v == "allpairs-soft" else 2 * sz.pairs_per_prompt,
-            "optimizer_steps": steps, "seconds": secs,
-            "iterates": [{"t": it.iteration, "lam": it.lam.tolist(),
-                          "inexactness": it.lagrangian_gap,
-                          "P*-J": sol.primal_value - it.objective,
-                          "slack": it.slack.tolist(), "l1_to_optimum": it.l1_to_optimum}
-                         for it in tr.iterates]}
-        print(f"{v}: {secs:.0f} s, final P* - J {out['variants'][v]['iterates'][-1]['P*-J']:.4f}",
-              flush=True)
+                 "prompts": task.language.num_prompts, "seeds": {},
+                 "exact_step_caid": exact_step_caid(task, range(exact_seeds))}
+    for k, seed in enumerate(seeds or (sz.seed,)):
+        base = directory if seed == sz.seed else directory / f"seed{seed}"
+        pool = write_pairs(task, base / "pairs.jsonl", seed=seed)
+        K = write_all_pairs(task, base / "pairs_all.jsonl", sz.pairs_per_prompt, seed)
+        res: dict = {}
+        for v in (variants if k == 0 or seed_variants is None else seed_variants):
+            name, train = parse_variant(v)
+            pairs = base / "pairs_all.jsonl" if name == "allpairs-soft" else pool
+            tr = run_method(task, "caid", base / "runs" / v, pairs, progress, train=train,
+                            seed=seed)
+            secs = float(sum(tr.timing.values()))  # the run's own stages (a reused run's too)
+            metrics = [json.loads(line) for line in
+                       (base / "runs" / v / "metrics.jsonl").read_text().splitlines()]
+            policy = [m for m in metrics if m.get("stage", "").startswith("policy_")]
+            rows = [_iterate_row(task, it, pi)
+                    for it, pi in zip(tr.iterates, tr.policies, strict=True)]
+            res[v] = {
+                "scored_responses_per_prompt": K if name == "allpairs-soft"
+                else 2 * sz.pairs_per_prompt,
+                "optimizer_steps": [m.get("steps") for m in policy],
+                "ess_min": [m.get("ess_min") for m in policy],
+                "ess_mean": [m.get("ess_mean") for m in policy],
+                "seconds": secs, "iterates": rows}
+            print(f"seed {seed} {v}: {secs:.0f} s, final P* - J {rows[-1]['P*-J']:.4f}, "
+                  f"slack {rows[-1]['slack'][0]:+.4f}", flush=True)
+        out["seeds"][str(seed)] = res
     return out
+
+
+def _f(xs) -> str:
+    return ", ".join(f"{x:+.4f}" for x in xs)
 
 
 def table(res: dict) -> list[str]:
@@ -117,26 +194,58 @@ def table(res: dict) -> list[str]:
         f"{', '.join(f'{v:.4f}' for v in res['lam*'])}. Inexactness = "
         "beta E KL(pi_t || pi_lam_t) = D(lam_t) - L(pi_t, lam_t), exact. A negative slack is a "
         "violated constraint; there a small P* - J is no success (J may exceed P* only off the "
-        "feasible set).", "",
-        "| variant | scored responses / prompt | t | lam_t | inexactness | P* - J(pi_t) "
-        "| slack (exact) |", "|---|---|---|---|---|---|---|"]
-    for v, d in res["variants"].items():
+        "feasible set). \"met\" = exact slack >= 0, no tolerance. \"exact step\": "
+        "pi_lam_t, the exact maximizer at the same lam_t; SE: standard error of the dual "
+        "step's sampled slack at pi_t.", ""]
+    first = next(iter(res["seeds"]))
+    lines += [f"Per iteration, seed {first}:", "",
+              "| variant | scored responses / prompt | t | lam_t | inexactness | P* - J(pi_t) "
+              "| slack (exact) | SE | exact step: slack | exact step: P* - J |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
+    for v, d in res["seeds"][first].items():
         for it in d["iterates"]:
             lines.append(
                 f"| {v} | {d['scored_responses_per_prompt']} | {it['t']} "
                 f"| {', '.join(f'{x:.4f}' for x in it['lam'])} | {it['inexactness']:.4f} "
-                f"| {it['P*-J']:+.4f} | {', '.join(f'{x:+.4f}' for x in it['slack'])} |")
-    base = res["variants"].get("sampled")
-    if base:
-        lines += ["", "| variant | mean inexactness | ratio to sampled | final P* - J "
-                  "| final slack | seconds |", "|---|---|---|---|---|---|"]
-        b = np.mean([it["inexactness"] for it in base["iterates"]])
-        for v, d in res["variants"].items():
+                f"| {it['P*-J']:+.4f} | {_f(it['slack'])} "
+                f"| {', '.join(f'{x:.4f}' for x in it['slack_se'])} "
+                f"| {_f(it['exact_step_slack'])} | {it['exact_step_P*-J']:+.4f} |")
+    lines += ["", "| seed | variant | mean inexactness | ratio to sampled | final lam "
+              "| final P* - J | final slack | met | pipeline s |",
+              "|---|---|---|---|---|---|---|---|---|"]
+    agg: dict = {}
+    for seed, variants in res["seeds"].items():
+        base = next((d for v, d in variants.items() if v.startswith("sampled")), None)
+        b = np.mean([it["inexactness"] for it in base["iterates"]]) if base else np.nan
+        for v, d in variants.items():
             m = np.mean([it["inexactness"] for it in d["iterates"]])
             last = d["iterates"][-1]
-            lines.append(f"| {v} | {m:.4f} | {b / m:.2f}x | {last['P*-J']:+.4f} "
-                         f"| {', '.join(f'{x:+.4f}' for x in last['slack'])} "
+            met = min(last["slack"]) >= 0
+            a = agg.setdefault(v, {"m": [], "ratio": [], "pj": [], "slack": [], "met": 0})
+            a["m"].append(m)
+            a["ratio"].append(b / m)
+            a["pj"].append(last["P*-J"])
+            a["slack"].append(min(last["slack"]))
+            a["met"] += int(met)
+            lines.append(f"| {seed} | {v} | {m:.4f} | {b / m:.2f}x "
+                         f"| {', '.join(f'{x:.4f}' for x in last['lam'])} | {last['P*-J']:+.4f} "
+                         f"| {_f(last['slack'])} | {'yes' if met else 'no'} "
                          f"| {d['seconds']:.0f} |")
+    if len(res["seeds"]) > 1:
+        lines += ["", "Mean over the seeds each variant ran (ratios per seed, then averaged):",
+                  "", "| variant | seeds | mean inexactness | ratio to sampled | final P* - J "
+                  "| final slack (min) | met |", "|---|---|---|---|---|---|---|"]
+        for v, a in agg.items():
+            n = len(a["m"])
+            lines.append(f"| {v} | {n} | {np.mean(a['m']):.4f} | {np.mean(a['ratio']):.2f}x "
+                         f"| {np.mean(a['pj']):+.4f} | {np.mean(a['slack']):+.4f} "
+                         f"| {a['met']}/{n} |")
+    e = res["exact_step_caid"]
+    lines += ["", f"The same dual step with the exact policy step (core `caid`, class None, "
+              f"{res['dual_samples']} samples per prompt, {res['iterations']} iterates, "
+              f"{e['n']} seeds): final lam mean {e['final_lam_mean']:.4f}, final slack mean "
+              f"{e['final_slack_mean']:+.4f}, P* - J mean {e['final_P*-J_mean']:+.4f}; "
+              f"constraint met in {e['met']}/{e['n']} seeds."]
     return lines
 
 
@@ -147,21 +256,42 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--size", default="default", help="synthetic size (default: %(default)s)")
     p.add_argument("--variants", default=",".join(VARIANTS),
-                   help=f"comma-separated, of {VARIANTS} (default: all)")
+                   help=f"comma-separated, of {VARIANTS}, each optionally NAME@LR for "
+                   "another learning rate (default: all, at the size's rate); ratios are to the "
+                   "first sampled variant")
     p.add_argument("--dir", default="/tmp/dualgap_policy_steps",
                    help="work directory (runs resume there; default: %(default)s)")
     p.add_argument("--out", default=str(REPO / "benchmarks/results/policy_steps.json"),
                    help="JSON results (default: benchmarks/results/policy_steps.json)")
     p.add_argument("--readme", default=str(REPO / "benchmarks/README.md"),
                    help="README whose policy_steps section is rewritten ('' for none)")
+    p.add_argument("--seeds", default="",
+                   help="comma-separated run seeds (default: the size's seed only)")
+    p.add_argument("--seed-variants", default="",
+                   help="the variants repeated on the seeds after the first (default: all of "
+                   "--variants)")
+    p.add_argument("--exact-seeds", type=int, default=20,
+                   help="seeds of the exact-policy-step CAID (default: %(default)s)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = p.parse_args(argv)
     variants = tuple(v for v in args.variants.split(",") if v)
-    bad = [v for v in variants if v not in VARIANTS]
-    if bad or not variants:
+    if not variants:
         p.error(f"--variants: must be of {VARIANTS}, got {args.variants!r}")
+    seed_variants = tuple(v for v in args.seed_variants.split(",") if v) or None
+    for v in variants + (seed_variants or ()):
+        try:
+            parse_variant(v)
+        except ValueError as exc:
+            p.error(str(exc))
     check_output_path(args.out, "--out")
-    res = run_variants(args.size, Path(args.dir), variants, not args.no_progress)
+    try:
+        seeds = tuple(int(x) for x in args.seeds.split(",") if x)
+    except ValueError:
+        p.error(f"--seeds: comma-separated integers, got {args.seeds!r}")
+    if args.exact_seeds < 1:
+        p.error(f"--exact-seeds: must be >= 1, got {args.exact_seeds}")
+    res = run_variants(args.size, Path(args.dir), variants, not args.no_progress, seeds,
+                       args.exact_seeds, seed_variants)
     Path(args.out).write_text(dumps(res))
     lines = table(res)
     print("\n".join(lines))

@@ -243,14 +243,18 @@ class TrainSettings(_Section):
                               "logger (the run's metrics.jsonl and run.log always record the "
                               "losses)")
     loss_type: list[str] = _f(factory=lambda: ["sigmoid"], help="TRL DPO loss types")
-    labels: Literal["sampled", "soft"] = _f(
-        "sampled", "pseudo-labels of the caid / one-shot policy step: sampled (label ~ "
-        "Bernoulli(sigmoid(r_lam(y_1) - r_lam(y_0))), the paper) or soft (the probability "
-        "itself, BT cross-entropy: dualgap.llm.soft_dpo; needs loss_type [sigmoid] and "
-        "precomputes the reference log-probs). Measured on the default synthetic language "
-        "(benchmarks/policy_steps.py, 4 CAID iterations, equal pairs and steps): soft lowers "
-        "the step's inexactness beta E KL(pi_t || pi_lam_t) 1.58x (0.082 -> 0.052 mean) but ends "
-        "0.029 below the constraint (sampled: +0.019, P* - J 0.105), so sampled stays the "
+    labels: Literal["sampled", "soft", "regress", "distill"] = _f(
+        "sampled", "targets of the caid / one-shot policy step: sampled (label ~ "
+        "Bernoulli(sigmoid(r_lam(y_1) - r_lam(y_0))), the paper), soft (the probability "
+        "itself, BT cross-entropy: dualgap.llm.soft_dpo), regress (squared error of the "
+        "implicit margin beta Delta against r_lam(y_1) - r_lam(y_0)) or distill (weighted NLL "
+        "of both "
+        "responses toward pi_lam, self-normalized weights exp(r_lam / beta) per prompt: "
+        "dualgap.llm.preferences.distill_weights); all but sampled need loss_type [sigmoid] "
+        "and precompute the reference log-probs. Measured on the synthetic language "
+        "(benchmarks/README.md 'Policy steps', equal pairs and steps): distill at learning_rate "
+        "3e-3 is 3.1x closer to pi_lam_t than sampled (3 seeds) with final P* - J 0.006-0.013, "
+        "but ends 0.009-0.015 below the constraint in every seed, so sampled stays the "
         "default")
     dpo: dict[str, Any] = _f(factory=dict, help="further trl.DPOConfig fields passed through "
                              "as they are (e.g. max_grad_norm, loss_weights, "
@@ -319,13 +323,14 @@ class RunConfig(_Section):
     @model_validator(mode="after")
     def _check(self) -> RunConfig:
         validate_run(self)
-        if self.train.labels == "soft":
+        kind = self.train.labels
+        if kind != "sampled":
             if self.method not in ("caid", "one-shot"):
-                raise ValueError(f"train.labels: 'soft' needs method caid or one-shot (the "
+                raise ValueError(f"train.labels: {kind!r} needs method caid or one-shot (the "
                                  f"dataset's labels are hard), got method {self.method!r}")
             if list(self.train.loss_type) != ["sigmoid"]:
-                raise ValueError(f"train.loss_type: soft labels need ['sigmoid'], got "
-                                 f"{list(self.train.loss_type)}")
+                raise ValueError(f"train.loss_type: train.labels {kind!r} needs ['sigmoid'], "
+                                 f"got {list(self.train.loss_type)}")
         _check_pecaid(self)
         return self
 

@@ -28,7 +28,53 @@ from typing import Any
 
 from .config import LoraSettings, TrainSettings
 
-__all__ = ["dpo_step", "make_dpo_config"]
+__all__ = ["dpo_step", "make_dpo_config", "policy_records"]
+
+
+def policy_records(cfg: Any, pairs: Any, pool: tuple | None, lam: Any, prompt_text: Any,
+                   label_seed: Any) -> tuple[dict[str, list], dict[str, Any]]:
+    """The records of one policy step of ``cfg`` (a :class:`~dualgap.llm.config.RunConfig`)
+    on the training ``pairs``, and what ``metrics.jsonl`` records of them.
+
+    ``dpo-helpful`` / ``dpo-safe``: the dataset's labels.  Otherwise ``pool = (reward (P, 2),
+    utilities (m, P, 2))`` and ``train.labels``: ``sampled`` (labels drawn with
+    ``label_seed``), ``soft`` (the probabilities) or ``distill`` (the weights of
+    :func:`~dualgap.llm.preferences.distill_weights` at ``cfg.beta``; their effective sample
+    sizes per prompt are recorded).  ``prompt_text`` maps a pair's prompt to its text.
+    """
+    import numpy as np
+
+    from . import preferences as pr
+
+    texts = [prompt_text(x) for x in pairs.prompts]
+    sep = cfg.data.response_separator
+    if cfg.method in ("dpo-helpful", "dpo-safe"):
+        labels = pairs.better if cfg.method == "dpo-helpful" else pairs.safer
+        records = pr.preference_dataset(texts, pairs.response_0, pairs.response_1, labels, sep)
+        return records, {"labels": "dataset", "labels_y1": float(np.mean(labels))}
+    if pool is None or lam is None:
+        raise ValueError(f"method: {cfg.method!r} needs the pool's scores and lam")
+    kind = cfg.train.labels
+    info: dict[str, Any] = {"labels": kind}
+    if kind == "soft":  # P(y_1 preferred) itself (config check: caid / one-shot)
+        labels = pr.preference_probabilities(pool[0], pool[1], lam)
+        records = pr.soft_preference_dataset(texts, pairs.response_0, pairs.response_1, labels,
+                                             sep)
+    elif kind == "regress":
+        records = pr.margin_dataset(texts, pairs.response_0, pairs.response_1, pool[0], pool[1],
+                                    lam, sep)
+        labels = pr.preference_probabilities(pool[0], pool[1], lam)
+    elif kind == "distill":
+        w, ess = pr.distill_weights(pool[0], pool[1], lam, pairs.prompts, cfg.beta)
+        records = pr.distill_dataset(texts, pairs.response_0, pairs.response_1, w, sep)
+        labels = pr.preference_probabilities(pool[0], pool[1], lam)
+        info.update(ess_min=float(ess.min()), ess_mean=float(ess.mean()),
+                    responses_per_prompt=float(2 * len(pairs.prompts) / ess.size))
+    else:
+        labels = pr.pseudo_labels(pool[0], pool[1], lam, label_seed)
+        records = pr.preference_dataset(texts, pairs.response_0, pairs.response_1, labels, sep)
+    info["labels_y1"] = float(np.mean(labels))
+    return records, info
 
 
 def make_dpo_config(settings: TrainSettings, beta: float, output_dir: str | Path, seed: int,
@@ -59,7 +105,7 @@ def make_dpo_config(settings: TrainSettings, beta: float, output_dir: str | Path
         logging_steps=settings.logging_steps, report_to=list(settings.report_to),
         save_strategy="no", dataloader_drop_last=True, disable_tqdm=not progress,
         **{"ddp_find_unused_parameters": False,
-           **({"precompute_ref_log_probs": True} if settings.labels == "soft" else {}),
+           **({"precompute_ref_log_probs": True} if settings.labels != "sampled" else {}),
            **settings.dpo},
     )
 
@@ -138,7 +184,14 @@ def dpo_step(records: dict[str, list[str]], start: str | Path, reference: str | 
 
     from .distributed import world_size
     from .generation import is_adapter_dir
-    from .soft_dpo import PROBABILITY_COLUMN, SoftLabelDPOTrainer
+    from .preferences import WEIGHT_COLUMNS
+    from .soft_dpo import (
+        MARGIN_COLUMN,
+        PROBABILITY_COLUMN,
+        DistillDPOTrainer,
+        RegressDPOTrainer,
+        SoftLabelDPOTrainer,
+    )
 
     lora = lora or LoraSettings()
     output_dir = Path(output_dir)
@@ -159,11 +212,14 @@ def dpo_step(records: dict[str, list[str]], start: str | Path, reference: str | 
     else:
         model = _load(start, dtype, lora, None if start != reference else reference_revision)
         ref_model = _load(reference, dtype, lora, reference_revision)
-    soft = settings.labels == "soft"
-    if soft != (PROBABILITY_COLUMN in records):
-        raise ValueError(f"train.labels: {settings.labels!r} but the records "
-                         f"{'lack' if soft else 'carry'} a {PROBABILITY_COLUMN!r} column")
-    trainer_cls = SoftLabelDPOTrainer if soft else DPOTrainer
+    cols = {"soft": PROBABILITY_COLUMN, "distill": WEIGHT_COLUMNS[0], "regress": MARGIN_COLUMN}
+    column = cols.get(settings.labels)
+    for name, cls_col in cols.items():
+        if (settings.labels == name) != (cls_col in records):
+            raise ValueError(f"train.labels: {settings.labels!r} but the records "
+                             f"{'lack' if column == cls_col else 'carry'} a {cls_col!r} column")
+    trainer_cls = {"soft": SoftLabelDPOTrainer, "distill": DistillDPOTrainer,
+                   "regress": RegressDPOTrainer}.get(settings.labels, DPOTrainer)
     trainer = trainer_cls(model=model, ref_model=ref_model, args=args, train_dataset=dataset,
                           processing_class=tokenizer, peft_config=peft_config,
                           callbacks=callbacks)

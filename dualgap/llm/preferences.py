@@ -11,6 +11,16 @@ fixes the labels.  Shapes: ``reward (P, 2)``, ``utilities (m, P, 2)``, ``lam (m,
 Soft labels (``train.labels: soft``) keep ``P(y_1 preferred)`` itself instead of a draw
 (:func:`soft_preference_dataset`, trained by :mod:`dualgap.llm.soft_dpo`);
 :func:`all_pairs_soft_dataset` makes every pair of ``K`` scored responses per prompt.
+
+Distillation (``train.labels: distill``) drops the pairs' comparison: every pool response
+``y ~ pi_ref`` is a sample of ``pi_lam ∝ pi_ref exp(r_lam / beta)`` with the self-normalized
+importance weight (per prompt ``x``, over its ``n_x`` pool responses)::
+
+    w(x, y) = exp(r_lam(x, y) / beta) / mean_{y' in pool(x)} exp(r_lam(x, y') / beta)
+
+(:func:`distill_weights`), and the step minimizes the weighted NLL ``-sum w log pi_theta(y|x)``,
+an estimate of the cross-entropy ``H(pi_lam, pi_theta)`` whose minimizer is ``pi_lam``
+(:func:`distill_dataset`, trained by :class:`dualgap.llm.soft_dpo.DistillDPOTrainer`).
 """
 
 from __future__ import annotations
@@ -21,7 +31,11 @@ import numpy as np
 from scipy.special import expit
 
 __all__ = ["composite_reward", "preference_probabilities", "pseudo_labels", "preference_dataset",
-           "soft_preference_dataset", "all_pairs", "all_pairs_soft_dataset"]
+           "soft_preference_dataset", "all_pairs", "all_pairs_soft_dataset", "distill_weights",
+           "distill_dataset", "WEIGHT_COLUMNS", "margin_dataset"]
+
+#: the weight columns of :func:`distill_dataset` (``chosen`` = ``y_1``, ``rejected`` = ``y_0``)
+WEIGHT_COLUMNS = ("chosen_weight", "rejected_weight")
 
 
 def composite_reward(reward: np.ndarray, utilities: np.ndarray, lam: Sequence[float]) -> np.ndarray:
@@ -127,3 +141,61 @@ def all_pairs_soft_dataset(prompt_texts: Sequence[str], responses: Sequence[Sequ
     b = [responses[p][j] for p, (_, j) in zip(rows, np.tile(ij, (P, 1)), strict=True)]
     return soft_preference_dataset([prompt_texts[p] for p in rows], a, b, prob.reshape(-1),
                                    separator)
+
+
+def distill_weights(reward: np.ndarray, utilities: np.ndarray, lam: Sequence[float],
+                    prompts: Sequence, beta: float) -> tuple[np.ndarray, np.ndarray]:
+    """Self-normalized weights ``w = exp(r_lam / beta) / mean_pool(x) exp(r_lam / beta)`` of
+    both responses of every pair, ``(P, 2)`` (mean 1 over each prompt's ``2 n_x`` responses),
+    and each prompt's effective sample size ``(sum w)^2 / sum w^2`` (prompts in order of first
+    appearance, shape ``(X,)``)."""
+    if not (isinstance(beta, (int, float)) and np.isfinite(beta) and beta > 0):
+        raise ValueError(f"beta: must be a finite number > 0, got {beta!r}")
+    z = composite_reward(reward, utilities, lam) / float(beta)  # size = (P, 2)
+    if len(prompts) != z.shape[0]:
+        raise ValueError(f"prompts: {len(prompts)} prompts for {z.shape[0]} pairs")
+    if not np.isfinite(z).all():
+        raise ValueError("reward: the composite reward r_lam / beta must be finite")
+    index: dict = {}
+    group = np.array([index.setdefault(x, len(index)) for x in prompts], dtype=np.int64)
+    X = len(index)
+    zmax = np.full(X, -np.inf)
+    np.maximum.at(zmax, group, z.max(axis=1))
+    e = np.exp(z - zmax[group, None])  # size = (P, 2), <= 1
+    total = np.bincount(group, weights=e.sum(axis=1), minlength=X)
+    count = np.bincount(group, minlength=X) * 2.0
+    w = e * (count / total)[group, None]
+    sq = np.bincount(group, weights=(w ** 2).sum(axis=1), minlength=X)
+    ess = count ** 2 / sq
+    return w, ess
+
+
+def distill_dataset(prompt_texts: Sequence[str], response_0: Sequence[str],
+                    response_1: Sequence[str], weights: np.ndarray,
+                    separator: str = " ") -> dict[str, list]:
+    """The records of the distillation step: ``y_1`` is ``chosen``, ``y_0`` ``rejected`` (TRL's
+    columns, so the batches and steps are DPO's), with their weights ``weights[:, 1]`` and
+    ``weights[:, 0]`` (:func:`distill_weights`) in :data:`WEIGHT_COLUMNS`."""
+    w = np.asarray(weights, dtype=np.float64)
+    if w.ndim != 2 or w.shape[1] != 2 or w.shape[0] != len(prompt_texts):
+        raise ValueError(f"weights: expected shape ({len(prompt_texts)}, 2), got {w.shape}")
+    if not np.isfinite(w).all() or (w < 0).any():
+        raise ValueError("weights: must be finite and >= 0")
+    records = preference_dataset(prompt_texts, response_0, response_1,
+                                 np.ones(w.shape[0], dtype=np.int64), separator)
+    records[WEIGHT_COLUMNS[0]] = w[:, 1].tolist()
+    records[WEIGHT_COLUMNS[1]] = w[:, 0].tolist()
+    return records
+
+
+def margin_dataset(prompt_texts: Sequence[str], response_0: Sequence[str],
+                   response_1: Sequence[str], reward: np.ndarray, utilities: np.ndarray,
+                   lam: Sequence[float], separator: str = " ") -> dict[str, list]:
+    """The records of the margin-regression step (``train.labels: regress``): ``y_1`` is
+    ``chosen``, ``y_0`` ``rejected``, and ``reward_margin = r_lam(y_1) - r_lam(y_0)``
+    (:class:`~dualgap.llm.soft_dpo.RegressDPOTrainer` regresses ``beta Delta`` on it)."""
+    rl = composite_reward(reward, utilities, lam)
+    records = preference_dataset(prompt_texts, response_0, response_1,
+                                 np.ones(rl.shape[0], dtype=np.int64), separator)
+    records["reward_margin"] = (rl[:, 1] - rl[:, 0]).tolist()
+    return records

@@ -239,32 +239,16 @@ def _dual_stage(run: Run, t: int, prompts: list[str], e_ref: np.ndarray, lam_one
 def _policy_stage(run: Run, t: int, pairs, pool: tuple[np.ndarray, np.ndarray] | None,
                   lam: np.ndarray | None, callbacks: list | None) -> None:
     from .distributed import barrier, is_main
-    from .policy_step import dpo_step
-    from .preferences import preference_dataset, pseudo_labels
+    from .policy_step import dpo_step, policy_records
 
     cfg = run.config
     stage = f"policy_{t}"
     if run.done(stage):
         return
     timing: dict = {}
-    if cfg.method == "dpo-helpful":
-        labels = pairs.better
-    elif cfg.method == "dpo-safe":
-        labels = pairs.safer
-    else:
-        assert pool is not None and lam is not None
-        label_t = 0 if cfg.method in ("one-shot", "pe-one-shot") else t
-        labels = pseudo_labels(pool[0], pool[1], lam, [cfg.seed, _STAGE_SEEDS["labels"], label_t])
-    if cfg.train.labels == "soft":  # P(y_1 preferred) itself (config check: caid / one-shot)
-        from .preferences import preference_probabilities, soft_preference_dataset
-        labels = preference_probabilities(pool[0], pool[1], lam)  # what is trained on
-        records = soft_preference_dataset(
-            [run.prompt_text(p) for p in pairs.prompts], pairs.response_0, pairs.response_1,
-            labels, cfg.data.response_separator)
-    else:
-        records = preference_dataset([run.prompt_text(p) for p in pairs.prompts],
-                                     pairs.response_0, pairs.response_1, labels,
-                                     cfg.data.response_separator)
+    label_t = 0 if cfg.method in ("one-shot", "pe-one-shot") else t
+    records, info = policy_records(cfg, pairs, pool, lam, run.prompt_text,
+                                   [cfg.seed, _STAGE_SEEDS["labels"], label_t])
     out = run.checkpoint(t)
     if is_main():
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -280,8 +264,7 @@ def _policy_stage(run: Run, t: int, pairs, pool: tuple[np.ndarray, np.ndarray] |
         "stage": stage, "iteration": t, "timing": timing, "train_loss": result["train_loss"],
         "steps": result["steps"], "world_size": result["world_size"],
         "per_device_train_batch_size": result["per_device_train_batch_size"], "lam": lam,
-        "labels": cfg.train.labels if pool is not None else "dataset",
-        "labels_y1": float(np.mean(labels)),
+        **info,
         "log_history": result["log_history"]})
     run.mark(stage)
 

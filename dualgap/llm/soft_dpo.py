@@ -21,7 +21,12 @@ optimum ``pi ∝ pi_ref exp(r_lam / beta)`` as the sampled labels'.  ``p = 1`` i
   TRL does) and the reference's from TRL's precomputed columns, and adds
   ``mean((1 - p) beta Delta)``.
 
-Supported: ``loss_type = ["sigmoid"]``, the reverse-KL divergence, no ``ld_alpha``, no WPO
+:class:`DistillDPOTrainer` (``train.labels: distill``) replaces the loss by the weighted NLL of
+both completions, ``-mean(w_chosen log pi(chosen) + w_rejected log pi(rejected))``, with the
+self-normalized weights of :func:`dualgap.llm.preferences.distill_weights` (columns
+``chosen_weight`` / ``rejected_weight``); TRL's batching, steps and logged DPO metrics stay.
+
+Supported (both): ``loss_type = ["sigmoid"]``, the reverse-KL divergence, no ``ld_alpha``, no WPO
 weighting, ``precompute_ref_log_probs = True`` (the reference is ``pi_ref``, fixed); anything
 else is refused at construction with the field named.
 """
@@ -34,9 +39,14 @@ import torch
 from trl import DPOTrainer
 from trl.trainer.dpo_trainer import DataCollatorForPreference
 
-__all__ = ["PROBABILITY_COLUMN", "SoftLabelCollator", "SoftLabelDPOTrainer", "soft_bt_loss"]
+from .preferences import WEIGHT_COLUMNS
+
+__all__ = ["PROBABILITY_COLUMN", "WEIGHT_COLUMNS", "MARGIN_COLUMN", "ColumnCollator",
+           "SoftLabelDPOTrainer", "DistillDPOTrainer", "RegressDPOTrainer", "soft_bt_loss",
+           "weighted_nll", "margin_regression_loss"]
 
 PROBABILITY_COLUMN = "preference_probability"
+MARGIN_COLUMN = "reward_margin"
 
 
 def soft_bt_loss(delta: torch.Tensor, probability: torch.Tensor, beta: float) -> torch.Tensor:
@@ -47,13 +57,32 @@ def soft_bt_loss(delta: torch.Tensor, probability: torch.Tensor, beta: float) ->
              + (1 - probability) * torch.nn.functional.logsigmoid(-z))
 
 
-class SoftLabelCollator(DataCollatorForPreference):
-    """TRL's preference collator, plus the ``preference_probability`` column as a float tensor
-    ``(B,)``."""
+def weighted_nll(chosen_logps: torch.Tensor, rejected_logps: torch.Tensor,
+                 chosen_weight: torch.Tensor, rejected_weight: torch.Tensor) -> torch.Tensor:
+    """``-(w_c log pi(chosen) + w_r log pi(rejected))`` per pair (summed completion
+    log-probabilities)."""
+    return -(chosen_weight * chosen_logps + rejected_weight * rejected_logps)
+
+
+def margin_regression_loss(delta: torch.Tensor, margin: torch.Tensor,
+                           beta: float) -> torch.Tensor:
+    """``(beta Delta - margin)^2 / 2`` per pair: the implicit reward margin regressed on the
+    composite reward margin ``r_lam(chosen) - r_lam(rejected)``."""
+    return 0.5 * (beta * delta - margin) ** 2
+
+
+class ColumnCollator(DataCollatorForPreference):
+    """TRL's preference collator, plus float columns ``(B,)`` (:attr:`columns`)."""
+
+    def __init__(self, *args: Any, columns: tuple[str, ...] = (PROBABILITY_COLUMN,),
+                 **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.columns = tuple(columns)
 
     def torch_call(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
         out = super().torch_call(examples)
-        out[PROBABILITY_COLUMN] = torch.tensor([float(e[PROBABILITY_COLUMN]) for e in examples])
+        for c in self.columns:
+            out[c] = torch.tensor([float(e[c]) for e in examples])
         return out
 
 
@@ -71,13 +100,20 @@ class _Keep:
         return getattr(self.model, name)
 
 
-class SoftLabelDPOTrainer(DPOTrainer):
-    """``DPOTrainer`` with per-pair soft labels (the dataset's ``preference_probability``)."""
+class _ColumnLossDPOTrainer(DPOTrainer):
+    """``DPOTrainer`` whose loss also reads per-pair float :attr:`columns` of the dataset:
+    :meth:`_loss` gets TRL's loss, the completions' summed log-probabilities and the columns."""
+
+    columns: tuple[str, ...] = ()
+    what = ""
+
+    def _check_values(self, name: str, values: torch.Tensor) -> None:
+        raise NotImplementedError
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         a = kwargs.get("args")
         if a is None:
-            raise ValueError("args: SoftLabelDPOTrainer needs a DPOConfig")
+            raise ValueError(f"args: {type(self).__name__} needs a DPOConfig")
         checks = (("loss_type", list(a.loss_type) if isinstance(a.loss_type, (list, tuple))
                    else [a.loss_type], ["sigmoid"]),
                   ("precompute_ref_log_probs", a.precompute_ref_log_probs, True),
@@ -86,33 +122,85 @@ class SoftLabelDPOTrainer(DPOTrainer):
                   ("ld_alpha", a.ld_alpha, None), ("use_weighting", a.use_weighting, False))
         for name, value, want in checks:
             if value != want:
-                raise ValueError(f"train.dpo.{name}: soft labels need {want!r}, got {value!r}")
+                raise ValueError(f"train.dpo.{name}: {self.what} need {want!r}, got {value!r}")
         data = kwargs.get("train_dataset")
-        if data is None or PROBABILITY_COLUMN not in data.column_names:
-            raise ValueError(f"train_dataset: needs a {PROBABILITY_COLUMN!r} column")
-        p = torch.tensor(data[PROBABILITY_COLUMN], dtype=torch.float64)
-        if not torch.isfinite(p).all() or (p < 0).any() or (p > 1).any():
-            raise ValueError(f"{PROBABILITY_COLUMN}: values must lie in [0, 1]")
+        for c in self.columns:
+            if data is None or c not in data.column_names:
+                raise ValueError(f"train_dataset: needs a {c!r} column")
+            self._check_values(c, torch.tensor(data[c], dtype=torch.float64))
         super().__init__(*args, **kwargs)
         c = self.data_collator
-        self.data_collator = SoftLabelCollator(
+        self.data_collator = ColumnCollator(
             pad_token_id=c.pad_token_id, max_length=c.max_length,
-            truncation_mode=c.truncation_mode, pad_to_multiple_of=c.pad_to_multiple_of)
+            truncation_mode=c.truncation_mode, pad_to_multiple_of=c.pad_to_multiple_of,
+            columns=self.columns)
 
     def _set_signature_columns_if_needed(self) -> None:
         super()._set_signature_columns_if_needed()
-        if PROBABILITY_COLUMN not in self._signature_columns:
-            self._signature_columns = [*self._signature_columns, PROBABILITY_COLUMN]
+        missing = [c for c in self.columns if c not in self._signature_columns]
+        self._signature_columns = [*self._signature_columns, *missing]
+
+    def _loss(self, trl_loss, chosen, rejected, inputs, cols):
+        raise NotImplementedError
 
     def _compute_loss(self, model, inputs, return_outputs):
-        p = inputs.pop(PROBABILITY_COLUMN)  # size = (B,)
+        cols = [inputs.pop(c) for c in self.columns]  # size = (B,) each
         keep = _Keep(model)
         result = super()._compute_loss(keep, inputs, return_outputs)
         loss = result[0] if return_outputs else result
         seq_len = inputs["completion_mask"].size(1) - 1
         logps = keep.outputs.log_probs[:, -seq_len:].sum(dim=1)  # size = (2B,)
         chosen, rejected = logps.chunk(2, dim=0)  # batch is [chosen, rejected]
+        loss = self._loss(loss, chosen, rejected, inputs, [c.to(chosen) for c in cols])
+        return (loss, result[1]) if return_outputs else loss
+
+
+class SoftLabelDPOTrainer(_ColumnLossDPOTrainer):
+    """``DPOTrainer`` with per-pair soft labels (the dataset's ``preference_probability``)."""
+
+    columns = (PROBABILITY_COLUMN,)
+    what = "soft labels"
+
+    def _check_values(self, name: str, values: torch.Tensor) -> None:
+        if not torch.isfinite(values).all() or (values < 0).any() or (values > 1).any():
+            raise ValueError(f"{name}: values must lie in [0, 1]")
+
+    def _loss(self, trl_loss, chosen, rejected, inputs, cols):
         delta = ((chosen - inputs["ref_chosen_logps"])
                  - (rejected - inputs["ref_rejected_logps"]))  # size = (B,)
-        loss = loss + ((1 - p.to(delta)) * self.beta * delta).mean()
-        return (loss, result[1]) if return_outputs else loss
+        return trl_loss + ((1 - cols[0]) * self.beta * delta).mean()
+
+
+class DistillDPOTrainer(_ColumnLossDPOTrainer):
+    """The distillation step on DPO's batches: the weighted NLL :func:`weighted_nll` of both
+    completions (the dataset's ``chosen_weight`` / ``rejected_weight``) replaces the loss;
+    TRL's DPO metrics are still logged."""
+
+    columns = WEIGHT_COLUMNS
+    what = "distillation"
+
+    def _check_values(self, name: str, values: torch.Tensor) -> None:
+        if not torch.isfinite(values).all() or (values < 0).any():
+            raise ValueError(f"{name}: values must be finite and >= 0")
+
+    def _loss(self, trl_loss, chosen, rejected, inputs, cols):
+        return weighted_nll(chosen, rejected, cols[0], cols[1]).mean()
+
+
+class RegressDPOTrainer(_ColumnLossDPOTrainer):
+    """The margin-regression step on DPO's batches: :func:`margin_regression_loss` of the
+    implicit reward margin on the dataset's ``reward_margin`` (``r_lam(chosen) -
+    r_lam(rejected)``) replaces the loss; its minimizer is the soft labels' and DPO's, ``beta
+    Delta = r_lam`` margin, but its gradient does not saturate where the margin is large."""
+
+    columns = (MARGIN_COLUMN,)
+    what = "margin regression"
+
+    def _check_values(self, name: str, values: torch.Tensor) -> None:
+        if not torch.isfinite(values).all():
+            raise ValueError(f"{name}: values must be finite")
+
+    def _loss(self, trl_loss, chosen, rejected, inputs, cols):
+        delta = ((chosen - inputs["ref_chosen_logps"])
+                 - (rejected - inputs["ref_rejected_logps"]))  # size = (B,)
+        return margin_regression_loss(delta, cols[0], self.beta).mean()

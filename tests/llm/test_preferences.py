@@ -40,3 +40,44 @@ def test_all_pairs_of_k_responses():
                                expit([1.0, 3.0, 2.0, 0.0, -1.0, -1.0]))
     with pytest.raises(ValueError, match="responses: expected 2 lists"):
         all_pairs_soft_dataset(["p", "q"], [["a", "b", "c"], ["d"]], r, g, [1.0])
+
+
+def test_distill_weights_are_self_normalized_per_prompt():
+    from dualgap.llm.preferences import WEIGHT_COLUMNS, distill_dataset, distill_weights
+
+    r = np.array([[0.0, 1.0], [2.0, 0.0], [5.0, 5.0]])
+    g = np.array([[[1.0, 0.0], [0.0, 0.0], [0.0, 1.0]]])
+    w, ess = distill_weights(r, g, [0.5], ["p", "p", "q"], beta=0.5)
+    # prompt p: r_lam / beta = [1, 2, 4, 0]; prompt q: [10, 11]; mean 1 within each prompt
+    e = np.exp([1.0, 2.0, 4.0, 0.0])
+    np.testing.assert_allclose(w[:2].ravel(), e / e.mean())
+    e = np.exp([10.0, 11.0])
+    np.testing.assert_allclose(w[2], e / e.mean())
+    np.testing.assert_allclose(ess, [w[:2].sum() ** 2 / (w[:2] ** 2).sum(),
+                                     w[2].sum() ** 2 / (w[2] ** 2).sum()])
+    assert 1.0 < ess[0] < 4.0 and 1.0 < ess[1] < 2.0
+    rec = distill_dataset(["p", "p", "q"], ["a", "b", "c"], ["x", "y", "z"], w)
+    assert rec["chosen"] == [" x", " y", " z"] and rec["rejected"] == [" a", " b", " c"]
+    np.testing.assert_allclose(rec[WEIGHT_COLUMNS[0]], w[:, 1])
+    np.testing.assert_allclose(rec[WEIGHT_COLUMNS[1]], w[:, 0])
+    # huge rewards do not overflow (the per-prompt maximum is taken out)
+    w, _ = distill_weights(r * 400.0, g, [0.5], ["p", "p", "q"], beta=0.5)
+    assert np.isfinite(w).all()
+    with pytest.raises(ValueError, match="beta: must be"):
+        distill_weights(r, g, [0.5], ["p", "p", "q"], beta=0.0)
+    with pytest.raises(ValueError, match="prompts: 2 prompts for 3 pairs"):
+        distill_weights(r, g, [0.5], ["p", "q"], beta=0.5)
+    with pytest.raises(ValueError, match="weights: must be finite"):
+        distill_dataset(["p"], ["a"], ["x"], np.array([[1.0, -1.0]]))
+    with pytest.raises(ValueError, match=r"weights: expected shape \(2, 2\)"):
+        distill_dataset(["p", "q"], ["a", "b"], ["x", "y"], np.ones((3, 2)))
+
+
+def test_margin_records_carry_the_composite_reward_margin():
+    from dualgap.llm.preferences import margin_dataset
+
+    r = np.array([[0.0, 1.0], [2.0, 0.0]])
+    g = np.array([[[1.0, 0.0], [0.0, 3.0]]])
+    rec = margin_dataset(["a", "b"], ["x0", "y0"], ["x1", "y1"], r, g, [0.5])
+    assert rec["chosen"] == [" x1", " y1"] and rec["rejected"] == [" x0", " y0"]
+    np.testing.assert_allclose(rec["reward_margin"], [1.0 - 0.5, 1.5 - 2.0])

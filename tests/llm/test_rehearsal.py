@@ -158,3 +158,20 @@ def test_a_local_model_folder_gets_a_local_standin(tmp_path, tiny_tokenizer):
     standin_cfg = json.loads((tmp_path / "rehearsal" / "hf-cache" / "local" / "policy.model"
                               / "config.json").read_text())
     assert standin_cfg["n_layer"] == 2
+
+
+def test_rehearsal_of_the_tiny_config_with_the_distillation_step(tmp_path):
+    """``train.labels: distill`` runs through the tiny config's rehearsal (kill, resume,
+    evaluate) and trains: the weighted-NLL step is what the policy stages record."""
+    from dualgap.llm.rehearsal import rehearse
+    from dualgap.llm.run import read_jsonl
+
+    result = rehearse("tiny", overrides=["train.labels=distill"], methods=["caid"],
+                      output_dir=tmp_path)
+    run = result.runs["caid"]
+    state = json.loads((run / "state.json").read_text())
+    assert state["completed"][-1] == "complete" and result.killed_at["caid"][-1] == "policy_0"
+    policy = [r for r in read_jsonl(run / "metrics.jsonl") if r["stage"].startswith("policy_")]
+    assert [r["labels"] for r in policy] == ["distill", "distill"]
+    assert all(0 < r["ess_min"] <= r["responses_per_prompt"] for r in policy)
+    _assert_trained(run, load_config("tiny"))

@@ -133,3 +133,99 @@ def test_unsupported_settings_are_refused(tmp_path, tiny_tokenizer):
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         SoftLabelDPOTrainer(model=None, args=_config(tmp_path),
                             train_dataset=Dataset.from_dict(bad))
+
+
+def _distill_trainer(tmp_path, tok, weights):
+    from datasets import Dataset
+
+    from dualgap.llm.soft_dpo import WEIGHT_COLUMNS, DistillDPOTrainer
+    from dualgap.llm.tiny import build_tiny_policy
+
+    data = dict(PAIRS, **{WEIGHT_COLUMNS[0]: [w[0] for w in weights],
+                          WEIGHT_COLUMNS[1]: [w[1] for w in weights]})
+    return DistillDPOTrainer(model=build_tiny_policy(tok, seed=0),
+                             ref_model=build_tiny_policy(tok, seed=1), args=_config(tmp_path),
+                             train_dataset=Dataset.from_dict(data), processing_class=tok)
+
+
+def test_distill_loss_is_the_weighted_nll_of_both_completions(tmp_path, tiny_tokenizer):
+    weights = [(1.5, 0.5), (0.2, 1.8), (1.0, 1.0), (3.0, 0.0)]
+    tr = _distill_trainer(tmp_path, tiny_tokenizer, weights)
+    tr.model.eval()
+    with torch.no_grad():
+        loss = float(tr.compute_loss(tr.model, _batch(tr)))
+    tok = tiny_tokenizer
+    chosen = _completion_logps(tr.model, tok, PAIRS["prompt"], PAIRS["chosen"])
+    rejected = _completion_logps(tr.model, tok, PAIRS["prompt"], PAIRS["rejected"])
+    w = torch.tensor(weights, dtype=torch.float64)
+    expected = float(-(w[:, 0] * chosen + w[:, 1] * rejected).mean())
+    assert loss == pytest.approx(expected, rel=1e-4)
+    # the weights matter: unit weights give another value
+    assert abs(loss - float(-(chosen + rejected).mean())) > 1e-3
+
+
+def test_distill_training_changes_the_parameters_and_raises_the_weighted_logps(
+        tmp_path, tiny_tokenizer):
+    weights = [(2.0, 0.0), (2.0, 0.0), (2.0, 0.0), (2.0, 0.0)]
+    tr = _distill_trainer(tmp_path, tiny_tokenizer, weights)
+    tok = tiny_tokenizer
+    before = _completion_logps(tr.model, tok, PAIRS["prompt"], PAIRS["chosen"])
+    params = [p.detach().clone() for p in tr.model.parameters()]
+    tr.train()
+    changed = [not torch.equal(a, b.detach()) for a, b in zip(params, tr.model.parameters(),
+                                                             strict=True)]
+    assert sum(changed) > len(changed) // 2
+    after = _completion_logps(tr.model, tok, PAIRS["prompt"], PAIRS["chosen"])
+    assert float(after.sum()) > float(before.sum())
+
+
+def test_distill_refuses_missing_or_negative_weights(tmp_path, tiny_tokenizer):
+    from datasets import Dataset
+
+    from dualgap.llm.soft_dpo import WEIGHT_COLUMNS, DistillDPOTrainer
+
+    with pytest.raises(ValueError, match="chosen_weight"):
+        DistillDPOTrainer(model=None, args=_config(tmp_path),
+                          train_dataset=Dataset.from_dict(PAIRS))
+    with pytest.raises(ValueError, match="rejected_weight: values must be finite and >= 0"):
+        _distill_trainer(tmp_path, tiny_tokenizer, [(1.0, -1.0)] * 4)
+    with pytest.raises(ValueError, match="train.dpo.loss_type: distillation need"):
+        from trl import DPOConfig
+
+        data = dict(PAIRS, **{c: [1.0] * 4 for c in WEIGHT_COLUMNS})
+        DistillDPOTrainer(model=None, args=DPOConfig(
+            output_dir=str(tmp_path), loss_type=["ipo"], use_cpu=True, report_to=[],
+            precompute_ref_log_probs=True), train_dataset=Dataset.from_dict(data))
+
+
+def test_regress_loss_is_the_squared_margin_error(tmp_path, tiny_tokenizer):
+    from datasets import Dataset
+
+    from dualgap.llm.soft_dpo import MARGIN_COLUMN, RegressDPOTrainer, margin_regression_loss
+    from dualgap.llm.tiny import build_tiny_policy
+
+    margins = [2.0, -1.0, 0.0, 4.0]
+    tok = tiny_tokenizer
+    tr = RegressDPOTrainer(model=build_tiny_policy(tok, seed=0),
+                           ref_model=build_tiny_policy(tok, seed=1), args=_config(tmp_path),
+                           train_dataset=Dataset.from_dict(dict(PAIRS, **{MARGIN_COLUMN: margins})),
+                           processing_class=tok)
+    tr.model.eval()
+    with torch.no_grad():
+        loss = float(tr.compute_loss(tr.model, _batch(tr)))
+    pol = _completion_logps(tr.model, tok, PAIRS["prompt"], PAIRS["chosen"]) - \
+        _completion_logps(tr.model, tok, PAIRS["prompt"], PAIRS["rejected"])
+    ref = _completion_logps(tr.ref_model, tok, PAIRS["prompt"], PAIRS["chosen"]) - \
+        _completion_logps(tr.ref_model, tok, PAIRS["prompt"], PAIRS["rejected"])
+    m = torch.tensor(margins, dtype=torch.float64)
+    expected = float((0.5 * (BETA * (pol - ref) - m) ** 2).mean())
+    assert loss == pytest.approx(expected, rel=1e-4)
+    assert float(margin_regression_loss(torch.tensor([3.0]), torch.tensor([0.3]), BETA)) == 0.0
+    before = [p.detach().clone() for p in tr.model.parameters()]
+    tr.train()
+    changed = [not torch.equal(a, b.detach()) for a, b in zip(before, tr.model.parameters(),
+                                                             strict=True)]
+    assert sum(changed) > len(changed) // 2
+    with pytest.raises(ValueError, match="reward_margin: values must be finite"):
+        RegressDPOTrainer(model=None, args=_config(tmp_path), train_dataset=Dataset.from_dict(
+            dict(PAIRS, **{MARGIN_COLUMN: [float("nan")] * 4})))

@@ -61,9 +61,10 @@ def write_pairs(task: SyntheticTask, path: str | Path, pairs_per_prompt: int | N
 
 
 def pipeline_config(task: SyntheticTask, method: str, pairs_path: str | Path,
-                    train: dict | None = None):
+                    train: dict | None = None, seed: int | None = None):
     """The :class:`dualgap.llm.config.RunConfig` of a pipeline run on the task (``train``:
-    further ``train.*`` keys, e.g. ``{"labels": "soft"}``, validated like any config).
+    further ``train.*`` keys, e.g. ``{"labels": "soft"}``, validated like any config; ``seed``:
+    the run's seed, None for the size's).
 
     The settings that make the pipeline's policy the enumerated one: the prompt template is
     ``"{prompt}"``; generation samples the model's own distribution (temperature 1, top_p 1,
@@ -78,7 +79,8 @@ def pipeline_config(task: SyntheticTask, method: str, pairs_path: str | Path,
     sz, lang = task.size, task.language
     scorer = {"kind": "callable", "append_eos": False}
     return config_from_dict({
-        "method": method, "seed": sz.seed, "iterations": sz.iterations, "beta": sz.beta,
+        "method": method, "seed": sz.seed if seed is None else seed,
+        "iterations": sz.iterations, "beta": sz.beta,
         "data": {"source": str(pairs_path), "template": "{prompt}"},
         "policy": {"model": str(task.reference_dir)},
         "reward": dict(scorer, name="helpfulness",
@@ -153,6 +155,7 @@ class MethodTrace:
             slack of the run subtracts it; compare with ``problem.reference_utilities``).
         timing: seconds of generation, scoring and DPO summed over the run.
         thetas: the iterates' flat weights (for the theory's cuts), not serialized.
+        policies: the iterates' enumerated policies ``(X, Y)``, not serialized.
     """
 
     method: str
@@ -163,6 +166,7 @@ class MethodTrace:
     timing: dict
     reference_estimate: np.ndarray
     thetas: list = field(default_factory=list, repr=False)
+    policies: list = field(default_factory=list, repr=False)
 
     def to_dict(self) -> dict:
         return {"method": self.method, "directory": str(self.directory),
@@ -173,10 +177,10 @@ class MethodTrace:
 
 def run_method(task: SyntheticTask, method: str, directory: str | Path,
                pairs_path: str | Path | None = None, progress: bool = True,
-               train: dict | None = None) -> MethodTrace:
+               train: dict | None = None, seed: int | None = None) -> MethodTrace:
     """Run the pipeline's ``method`` on the task in ``directory`` (resumed if it holds an
     unfinished run, reused if finished) and evaluate every iterate exactly (``train``: extra
-    ``train.*`` keys of :func:`pipeline_config`)."""
+    ``train.*`` keys, ``seed``: the run's seed, of :func:`pipeline_config`)."""
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -193,7 +197,8 @@ def run_method(task: SyntheticTask, method: str, directory: str | Path,
         if "complete" not in json.loads(state.read_text()).get("completed", []):
             resume(directory, progress=progress)
     else:
-        train_run(pipeline_config(task, method, pairs_path, train), directory, progress=progress)
+        train_run(pipeline_config(task, method, pairs_path, train, seed), directory,
+                  progress=progress)
     lams = lam_trajectory(directory)  # size = (T, m)
     hist = read_jsonl(directory / "lam_history.jsonl")
     metrics = read_jsonl(directory / "metrics.jsonl")
@@ -212,7 +217,7 @@ def run_method(task: SyntheticTask, method: str, directory: str | Path,
         for k, v in (rec.get("timing") or {}).items():
             timing[k] = timing.get(k, 0.0) + float(v)
     pc = TransformerPolicy(task.problem, task.language, task.model)
-    iterates, thetas = [], []
+    iterates, thetas, policies = [], [], []
     for t in range(lams.shape[0]):
         model = AutoModelForCausalLM.from_pretrained(directory / "checkpoints" / f"iter_{t}",
                                                      dtype=torch.float32)
@@ -220,6 +225,7 @@ def run_method(task: SyntheticTask, method: str, directory: str | Path,
         pi_t = pi_t / pi_t.sum(axis=1, keepdims=True)
         iterates.append(evaluate_iterate(task, pi_t, lams[t], t, est.get(t)))
         thetas.append(pc.params_of(model))
+        policies.append(pi_t)
     return MethodTrace(method, directory, iterates, np.asarray(st["one_shot_lam"], float),
                        st["step_size"] if st["step_size"] == "auto" else float(st["step_size"]),
-                       timing, np.asarray(st["E_ref_g"], float), thetas)
+                       timing, np.asarray(st["E_ref_g"], float), thetas, policies)

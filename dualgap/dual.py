@@ -182,18 +182,50 @@ def _gram(A: np.ndarray, B: np.ndarray) -> np.ndarray:
 
 
 def _block_exponent(z: np.ndarray, reward: np.ndarray, G: np.ndarray, log_reference: np.ndarray,
-                    lam: np.ndarray, inv_beta: float, active: list[int]) -> None:
-    """Write ``z = (r + lam^T g) / beta + log pi_ref`` of one block into ``z`` ``(b, Y)``."""
+                    lam: np.ndarray, inv_beta: float, active: list[int],
+                    base: np.ndarray | None = None) -> None:
+    """Write the exponent of one block into ``z`` ``(b, Y)``: ``(r + lam^T g) / beta + log
+    pi_ref``, or with ``base`` (the block of ``q = log pi_ref + r / beta``) ``base + (lam /
+    beta)^T g`` (``r`` and ``log pi_ref`` are not read)."""
     m, b, Y = G.shape
+    coef = lam if base is None else lam * inv_beta
     if len(active) == m and m > 1:
-        np.einsum("i,ik->k", lam, G.reshape(m, b * Y), out=z.reshape(-1))
-        z += reward
-    else:
+        np.einsum("i,ik->k", coef, G.reshape(m, b * Y), out=z.reshape(-1))
+    elif base is None:
         np.copyto(z, reward)
         for i in active:
-            z += lam[i] * G[i]
-    z *= inv_beta
-    z += log_reference
+            z += coef[i] * G[i]
+    else:
+        z.fill(0.0)
+        for i in active:
+            z += coef[i] * G[i]
+    if base is None:
+        if len(active) == m and m > 1:
+            z += reward
+        z *= inv_beta
+        z += log_reference
+        return
+    z += base
+
+
+def check_base(beta: float, base_beta: float | None) -> None:
+    """``q = log pi_ref + r / base_beta`` serves the pass at ``beta`` only when the two agree to
+    rounding (a few ulps, as ``beta' s`` and ``beta`` do): elsewhere ``q - r / base_beta + r /
+    beta`` would cancel ``r / base_beta``'s rounding error into the exponent."""
+    if base_beta is None or abs(beta - base_beta) > 4 * np.finfo(float).eps * base_beta:
+        raise ValueError(f"base_beta: {base_beta!r} does not match beta = {beta!r}")
+
+
+class LogOf:
+    """``log a`` computed per slice on access (``-inf`` where ``a = 0``): ``log pi_ref`` for
+    a pass that reads it once, without a full-size array."""
+
+    def __init__(self, a: np.ndarray) -> None:
+        self.a = a
+
+    def __getitem__(self, key: object) -> np.ndarray:
+        with np.errstate(divide="ignore"):
+            return np.log(self.a[key])
 
 
 def dual_sums(
@@ -205,6 +237,8 @@ def dual_sums(
     beta: float,
     order: int = 2,
     block_entries: int = BLOCK_ENTRIES,
+    base: np.ndarray | None = None,
+    base_beta: float | None = None,
 ) -> DualSums:
     """The :class:`DualSums` of rows ``(X', Y)`` in one fused pass over them.
 
@@ -220,6 +254,11 @@ def dual_sums(
     The uncentered ``second`` loses ``log10(E g^2 / Var g)`` digits; a block where that exceeds
     ``-log10(CANCELLATION)`` is redone as ``sum w (g - mu)(g - mu)^T`` (centered per prompt).
     Temporaries: one ``(b, Y)`` and one ``(m, b, Y)`` buffer, reused by every block.
+
+    ``base``: ``q = log pi_ref + r / beta`` on these rows (:meth:`dualgap.scaling.
+    Normalization.exponent_base`, with ``base_beta = beta``), read instead of ``reward`` and
+    ``log_reference`` (which may then be None): ``z = q + (lam / beta)^T g``, ``m + 1`` arrays
+    per pass instead of ``m + 2``.
     """
     m = utilities.shape[0]
     X, Y = reward.shape
@@ -228,6 +267,8 @@ def dual_sums(
     zbuf = np.empty(rows * Y)
     gbuf = np.empty(m * rows * Y if order >= 2 else 0)
     inv_beta = 1.0 / beta
+    if base is not None:
+        check_base(beta, base_beta)
     value = 0.0
     first = np.zeros(m)
     second = np.zeros((m, m))
@@ -237,8 +278,9 @@ def dual_sums(
         b = stop - start
         z = zbuf[: b * Y].reshape(b, Y)  # size = (b, Y)
         G = utilities[:, start:stop]  # size = (m, b, Y)
-        _block_exponent(z, reward[start:stop], G, log_reference[start:stop], lam, inv_beta,
-                        active)
+        _block_exponent(z, reward[start:stop], G, None if base is not None else
+                        log_reference[start:stop], lam, inv_beta, active,
+                        None if base is None else base[start:stop])
         zmax = z.max(axis=1)  # size = (b,), finite: every row has support
         z -= zmax[:, None]
         np.exp(z, out=z)  # e, unnormalized
@@ -289,6 +331,8 @@ def policy_sums(
     out: np.ndarray,
     sums: bool = True,
     block_entries: int = BLOCK_ENTRIES,
+    base: np.ndarray | None = None,
+    base_beta: float | None = None,
 ) -> PolicySums:
     """Write ``pi_lam`` into ``out`` ``(X', Y)`` and add up its :class:`PolicySums`, one pass.
 
@@ -296,13 +340,16 @@ def policy_sums(
     with ``z = (r + lam^T g) / beta + log pi_ref``, written in place into ``out``; then
     ``E_pi g``, ``E_pi r`` and ``KL = sum_y pi (log pi - log pi_ref)`` (``0 log 0 = 0``) from
     the policy itself (not from ``D``).  Temporaries: one ``(b, Y)`` buffer.  With ``sums=False``
-    only the policy is written.
+    only the policy is written.  ``base``, ``base_beta``: as for :func:`dual_sums` (then
+    ``log pi_ref = q - r / beta`` in the KL term).
     """
     m = utilities.shape[0]
     X, Y = reward.shape
     step = max(1, block_entries // Y)
     tbuf = np.empty(min(step, X) * Y if sums else 0)
     inv_beta = 1.0 / beta
+    if base is not None:
+        check_base(beta, base_beta)
     active = [i for i in range(m) if lam[i] != 0.0]
     eg, er, kl, finite = np.zeros(m), 0.0, 0.0, True
     for start in range(0, X, step):
@@ -310,8 +357,9 @@ def policy_sums(
         b = stop - start
         z = out[start:stop]  # size = (b, Y), becomes pi
         G = utilities[:, start:stop]  # size = (m, b, Y)
-        _block_exponent(z, reward[start:stop], G, log_reference[start:stop], lam, inv_beta,
-                        active)
+        _block_exponent(z, reward[start:stop], G, None if base is not None else
+                        log_reference[start:stop], lam, inv_beta, active,
+                        None if base is None else base[start:stop])
         zmax = z.max(axis=1)  # size = (b,)
         z -= zmax[:, None]
         np.exp(z, out=z)
@@ -327,7 +375,11 @@ def policy_sums(
         t = tbuf[: b * Y].reshape(b, Y)  # size = (b, Y)
         with np.errstate(divide="ignore", invalid="ignore"):
             np.log(z, out=t)  # -inf where pi = 0
-            t -= log_reference[start:stop]
+            if base is None:
+                t -= log_reference[start:stop]
+            else:  # log pi_ref = q - r / base_beta
+                t -= base[start:stop]
+                t += reward[start:stop] * (1.0 / base_beta)  # type: ignore[operator]
             t *= z
         t[z == 0] = 0.0  # 0 log 0 = 0, on or off the support
         kl += _dot(w, t.sum(axis=1))
@@ -355,17 +407,23 @@ def dual_oracle(problem: AlignmentProblem, lam: object, order: int = 2) -> DualE
 
 
 #: Oracle backends accepted by :func:`dual_backend` and ``solve(..., backend=...)``.
-BACKENDS = ("numpy", "torch", "torch-float32")
+BACKENDS = ("numpy", "numba", "torch", "torch-float32")
 
 
 def dual_backend(name: str):
     """The oracle ``(problem, lam, order) -> DualEval`` of a backend in :data:`BACKENDS`.
 
-    ``"numpy"``: :func:`dual_oracle`; ``"torch"``: the same sums in torch, float64, on CUDA when
-    available, else CPU; ``"torch-float32"``: the same in float32.  Torch is imported only here.
+    ``"numpy"``: :func:`dual_oracle`; ``"numba"``: the same sums as one compiled loop per prompt
+    (:mod:`dualgap.dual_numba`, optional: needs numba); ``"torch"``: the same sums in torch,
+    float64, on CUDA when available, else CPU; ``"torch-float32"``: the same in float32.  Torch
+    and numba are imported only here.
     """
     if name == "numpy":
         return dual_oracle
+    if name == "numba":
+        from .dual_numba import numba_dual_oracle
+
+        return numba_dual_oracle
     if name in ("torch", "torch-float32"):
         from .dual_torch import torch_dual_oracle
 

@@ -230,7 +230,7 @@ def solve(
 
     # everything below is recomputed on the returned lam, in the problem's units: one pass
     # writes pi* and adds up its slack E_rho E_pi h = grad D(lam) and J'(pi*) from the policy
-    policy, slack, primal_n = norm.final(lam)
+    policy, slack, primal_n = norm.final(lam, backend)
     passes += 1
     # the residual in the units of h: lam_i a_i / s and slack_i / a_i are the problem's own
     # multiplier and slack made dimensionless (s = reward scale, a_i = max |h_i|), times M_h

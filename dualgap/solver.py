@@ -193,7 +193,9 @@ def solve(
         check_slater: certify strict feasibility at the end (cheap mixture LP, then the
             exact LP margin when the cheap test is inconclusive).
         backend: the dual oracle's backend, one of :data:`dualgap.dual.BACKENDS`
-            (``"torch"``: float64 on CUDA when available, else CPU; ``"torch-float32"``).
+            (``"numba"``: the oracle and the final pass compiled, one loop per prompt, needs
+            the ``fast`` extra; ``"torch"``: float64 on CUDA when available, else CPU;
+            ``"torch-float32"``).
 
     Raises:
         InfeasibleError: with a certificate, when no policy meets the constraints.

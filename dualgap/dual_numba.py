@@ -235,8 +235,11 @@ def _kernel(m: int, order: int, policy: bool = False):
     return numba.njit(fastmath={"contract", "reassoc"})(scope["kernel"])
 
 
-def _contiguous(*arrays: np.ndarray) -> list[np.ndarray]:
-    return [np.ascontiguousarray(a, dtype=np.float64) for a in arrays]
+def _inputs(*arrays: np.ndarray) -> tuple:
+    """The kernel's inputs as C-contiguous float64 and its row buffers ``(z, e, bits)``."""
+    out = [np.ascontiguousarray(a, dtype=np.float64) for a in arrays]
+    Y = out[0].shape[1]
+    return (*out, (np.empty(Y), np.empty(Y), np.empty(Y, np.int64)))
 
 
 def numba_dual_sums(
@@ -257,12 +260,11 @@ def numba_dual_sums(
     by :class:`dualgap.scaling.Normalization`) and ``kappa = 1 / beta - 1 / beta_q`` the same
     sums read ``m + 1`` arrays per pass instead of ``m + 2``.
     """
-    m = utilities.shape[0]
-    X, Y = base.shape
+    m, X = utilities.shape[0], base.shape[0]
     order = order if m else 0
-    base, reward, utilities, c, w = _contiguous(base, reward, utilities, coefficients, weights)
+    base, reward, utilities, c, w, (z, e, bits) = _inputs(base, reward, utilities, coefficients,
+                                                          weights)
     kernel = _kernel(m, order)
-    z, e, bits = np.empty(Y), np.empty(Y), np.empty(Y, np.int64)
     npairs = m * (m + 1) // 2
     rows = np.empty((1 + (m if order >= 1 else 0) + (npairs if order >= 2 else 0), X))
     for lo in range(0, X, ROWS_PER_CALL):
@@ -293,13 +295,12 @@ def numba_policy_sums(
     ``out`` ``(X', Y)`` (C-contiguous float64) and its sums, one pass (arguments as for
     :func:`numba_dual_sums`; ``inv_base_beta = 1 / beta_q``, 0 when ``base`` is ``log pi_ref``).
     """
-    m = utilities.shape[0]
-    X, Y = base.shape
-    base, reward, utilities, c, w = _contiguous(base, reward, utilities, coefficients, weights)
-    if not (out.flags.c_contiguous and out.dtype == np.float64 and out.shape == (X, Y)):
-        raise ValueError(f"out: must be a C-contiguous float64 array of shape {(X, Y)}")
+    m, X = utilities.shape[0], base.shape[0]
+    if not (out.flags.c_contiguous and out.dtype == np.float64 and out.shape == base.shape):
+        raise ValueError(f"out: must be a C-contiguous float64 array of shape {base.shape}")
+    base, reward, utilities, c, w, (z, e, bits) = _inputs(base, reward, utilities, coefficients,
+                                                          weights)
     kernel = _kernel(m, 0, True)
-    z, e, bits = np.empty(Y), np.empty(Y), np.empty(Y, np.int64)
     rows = np.empty((m + 3, X))
     for lo in range(0, X, ROWS_PER_CALL):
         kernel(base, reward, float(kappa), utilities, c, float(inv_base_beta), lo,

@@ -26,8 +26,8 @@ def test_exp_matches_numpy_to_an_ulp_and_flushes_below_the_cut():
 
 
 @needs_numba
-@settings(max_examples=40, deadline=None)
-@given(problems(max_constraints=4), st.data())
+@settings(max_examples=25, deadline=None)
+@given(problems(max_constraints=3), st.data())
 def test_numba_oracle_matches_numpy_to_1e_12(p, data):
     lam = data.draw(multipliers(p.num_constraints, 3.0))
     oracle = dual_backend("numba")
@@ -72,7 +72,7 @@ def test_numba_policy_pass_matches_numpy(m):
 
 
 @needs_numba
-@settings(max_examples=20, deadline=None)
+@settings(max_examples=10, deadline=None)
 @given(problems(max_constraints=3))
 def test_solve_with_numba_gives_numpys_solution(p):
     a, b = dg.solve(p), dg.solve(p.replace(), backend="numba")

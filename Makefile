@@ -3,7 +3,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 TORCH_SPEC ?= torch>=2.2
-EXTRAS ?= llm,judge,dev,bench
+EXTRAS ?= llm,judge,dev,bench,fast
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.dualgap-installed
 

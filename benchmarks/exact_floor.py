@@ -30,9 +30,9 @@ from dualgap.instances import random_problem
 
 HERE = Path(__file__).resolve().parent
 SHAPES = {1e4: (40, 250), 1e5: (100, 1000), 1e6: (1000, 1000), 1e7: (2000, 5000)}
-#: The "before" row of ``--floor``: main after the fused oracle (core-speed) and the normalized
-#: solve (issue 11) were merged, before the solve without normalized copies (issue 15, floor).
-BEFORE_REV = "c6b6b94"
+#: The "before" row of ``--floor``: main at the start of session 3 (the fused numpy oracle and
+#: the solve without normalized copies), before the cached ``q`` and the compiled backend.
+BEFORE_REV = "5389d29"
 
 
 # ----------------------------------------------------------------------- the floor
@@ -72,6 +72,8 @@ def floor_worker(npz: str, backends: list[str]) -> dict:
         out["stats_seconds"] = best_of(lambda: dg.scaling.normalize(p), 3)
         out["final_seconds"] = best_of(lambda: norm.final(sol.lam), 3)
         out["direct"] = bool(norm.direct)
+    if hasattr(norm, "exponent_base"):  # q = log pi_ref + r / beta, once per problem
+        out["q_seconds"] = best_of(lambda: dg.scaling._log_reference_plus(p), 3)
     out["oracle_seconds"] = best_of(lambda: dg.dual_oracle(p, sol.lam, order=2), 5)
     out["value_seconds"] = best_of(lambda: dg.dual_oracle(p, sol.lam, order=0), 5)
     for backend in backends:
@@ -81,6 +83,7 @@ def floor_worker(npz: str, backends: list[str]) -> dict:
         s = holder["sol"]
         ev = dg.dual_oracle(p, s.lam, order=1)  # residual measured by the numpy oracle
         out[backend] = {
+            **_backend_stages(p, norm, sol.lam, backend),
             "solve_seconds": seconds,
             "passes": s.passes,
             "iterations": s.iterations,
@@ -102,6 +105,18 @@ def floor_worker(npz: str, backends: list[str]) -> dict:
                                  / max(1e-300, np.abs(want.hessian).max())),
             }
     return out
+
+
+def _backend_stages(p, norm, lam: np.ndarray, backend: str) -> dict:
+    """The compiled backend's own oracle pass (at lam*, normalized units, as the solve calls it)
+    and final pass; other backends: nothing extra."""
+    if backend != "numba":
+        return {}
+    lam_n = norm.to_internal(lam)
+    return {
+        "oracle_seconds": best_of(lambda: norm.dual_sums_at(lam_n, norm.beta, 2, "numba"), 5),
+        "final_seconds": best_of(lambda: norm.final(lam, "numba"), 3),
+    }
 
 
 def _worker(root: Path, args: list[str]) -> dict:
@@ -136,6 +151,10 @@ def run_floor(entries: float, before: str | None, rounds: int = 2, m: int = 3,
                 subprocess.run(["tar", "-x", "-C", str(trees["before"])], input=archive.stdout,
                                check=True)
         backends = {"before": ["numpy"], "after": ["numpy"]}
+        from dualgap import dual_numba
+
+        if dual_numba.available():
+            backends["after"].append("numba")
         try:
             import torch  # noqa: F401
 
@@ -186,26 +205,34 @@ def floor_markdown(res: dict) -> str:
         if "skipped" in r:
             out.append(f"| {tree} | {r['skipped']} | | | | | | | | | |")
             continue
-        for backend in ("numpy", "torch"):
+        for backend in ("numpy", "numba", "torch"):
             if backend not in r:
                 continue
             b = r[backend]
             speed = f"{base / b['solve_seconds']['cpu']:.2f}x" if base else "n/a"
             out.append(
-                f"| {tree} | {backend} | {t(r['read_seconds'])} | {t(r['oracle_seconds'])} | "
+                f"| {tree} | {backend} | {t(r['read_seconds'])} | "
+                f"{t(b.get('oracle_seconds', r['oracle_seconds']))} | "
                 f"{t(r['value_seconds'])} | {t(b['solve_seconds'])} | {b['passes']} | "
                 f"{b['kkt_residual']:.1e} | {b['floor_ratio']['cpu']:.1f}x | {speed} | "
                 f"{r.get('peak_over_input', float('nan')):.2f} |"
             )
     after = rows.get("after", {})
     if "stats_seconds" in after:
-        oracle = after["oracle_seconds"]["cpu"]
-        n = after["numpy"]
-        out += ["", f"Where this tree's numpy solve goes (CPU s): the stats pass "
-                f"{after['stats_seconds']['cpu']:.4f}, {n['passes'] - 2} oracle passes x "
-                f"{oracle:.4f}, the final policy pass {after['final_seconds']['cpu']:.4f} "
-                f"(evaluation {'direct, no normalized copy' if after['direct'] else 'copy'}); "
-                f"one oracle pass is {oracle / after['read_seconds']['cpu']:.1f}x one read."]
+        q = after.get("q_seconds", {}).get("cpu")
+        for backend in ("numpy", "numba"):
+            if backend not in after:
+                continue
+            n = after[backend]
+            oracle = n.get("oracle_seconds", after["oracle_seconds"])["cpu"]
+            final = n.get("final_seconds", after["final_seconds"])["cpu"]
+            out += ["", f"Where this tree's {backend} solve goes (CPU s): the stats pass "
+                    f"{after['stats_seconds']['cpu']:.4f}"
+                    + (f", q = log pi_ref + r / beta {q:.4f} (once per problem)" if q else "")
+                    + f", {n['passes'] - 2} oracle passes x {oracle:.4f}, the final policy pass "
+                    f"{final:.4f} (evaluation "
+                    f"{'direct, no normalized copy' if after['direct'] else 'copy'}); one oracle "
+                    f"pass is {oracle / after['read_seconds']['cpu']:.1f}x one read."]
     err = rows.get("after", {}).get("torch_float32_error")
     if err:
         out += ["", f"torch float32 oracle at lam*: relative error of D {err['value']:.1e}, "

@@ -20,10 +20,19 @@ the LLM pipeline.  This module imports numpy only.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
+from .dual_kernels import (  # noqa: F401  (re-exported: the block sums live there)
+    BLOCK_ENTRIES,
+    CANCELLATION,
+    DualEval,
+    DualSums,
+    LogOf,
+    PolicySums,
+    check_base,
+    dual_sums,
+    policy_sums,
+)
 from .problem import AlignmentProblem
 
 __all__ = [
@@ -47,55 +56,6 @@ __all__ = [
     "check_policy",
 ]
 
-#: Target number of table entries processed per block: the block's working set (one ``(b, Y)``
-#: weight buffer, one ``(m, b, Y)`` product buffer and the block's inputs, ~3 MB at m = 3) stays
-#: in cache, and the ~25 numpy calls per block are amortized (2^16 took 1.3x less CPU time than
-#: 2^14 and the same as 2^17 at 1e7 entries, m = 3, on the 2-core development machine).
-BLOCK_ENTRIES = 1 << 16
-
-#: The uncentered covariance ``E_p[g g^T] - mu mu^T`` is used when it keeps at least
-#: ``log10(1 / CANCELLATION) = 4`` fewer digits than float64 holds; below that a block is redone
-#: centered per prompt (exact, one more pass over the block's utilities).
-CANCELLATION = 1e-4
-
-
-@dataclass(frozen=True)
-class DualEval:
-    """``D(lam)`` and, when asked for, its gradient ``(m,)`` and Hessian ``(m, m)``."""
-
-    lam: np.ndarray
-    value: float
-    gradient: np.ndarray | None = None
-    hessian: np.ndarray | None = None
-
-
-@dataclass
-class DualSums:
-    """Prompt sums of the dual over a set of rows (a block, a chunk or the whole table).
-
-    ``value = sum_x rho_x log Z_lam(x)``, ``first = sum_x rho_x E_{pi_lam} g``, ``(m,)``, and
-    ``second = sum_x rho_x Cov_{pi_lam}(g)``, ``(m, m)``.  Sums over disjoint row sets add up;
-    :meth:`finish` turns the total into ``D``, its gradient and Hessian.
-    """
-
-    value: float
-    first: np.ndarray
-    second: np.ndarray
-
-    def __iadd__(self, other: DualSums) -> DualSums:
-        self.value += other.value
-        self.first += other.first
-        self.second += other.second
-        return self
-
-    def finish(self, lam: np.ndarray, beta: float, offsets: np.ndarray, order: int) -> DualEval:
-        """``D = beta * value - lam^T c``, ``grad = first - c``, ``hess = second / beta``."""
-        return DualEval(
-            lam=lam,
-            value=beta * self.value - float(lam @ offsets),
-            gradient=self.first - offsets if order >= 1 else None,
-            hessian=(self.second + self.second.T) / (2.0 * beta) if order >= 2 else None,
-        )
 
 
 def check_multipliers(lam: object, m: int) -> np.ndarray:
@@ -161,177 +121,6 @@ def _blocks(problem: AlignmentProblem):
         yield slice(start, min(X, start + step))
 
 
-# The block kernels use numpy's own loops (einsum), never BLAS: a multithreaded OpenBLAS called
-# on every cache-sized block spends more time synchronizing its threads than computing (one
-# oracle call at 1e7 entries, m = 3, on the loaded 2-core machine: 0.94 s wall against 0.105 s
-# with one BLAS thread), and some builds take ~200x longer on a dot of this length.
-def _dot(a: np.ndarray, b: np.ndarray) -> float:
-    """``sum_k a_k b_k`` of two vectors of at most a block's length."""
-    return float(np.einsum("k,k->", a, b))
-
-
-def _gram(A: np.ndarray, B: np.ndarray) -> np.ndarray:
-    """``A B^T`` for ``(m, n)`` rows with ``m`` small and ``A B^T`` symmetric: ``m (m + 1) / 2``
-    dot products."""
-    m = A.shape[0]
-    out = np.empty((m, m))
-    for i in range(m):
-        for j in range(i, m):
-            out[i, j] = out[j, i] = _dot(A[i], B[j])
-    return out
-
-
-def _block_exponent(z: np.ndarray, reward: np.ndarray, G: np.ndarray, log_reference: np.ndarray,
-                    lam: np.ndarray, inv_beta: float, active: list[int]) -> None:
-    """Write ``z = (r + lam^T g) / beta + log pi_ref`` of one block into ``z`` ``(b, Y)``."""
-    m, b, Y = G.shape
-    if len(active) == m and m > 1:
-        np.einsum("i,ik->k", lam, G.reshape(m, b * Y), out=z.reshape(-1))
-        z += reward
-    else:
-        np.copyto(z, reward)
-        for i in active:
-            z += lam[i] * G[i]
-    z *= inv_beta
-    z += log_reference
-
-
-def dual_sums(
-    reward: np.ndarray,
-    utilities: np.ndarray,
-    log_reference: np.ndarray,
-    weights: np.ndarray,
-    lam: np.ndarray,
-    beta: float,
-    order: int = 2,
-    block_entries: int = BLOCK_ENTRIES,
-) -> DualSums:
-    """The :class:`DualSums` of rows ``(X', Y)`` in one fused pass over them.
-
-    ``reward``, ``log_reference``: ``(X', Y)``; ``utilities``: ``(m, X', Y)``; ``weights``:
-    ``rho`` on these rows, ``(X',)`` (not renormalized); ``lam``: checked, ``(m,)``.  Per block
-    of rows that fits in cache, the data are read once:
-
-        z = (r + lam^T g) / beta + log pi_ref,  e = exp(z - max_y z),  log Z = log sum_y e + max
-        value  += sum_x rho_x log Z(x)
-        first  += sum_{x,y} w g                  with w = rho_x e / sum_y e = rho_x pi_lam
-        second += sum_{x,y} w g g^T - sum_x rho_x mu(x) mu(x)^T,   mu(x) = E_{pi_lam(.|x)} g
-
-    The uncentered ``second`` loses ``log10(E g^2 / Var g)`` digits; a block where that exceeds
-    ``-log10(CANCELLATION)`` is redone as ``sum w (g - mu)(g - mu)^T`` (centered per prompt).
-    Temporaries: one ``(b, Y)`` and one ``(m, b, Y)`` buffer, reused by every block.
-    """
-    m = utilities.shape[0]
-    X, Y = reward.shape
-    step = max(1, block_entries // Y)
-    rows = min(step, X)
-    zbuf = np.empty(rows * Y)
-    gbuf = np.empty(m * rows * Y if order >= 2 else 0)
-    inv_beta = 1.0 / beta
-    value = 0.0
-    first = np.zeros(m)
-    second = np.zeros((m, m))
-    active = [i for i in range(m) if lam[i] != 0.0]
-    for start in range(0, X, step):
-        stop = min(X, start + step)
-        b = stop - start
-        z = zbuf[: b * Y].reshape(b, Y)  # size = (b, Y)
-        G = utilities[:, start:stop]  # size = (m, b, Y)
-        _block_exponent(z, reward[start:stop], G, log_reference[start:stop], lam, inv_beta,
-                        active)
-        zmax = z.max(axis=1)  # size = (b,), finite: every row has support
-        z -= zmax[:, None]
-        np.exp(z, out=z)  # e, unnormalized
-        total = z.sum(axis=1)  # size = (b,)
-        w = weights[start:stop]
-        value += _dot(w, np.log(total) + zmax)
-        if order == 0 or m == 0:
-            continue
-        z *= (w / total)[:, None]  # w = rho pi_lam, size = (b, Y)
-        if order == 1:
-            first += [_dot(z.reshape(-1), G[i].reshape(-1)) for i in range(m)]
-            continue
-        GW = gbuf[: m * b * Y].reshape(m, b, Y)  # size = (m, b, Y)
-        np.multiply(G, z[None], out=GW)
-        M1 = np.einsum("ixy->ix", GW)  # size = (m, b): rho_x mu(x)
-        mu = M1 / np.where(w > 0, w, 1.0)  # size = (m, b)
-        M2 = _gram(GW.reshape(m, b * Y), G.reshape(m, b * Y))  # size = (m, m)
-        H = M2 - M1 @ mu.T
-        if (np.diag(H) < CANCELLATION * np.diag(M2)).any():  # too many digits lost: center
-            np.subtract(G, mu[:, :, None], out=GW)  # g - mu, size = (m, b, Y)
-            C = GW.reshape(m, b * Y)
-            H = _gram(C * z.reshape(1, -1), C)
-        first += M1.sum(axis=1)
-        second += H
-    return DualSums(value, first, second)
-
-
-@dataclass
-class PolicySums:
-    """What the final pass of :func:`policy_sums` adds up over its rows (``rho`` weighted):
-    ``utilities = sum_x rho_x E_pi g`` ``(m,)``, ``reward = sum_x rho_x E_pi r`` and
-    ``kl = sum_x rho_x KL(pi(.|x) || pi_ref(.|x))`` (zeros when not asked for); ``finite``:
-    every row's exponent and normalizer were finite, so the policy written is finite."""
-
-    utilities: np.ndarray
-    reward: float
-    kl: float
-    finite: bool
-
-
-def policy_sums(
-    reward: np.ndarray,
-    utilities: np.ndarray,
-    log_reference: np.ndarray,
-    weights: np.ndarray,
-    lam: np.ndarray,
-    beta: float,
-    out: np.ndarray,
-    sums: bool = True,
-    block_entries: int = BLOCK_ENTRIES,
-) -> PolicySums:
-    """Write ``pi_lam`` into ``out`` ``(X', Y)`` and add up its :class:`PolicySums`, one pass.
-
-    Per block of rows (arguments as for :func:`dual_sums`): ``pi = exp(z - max z) / sum``
-    with ``z = (r + lam^T g) / beta + log pi_ref``, written in place into ``out``; then
-    ``E_pi g``, ``E_pi r`` and ``KL = sum_y pi (log pi - log pi_ref)`` (``0 log 0 = 0``) from
-    the policy itself (not from ``D``).  Temporaries: one ``(b, Y)`` buffer.  With ``sums=False``
-    only the policy is written.
-    """
-    m = utilities.shape[0]
-    X, Y = reward.shape
-    step = max(1, block_entries // Y)
-    tbuf = np.empty(min(step, X) * Y if sums else 0)
-    inv_beta = 1.0 / beta
-    active = [i for i in range(m) if lam[i] != 0.0]
-    eg, er, kl, finite = np.zeros(m), 0.0, 0.0, True
-    for start in range(0, X, step):
-        stop = min(X, start + step)
-        b = stop - start
-        z = out[start:stop]  # size = (b, Y), becomes pi
-        G = utilities[:, start:stop]  # size = (m, b, Y)
-        _block_exponent(z, reward[start:stop], G, log_reference[start:stop], lam, inv_beta,
-                        active)
-        zmax = z.max(axis=1)  # size = (b,)
-        z -= zmax[:, None]
-        np.exp(z, out=z)
-        total = z.sum(axis=1)  # size = (b,), >= 1 when zmax is finite
-        finite = finite and bool(np.isfinite(zmax).all() and np.isfinite(total).all())
-        z *= (1.0 / total)[:, None]
-        if not sums:
-            continue
-        w = weights[start:stop]
-        mu = np.einsum("ixy,xy->ix", G, z)  # size = (m, b): E_pi g per prompt
-        eg += [_dot(mu[i], w) for i in range(m)]
-        er += _dot(w, np.einsum("xy,xy->x", z, reward[start:stop]))
-        t = tbuf[: b * Y].reshape(b, Y)  # size = (b, Y)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            np.log(z, out=t)  # -inf where pi = 0
-            t -= log_reference[start:stop]
-            t *= z
-        t[z == 0] = 0.0  # 0 log 0 = 0, on or off the support
-        kl += _dot(w, t.sum(axis=1))
-    return PolicySums(eg, er, kl, finite)
 
 
 def dual_oracle(problem: AlignmentProblem, lam: object, order: int = 2) -> DualEval:
@@ -355,17 +144,23 @@ def dual_oracle(problem: AlignmentProblem, lam: object, order: int = 2) -> DualE
 
 
 #: Oracle backends accepted by :func:`dual_backend` and ``solve(..., backend=...)``.
-BACKENDS = ("numpy", "torch", "torch-float32")
+BACKENDS = ("numpy", "numba", "torch", "torch-float32")
 
 
 def dual_backend(name: str):
     """The oracle ``(problem, lam, order) -> DualEval`` of a backend in :data:`BACKENDS`.
 
-    ``"numpy"``: :func:`dual_oracle`; ``"torch"``: the same sums in torch, float64, on CUDA when
-    available, else CPU; ``"torch-float32"``: the same in float32.  Torch is imported only here.
+    ``"numpy"``: :func:`dual_oracle`; ``"numba"``: the same sums as one compiled loop per prompt
+    (:mod:`dualgap.dual_numba`, optional: needs numba); ``"torch"``: the same sums in torch,
+    float64, on CUDA when available, else CPU; ``"torch-float32"``: the same in float32.  Torch
+    and numba are imported only here.
     """
     if name == "numpy":
         return dual_oracle
+    if name == "numba":
+        from .dual_numba import numba_dual_oracle
+
+        return numba_dual_oracle
     if name in ("torch", "torch-float32"):
         from .dual_torch import torch_dual_oracle
 

@@ -40,7 +40,15 @@ from functools import cached_property
 
 import numpy as np
 
-from .dual import BLOCK_ENTRIES, DualEval, DualSums, PolicySums, dual_sums, policy_sums
+from .dual import (
+    BLOCK_ENTRIES,
+    DualEval,
+    DualSums,
+    LogOf,
+    PolicySums,
+    dual_sums,
+    policy_sums,
+)
 from .problem import AlignmentProblem
 
 __all__ = ["Normalization", "normalize", "BETA_MIN", "DIRECT_RANGE", "DIRECT_EXPONENT"]
@@ -148,6 +156,17 @@ class Normalization:
         return out
 
     # --------------------------------------------------------------- passes
+    def exponent_base(self, p: AlignmentProblem) -> tuple[np.ndarray, float]:
+        """``(q, beta_q)`` with ``q = log pi_ref + r / beta_q`` on ``p``'s arrays (``p`` the source
+        or the normalized copy) and ``beta_q = p.beta``, computed once (one blocked pass) and
+        cached: the oracle passes read ``q`` and ``m`` utilities, not ``r``, ``log pi_ref`` and
+        ``m`` utilities.  It stands in for ``p.log_reference`` (one ``(X, Y)`` array), which a
+        solve no longer builds (the final pass recovers ``log pi_ref = q - r / beta_q``)."""
+        key = "q" if p is self.source else "q_copy"
+        if key not in self.memo:
+            self.memo[key] = (_log_reference_plus(p), p.beta)
+        return self.memo[key]
+
     def dual_sums_at(self, lam_n: np.ndarray, beta_n: float, order: int,
                      backend: str = "numpy") -> DualEval:
         """``D'``, its gradient and Hessian at ``lam'`` for the normalized problem at ``beta'
@@ -156,7 +175,8 @@ class Normalization:
         if self.direct:
             with np.errstate(over="ignore", invalid="ignore"):
                 lam = lam_n * (s / a)
-                ev = _backend_sums(self.source, lam, beta_n * s, order, backend)
+                ev = _backend_sums(self.source, lam, beta_n * s, order, backend,
+                                   self._base(self.source, backend))
                 out = DualEval(
                     lam_n,
                     ev.value / s,
@@ -165,7 +185,13 @@ class Normalization:
                 )
             if _finite(out):
                 return out
-        return _backend_sums(self.problem, lam_n, beta_n, order, backend)
+        return _backend_sums(self.problem, lam_n, beta_n, order, backend,
+                             self._base(self.problem, backend))
+
+    def _base(self, p: AlignmentProblem, backend: str) -> tuple[np.ndarray, float]:
+        if backend in ("numpy", "numba"):
+            return self.exponent_base(p)
+        return None, None  # type: ignore[return-value]  # torch keeps its own device copy
 
     def ray_bound(self, w_n: np.ndarray) -> float:
         """``E_rho max_supp w'^T h'`` (see :func:`dualgap.ray_bound`), in normalized units."""
@@ -178,12 +204,14 @@ class Normalization:
                 return out
         return ray_bound(self.problem, w_n)
 
-    def final(self, lam: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+    def final(self, lam: np.ndarray, backend: str = "numpy"
+              ) -> tuple[np.ndarray, np.ndarray, float]:
         """``(pi_lam, slack, J'(pi_lam))`` in one pass that writes the policy once into its
         ``(X, Y)`` array: ``slack = E_rho E_pi h`` in the problem's units, ``J'`` from the policy
         in normalized units (``J = E_rho u + s J'``, :meth:`value`).  ``lam`` is in the
-        problem's units, checked."""
-        pi, ps, direct = self._policy_pass(lam, sums=True)
+        problem's units, checked; ``backend="numba"`` runs the pass compiled
+        (:func:`dualgap.dual_numba.numba_policy_sums`), any other numpy's."""
+        pi, ps, direct = self._policy_pass(lam, True, backend == "numba")
         if direct:
             p = self.source
             return pi, ps.utilities - p.offsets, (ps.reward - p.beta * ps.kl) / self.reward_scale
@@ -193,23 +221,39 @@ class Normalization:
         """``pi_lam`` (``lam`` in the problem's units, checked), written once."""
         return self._policy_pass(lam, sums=False)[0]
 
-    def _policy_pass(self, lam: np.ndarray, sums: bool) -> tuple[np.ndarray, PolicySums, bool]:
+    def _policy_pass(self, lam: np.ndarray, sums: bool, compiled: bool = False
+                     ) -> tuple[np.ndarray, PolicySums, bool]:
         p = self.source
         out = np.empty_like(p.reward)
         if self.direct:
             with np.errstate(over="ignore", invalid="ignore"):
-                ps = policy_sums(p.reward, p.utilities, p.log_reference, p.prompt_weights, lam,
-                                 p.beta, out, sums)
+                ps = _policy_sums(p, lam, out, sums, self.exponent_base(p), compiled)
             if ps.finite and np.isfinite(ps.utilities).all() and np.isfinite(ps.reward + ps.kl):
                 return out, ps, True
         n = self.problem
         with np.errstate(over="ignore", invalid="ignore"):
-            ps = policy_sums(n.reward, n.utilities, n.log_reference, n.prompt_weights,
-                             self.to_internal(lam), n.beta, out, sums)
+            ps = _policy_sums(n, self.to_internal(lam), out, sums, self.exponent_base(n),
+                              compiled)
         if not ps.finite:
             raise ValueError(f"lam: {lam.tolist()} is too large for this problem: (r + lam^T h) "
                              f"/ beta overflows float64 (beta = {p.beta:.3g})")
         return out, ps, False
+
+
+def _policy_sums(p: AlignmentProblem, lam: np.ndarray, out: np.ndarray, sums: bool,
+                 base: tuple[np.ndarray, float], compiled: bool) -> PolicySums:
+    """The final pass over ``p``'s arrays at ``p.beta`` with ``base = (q, beta_q)``: numpy's
+    :func:`~dualgap.dual.policy_sums`, or the compiled one (``compiled`` and ``sums``)."""
+    q, bq = base
+    if compiled and sums:
+        from .dual_numba import numba_policy_sums
+
+        c = lam * (1.0 / p.beta)
+        if np.isfinite(c).all():
+            return numba_policy_sums(q, p.reward, 0.0, p.utilities, p.prompt_weights, c,
+                                     1.0 / bq, out)
+    return policy_sums(p.reward, p.utilities, None, p.prompt_weights, lam,  # type: ignore
+                       p.beta, out, sums, base=q, base_beta=bq)
 
 
 def _finite(ev: DualEval) -> bool:
@@ -218,17 +262,49 @@ def _finite(ev: DualEval) -> bool:
 
 
 def _backend_sums(p: AlignmentProblem, lam: np.ndarray, beta: float, order: int,
-                  backend: str) -> DualEval:
-    """One oracle pass over ``p``'s arrays at ``beta`` (not ``p.beta``), numpy or torch."""
-    if backend == "numpy":
-        sums: DualSums = dual_sums(p.reward, p.utilities, p.log_reference, p.prompt_weights, lam,
-                                   beta, order)
+                  backend: str, base: tuple[np.ndarray, float]) -> DualEval:
+    """One oracle pass over ``p``'s arrays at ``beta`` (not ``p.beta``), numpy, numba or
+    torch; ``base = (q, beta_q)`` (:meth:`Normalization.exponent_base`) serves numpy and numba
+    at ``beta = beta_q`` (the last stage); the continuation stages (other betas) take numpy's
+    ``(r + lam^T g) / beta + log pi_ref`` with ``log pi_ref`` computed block by block."""
+    q, bq = base
+    at_base = q is not None and abs(beta - bq) <= 4 * np.finfo(float).eps * bq
+    with np.errstate(over="ignore"):
+        c = lam * (1.0 / beta)
+    if backend == "numba" and at_base and np.isfinite(c).all():
+        from .dual_numba import numba_dual_sums
+
+        sums: DualSums = numba_dual_sums(q, p.reward, 0.0, p.utilities, p.prompt_weights, c,
+                                         order)
+    elif backend in ("numpy", "numba"):
+        log_ref = None if at_base else LogOf(p.reference)
+        sums = dual_sums(p.reward, p.utilities, log_ref, p.prompt_weights, lam,  # type: ignore
+                         beta, order, base=q if at_base else None, base_beta=bq)
     else:
         from .dual_torch import torch_data, torch_dual_sums
 
         dtype = "float32" if backend == "torch-float32" else "float64"
         sums = torch_dual_sums(torch_data(p, dtype=dtype), lam, beta, order)
     return sums.finish(lam, beta, p.offsets, order)
+
+
+def _log_reference_plus(p: AlignmentProblem) -> np.ndarray:
+    """``q = log pi_ref + r / beta`` (``-inf`` off the support), block by block (temporaries of
+    a block's size; ``p.log_reference`` is reused when it is already cached)."""
+    out = np.empty_like(p.reward)
+    X, Y = out.shape
+    step = max(1, BLOCK_ENTRIES // Y)
+    inv_beta = 1.0 / p.beta
+    cached = p.__dict__.get("log_reference")
+    with np.errstate(divide="ignore", over="ignore"):
+        for a in range(0, X, step):
+            b = min(X, a + step)
+            if cached is None:
+                np.log(p.reference[a:b], out=out[a:b])
+            else:
+                np.copyto(out[a:b], cached[a:b])
+            out[a:b] += p.reward[a:b] * inv_beta
+    return out
 
 
 def _support_row_max(p: AlignmentProblem, values: np.ndarray) -> np.ndarray:

@@ -193,7 +193,9 @@ def solve(
         check_slater: certify strict feasibility at the end (cheap mixture LP, then the
             exact LP margin when the cheap test is inconclusive).
         backend: the dual oracle's backend, one of :data:`dualgap.dual.BACKENDS`
-            (``"torch"``: float64 on CUDA when available, else CPU; ``"torch-float32"``).
+            (``"numba"``: the oracle and the final pass compiled, one loop per prompt, needs
+            the ``fast`` extra; ``"torch"``: float64 on CUDA when available, else CPU;
+            ``"torch-float32"``).
 
     Raises:
         InfeasibleError: with a certificate, when no policy meets the constraints.
@@ -230,7 +232,7 @@ def solve(
 
     # everything below is recomputed on the returned lam, in the problem's units: one pass
     # writes pi* and adds up its slack E_rho E_pi h = grad D(lam) and J'(pi*) from the policy
-    policy, slack, primal_n = norm.final(lam)
+    policy, slack, primal_n = norm.final(lam, backend)
     passes += 1
     # the residual in the units of h: lam_i a_i / s and slack_i / a_i are the problem's own
     # multiplier and slack made dimensionless (s = reward scale, a_i = max |h_i|), times M_h

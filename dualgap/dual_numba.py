@@ -1,0 +1,326 @@
+"""The dual oracle's prompt sums as one compiled loop per prompt (optional: needs numba).
+
+``solve(problem, backend="numba")`` and ``dual_backend("numba")`` use it; without numba
+installed (extra ``fast``) they raise a one-line ``ValueError`` naming ``backend``.  The sums
+are those of :func:`dualgap.dual.dual_sums` (tested against it to 1e-12), but each prompt's row
+is read from memory once and everything is computed while it sits in cache::
+
+    z_y   = base_y + kappa r_y + sum_i c_i g_iy        (c = lam / beta; base = log pi_ref or q)
+    e_y   = exp(z_y - max_y z)                         (a vectorized exp, below)
+    value += rho_x (log sum_y e + max z),  first += rho_x mu,  second += rho_x Cov(g)
+
+with the m sums and m (m + 1) / 2 products unrolled (the kernel's source is generated per
+``(m, order)`` and compiled once per process; numba's cache keeps it across processes).  The
+row's covariance is redone centered (``sum e (g - mu)(g - mu)^T``) when the uncentered one
+would lose more than ``-log10(CANCELLATION)`` digits, as in numpy.
+
+``exp`` is computed in the loop as ``2^k p(t)`` (``k = round(x / ln 2)``, ``t = x - k ln 2``
+in two parts, ``p`` the degree-13 Taylor polynomial, within 1e-15 relative of ``np.exp``);
+arguments below ``-708`` (``exp < 3e-308``, against a row sum ``>= 1``) give 0 rather than a
+subnormal.  numba has no vectorized ``exp`` of its own here (no SVML), and the scalar libm call
+costs more than the rest of the pass.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import cache
+
+import numpy as np
+
+from .dual import CANCELLATION, DualEval, DualSums, PolicySums, _check_lam, _check_order
+from .problem import AlignmentProblem
+
+__all__ = ["available", "numba_dual_sums", "numba_policy_sums", "numba_dual_oracle",
+           "exp_nonpositive", "ROWS_PER_CALL"]
+
+#: Prompts per compiled call (the Python loop around it is negligible above a few hundred).
+ROWS_PER_CALL = 4096
+
+_LOG2E = 1.4426950408889634
+_LN2_HI = 6.93147180369123816490e-01  # fdlibm's split of ln 2: k * _LN2_HI is exact
+_LN2_LO = 1.90821492927058770002e-10
+_EXP_MIN = -708.0  # 2^k stays a normal number
+
+
+def available() -> bool:
+    """Whether numba can be imported."""
+    try:
+        import numba  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _require():
+    try:
+        import numba
+    except ImportError:
+        raise ValueError("backend: 'numba' needs the numba package (pip install "
+                         "'dualgap[fast]'); use backend='numpy'") from None
+    return numba
+
+
+_INV_FACT = tuple(1.0 / math.factorial(n) for n in range(14))
+
+
+# The plain-Python bodies of the compiled helpers (module level, so numba's cache finds them).
+def _exp_bits(x, shift, e, bits):  # pragma: no cover - runs compiled
+    """``e = p(t)`` and ``bits = 2^k`` as float64 bits, for ``x - shift = k ln 2 + t``."""
+    for y in range(x.shape[0]):
+        v = max(x[y] - shift, _EXP_MIN)
+        k = math.floor(v * _LOG2E + 0.5)
+        t = (v - k * _LN2_HI) - k * _LN2_LO
+        p = _INV_FACT[13]
+        p = p * t + _INV_FACT[12]
+        p = p * t + _INV_FACT[11]
+        p = p * t + _INV_FACT[10]
+        p = p * t + _INV_FACT[9]
+        p = p * t + _INV_FACT[8]
+        p = p * t + _INV_FACT[7]
+        p = p * t + _INV_FACT[6]
+        p = p * t + _INV_FACT[5]
+        p = p * t + _INV_FACT[4]
+        p = p * t + _INV_FACT[3]
+        p = p * t + _INV_FACT[2]
+        p = p * t + 1.0
+        p = p * t + 1.0
+        e[y] = p
+        bits[y] = (np.int64(k) + 1023) << 52
+
+
+def _exp_scale(x, shift, e, powers):  # pragma: no cover - runs compiled
+    """``e *= 2^k`` (0 below the cut) and the row sum."""
+    total = 0.0
+    for y in range(x.shape[0]):
+        v = e[y] * powers[y] if x[y] - shift >= _EXP_MIN else 0.0
+        e[y] = v
+        total += v
+    return total
+
+
+def _row_max(z):  # pragma: no cover - runs compiled
+    out = -np.inf
+    for y in range(z.shape[0]):
+        out = max(out, z[y])
+    return out
+
+
+@cache
+def _compiled():
+    """``(exp_row, row_max)`` compiled: ``exp_row(x, shift, e, bits)`` writes ``e = exp(x -
+    shift)`` (``x - shift <= 0``) and returns its sum.
+
+    Two loops (the first writes ``2^k`` as bits into an int64 buffer, the second scales): both
+    vectorize; the first allows only ``contract`` (fused multiply-add), so the two-part
+    reduction ``t = (x - k ln2_hi) - k ln2_lo`` is not reassociated.  ``row_max`` assumes no
+    NaN (a NaN in ``z`` still reaches the sums through ``e``)."""
+    numba = _require()
+    exp_bits = numba.njit(fastmath={"contract"}, cache=True)(_exp_bits)
+    scale = numba.njit(fastmath={"contract", "reassoc"}, cache=True)(_exp_scale)
+
+    def exp_row(x, shift, e, bits):  # pragma: no cover - runs compiled
+        exp_bits(x, shift, e, bits)
+        return scale(x, shift, e, bits.view(np.float64))
+
+    row_max = numba.njit(fastmath={"nnan", "nsz"}, cache=True)(_row_max)
+    return numba.njit(exp_row), row_max
+
+
+def exp_nonpositive(x: np.ndarray) -> np.ndarray:
+    """The kernel's ``exp`` of a 1-d float64 array of values ``<= 0`` (for tests)."""
+    x = np.ascontiguousarray(x, dtype=np.float64)
+    e, bits = np.empty_like(x), np.empty(x.shape, np.int64)
+    _compiled()[0](x, 0.0, e, bits)
+    return e
+
+
+def _exponent_lines(m: int) -> list[str]:
+    """The kernel lines writing the row's exponent ``z`` and its maximum ``zmax``."""
+    lin = " + ".join(["base[x, y]"] + [f"c{i} * G[{i}, x, y]" for i in range(m)])
+    return [
+        "        if kappa != 0.0:",
+        "            for y in range(Y):",
+        f"                z[y] = {lin} + kappa * reward[x, y]",
+        "        else:",
+        "            for y in range(Y):",
+        f"                z[y] = {lin}",
+        "        zmax = row_max(z)",
+        "        tot = exp_row(z, zmax, e, bits)",
+    ]
+
+
+def _kernel_source(m: int, order: int) -> str:
+    """The source of the row kernel for ``m`` constraints at ``order`` (unrolled sums).
+
+    Per row ``x`` it writes ``rows[0, x] = log Z(x)``, ``rows[1 + i, x] = mu_i(x)`` and
+    ``rows[1 + m + k, x] = Cov_{ij}(x)`` for the ``k``-th pair ``j <= i``; the weighted sums
+    over rows are numpy's (pairwise)."""
+    I = range(m)
+    pairs = [(i, j) for i in I for j in range(i + 1)]
+    src = [
+        "def kernel(base, reward, kappa, G, c, lo, hi, z, e, bits, rows):",
+        "    Y = base.shape[1]",
+        *[f"    c{i} = c[{i}]" for i in I],
+        "    for x in range(lo, hi):",
+        *_exponent_lines(m),
+        "        rows[0, x] = math.log(tot) + zmax",
+    ]
+    if order >= 1 and m:
+        body = ["            ey = e[y]"] + [f"            g{i} = G[{i}, x, y]" for i in I]
+        body += [f"            t{i} = ey * g{i}" for i in I]
+        body += [f"            a{i} += t{i}" for i in I]
+        if order >= 2:
+            body += [f"            b{i}{j} += t{i} * g{j}" for i, j in pairs]
+        src += [f"        a{i} = 0.0" for i in I]
+        if order >= 2:
+            src += [f"        b{i}{j} = 0.0" for i, j in pairs]
+        src += ["        for y in range(Y):", *body, "        inv = 1.0 / tot"]
+        src += [f"        mu{i} = a{i} * inv" for i in I]
+        src += [f"        rows[{1 + i}, x] = mu{i}" for i in I]
+    if order >= 2 and m:
+        src += [f"        v{i}{j} = b{i}{j} * inv - mu{i} * mu{j}" for i, j in pairs]
+        lost = " or ".join(f"v{i}{i} < {CANCELLATION!r} * b{i}{i} * inv" for i in I)
+        src += [f"        if {lost}:"]
+        src += [f"            v{i}{j} = 0.0" for i, j in pairs]
+        src += ["            for y in range(Y):", "                ey = e[y]"]
+        src += [f"                d{i} = G[{i}, x, y] - mu{i}" for i in I]
+        src += [f"                v{i}{j} += ey * d{i} * d{j}" for i, j in pairs]
+        src += [f"            v{i}{j} *= inv" for i, j in pairs]
+        src += [f"        rows[{1 + m + k}, x] = v{i}{j}" for k, (i, j) in enumerate(pairs)]
+    return "\n".join(src)
+
+
+def _policy_source(m: int) -> str:
+    """The source of the policy kernel: ``out[x] = pi(.|x)``; ``rows[i, x] = E_pi g_i``,
+    ``rows[m, x] = E_pi r``, ``rows[m + 1, x] = KL(pi || pi_ref)`` with ``log pi = z - log Z``
+    and ``log pi_ref = base - r / beta_q`` (``inv_bq = 1 / beta_q``, 0 when ``base`` is
+    ``log pi_ref``); ``rows[m + 2, x] = 1`` where ``max z`` and ``Z`` are finite."""
+    I = range(m)
+    src = [
+        "def kernel(base, reward, kappa, G, c, inv_bq, lo, hi, z, e, bits, out, rows):",
+        "    Y = base.shape[1]",
+        *[f"    c{i} = c[{i}]" for i in I],
+        "    for x in range(lo, hi):",
+        *_exponent_lines(m),
+        "        inv = 1.0 / tot",
+        "        log_z = zmax + math.log(tot)",
+        *[f"        a{i} = 0.0" for i in I],
+        "        er = 0.0",
+        "        kl = 0.0",
+        "        for y in range(Y):",
+        "            p = e[y] * inv",
+        "            out[x, y] = p",
+        "            ry = reward[x, y]",
+        *[f"            a{i} += p * G[{i}, x, y]" for i in I],
+        "            er += p * ry",
+        "            if p > 0.0:",
+        "                kl += p * ((z[y] - log_z) - (base[x, y] - ry * inv_bq))",
+        *[f"        rows[{i}, x] = a{i}" for i in I],
+        f"        rows[{m}, x] = er",
+        f"        rows[{m + 1}, x] = kl",
+        f"        rows[{m + 2}, x] = 1.0 if np.isfinite(zmax) and np.isfinite(tot) else 0.0",
+    ]
+    return "\n".join(src)
+
+
+@cache
+def _kernel(m: int, order: int, policy: bool = False):
+    numba = _require()
+    exp_row, row_max = _compiled()
+    scope = {"math": math, "np": np, "row_max": row_max, "exp_row": exp_row}
+    source = _policy_source(m) if policy else _kernel_source(m, order)
+    exec(compile(source, f"<dualgap.dual_numba m={m} order={order} policy={policy}>", "exec"),
+         scope)
+    return numba.njit(fastmath={"contract", "reassoc"})(scope["kernel"])
+
+
+def _inputs(*arrays: np.ndarray) -> tuple:
+    """The kernel's inputs as C-contiguous float64 and its row buffers ``(z, e, bits)``."""
+    out = [np.ascontiguousarray(a, dtype=np.float64) for a in arrays]
+    Y = out[0].shape[1]
+    return (*out, (np.empty(Y), np.empty(Y), np.empty(Y, np.int64)))
+
+
+def numba_dual_sums(
+    base: np.ndarray,
+    reward: np.ndarray,
+    kappa: float,
+    utilities: np.ndarray,
+    weights: np.ndarray,
+    coefficients: np.ndarray,
+    order: int = 2,
+) -> DualSums:
+    """The :class:`~dualgap.dual.DualSums` of rows with exponent ``z = base + kappa r + c^T g``.
+
+    ``base``, ``reward``: ``(X', Y)`` (``reward`` is not read when ``kappa == 0``);
+    ``utilities``: ``(m, X', Y)``; ``weights``: ``(X',)``; ``coefficients``: ``c = lam / beta``,
+    ``(m,)``.  With ``base = log pi_ref`` and ``kappa = 1 / beta`` these are the sums of
+    :func:`dualgap.dual.dual_sums` at ``lam``; with ``base = q = log pi_ref + r / beta_q`` (cached
+    by :class:`dualgap.scaling.Normalization`) and ``kappa = 1 / beta - 1 / beta_q`` the same
+    sums read ``m + 1`` arrays per pass instead of ``m + 2``.
+    """
+    m, X = utilities.shape[0], base.shape[0]
+    order = order if m else 0
+    base, reward, utilities, c, w, (z, e, bits) = _inputs(base, reward, utilities, coefficients,
+                                                          weights)
+    kernel = _kernel(m, order)
+    npairs = m * (m + 1) // 2
+    rows = np.empty((1 + (m if order >= 1 else 0) + (npairs if order >= 2 else 0), X))
+    for lo in range(0, X, ROWS_PER_CALL):
+        kernel(base, reward, float(kappa), utilities, c, lo, min(X, lo + ROWS_PER_CALL), z, e,
+               bits, rows)
+    sums = (rows * w).sum(axis=1)  # pairwise over the prompts
+    first, second = np.zeros(m), np.zeros((m, m))
+    if order >= 1:
+        first = sums[1:1 + m]
+    if order >= 2:
+        low = np.tril_indices(m)
+        second[low] = sums[1 + m:]
+        second = second + np.tril(second, -1).T
+    return DualSums(float(sums[0]), first, second)
+
+
+def numba_policy_sums(
+    base: np.ndarray,
+    reward: np.ndarray,
+    kappa: float,
+    utilities: np.ndarray,
+    weights: np.ndarray,
+    coefficients: np.ndarray,
+    inv_base_beta: float,
+    out: np.ndarray,
+) -> PolicySums:
+    """:func:`dualgap.dual.policy_sums` through the compiled kernel: ``pi_lam`` written into
+    ``out`` ``(X', Y)`` (C-contiguous float64) and its sums, one pass (arguments as for
+    :func:`numba_dual_sums`; ``inv_base_beta = 1 / beta_q``, 0 when ``base`` is ``log pi_ref``).
+    """
+    m, X = utilities.shape[0], base.shape[0]
+    if not (out.flags.c_contiguous and out.dtype == np.float64 and out.shape == base.shape):
+        raise ValueError(f"out: must be a C-contiguous float64 array of shape {base.shape}")
+    base, reward, utilities, c, w, (z, e, bits) = _inputs(base, reward, utilities, coefficients,
+                                                          weights)
+    kernel = _kernel(m, 0, True)
+    rows = np.empty((m + 3, X))
+    for lo in range(0, X, ROWS_PER_CALL):
+        kernel(base, reward, float(kappa), utilities, c, float(inv_base_beta), lo,
+               min(X, lo + ROWS_PER_CALL), z, e, bits, out, rows)
+    finite = bool(rows[m + 2].all())
+    sums = (rows[:m + 2] * w).sum(axis=1)
+    return PolicySums(sums[:m], float(sums[m]), float(sums[m + 1]), finite)
+
+def numba_dual_oracle(problem: AlignmentProblem, lam: object, order: int = 2) -> DualEval:
+    """:func:`dualgap.dual_oracle` through the compiled kernel (``base = log pi_ref``,
+    ``kappa = 1 / beta``); multipliers whose ``lam / beta`` overflows fall back to numpy."""
+    from .dual import dual_oracle
+
+    _require()
+    lam = _check_lam(problem, lam)
+    order = _check_order(order)
+    with np.errstate(over="ignore"):
+        c = lam * (1.0 / problem.beta)
+    if not np.isfinite(c).all() or not np.isfinite(1.0 / problem.beta):
+        return dual_oracle(problem, lam, order)
+    sums = numba_dual_sums(problem.log_reference, problem.reward, 1.0 / problem.beta,
+                           problem.utilities, problem.prompt_weights, c, order)
+    return sums.finish(lam, problem.beta, problem.offsets, order)

@@ -1,0 +1,101 @@
+"""The compiled oracle (backend "numba") against numpy's to 1e-12, and its switch."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import dualgap as dg
+from dualgap import dual_numba
+from dualgap.dual import dual_backend, policy_sums
+from dualgap.instances import random_problem
+from dualgap.testing import multipliers, problems
+
+needs_numba = pytest.mark.skipif(not dual_numba.available(), reason="numba is not installed")
+
+
+@needs_numba
+def test_exp_matches_numpy_to_an_ulp_and_flushes_below_the_cut():
+    x = np.concatenate([-np.linspace(0.0, 708.0, 100_001), -np.geomspace(1e-300, 1.0, 1000)])
+    want = np.exp(x)
+    got = dual_numba.exp_nonpositive(x)
+    assert np.max(np.abs(got - want) / want) <= 4e-16
+    # below -708 (exp < 3.3e-308, against a row sum >= 1) the kernel gives 0, never a NaN
+    np.testing.assert_array_equal(dual_numba.exp_nonpositive(np.array([-709.0, -1e300, -np.inf])),
+                                  0.0)
+
+
+@needs_numba
+@settings(max_examples=25, deadline=None)
+@given(problems(max_constraints=3), st.data())
+def test_numba_oracle_matches_numpy_to_1e_12(p, data):
+    lam = data.draw(multipliers(p.num_constraints, 3.0))
+    oracle = dual_backend("numba")
+    for order in (0, 1, 2):
+        want = dg.dual_oracle(p, lam, order)
+        got = oracle(p, lam, order)
+        assert abs(got.value - want.value) <= 1e-12 * max(1.0, abs(want.value))
+        if order >= 1:
+            np.testing.assert_allclose(got.gradient, want.gradient, rtol=0,
+                                       atol=1e-12 * max(1.0, p.score_bound))
+        if order == 2:
+            scale = max(1.0, float(np.abs(want.hessian).max(initial=0.0)))
+            np.testing.assert_allclose(got.hessian, want.hessian, rtol=0, atol=1e-12 * scale)
+
+
+@needs_numba
+def test_the_centered_redo_is_taken_where_the_uncentered_covariance_cancels():
+    # utilities 1e6 + tiny noise: E g^2 / Var g ~ 1e16, the uncentered form keeps no digit
+    p = random_problem(3, 20, 30, 2)
+    p = p.replace(utilities=1e6 + 1e-2 * p.utilities)
+    lam = np.array([0.5, 0.2])
+    want = dg.dual_oracle(p, lam)
+    got = dual_backend("numba")(p, lam)
+    np.testing.assert_allclose(got.hessian, want.hessian, rtol=1e-9)
+
+
+@needs_numba
+@pytest.mark.parametrize("m", [0, 1, 3])
+def test_numba_policy_pass_matches_numpy(m):
+    p = random_problem(11 + m, 40, 35, m, support_fraction=0.7)
+    lam = np.linspace(0.3, 1.2, m)
+    out_np, out_nb = np.empty_like(p.reward), np.empty_like(p.reward)
+    want = policy_sums(p.reward, p.utilities, p.log_reference, p.prompt_weights, lam, p.beta,
+                       out_np)
+    got = dual_numba.numba_policy_sums(p.log_reference, p.reward, 1.0 / p.beta, p.utilities,
+                                       p.prompt_weights, lam / p.beta, 0.0, out_nb)
+    np.testing.assert_allclose(out_nb, out_np, rtol=0, atol=1e-14)
+    np.testing.assert_allclose(got.utilities, want.utilities, rtol=0, atol=1e-13)
+    assert got.reward == pytest.approx(want.reward, abs=1e-13)
+    assert got.kl == pytest.approx(want.kl, abs=1e-12)
+    assert got.finite and want.finite
+
+
+@needs_numba
+@settings(max_examples=10, deadline=None)
+@given(problems(max_constraints=3))
+def test_solve_with_numba_gives_numpys_solution(p):
+    a, b = dg.solve(p), dg.solve(p.replace(), backend="numba")
+    assert a.converged == b.converged
+    scale = max(1.0, p.score_bound)
+    np.testing.assert_allclose(b.lam, a.lam, rtol=1e-6, atol=1e-7 * scale)
+    np.testing.assert_allclose(b.policy, a.policy, atol=1e-8)
+    assert abs(b.primal_value - a.primal_value) <= 1e-9 * (1 + abs(a.primal_value))
+    assert b.kkt_residual <= b.kkt_tolerance or not a.converged
+
+
+def test_backend_numba_without_numba_is_one_line(monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_numba(name, *args, **kw):
+        if name == "numba" or name.startswith("numba."):
+            raise ImportError("no numba")
+        return real_import(name, *args, **kw)
+
+    monkeypatch.setattr(builtins, "__import__", no_numba)
+    assert not dual_numba.available()
+    p = random_problem(0, 5, 6, 1)
+    with pytest.raises(ValueError, match=r"^backend: 'numba' needs the numba package"):
+        dual_backend("numba")(p, np.zeros(1))

@@ -135,24 +135,28 @@ def compare_rows(before: dict, after: dict) -> dict:
     return {"same_rows": same, "same_verdicts": verdicts, "max_relative_change": change}
 
 
+def measured_sides(results: dict):
+    """``(name, side, result, its sides)`` for every measured side, before first."""
+    for name, sides in results.items():
+        for side in ("before", "after"):
+            if sides.get(side) is not None:
+                yield name, side, sides[side], sides
+
+
 def table(results: dict) -> str:
     lines = ["| class | tree | total [s] | " + " | ".join(STAGES) + " | after / before |",
              "|---|---|---|" + "---|" * len(STAGES) + "---|"]
-    for policy, sides in results.items():
-        for side in ("before", "after"):
-            r = sides.get(side)
-            if r is None:
-                continue
-            ratio = ""
-            if side == "after" and sides.get("before"):
-                ratio = f"{r['total_s'] / sides['before']['total_s']:.2f}x"
-            if side == "after" and "rows_compared" in sides:
-                c = sides["rows_compared"]
-                ratio += (f" (same rows: {c['same_rows']}, same verdicts: {c['same_verdicts']},"
-                          f" max rel. change {c['max_relative_change']:.1e})")
-            lines.append(f"| {policy} ({r['num_params']} params) | {side} | {r['total_s']:.2f} | "
-                         + " | ".join(f"{r['stages'][s]:.2f}" for s in STAGES)
-                         + f" | {ratio} |")
+    for policy, side, r, sides in measured_sides(results):
+        ratio = ""
+        if side == "after" and sides.get("before"):
+            ratio = f"{r['total_s'] / sides['before']['total_s']:.2f}x"
+        if side == "after" and "rows_compared" in sides:
+            c = sides["rows_compared"]
+            ratio += (f" (same rows: {c['same_rows']}, same verdicts: {c['same_verdicts']},"
+                      f" max rel. change {c['max_relative_change']:.1e})")
+        lines.append(f"| {policy} ({r['num_params']} params) | {side} | {r['total_s']:.2f} | "
+                     + " | ".join(f"{r['stages'][s]:.2f}" for s in STAGES)
+                     + f" | {ratio} |")
     return "\n".join(lines)
 
 
@@ -244,22 +248,20 @@ def synthetic_worker(size: str, out_dir: str) -> dict:
     import dualgap.llm.synthetic.compare as compare
     import dualgap.llm.synthetic.model as model
     import dualgap.llm.synthetic.pipeline as pipeline
-    import dualgap.llm.synthetic.task as task
     from dualgap.policies import PolicyClass
 
     clock = _StageClock()
-    model.train_reference = clock.wrap("reference training", model.train_reference)
-    compare.build_task = clock.wrap("exact problem", task.build_task)
-    compare.write_pairs = clock.wrap("DPO pool", compare.write_pairs)
-    run.train = clock.wrap("pipeline", run.train)
-    run.resume = clock.wrap("pipeline", run.resume)
-    pipeline.exact_policy = clock.wrap("evaluation", pipeline.exact_policy)
-    compare.measure_class = clock.wrap("theory: other", compare.measure_class)
-    gaps.parametrized_dual = clock.wrap("theory: bundle", gaps.parametrized_dual)
-    gaps.parametrized_primal = clock.wrap("theory: primal", gaps.parametrized_primal)
-    gaps.lagrangian_max = clock.wrap("theory: searches", gaps.lagrangian_max)
-    gaps.proves_not_a_minimizer = clock.wrap("theory: lam*_p check", gaps.proves_not_a_minimizer)
-    PolicyClass.fit = clock.wrap("theory: fits", PolicyClass.fit)
+    for owner, attr, stage in (
+            (model, "train_reference", "reference training"),
+            (compare, "build_task", "exact problem"), (compare, "write_pairs", "DPO pool"),
+            (run, "train", "pipeline"), (run, "resume", "pipeline"),
+            (pipeline, "exact_policy", "evaluation"), (compare, "measure_class", "theory: other"),
+            (gaps, "parametrized_dual", "theory: bundle"),
+            (gaps, "parametrized_primal", "theory: primal"),
+            (gaps, "lagrangian_max", "theory: searches"),
+            (gaps, "proves_not_a_minimizer", "theory: lam*_p check"),
+            (PolicyClass, "fit", "theory: fits")):
+        setattr(owner, attr, clock.wrap(stage, getattr(owner, attr)))
     steps = {"n": 0}
     minimize = model.TransformerPolicy.minimize
 
@@ -302,25 +304,17 @@ def synthetic_table(results: dict) -> str:
     lines = ["| size | tree | total wall [s] | total CPU [s] | " + " | ".join(SYNTHETIC_STAGES)
              + " | Adam steps (theory) | after / before (wall, CPU) |",
              "|---|---|---|---|" + "---|" * len(SYNTHETIC_STAGES) + "---|---|"]
-    for size, sides in results.items():
-        for side in ("before", "after"):
-            r = sides.get(side)
-            if r is None:
-                continue
-            ratio = ""
-            b = sides.get("before")
-            if side == "after" and b:
-                ratio = (f"{r['total_s'] / b['total_s']:.2f}x, "
-                         f"{r['total_cpu_s'] / b['total_cpu_s']:.2f}x")
-                c = sides.get("rows_compared")
-                if c:
-                    ratio += (f" (same rows: {c['same_rows']}, same verdicts: "
-                              f"{c['same_verdicts']}, max rel. change "
-                              f"{c['max_relative_change']:.1e})")
-            lines.append(f"| {size} | {side} | {r['total_s']:.1f} | {r['total_cpu_s']:.1f} | "
-                         + " | ".join(f"{r['stages'][s]:.1f} ({r['stages_cpu'][s]:.1f})"
-                                      for s in SYNTHETIC_STAGES)
-                         + f" | {r['adam_steps']} | {ratio} |")
+    for size, side, r, sides in measured_sides(results):
+        b, c, ratio = sides.get("before"), sides.get("rows_compared"), ""
+        if side == "after" and b:
+            ratio = (f"{r['total_s'] / b['total_s']:.2f}x, "
+                     f"{r['total_cpu_s'] / b['total_cpu_s']:.2f}x")
+        if side == "after" and b and c:
+            ratio += (f" (same rows: {c['same_rows']}, same verdicts: {c['same_verdicts']}, "
+                      f"max rel. change {c['max_relative_change']:.1e})")
+        cells = [f"{r['stages'][s]:.1f} ({r['stages_cpu'][s]:.1f})" for s in SYNTHETIC_STAGES]
+        lines.append(f"| {size} | {side} | {r['total_s']:.1f} | {r['total_cpu_s']:.1f} | "
+                     + " | ".join(cells) + f" | {r['adam_steps']} | {ratio} |")
     return "\n".join(lines)
 
 

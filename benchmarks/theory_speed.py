@@ -20,8 +20,14 @@ nested in another is not counted twice):
 * ``other``: the rest (refining cuts, measuring witnesses, the rows).
 
 Writes ``benchmarks/results/theory_speed.json`` and the table between the ``theory_speed``
-markers of ``benchmarks/README.md``.  The synthetic LLM experiment is not profiled here (see the
-README section: not done).
+markers of ``benchmarks/README.md``.
+
+``--synthetic`` (its own section below, :func:`synthetic_main`) profiles ``dualgap llm
+synthetic`` per stage instead and writes ``benchmarks/results/synthetic_speed.json`` and the
+table between the ``synthetic_speed`` markers::
+
+    python benchmarks/theory_speed.py --synthetic                  # default size, before/after
+    python benchmarks/theory_speed.py --synthetic --size tiny --before none
 """
 
 from __future__ import annotations
@@ -98,6 +104,15 @@ def worker(policy: str) -> dict:
 
 
 # ------------------------------------------------------------------------- driver
+def archive_tree(rev: str, dest: Path) -> Path:
+    """A ``git archive`` of ``rev`` extracted into ``dest`` (created); returns ``dest``."""
+    dest.mkdir()
+    arch = subprocess.run(["git", "-C", str(ROOT), "archive", rev], capture_output=True,
+                          check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(dest)], input=arch, check=True)
+    return dest
+
+
 def run_worker(tree: Path, policy: str) -> dict:
     env = dict(os.environ, PYTHONPATH=str(tree), HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
     out = subprocess.run([sys.executable, str(HERE / "theory_speed.py"), "--worker", policy],
@@ -120,31 +135,36 @@ def compare_rows(before: dict, after: dict) -> dict:
     return {"same_rows": same, "same_verdicts": verdicts, "max_relative_change": change}
 
 
+def measured_sides(results: dict):
+    """``(name, side, result, its sides)`` for every measured side, before first."""
+    for name, sides in results.items():
+        for side in ("before", "after"):
+            if sides.get(side) is not None:
+                yield name, side, sides[side], sides
+
+
 def table(results: dict) -> str:
     lines = ["| class | tree | total [s] | " + " | ".join(STAGES) + " | after / before |",
              "|---|---|---|" + "---|" * len(STAGES) + "---|"]
-    for policy, sides in results.items():
-        for side in ("before", "after"):
-            r = sides.get(side)
-            if r is None:
-                continue
-            ratio = ""
-            if side == "after" and sides.get("before"):
-                ratio = f"{r['total_s'] / sides['before']['total_s']:.2f}x"
-            if side == "after" and "rows_compared" in sides:
-                c = sides["rows_compared"]
-                ratio += (f" (same rows: {c['same_rows']}, same verdicts: {c['same_verdicts']},"
-                          f" max rel. change {c['max_relative_change']:.1e})")
-            lines.append(f"| {policy} ({r['num_params']} params) | {side} | {r['total_s']:.2f} | "
-                         + " | ".join(f"{r['stages'][s]:.2f}" for s in STAGES)
-                         + f" | {ratio} |")
+    for policy, side, r, sides in measured_sides(results):
+        ratio = ""
+        if side == "after" and sides.get("before"):
+            ratio = f"{r['total_s'] / sides['before']['total_s']:.2f}x"
+        if side == "after" and "rows_compared" in sides:
+            c = sides["rows_compared"]
+            ratio += (f" (same rows: {c['same_rows']}, same verdicts: {c['same_verdicts']},"
+                      f" max rel. change {c['max_relative_change']:.1e})")
+        lines.append(f"| {policy} ({r['num_params']} params) | {side} | {r['total_s']:.2f} | "
+                     + " | ".join(f"{r['stages'][s]:.2f}" for s in STAGES)
+                     + f" | {ratio} |")
     return "\n".join(lines)
 
 
-def write_readme(text: str) -> None:
+def write_readme(text: str, marker: str = "theory_speed") -> None:
+    """Put ``text`` between the ``<!-- MARKER:begin/end -->`` lines of benchmarks/README.md."""
     path = HERE / "README.md"
     body = path.read_text()
-    begin, end = "<!-- theory_speed:begin -->", "<!-- theory_speed:end -->"
+    begin, end = f"<!-- {marker}:begin -->", f"<!-- {marker}:end -->"
     if begin not in body:
         raise RuntimeError(f"{path}: no {begin} marker")
     head, rest = body.split(begin, 1)
@@ -168,12 +188,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         trees = {"after": ROOT}
         if args.before != "none":
-            before = Path(tmp) / "before"
-            before.mkdir()
-            arch = subprocess.run(["git", "-C", str(ROOT), "archive", args.before],
-                                  capture_output=True, check=True).stdout
-            subprocess.run(["tar", "-x", "-C", str(before)], input=arch, check=True)
-            trees = {"before": before, "after": ROOT}
+            trees = {"before": archive_tree(args.before, Path(tmp) / "before"), "after": ROOT}
         jobs = [(p, s) for p in args.classes for s in trees]
         for policy, side in tqdm(jobs, desc="theory_speed", unit="report"):
             results.setdefault(policy, {})[side] = run_worker(trees[side], policy)
@@ -188,5 +203,168 @@ def main() -> None:
     print(table(old))
 
 
+# ========================================================= the synthetic experiment (--synthetic)
+#: main when the synthetic speed work began (issue 15)
+SYNTHETIC_BEFORE_REV = "8fbe260"
+#: the stages of a synthetic comparison, in the order they run (exclusive seconds)
+SYNTHETIC_STAGES = ("reference training", "exact problem", "DPO pool", "pipeline", "evaluation",
+                    "theory: bundle", "theory: primal", "theory: fits", "theory: searches",
+                    "theory: lam*_p check", "theory: other", "rest")
+
+
+class _StageClock:
+    """Exclusive wall and CPU seconds per stage of wrapped functions (a nested call of another
+    stage is charged to that stage only)."""
+
+    def __init__(self) -> None:
+        self.wall = dict.fromkeys(SYNTHETIC_STAGES, 0.0)
+        self.cpu = dict.fromkeys(SYNTHETIC_STAGES, 0.0)
+        self._open: list[list] = []  # [stage, wall0, cpu0, child wall, child cpu]
+
+    def wrap(self, stage: str, fn):
+        def timed(*args, **kwargs):
+            if self._open and self._open[-1][0] == stage:
+                return fn(*args, **kwargs)
+            self._open.append([stage, time.perf_counter(), time.process_time(), 0.0, 0.0])
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                name, w0, c0, cw, cc = self._open.pop()
+                dw, dc = time.perf_counter() - w0, time.process_time() - c0
+                self.wall[name] += dw - cw
+                self.cpu[name] += dc - cc
+                if self._open:
+                    self._open[-1][3] += dw
+                    self._open[-1][4] += dc
+        return timed
+
+
+def synthetic_worker(size: str, out_dir: str) -> dict:
+    """One ``dualgap llm synthetic`` comparison (CLI defaults: both methods, the sweep, no
+    figures) in ``out_dir``, timed by stage; returns the stages, the pipeline's own generation /
+    scoring / DPO seconds, the Adam steps of the theory and the result rows."""
+    import dualgap.gaps as gaps
+    import dualgap.llm.run as run
+    import dualgap.llm.synthetic.compare as compare
+    import dualgap.llm.synthetic.model as model
+    import dualgap.llm.synthetic.pipeline as pipeline
+    from dualgap.policies import PolicyClass
+
+    clock = _StageClock()
+    for owner, attr, stage in (
+            (model, "train_reference", "reference training"),
+            (compare, "build_task", "exact problem"), (compare, "write_pairs", "DPO pool"),
+            (run, "train", "pipeline"), (run, "resume", "pipeline"),
+            (pipeline, "exact_policy", "evaluation"), (compare, "measure_class", "theory: other"),
+            (gaps, "parametrized_dual", "theory: bundle"),
+            (gaps, "parametrized_primal", "theory: primal"),
+            (gaps, "lagrangian_max", "theory: searches"),
+            (gaps, "proves_not_a_minimizer", "theory: lam*_p check"),
+            (PolicyClass, "fit", "theory: fits")):
+        setattr(owner, attr, clock.wrap(stage, getattr(owner, attr)))
+    steps = {"n": 0}
+    minimize = model.TransformerPolicy.minimize
+
+    def counted(self, theta, loss_fn, n):
+        steps["n"] += int(n)
+        return minimize(self, theta, loss_fn, n)
+
+    model.TransformerPolicy.minimize = counted
+    import logging
+
+    logging.getLogger("transformers").setLevel(logging.ERROR)
+    w0, c0 = time.perf_counter(), time.process_time()
+    cmp = clock.wrap("rest", compare.compare)(size, out_dir, figures=False, progress=False)
+    total_w, total_c = time.perf_counter() - w0, time.process_time() - c0
+    pipe = {}
+    for name, tr in cmp.traces.items():
+        for k, v in tr.timing.items():
+            pipe[f"{name} {k}"] = v
+    rows = {}
+    for name, tr in cmp.traces.items():
+        for it in tr.iterates:
+            for q in ("objective", "kl", "lagrangian_gap", "l1_to_optimum"):
+                rows[f"{name} t={it.iteration} {q}"] = {"measured": float(getattr(it, q)),
+                                                        "holds": None}
+            rows[f"{name} t={it.iteration} lam"] = {"measured": float(it.lam[0]), "holds": None}
+            rows[f"{name} t={it.iteration} slack"] = {"measured": float(it.slack[0]),
+                                                      "holds": bool(it.slack.min() >= 0)}
+    for c in cmp.classes:
+        rows[f"{c.arch.label()} nu"] = {"measured": c.nu, "holds": None}
+        for r in c.rows:
+            rows[f"{c.arch.label()} {r.statement} | {r.quantity}"] = {
+                "measured": r.measured, "holds": r.holds, "kind": r.kind}
+    return {"size": size, "total_s": total_w, "total_cpu_s": total_c, "stages": clock.wall,
+            "stages_cpu": clock.cpu, "pipeline_timing": pipe, "adam_steps": steps["n"],
+            "rows": rows}
+
+
+def synthetic_table(results: dict) -> str:
+    """The README table: per tree, wall (CPU) seconds per stage and the ratios."""
+    lines = ["| size | tree | total wall [s] | total CPU [s] | " + " | ".join(SYNTHETIC_STAGES)
+             + " | Adam steps (theory) | after / before (wall, CPU) |",
+             "|---|---|---|---|" + "---|" * len(SYNTHETIC_STAGES) + "---|---|"]
+    for size, side, r, sides in measured_sides(results):
+        b, c, ratio = sides.get("before"), sides.get("rows_compared"), ""
+        if side == "after" and b:
+            ratio = (f"{r['total_s'] / b['total_s']:.2f}x, "
+                     f"{r['total_cpu_s'] / b['total_cpu_s']:.2f}x")
+        if side == "after" and b and c:
+            ratio += (f" (same rows: {c['same_rows']}, same verdicts: {c['same_verdicts']}, "
+                      f"max rel. change {c['max_relative_change']:.1e})")
+        cells = [f"{r['stages'][s]:.1f} ({r['stages_cpu'][s]:.1f})" for s in SYNTHETIC_STAGES]
+        lines.append(f"| {size} | {side} | {r['total_s']:.1f} | {r['total_cpu_s']:.1f} | "
+                     + " | ".join(cells) + f" | {r['adam_steps']} | {ratio} |")
+    return "\n".join(lines)
+
+
+def synthetic_main(argv: list[str]) -> None:
+    """``--synthetic``: time ``dualgap llm synthetic`` by stage, before and after, in one run
+    (each side in a subprocess with a fresh output directory, run one after the other)."""
+    ap = argparse.ArgumentParser(description="profile dualgap llm synthetic by stage")
+    ap.add_argument("--synthetic", action="store_true", required=True)
+    ap.add_argument("--synthetic-worker", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--out", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--size", default="default",
+                    help="a size of dualgap.llm.synthetic.config.SIZES (default: %(default)s)")
+    ap.add_argument("--before", default=SYNTHETIC_BEFORE_REV,
+                    help="git revision timed as 'before' ('none': skip; default %(default)s)")
+    args = ap.parse_args(argv)
+    if args.synthetic_worker:
+        print(json.dumps(synthetic_worker(args.synthetic_worker, args.out), default=str))
+        return
+    from tqdm import tqdm
+
+    results: dict = {args.size: {}}
+    with tempfile.TemporaryDirectory() as tmp:
+        trees = {"after": ROOT}
+        if args.before != "none":
+            trees = {"before": archive_tree(args.before, Path(tmp) / "before"), "after": ROOT}
+        for side in tqdm(list(trees), desc="synthetic_speed", unit="run"):
+            env = dict(os.environ, PYTHONPATH=str(trees[side]), HF_HUB_OFFLINE="1",
+                       HF_DATASETS_OFFLINE="1")
+            out = subprocess.run(
+                [sys.executable, str(HERE / "theory_speed.py"), "--synthetic",
+                 "--synthetic-worker", args.size, "--out", str(Path(tmp) / f"run-{side}")],
+                env=env, capture_output=True, text=True, check=False, cwd=trees[side])
+            if out.returncode != 0:
+                raise RuntimeError(f"synthetic worker in {trees[side]} failed:\n"
+                                   f"{out.stderr[-3000:]}")
+            results[args.size][side] = json.loads(out.stdout.strip().splitlines()[-1])
+    sides = results[args.size]
+    if "before" in sides:
+        sides["rows_compared"] = compare_rows(sides["before"]["rows"], sides["after"]["rows"])
+    path = HERE / "results" / "synthetic_speed.json"
+    old = json.loads(path.read_text()) if path.exists() else {}
+    old.update(results)
+    path.write_text(json.dumps(old, indent=1, default=str) + "\n")
+    text = synthetic_table(old)
+    write_readme(text, "synthetic_speed")
+    print(text)
+
+
 if __name__ == "__main__":
-    main()
+    if "--synthetic" in sys.argv[1:]:
+        synthetic_main(sys.argv[1:])
+    else:
+        main()

@@ -101,10 +101,17 @@ def claims_ledger(*, quick: bool = False, instances: int | None = None, seed: in
     timings = {}
     rows: dict[str, ClaimResult] = {}
 
+    from tqdm.auto import tqdm
+
+    # the six experiments, each with its own bar below this one (total and ETA per experiment)
+    overall = tqdm(total=6, desc="claims (experiments)", unit="experiment", disable=not progress)
+
     def timed(name, fn):
+        overall.set_postfix_str(name)
         t = time.perf_counter()
         out = fn()
         timings[name] = time.perf_counter() - t
+        overall.update(1)
         return out
 
     rows.update(timed("theory sweep", lambda: theory_sweep(
@@ -120,4 +127,5 @@ def claims_ledger(*, quick: bool = False, instances: int | None = None, seed: in
                                                                       progress=progress))
     rows["One-shot sample size"] = timed("sample size", lambda: one_shot_sample_size(
         pick(SampleSizeConfig), progress=progress))
+    overall.close()
     return Ledger([rows[c] for c in CLAIM_ORDER], quick, time.perf_counter() - t0, timings)

@@ -1,6 +1,6 @@
 """``dualgap claims``: the ledger of all 14 claims (docs/claims.md).
 
-    dualgap claims --quick                     # reduced sizes, under 2 minutes
+    dualgap claims --quick                     # reduced sizes, about 2 minutes of CPU
     dualgap claims --json > claims.json        # full sizes (>= 50 theory instances)
     dualgap claims --counterexamples cx/       # save counterexamples as cx/*.npz (+ .json)
 """

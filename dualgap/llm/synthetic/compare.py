@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -32,7 +33,7 @@ from .config import METHODS, SyntheticSize, get_size
 from .pipeline import MethodTrace, run_method, write_pairs
 from .task import SyntheticTask, build_task
 
-__all__ = ["Comparison", "compare", "format_table"]
+__all__ = ["Comparison", "compare", "sweep_in_process", "format_table"]
 
 
 def _fmt(v: Any, digits: int = 4) -> str:
@@ -208,14 +209,20 @@ class Comparison:
 
 def compare(size: str | SyntheticSize = "default", directory: str | Path = "synthetic",
             methods: tuple[str, ...] = METHODS, sweep: bool = True, figures: bool = True,
-            progress: bool = True, num_threads: int | None = 1) -> Comparison:
+            progress: bool = True, num_threads: int | None = 1,
+            parallel: bool = False) -> Comparison:
     """Build the task, run the pipeline's ``methods``, measure the theory for the reference
     class (and the ``size.sweep`` classes when ``sweep``), write ``comparison.json`` (and the
     figures) to ``directory``.
 
     ``num_threads``: torch's intra-op threads for the duration (restored afterwards; ``None``
     leaves them alone).  The models are tiny, so one thread is as fast as several, and on a
-    shared CPU several threads are many times slower.
+    shared CPU several threads are many times slower.  ``parallel``: measure the sweep classes
+    in a second process (:func:`sweep_in_process`; the same numbers, checked on the tiny size:
+    each class's report depends on the task and its seed only) while this one runs the
+    pipeline and the reference class.  Off by default: on a shared, loaded 2-core machine it
+    was slower (tiny size, no pipeline: 73 s against 59 s serial, the second process's imports
+    and reload included); it is meant for an otherwise idle machine with 2+ cores.
     """
     import torch
 
@@ -229,13 +236,98 @@ def compare(size: str | SyntheticSize = "default", directory: str | Path = "synt
     if num_threads is not None:
         torch.set_num_threads(int(num_threads))
     try:
-        return _compare(sz, Path(directory), methods, sweep, figures, progress)
+        return _compare(sz, Path(directory), methods, sweep, figures, progress, bool(parallel),
+                        1 if num_threads is None else int(num_threads))
     finally:
         torch.set_num_threads(before)
 
 
+def sweep_in_process(size: SyntheticSize, directory: str, num_threads: int = 1
+                     ) -> tuple[list[ClassGaps], float]:
+    """The capacity sweep's classes (:func:`~.capacity.measure_class` of each ``size.sweep``
+    architecture) as the second process of :func:`compare` runs them: the task reloaded from
+    ``directory`` (the reference :func:`~.task.build_task` saved there), no progress bars;
+    returns the classes and the seconds they took."""
+    import torch
+    from transformers.utils import logging as hf_logging
+
+    torch.set_num_threads(int(num_threads))
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()  # the reload's weight-loading bar
+    task = build_task(size, directory, progress=False)
+    t = time.perf_counter()
+    with torch.random.fork_rng():
+        classes = [measure_class(task, arch, None, False) for arch in size.sweep]
+    return classes, time.perf_counter() - t
+
+
+def _sweep_job(job: str, result: str) -> None:
+    """The second process's entry point: :func:`sweep_in_process` on the pickled arguments in
+    ``job``, its result pickled to ``result`` (written whole, then renamed)."""
+    import pickle
+
+    with open(job, "rb") as f:
+        args = pickle.load(f)
+    out = sweep_in_process(*args)
+    for c in out[0]:  # the instance holds a weak reference (its cached normalization); the
+        if c.report is not None:  # caller puts its own, identical, task.problem back
+            c.report.instance = None
+    tmp = Path(result).with_suffix(".part")
+    with open(tmp, "wb") as f:
+        pickle.dump(out, f)
+    tmp.replace(result)
+
+
+class _SweepProcess:
+    """:func:`sweep_in_process` in a fresh Python (``python -c``, so no ``__main__`` guard is
+    needed in the caller's script) importing this same ``dualgap``; files in ``directory``
+    (``sweep_job.pkl``, ``sweep_result.pkl``, its stderr in ``sweep.log``)."""
+
+    def __init__(self, size: SyntheticSize, directory: Path, num_threads: int) -> None:
+        import pickle
+        import subprocess
+        import sys
+
+        import dualgap
+
+        self.job, self.result = directory / "sweep_job.pkl", directory / "sweep_result.pkl"
+        self.log = directory / "sweep.log"
+        self.result.unlink(missing_ok=True)
+        with open(self.job, "wb") as f:
+            pickle.dump((size, str(directory), int(num_threads)), f)
+        root = str(Path(dualgap.__file__).resolve().parent.parent)
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+            [root] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
+        code = ("import sys; from dualgap.llm.synthetic.compare import _sweep_job; "
+                "_sweep_job(sys.argv[1], sys.argv[2])")
+        with open(self.log, "w") as log:
+            self.proc = subprocess.Popen([sys.executable, "-c", code, str(self.job),
+                                          str(self.result)], env=env,
+                                         stdout=subprocess.DEVNULL, stderr=log)
+
+    def result_(self) -> tuple[list[ClassGaps], float]:
+        import pickle
+
+        code = self.proc.wait()
+        if code != 0 or not self.result.exists():
+            tail = self.log.read_text()[-2000:]
+            raise RuntimeError(f"the capacity sweep's process failed (exit {code}); the end "
+                               f"of {self.log}:\n{tail}")
+        with open(self.result, "rb") as f:
+            out = pickle.load(f)
+        self.job.unlink(missing_ok=True)
+        self.result.unlink(missing_ok=True)
+        return out
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
 def _compare(sz: SyntheticSize, directory: Path, methods: tuple[str, ...], sweep: bool,
-             figures: bool, progress: bool) -> Comparison:
+             figures: bool, progress: bool, parallel: bool = False,
+             num_threads: int = 1) -> Comparison:
     import torch
 
     directory.mkdir(parents=True, exist_ok=True)
@@ -249,23 +341,40 @@ def _compare(sz: SyntheticSize, directory: Path, methods: tuple[str, ...], sweep
     t = time.perf_counter()
     task = build_task(sz, directory, progress)
     seconds["reference"] = time.perf_counter() - t
-    traces: dict[str, MethodTrace] = {}
-    if methods:
-        pairs = write_pairs(task, directory / "pairs.jsonl")
-        for meth in methods:
-            t = time.perf_counter()
-            traces[meth] = run_method(task, meth, directory / "runs" / meth, pairs, progress)
-            seconds[meth] = time.perf_counter() - t
-    t = time.perf_counter()
-    thetas = [th for tr in traces.values() for th in tr.thetas]
-    with torch.random.fork_rng():
-        classes = [measure_class(task, None, thetas, progress)]
-        seconds["theory (reference class)"] = time.perf_counter() - t
-        if sweep:
-            t = time.perf_counter()
-            for arch in sz.sweep:
-                classes.append(measure_class(task, arch, None, progress))
-            seconds["capacity sweep"] = time.perf_counter() - t
+    second = None
+    if sweep and sz.sweep and parallel:  # the sweep needs only the task: start it now
+        second = _SweepProcess(sz, directory, num_threads)
+    try:
+        traces: dict[str, MethodTrace] = {}
+        if methods:
+            pairs = write_pairs(task, directory / "pairs.jsonl")
+            for meth in methods:
+                t = time.perf_counter()
+                traces[meth] = run_method(task, meth, directory / "runs" / meth, pairs,
+                                          progress)
+                seconds[meth] = time.perf_counter() - t
+        t = time.perf_counter()
+        thetas = [th for tr in traces.values() for th in tr.thetas]
+        with torch.random.fork_rng():
+            classes = [measure_class(task, None, thetas, progress)]
+            seconds["theory (reference class)"] = time.perf_counter() - t
+            if second is not None:
+                t = time.perf_counter()
+                swept, spent = second.result_()
+                for c in swept:
+                    if c.report is not None:
+                        c.report.instance = task.problem
+                classes += swept
+                seconds["capacity sweep (second process)"] = spent
+                seconds["waiting for the sweep"] = time.perf_counter() - t
+            elif sweep:
+                t = time.perf_counter()
+                for arch in sz.sweep:
+                    classes.append(measure_class(task, arch, None, progress))
+                seconds["capacity sweep"] = time.perf_counter() - t
+    finally:
+        if second is not None:
+            second.stop()
     cmp = Comparison(sz, task, traces, classes, seconds, directory=directory)
     if figures:
         from ..plots.synthetic import plot_capacity_sweep, plot_pipeline_vs_exact

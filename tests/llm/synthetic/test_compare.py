@@ -55,3 +55,30 @@ def test_small_end_to_end_run_has_every_row(tiny_comparison, workdir):
     saved = json.loads((workdir / "comparison.json").read_text())
     assert saved["exact"]["lam*"] == pytest.approx(c.task.solution.lam.tolist())
     assert all((workdir / f).exists() for f in ("pipeline_vs_exact.png", "gaps_vs_nu.png"))
+
+
+@pytest.mark.slow
+def test_the_sweep_in_a_second_process_gives_the_same_classes(tiny_task, workdir, tmp_path):
+    """compare(parallel=True) measures the sweep in a fresh process (the reference reloaded
+    from the output directory); its classes equal the same classes measured here."""
+    import dataclasses
+    import shutil
+
+    from dualgap.llm.synthetic.capacity import measure_class
+    from dualgap.llm.synthetic.compare import compare
+    from dualgap.llm.synthetic.config import TransformerArch
+
+    small = dataclasses.replace(TINY, sweep=(TransformerArch(2, 1, 1),), distill_steps=10,
+                                warm_steps=5, sweep_init_steps=10, refine=0,
+                                lam_scales=(1.0,))
+    shutil.copytree(workdir / "reference", tmp_path / "reference")  # same reference settings
+    c = compare(small, tmp_path, methods=(), figures=False, progress=False, parallel=True)
+    assert "capacity sweep (second process)" in c.seconds
+    assert not (tmp_path / "sweep_job.pkl").exists()
+    task = dataclasses.replace(tiny_task, size=small)
+    here = measure_class(task, small.sweep[0], None, False)
+    there = c.classes[1]
+    assert there.arch == small.sweep[0] and there.report.instance is c.task.problem
+    assert there.nu == here.nu and there.dual_p_star == here.dual_p_star
+    assert [(r.statement, r.measured, r.holds) for r in there.rows] == \
+        [(r.statement, r.measured, r.holds) for r in here.rows]

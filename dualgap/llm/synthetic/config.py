@@ -13,7 +13,8 @@ from .language import SCORE_NAMES, SyntheticLanguage
 
 __all__ = ["TransformerArch", "SyntheticSize", "SIZES", "METHODS", "get_size"]
 
-#: the pipeline methods compared (``dualgap.llm.config.METHODS`` minus the label baselines)
+#: the pipeline methods compared (``dualgap.llm.config.METHODS`` minus the label baselines
+#: dpo-helpful / dpo-safe and PeCAID's pecaid / pe-one-shot, which need preference labels)
 METHODS = ("caid", "one-shot")
 
 

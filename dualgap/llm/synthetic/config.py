@@ -14,7 +14,8 @@ from .language import SCORE_NAMES, SyntheticLanguage
 __all__ = ["TransformerArch", "SyntheticSize", "SIZES", "METHODS", "get_size"]
 
 #: the pipeline methods compared (``dualgap.llm.config.METHODS`` minus the label baselines
-#: dpo-helpful / dpo-safe and PeCAID's pecaid / pe-one-shot, which need preference labels)
+#: dpo-helpful / dpo-safe and PeCAID's pecaid / pe-one-shot, compared on this language by
+#: :mod:`dualgap.llm.pecaid_synthetic`)
 METHODS = ("caid", "one-shot")
 
 

@@ -16,7 +16,8 @@ nested in another is not counted twice):
 * ``bundle``: :func:`dualgap.gaps.parametrized_dual` (``D*_p``, every Lagrangian search inside);
 * ``primal``: :func:`dualgap.gaps.parametrized_primal` (the primal witness);
 * ``fits``: :meth:`PolicyClass.fit` at every target (the fits for ``nu``);
-* ``lagrangian_max``: the report's own searches at the targets;
+* ``lagrangian_max``: the report's own searches at the targets (``lagrangian_max`` and, where
+  it exists, ``lagrangian_max_batch``);
 * ``other``: the rest (refining cuts, measuring witnesses, the rows).
 
 Writes ``benchmarks/results/theory_speed.json`` and the table between the ``theory_speed``
@@ -43,8 +44,8 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-#: main at the start of the parametrized speed work (issue 12 merged, issue 15's core part done)
-BEFORE_REV = "7d8a64b"
+#: main before the batched searches (session 3; session 2's "before" was 7d8a64b)
+BEFORE_REV = "8fbe260"
 CLASSES = ("tabular", "loglinear", "mlp")
 STAGES = ("exact", "bundle", "primal", "fits", "lagrangian_max", "other")
 
@@ -81,6 +82,8 @@ def worker(policy: str) -> dict:
     gaps.parametrized_dual = timed("bundle", gaps.parametrized_dual)
     gaps.parametrized_primal = timed("primal", gaps.parametrized_primal)
     gaps.lagrangian_max = timed("lagrangian_max", gaps.lagrangian_max)
+    if hasattr(gaps, "lagrangian_max_batch"):  # the report's searches, batched
+        gaps.lagrangian_max_batch = timed("lagrangian_max", gaps.lagrangian_max_batch)
     reference.solve_primal_cvxpy = timed("exact", reference.solve_primal_cvxpy)
     solver.solve = timed("exact", solver.solve)
     import dualgap.policies.classes  # noqa: F401  (the subclasses whose fit is timed)
@@ -98,7 +101,9 @@ def worker(policy: str) -> dict:
     report = gap_report(problem, cls)
     total = time.perf_counter() - t0
     spent["other"] = total - sum(v for k, v in spent.items() if k != "other")
-    rows = {f"{r.statement} | {r.quantity}": r.to_dict() for r in report.rows}
+    # the rows without their witnesses (a tabular theta has 8698 entries per row)
+    rows = {f"{r.statement} | {r.quantity}": {k: v for k, v in r.to_dict().items()
+                                               if k != "witness"} for r in report.rows}
     return {"policy": policy, "num_params": cls.num_params, "total_s": total, "stages": spent,
             "all_hold": bool(report.all_hold), "rows": rows}
 

@@ -125,8 +125,9 @@ def gap_report(problem: AlignmentProblem, policy_class: object, *, starts: int |
     extra = [policy_class.check_params(th).detach() for th in extra_thetas]
     t0 = time.perf_counter()
     notes: list[str] = []
-    bar = tqdm(total=len(grid) + 5, desc=f"gap report ({policy_class.name})", disable=not progress,
-               leave=False)
+    # stages: the exact solve, D*_p, P*_p, a fit and the searches at each target, lam*_nu, rows
+    bar = tqdm(total=2 * len(grid) + 9, desc=f"gap report ({policy_class.name})",
+               disable=not progress, leave=False, unit="stage")
     with small_problem_threads(problem):
         sol = solve(problem)
         m = problem.num_constraints
@@ -138,6 +139,7 @@ def gap_report(problem: AlignmentProblem, policy_class: object, *, starts: int |
             from .reference import solve_primal_cvxpy
 
             P_cvx = solve_primal_cvxpy(problem).primal_value
+        bar.update(1)
         dual = gaps.parametrized_dual(problem, policy_class, tol=tol, starts=starts, seed=seed,
                                       **(dual_options or {}))
         bar.update(1)
@@ -165,47 +167,59 @@ def gap_report(problem: AlignmentProblem, policy_class: object, *, starts: int |
             if res.nu < t.nu:
                 t.nu, t.nu_1, t.nu_kl = res.nu, res.nu_1, res.nu_kl
 
-        def search_target(t: Target) -> list:
-            """Searches at ``t`` (by ``search``); the best lower estimate of D_p and witnesses."""
-            found = []
-            if search == "all" or not any(np.array_equal(t.lam, s) for s in searched):
-                est = gaps.lagrangian_max(problem, policy_class, t.lam,
-                                          theta0=best_theta(t.lam), starts=starts or 1, seed=seed)
-                found.append(est)
-                if t.fit is not None:
-                    est_fit = gaps.lagrangian_max(problem, policy_class, t.lam,
-                                                  theta0=t.fit.theta, seed=seed)
-                    if est_fit.value > est.value + 1e-12 * (1 + abs(est.value)):
-                        warm_won.append(t.label)
-                    found.append(est_fit)
-                if cold_search:
-                    t.cold = gaps.lagrangian_max(problem, policy_class, t.lam, seed=seed).value
-            th_cut = best_theta(t.lam)
-            J, s = gaps.cut(problem, policy_class, th_cut)
-            t.d_p, t.theta = J + float(t.lam @ s), th_cut
-            for est in found:
-                if est.value > t.d_p:
-                    t.d_p, t.theta = est.value, est.theta
-            for th in [th_cut] + [e.theta for e in found] + ([t.fit.theta] if t.fit else []):
-                witness(t, th)
-            return [e.theta for e in found]
+        def search_targets(ts: list[Target]) -> list:
+            """The searches at every target of ``ts`` (by ``search``) as one batch of the
+            class's hook; each target's best lower estimate of D_p and its witnesses."""
+            jobs = []  # (target, kind, start): warm (+ random starts), from the fit, cold
+            for t in ts:
+                if search == "all" or not any(np.array_equal(t.lam, s) for s in searched):
+                    jobs.append((t, "warm", best_theta(t.lam)))
+                    jobs += [(t, "warm", policy_class.init_params(seed + k))
+                             for k in range(1, starts or 1)]
+                    jobs += [(t, "fit", t.fit.theta)] if t.fit is not None else []
+                    jobs += [(t, "cold", None)] if cold_search else []
+            runs = gaps.lagrangian_max_batch(problem, policy_class, [j[0].lam for j in jobs],
+                                             [j[2] for j in jobs])
+            new_thetas = []
+            for t in ts:
+                mine = [(kind, r) for (tj, kind, _), r in zip(jobs, runs, strict=True)
+                        if tj is t]
+                warm = [r for kind, r in mine if kind == "warm"]
+                found = [warm[int(np.argmax([r.value for r in warm]))]] if warm else []
+                for kind, r in mine:
+                    if kind == "fit":
+                        if r.value > found[0].value + 1e-12 * (1 + abs(found[0].value)):
+                            warm_won.append(t.label)
+                        found.append(r)
+                    elif kind == "cold":
+                        t.cold = r.value
+                th_cut = best_theta(t.lam)
+                J, s = gaps.cut(problem, policy_class, th_cut)
+                t.d_p, t.theta = J + float(t.lam @ s), th_cut
+                for est in found:
+                    if est.value > t.d_p:
+                        t.d_p, t.theta = est.value, est.theta
+                for th in [th_cut] + [e.theta for e in found] + ([t.fit.theta] if t.fit else []):
+                    witness(t, th)
+                new_thetas += [e.theta for e in found]
+            return new_thetas
 
         for t in targets:
             fit_target(t)
+            bar.update(1)
         # the primal's feasible theta is a cut too (so the D*_p estimate is never below it)
         new = [t.fit.theta for t in targets if t.fit is not None] + extra + (
             [primal.theta] if primal.found else [])
         dual = gaps.refine_dual(problem, policy_class, dual, new)
-        for t in targets:
-            new += search_target(t)
-            bar.update(1)
+        new += search_targets(targets)
+        bar.update(len(targets))
         nu = max(t.nu for t in targets)
         worst = max(targets, key=lambda t: t.nu).label
         tight = tightened_multiplier(problem, nu)
         if tight.feasible:
             t_nu = Target("lam*_nu", tight.lam.copy())
             fit_target(t_nu)
-            new += search_target(t_nu) + ([t_nu.fit.theta] if t_nu.fit else [])
+            new += search_targets([t_nu]) + ([t_nu.fit.theta] if t_nu.fit else [])
             targets.append(t_nu)
             if t_nu.nu > nu:
                 notes.append(f"nu grew from {nu:.4g} to {t_nu.nu:.4g} with the target "

@@ -51,6 +51,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="skip the cvxpy cross-check of P* (default: off)")
     p.add_argument("--json", action="store_true",
                    help="print the report as JSON (default: off)")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress bar on stderr (default: off)")
     p.set_defaults(func=_report)
 
 
@@ -82,7 +84,7 @@ def _report(args: argparse.Namespace) -> int:
     cls = build_policy_class(problem, args.policy, noise, args.feature_seed,
                              args.hidden, args.depth)
     report = gap_report(problem, cls, starts=args.starts, seed=args.seed, tol=args.tol,
-                        cvxpy_check=not args.no_cvxpy)
+                        cvxpy_check=not args.no_cvxpy, progress=not args.no_progress)
     if args.json:
         sys.stdout.write(report.to_json() + "\n")
     else:

@@ -13,7 +13,8 @@ Every number here is an estimate that errs on a known side (docs/theory.md, "Whi
 estimate errs on"):
 
 * :func:`lagrangian_max` finds *a* theta by local search: its value ``L(pi_theta, lam)`` is a
-  lower estimate of ``D_p(lam)`` and theta is the certificate.
+  lower estimate of ``D_p(lam)`` and theta is the certificate; :func:`lagrangian_max_batch`
+  runs many such searches as one batched tensor program.
 * :func:`parametrized_dual` minimizes ``D_p`` by a level bundle method whose cuts are
   ``L(pi_theta_k, lam) = J(theta_k) + lam^T s_k`` for the thetas found: every cut is an exact
   lower bound on ``D_p`` everywhere, so the minimum of the model over a box that contains
@@ -37,6 +38,7 @@ from .lagrangian import (
     LagrangianMax,
     cut,
     lagrangian_max,
+    lagrangian_max_batch,
     lagrangian_objective,
     policy_terms,
 )
@@ -47,6 +49,7 @@ __all__ = [
     "proves_not_a_minimizer",
     "lagrangian_objective",
     "lagrangian_max",
+    "lagrangian_max_batch",
     "LagrangianMax",
     "LAGRANGIAN_METHODS",
     "parametrized_dual",

@@ -25,6 +25,7 @@ from .lagrangian import (
     check_lam,
     cut,
     lagrangian_max,
+    lagrangian_max_batch,
     with_small_threads,
 )
 
@@ -308,8 +309,9 @@ def newton_polish(problem: AlignmentProblem, policy_class: PolicyClass, lam: np.
 
     ``lam_A <- [lam_A - J^{-1} s_A]_+`` with ``J = d s_A / d lam_A`` by forward differences
     (step ``1e-6 (1 + lam_i)``), each ``theta(lam)`` a :func:`lagrangian_max` warm-started at
-    the current theta; a step is kept only if it shrinks ``max |s_A|``.  Returns
-    ``(lam, theta, slack, last Jacobian or None, evaluations, thetas visited)``.
+    the current theta (the Jacobian's searches as one :func:`lagrangian_max_batch`); a step is
+    kept only if it shrinks ``max |s_A|``.  Returns ``(lam, theta, slack, last Jacobian or
+    None, evaluations, thetas visited)``.
     """
     evals, visited, jac_last = 0, [], None
     lam, slack = lam.copy(), slack.copy()
@@ -319,15 +321,14 @@ def newton_polish(problem: AlignmentProblem, policy_class: PolicyClass, lam: np.
             break
         idx = np.nonzero(act)[0]
         jac = np.zeros((idx.size, idx.size))
-        for j, i in enumerate(idx):
-            step = 1e-6 * (1.0 + lam[i])
-            lam_h = lam.copy()
-            lam_h[i] += step
-            res_h = lagrangian_max(problem, policy_class, lam_h, theta0=theta, starts=1,
-                                   method=method)
+        steps = 1e-6 * (1.0 + lam[idx])
+        lams_h = [lam + step * np.eye(lam.size)[i] for i, step in zip(idx, steps, strict=True)]
+        # the idx.size forward-difference searches as one batch
+        for j, res_h in enumerate(lagrangian_max_batch(problem, policy_class, lams_h,
+                                                       [theta] * idx.size, method=method)):
             evals += 1
             visited.append(res_h.theta)
-            jac[:, j] = (res_h.slack[idx] - slack[idx]) / step
+            jac[:, j] = (res_h.slack[idx] - slack[idx]) / steps[j]
         try:
             delta = np.linalg.solve(jac, -slack[idx])
         except np.linalg.LinAlgError:

@@ -37,6 +37,7 @@ __all__ = [
     "LAGRANGIAN_METHODS",
     "lagrangian_objective",
     "lagrangian_max",
+    "lagrangian_max_batch",
     "LagrangianMax",
     "policy_terms",
     "cut",
@@ -140,11 +141,12 @@ def lagrangian_max(problem: AlignmentProblem, policy_class: PolicyClass, lam: ob
                    starts: int = 1, seed: int = 0, method: str = "auto") -> LagrangianMax:
     """``D_p(lam) = max_theta L(pi_theta, lam)``, estimated from below by local search.
 
-    Every start is one call of the class's hook
-    :meth:`~dualgap.policies.PolicyClass.maximize_lagrangian` (``method`` and ``steps`` =
-    its ``budget`` are passed to it; the default hook runs natural-gradient steps and/or
-    L-BFGS, see there; a class may bring its own optimizer).  Starts: ``theta0`` (``None``: the
-    class's default start) and ``starts - 1`` random ones (``init_params(seed + k)``).
+    All starts are one call of the class's hook
+    :meth:`~dualgap.policies.PolicyClass.maximize_lagrangian_batch` (one tensor program by
+    default; ``method`` and ``steps`` = its ``budget`` are passed to it; the default hook runs
+    natural-gradient steps and/or L-BFGS, see there; a class may bring its own optimizer).
+    Starts: ``theta0`` (``None``: the class's default start) and ``starts - 1`` random ones
+    (``init_params(seed + k)``).
     ``steps`` caps the iterations of each start (``None``: the class's default budget).
     ``theta0`` with a small ``steps`` is the inexact, warm-started policy step of CAID.
     Returns the best start, measured here: its ``value`` is a lower estimate of ``D_p(lam)``
@@ -163,24 +165,56 @@ def lagrangian_max(problem: AlignmentProblem, policy_class: PolicyClass, lam: ob
     firsts = [None if theta0 is None else policy_class.check_params(theta0).detach()]
     firsts += [policy_class.init_params(seed + k) for k in range(1, int(starts))]
     budget = None if steps is None else int(steps)
-    best = None
-    values, total = [], 0
-    for th0 in firsts:
-        theta, n = policy_class.maximize_lagrangian(lam_t, th0, budget, method=method,
-                                                    problem=problem)
+    found = _searches(problem, policy_class, lam_t.expand(len(firsts), -1), firsts, budget,
+                      method)
+    k = int(np.argmax([res.value for res in found]))  # the first of equal values
+    best = found[k]
+    best.start_values = [res.value for res in found]
+    best.total_steps = sum(res.steps for res in found)
+    return best
+
+
+def _searches(problem: AlignmentProblem, policy_class: PolicyClass, lams: torch.Tensor,
+              theta0s: list, budget: int | None, method: str) -> list[LagrangianMax]:
+    """One batched call of the class's hook, each search measured here (one start each)."""
+    out = []
+    runs = policy_class.maximize_lagrangian_batch(lams, theta0s, budget, method=method,
+                                                  problem=problem)
+    for lam_t, (theta, n) in zip(lams, runs, strict=True):
         theta = policy_class.check_params(theta).detach()
-        total += int(n)
         with torch.no_grad():
             J, s = policy_terms(problem, policy_class, theta)
             val = float(J + lam_t @ s)
-        values.append(val)
-        if best is None or val > best[0]:
-            best = (val, theta.clone(), int(n), float(J), s.numpy().copy())
-    assert best is not None
-    val, theta, n, J, s = best
-    return LagrangianMax(value=val, theta=theta, policy=policy_class.policy(theta), steps=n,
-                         objective=J, slack=s, lam=lam_t.numpy().copy(), start_values=values,
-                         total_steps=total)
+        out.append(LagrangianMax(value=val, theta=theta.clone(), policy=policy_class.policy(theta),
+                                 steps=int(n), objective=float(J), slack=s.numpy().copy(),
+                                 lam=lam_t.numpy().copy(), start_values=[val],
+                                 total_steps=int(n)))
+    return out
+
+
+@with_small_threads
+def lagrangian_max_batch(problem: AlignmentProblem, policy_class: PolicyClass, lams: list,
+                         theta0s: list | None = None, steps: int | None = None,
+                         method: str = "auto") -> list[LagrangianMax]:
+    """Many one-start :func:`lagrangian_max` searches as one batched call of the class's hook
+    :meth:`~dualgap.policies.PolicyClass.maximize_lagrangian_batch`: search ``k`` maximizes
+    ``L(pi_theta, lams[k])`` from ``theta0s[k]`` (``None``: the class's start), and its result
+    is what ``lagrangian_max(problem, policy_class, lams[k], theta0s[k], steps, method=method)``
+    returns (the same algorithm per search; only the evaluations are shared)."""
+    check_compatible(problem, policy_class)
+    theta0s = [None] * len(lams) if theta0s is None else list(theta0s)
+    if len(theta0s) != len(lams):
+        raise ValueError(f"theta0s: {len(theta0s)} starts for {len(lams)} multipliers")
+    if not lams:
+        return []
+    if steps is not None and (int(steps) != steps or int(steps) < 1):
+        raise ValueError(f"steps: must be a positive integer or None, got {steps!r}")
+    if method not in LAGRANGIAN_METHODS:
+        raise ValueError(f"method: must be one of {LAGRANGIAN_METHODS}, got {method!r}")
+    lam_t = torch.stack([check_lam(problem, lam) for lam in lams])
+    firsts = [None if th is None else policy_class.check_params(th).detach() for th in theta0s]
+    return _searches(problem, policy_class, lam_t, firsts, None if steps is None else int(steps),
+                     method)
 
 
 def cut(problem: AlignmentProblem, policy_class: PolicyClass,

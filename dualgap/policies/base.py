@@ -18,8 +18,11 @@ with float32 Adam):
   every :meth:`PolicyClass.fit` stage (and of the augmented-Lagrangian polish of
   :func:`dualgap.gaps.parametrized_primal`);
 * :meth:`PolicyClass.maximize_lagrangian` ``(lam, theta0=None, budget=None) -> (theta,
-  iterations)``: one local search for ``max_theta L(pi_theta, lam)``; every Lagrangian
-  maximization of :mod:`dualgap.gaps` (hence of the report and the algorithms) goes through it.
+  iterations)``: one local search for ``max_theta L(pi_theta, lam)``, and
+  :meth:`PolicyClass.maximize_lagrangian_batch` ``(lams, theta0s, budget=None) -> [(theta,
+  iterations)]``: many at once (default: one tensor program, :mod:`.batch`; a class that
+  overrides only the first gets a loop over it); every Lagrangian maximization of
+  :mod:`dualgap.gaps` (hence of the report and the algorithms) goes through them.
 
 :meth:`PolicyClass.fit` returns the best approximation found of a target policy together with the
 two parts of the parametrization gap of docs/theory.md (:class:`FitResult`).
@@ -40,8 +43,9 @@ import torch
 
 from ..dual import check_policy, kl_divergence
 from ..problem import AlignmentProblem
-from .optim import lbfgs, natural_ascent
-from .terms import DTYPE, lagrangian_surrogate
+from .batch import search_batch
+from .optim import lbfgs
+from .terms import DTYPE
 
 __all__ = [
     "PolicyClass",
@@ -282,29 +286,57 @@ class PolicyClass(ABC):
         otherwise (on MLPs natural steps were seen to stall in worse local maxima).
         """
         pb = self.problem if problem is None else problem
+        self._check_method(method)
+        return search_batch(self, pb, lam.reshape(1, -1), [theta0], budget, method)[0]
+
+    def maximize_lagrangian_batch(self, lams: torch.Tensor, theta0s: list,
+                                  budget: int | None = None, *, method: str = "auto",
+                                  problem: AlignmentProblem | None = None
+                                  ) -> list[tuple[torch.Tensor, int]]:
+        """Hook: ``K`` local searches at once, ``[(theta_k, iterations_k)]``: search ``k`` is
+        :meth:`maximize_lagrangian` ``(lams[k], theta0s[k], budget, method, problem)``.
+
+        ``lams``: validated multipliers ``(K, m)``; ``theta0s``: ``K`` starts (``None``: the
+        class's start).  Default: one tensor program for all ``K`` (:mod:`.batch`: batched
+        scores, closed-form softmax gradient, batched L-BFGS with each search's own line
+        search and stopping rules); a class that overrides :meth:`maximize_lagrangian` and not
+        this hook gets a loop over its own :meth:`maximize_lagrangian`.
+        """
+        pb = self.problem if problem is None else problem
+        self._check_method(method)
+        if len(theta0s) != lams.shape[0]:
+            raise ValueError(f"theta0s: {len(theta0s)} starts for {lams.shape[0]} multipliers")
+        if type(self).maximize_lagrangian is not PolicyClass.maximize_lagrangian:
+            return [self.maximize_lagrangian(lam, th0, budget, method=method, problem=pb)
+                    for lam, th0 in zip(lams, theta0s, strict=True)]
+        return search_batch(self, pb, lams, list(theta0s), budget, method)
+
+    def _check_method(self, method: str) -> None:
         if method not in LAGRANGIAN_METHODS:
             raise ValueError(f"method: must be one of {LAGRANGIAN_METHODS}, got {method!r}")
         if method == "natural" and not self.has_score_step:
             raise ValueError(f"method: 'natural' is not available for {self!r}")
-        natural = method == "natural" or (method == "auto" and self.prefers_natural
-                                          and self.has_score_step)
-        polish = method in ("lbfgs", "auto")
-        theta = (self.init_params() if theta0 is None else self.check_params(theta0)).detach()
-        theta = theta.clone()
-        cap = math.inf if budget is None else int(budget)
-        n, done = 0, False
-        if natural:
-            nat = 200 if method == "natural" else 30
-            theta, n, done = natural_ascent(pb, self, lam, theta, int(min(cap, nat)))
-        if polish and n < cap and not done:
-            theta = theta.requires_grad_(True)
 
-            def neg_l(th: torch.Tensor) -> torch.Tensor:
-                return -lagrangian_surrogate(pb, self, th, lam)  # closed-form softmax gradient
+    def scores_batch(self, thetas: torch.Tensor) -> torch.Tensor:
+        """``f_theta`` for a batch of parameters ``(K, num_params)``: ``(K, X, Y)``,
+        differentiable (default: ``torch.func.vmap`` of :meth:`scores`; the classes here write
+        it as one batched forward pass)."""
+        return torch.func.vmap(self.scores)(thetas)
 
-            n += lbfgs(theta, neg_l, 500 if budget is None else int(cap - n))
-            theta = theta.detach()
-        return theta, n
+    def scores_pullback(self, thetas: torch.Tensor):
+        """``(f, pullback)``: the batched scores ``(K, X, Y)`` of ``thetas`` ``(K, P)`` (no
+        graph kept) and ``G (K, X, Y) -> sum_{x,y} G(x, y) d f_theta_k(x, y) / d theta_k``,
+        ``(K, P)``.  Default: autograd through :meth:`scores_batch`; the classes here write it by
+        hand."""
+        th = thetas.detach().clone().requires_grad_(True)
+        with torch.enable_grad():
+            f = self.scores_batch(th)
+
+        def pullback(G: torch.Tensor) -> torch.Tensor:
+            (grad,) = torch.autograd.grad(f, th, grad_outputs=G)
+            return grad
+
+        return f.detach(), pullback
 
     # -------------------------------------------------------------------- fit
     def check_target(self, target: object) -> np.ndarray:

@@ -50,6 +50,17 @@ class TabularPolicy(PolicyClass):
         flat = torch.zeros(X * Y, dtype=DTYPE).scatter(0, self._flat_index, theta)
         return flat.view(X, Y)
 
+    def scores_batch(self, thetas: torch.Tensor) -> torch.Tensor:
+        X, Y = self.problem.reward.shape
+        K = thetas.shape[0]
+        flat = torch.zeros(K, X * Y, dtype=DTYPE).index_copy(1, self._flat_index, thetas)
+        return flat.view(K, X, Y)
+
+    def scores_pullback(self, thetas: torch.Tensor):
+        """The scores are the parameters: the pullback of ``G`` is ``G`` on the support."""
+        return (self.scores_batch(thetas.detach()),
+                lambda G: G.reshape(G.shape[0], -1)[:, self._flat_index])
+
     def init_params(self, seed: int | None = None) -> torch.Tensor:
         if seed is None:
             return torch.zeros(self.num_params, dtype=DTYPE)
@@ -108,6 +119,16 @@ class LogLinearPolicy(PolicyClass):
 
     def scores(self, theta: torch.Tensor) -> torch.Tensor:
         return torch.einsum("d,dxy->xy", theta, self._phi)
+
+    def scores_batch(self, thetas: torch.Tensor) -> torch.Tensor:
+        d, X, Y = self._phi.shape
+        return (thetas @ self._phi.reshape(d, X * Y)).view(-1, X, Y)
+
+    def scores_pullback(self, thetas: torch.Tensor):
+        """Linear scores: the pullback of ``G`` is ``sum_{x,y} G phi``."""
+        d, X, Y = self._phi.shape
+        flat = self._phi.reshape(d, X * Y)
+        return (thetas.detach() @ flat).view(-1, X, Y), lambda G: G.reshape(G.shape[0], -1) @ flat.T
 
     def score_jacobian(self, theta: torch.Tensor, chunk: int = 64) -> torch.Tensor:
         """``phi`` on the support, ``(n_support, d)`` (the scores are linear in theta)."""
@@ -207,6 +228,23 @@ class MLPPolicy(PolicyClass):
             a = torch.tanh(a @ W.T + b)  # size = (X*Y, hidden)
         W, b = layers[-1]
         return (a @ W.T + b).view(X, Y)
+
+    def scores_batch(self, thetas: torch.Tensor) -> torch.Tensor:
+        """One batched forward pass for ``(K, num_params)`` parameters: ``(K, X, Y)`` (the
+        pullback is autograd's: a hand-written one was measured slower here)."""
+        X, Y = self.problem.reward.shape
+        K = thetas.shape[0]
+        a = self._inputs[None]  # size = (1, X*Y, d)
+        k = 0
+        for j, (o, i) in enumerate(self._shapes):
+            W = thetas[:, k:k + o * i].reshape(K, o, i)
+            k += o * i
+            b = thetas[:, k:k + o]
+            k += o
+            a = b[:, None, :] + a @ W.transpose(1, 2)  # size = (K, X*Y, o)
+            if j < len(self._shapes) - 1:
+                a = torch.tanh(a)
+        return a.view(K, X, Y)
 
     def init_params(self, seed: int | None = None) -> torch.Tensor:
         g = torch.Generator().manual_seed(self.seed if seed is None else int(seed))

@@ -4,7 +4,9 @@
   :meth:`~.base.PolicyClass.minimize`, hence of every default ``fit`` stage);
 * :func:`natural_ascent`: damped natural-gradient (Fisher scoring) ascent on
   ``L(pi_theta, lam) = D(lam) - beta E_rho KL(pi_theta || pi_lam)`` (the first half of the
-  default :meth:`~.base.PolicyClass.maximize_lagrangian`).
+  default :meth:`~.base.PolicyClass.maximize_lagrangian`);
+* :func:`lbfgs_batch`: :func:`lbfgs` on many problems at once, evaluations batched (the
+  L-BFGS of every default Lagrangian search, :mod:`.batch`).
 
 Public API of the package (used by :mod:`.base` and :mod:`dualgap.gaps`).  Imports torch.
 """
@@ -19,7 +21,34 @@ import torch
 from ..problem import AlignmentProblem
 from .terms import lagrangian_terms, problem_tensors
 
-__all__ = ["lbfgs", "natural_ascent"]
+__all__ = ["lbfgs", "lbfgs_batch", "natural_ascent"]
+
+
+def _direction(S: list, Yh: list, g: np.ndarray) -> tuple[np.ndarray, float]:
+    """The L-BFGS direction ``d = -H g`` by the two-loop recursion over the pairs ``(S, Yh)``
+    (oldest first) and its slope ``g^T d``; when ``d`` is not a descent direction the pairs
+    are cleared (in place) and ``d`` is the scaled steepest descent."""
+    q = g.copy()
+    alphas = []
+    for s_k, y_k in zip(reversed(S), reversed(Yh), strict=True):
+        a = float(s_k @ q) / float(s_k @ y_k)
+        alphas.append(a)
+        q -= a * y_k
+    if S:
+        q *= float(S[-1] @ Yh[-1]) / float(Yh[-1] @ Yh[-1])
+    else:
+        q *= min(1.0, 1.0 / max(float(np.abs(g).sum()), 1e-300))
+    for (s_k, y_k), a in zip(zip(S, Yh, strict=True), reversed(alphas), strict=True):
+        b = float(y_k @ q) / float(s_k @ y_k)
+        q += (a - b) * s_k
+    d = -q
+    slope = float(g @ d)
+    if slope >= 0:  # not a descent direction: restart from the gradient
+        S.clear()
+        Yh.clear()
+        d = -g * min(1.0, 1.0 / max(float(np.abs(g).sum()), 1e-300))
+        slope = float(g @ d)
+    return d, slope
 
 
 def lbfgs(params: torch.Tensor, loss_fn, max_iter: int, gtol: float = 1e-10,
@@ -54,27 +83,7 @@ def lbfgs(params: torch.Tensor, loss_fn, max_iter: int, gtol: float = 1e-10,
     trail: list[float] = [f]
     it = 0
     while it < max_iter and float(np.abs(g).max(initial=0.0)) > gtol:
-        # two-loop recursion: d = -H g
-        q = g.copy()
-        alphas = []
-        for s_k, y_k in zip(reversed(S), reversed(Yh), strict=True):
-            a = float(s_k @ q) / float(s_k @ y_k)
-            alphas.append(a)
-            q -= a * y_k
-        if S:
-            q *= float(S[-1] @ Yh[-1]) / float(Yh[-1] @ Yh[-1])
-        else:
-            q *= min(1.0, 1.0 / max(float(np.abs(g).sum()), 1e-300))
-        for (s_k, y_k), a in zip(zip(S, Yh, strict=True), reversed(alphas), strict=True):
-            b = float(y_k @ q) / float(s_k @ y_k)
-            q += (a - b) * s_k
-        d = -q
-        slope = float(g @ d)
-        if slope >= 0:  # not a descent direction: restart from the gradient
-            S.clear()
-            Yh.clear()
-            d = -g * min(1.0, 1.0 / max(float(np.abs(g).sum()), 1e-300))
-            slope = float(g @ d)
+        d, slope = _direction(S, Yh, g)
         t, accepted = 1.0, False
         for _ in range(50):
             x_new = x + t * d
@@ -163,3 +172,95 @@ def natural_ascent(problem: AlignmentProblem, policy_class: object, lam_t: torch
             theta, cur = trial, max(v, cur)
             damping = max(damping / 10.0, 1e-12) if step == 1.0 else damping * 10.0
     return theta, it, converged
+
+
+def lbfgs_batch(x0: np.ndarray, fun, max_iter: int | np.ndarray, gtol: float = 1e-10,
+                ftol: float = 1e-15, history_size: int = 20, stall_window: int = 20,
+                stall_tol: float = 1e-12) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`lbfgs` on ``K`` independent problems at once: ``(x, iterations)``, ``(K, P)`` and
+    ``(K,)``.
+
+    ``x0``: the starts, ``(K, P)``; ``fun(z, idx) -> (f, g)`` evaluates the problems ``idx``
+    (``(n,)`` indices into the batch) at ``z`` ``(n, P)`` in one call, returning ``f`` ``(n,)``
+    (``inf`` where not finite) and ``g`` ``(n, P)``.  Each problem runs exactly the algorithm of
+    :func:`lbfgs` (its own history, direction, Armijo backtracking and stopping rules); only
+    the evaluations are shared: every trial step of every problem still searching is one batched
+    call.  The direction is :func:`lbfgs`'s two-loop recursion per problem (the same arithmetic;
+    a version vectorized over the batch was measured slower at the batch sizes used here); the
+    line search and the stopping rules are vectorized.  ``max_iter``: one cap, or one per
+    problem ``(K,)``.
+    """
+    x = np.array(x0, dtype=np.float64, copy=True)
+    K, P = x.shape
+    max_iter = np.broadcast_to(np.asarray(max_iter, dtype=np.int64), (K,))
+    all_idx = np.arange(K)
+    f, g = fun(x, all_idx)
+    f, g = np.asarray(f, dtype=np.float64).copy(), np.asarray(g, dtype=np.float64).copy()
+    if not np.isfinite(f).all():
+        raise ValueError("theta: the objective is not finite at the starting point")
+    H = int(history_size)
+    S: list[list[np.ndarray]] = [[] for _ in range(K)]  # per problem, oldest pair first
+    Yh: list[list[np.ndarray]] = [[] for _ in range(K)]
+    trail = np.full((K, stall_window + 1), np.nan)  # the last stall_window + 1 values
+    trail[:, -1] = f
+    n_trail = np.ones(K, dtype=int)
+    its = np.zeros(K, dtype=int)
+    active = (its < max_iter) & (np.abs(g).max(axis=1, initial=0.0) > gtol)
+    while active.any():
+        ids = np.nonzero(active)[0]
+        gk = g[ids]
+        d = np.empty_like(gk)
+        slope = np.empty(ids.size)
+        for j, k in enumerate(ids):  # each problem's own two-loop recursion (as lbfgs)
+            d[j], slope[j] = _direction(S[k], Yh[k], gk[j])
+        # Armijo backtracking per problem, trial steps batched
+        t = np.ones(ids.size)
+        pending = np.ones(ids.size, dtype=bool)
+        x_new, f_new, g_new = np.empty_like(gk), np.full(ids.size, np.inf), np.empty_like(gk)
+        for _ in range(50):
+            sel = np.nonzero(pending)[0]
+            z = x[ids[sel]] + t[sel, None] * d[sel]
+            fz, gz = fun(z, ids[sel])
+            fz = np.asarray(fz, dtype=np.float64)
+            fin = np.isfinite(fz)
+            ok = fin & (fz <= f[ids[sel]] + 1e-4 * t[sel] * slope[sel])
+            acc = sel[ok]
+            x_new[acc], f_new[acc], g_new[acc] = z[ok], fz[ok], np.asarray(gz)[ok]
+            pending[acc] = False
+            rej = sel[~ok]
+            if rej.size == 0:
+                break
+            fr = np.where(fin[~ok], fz[~ok], 0.0)
+            shrink = np.minimum(0.5, np.maximum(0.1, -0.5 * slope[rej] * t[rej] / np.maximum(
+                fr - f[ids[rej]] - slope[rej] * t[rej], 1e-300)))
+            t[rej] *= np.where(fin[~ok], shrink, 0.5)
+        # no step decreased f: that problem stops where it is
+        active[ids[pending]] = False
+        acc = np.nonzero(~pending)[0]
+        if acc.size == 0:
+            continue
+        ka = ids[acc]
+        its[ka] += 1
+        s_k, y_k = x_new[acc] - x[ka], g_new[acc] - g[ka]
+        sy_new = np.einsum("kp,kp->k", s_k, y_k)
+        keep = sy_new > 1e-12 * np.sqrt(np.einsum("kp,kp->k", s_k, s_k)
+                                        * np.einsum("kp,kp->k", y_k, y_k))
+        for i in np.nonzero(keep)[0]:
+            k = ka[i]
+            S[k].append(s_k[i])
+            Yh[k].append(y_k[i])
+            if len(S[k]) > H:  # drop the oldest pair
+                S[k].pop(0)
+                Yh[k].pop(0)
+        decrease = f[ka] - f_new[acc]
+        x[ka], f[ka], g[ka] = x_new[acc], f_new[acc], g_new[acc]
+        trail[ka, :-1] = trail[ka, 1:]
+        trail[ka, -1] = f[ka]
+        n_trail[ka] += 1
+        scale = np.maximum(1.0, np.abs(f[ka]))
+        stop = decrease <= ftol * scale
+        stop |= (n_trail[ka] > stall_window) & (trail[ka, 0] - f[ka] <= stall_tol * scale)
+        stop |= its[ka] >= max_iter[ka]
+        stop |= np.abs(g[ka]).max(axis=1, initial=0.0) <= gtol
+        active[ka[stop]] = False
+    return x, its

@@ -6,8 +6,8 @@ For ``theta -> pi_theta`` on the reference support (docs/problem.md)::
     s(theta)          = E_rho E_{pi_theta} h                                   (m,)
     L(pi_theta, lam)  = J(pi_theta) + lam^T s(theta)
 
-Public API of the package: :mod:`.optim` and :mod:`dualgap.gaps` use :func:`lagrangian_terms`
-and :func:`problem_tensors`.  Imports torch.
+Public API of the package: :mod:`.optim`, :mod:`.batch` and :mod:`dualgap.gaps` use
+:func:`lagrangian_terms`, :func:`lagrangian_value_grad` and :func:`problem_tensors`.  Imports torch.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import torch
 
 from ..problem import AlignmentProblem
 
-__all__ = ["DTYPE", "problem_tensors", "lagrangian_terms", "lagrangian_surrogate"]
+__all__ = ["DTYPE", "problem_tensors", "lagrangian_terms", "lagrangian_value_grad"]
 
 #: the dtype of every parameter vector and every evaluation
 DTYPE = torch.float64
@@ -64,27 +64,31 @@ def lagrangian_terms(problem: AlignmentProblem, policy_class: object,
     return J, slack
 
 
-def lagrangian_surrogate(problem: AlignmentProblem, policy_class: object, theta: torch.Tensor,
-                         lam: torch.Tensor) -> torch.Tensor:
-    """A scalar equal to ``L(pi_theta, lam)`` whose ``theta``-gradient is that of ``L``, with
-    autograd only through the scores ``f_theta`` (the softmax part in closed form).
+def lagrangian_value_grad(problem: AlignmentProblem, policy_class: object, thetas: torch.Tensor,
+                          lams: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(L(pi_theta_k, lam_k), grad_theta L(pi_theta_k, lam_k))`` for a batch, ``(K,)`` and
+    ``(K, P)``: the softmax part of the gradient in closed form, pulled back through the
+    scores by the class's ``scores_pullback`` (one batched forward pass; by hand for the
+    classes here, autograd by default).
 
-    With ``v = r + lam^T h - beta (log pi_theta - log pi_ref)`` on the support::
+    ``thetas`` ``(K, P)``, ``lams`` ``(K, m)``.  With ``v = r + lam^T h - beta (log pi_theta -
+    log pi_ref)`` on the support::
 
         dL / df_theta(x, y) = rho_x pi_theta(y|x) (v(x, y) - E_{pi_theta(.|x)} v)     (X, Y)
 
-    so the result is ``L + sum_{x,y} g (f_theta - stop_grad(f_theta))`` with ``g`` that
-    gradient (``L`` computed as :func:`lagrangian_terms` does).
+    and ``L = E_rho E_{pi_theta} v`` (the value :func:`lagrangian_terms` gives).
     """
     t = problem_tensors(problem)
     sup = t["support"]
-    f = policy_class.scores(theta)  # size = (X, Y)
     with torch.no_grad():
+        f, pullback = policy_class.scores_pullback(thetas)  # size = (K, X, Y)
         z = torch.where(sup, t["log_ref"] + f, -math.inf)
-        logp = torch.where(sup, torch.log_softmax(z, dim=1), 0.0)  # size = (X, Y)
+        logp = torch.where(sup, torch.log_softmax(z, dim=2), 0.0)  # size = (K, X, Y)
         p = torch.where(sup, torch.exp(logp), 0.0)
-        v = t["r"] + torch.einsum("i,ixy->xy", lam, t["h"]) - problem.beta * (logp - t["log_ref"])
+        v = (t["r"] + torch.einsum("ki,ixy->kxy", lams, t["h"])
+             - problem.beta * (logp - t["log_ref"]))
         v = torch.where(sup, v, 0.0)
-        value = t["rho"] @ (p * v).sum(1)
-        g = t["rho"][:, None] * p * (v - (p * v).sum(1, keepdim=True))  # size = (X, Y)
-    return value + (g * (f - f.detach())).sum()
+        pv = (p * v).sum(2, keepdim=True)  # size = (K, X, 1)
+        value = pv[:, :, 0] @ t["rho"]  # size = (K,)
+        g = t["rho"][:, None] * p * (v - pv)  # size = (K, X, Y)
+        return value, pullback(g)

@@ -165,3 +165,24 @@ def test_loglinear_local_search_stops_short_of_the_lagrangian_max():
     warm = lagrangian_max(p, cls, lam, starts=2, theta0=fit.theta)
     assert D - warm.value <= gap_constant(p, lam, fit.nu)  # the witness start: Lemma 3 holds
     assert D - cold.value <= gap_constant(p, lam, fit.nu)  # the plain search: fails (xfail)
+
+
+def test_lagrangian_max_batch_equals_single_searches():
+    """Each search of the batch is the one-start lagrangian_max at its lam and start."""
+    from dualgap.gaps import lagrangian_max_batch
+
+    p = random_problem(4, 4, 6, 2, 0.3, support_fraction=0.7)
+    cls = MLPPolicy(p, problem_features(p, noise=0.3), hidden=3)
+    lams = [[0.2, 0.8], [1.0, 0.0]]
+    starts = [None, cls.init_params(3)]
+    got = lagrangian_max_batch(p, cls, lams, starts, steps=30)
+    for lam, th0, res in zip(lams, starts, got, strict=True):
+        want = lagrangian_max(p, cls, lam, theta0=th0, steps=30)
+        assert res.steps == want.steps
+        assert res.value == pytest.approx(want.value, rel=1e-12, abs=1e-12)
+        np.testing.assert_allclose(res.slack, want.slack, rtol=1e-9, atol=1e-12)
+    assert lagrangian_max_batch(p, cls, []) == []
+    with pytest.raises(ValueError, match="theta0s: 1 starts for 2 multipliers"):
+        lagrangian_max_batch(p, cls, lams, [None])
+    with pytest.raises(ValueError, match="lam: multipliers must be finite and >= 0"):
+        lagrangian_max_batch(p, cls, [[-1.0, 0.0]])

@@ -69,3 +69,27 @@ def test_loglinear_dense_score_step_matches_the_generic_solve(seed, damping):
     fast = cls.score_step(theta, delta, w, damping)
     slow = PolicyClass.score_step(cls, theta, delta, w, damping)
     np.testing.assert_allclose(fast.numpy(), slow.numpy(), rtol=1e-8, atol=1e-10)
+
+
+def test_scores_batch_and_pullback_match_single_scores_and_autograd():
+    """Each class's batched scores against its scores, row by row, and its pullback against
+    autograd through them (the default hooks of PolicyClass give the same numbers)."""
+    from dualgap.policies import MLPPolicy
+
+    p = random_problem(2, 4, 6, 2, 0.3, support_fraction=0.6)
+    feats = problem_features(p, noise=0.4)
+    for cls in (TabularPolicy(p), LogLinearPolicy(p, feats),
+                MLPPolicy(p, feats, hidden=3, depth=2, seed=1)):
+        th = torch.stack([cls.init_params(s) for s in range(3)])
+        f = cls.scores_batch(th)
+        np.testing.assert_allclose(f.detach().numpy(),
+                                   torch.stack([cls.scores(t) for t in th]).detach().numpy(),
+                                   rtol=1e-13, atol=1e-14)
+        np.testing.assert_allclose(PolicyClass.scores_batch(cls, th).detach().numpy(),
+                                   f.detach().numpy(), rtol=1e-13, atol=1e-14)
+        G = torch.as_tensor(np.random.default_rng(0).normal(size=f.shape))
+        f2, pull = cls.scores_pullback(th)
+        np.testing.assert_allclose(f2.numpy(), f.detach().numpy(), rtol=1e-13, atol=1e-14)
+        want = torch.stack([torch.func.vjp(cls.scores, t)[1](G[k])[0]
+                            for k, t in enumerate(th)])
+        np.testing.assert_allclose(pull(G).numpy(), want.numpy(), rtol=1e-12, atol=1e-13)

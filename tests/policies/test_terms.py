@@ -30,19 +30,22 @@ def test_terms_match_the_numpy_core(problem, seed):
 
 @settings(max_examples=10, deadline=None)
 @given(st.integers(0, 10_000))
-def test_lagrangian_surrogate_has_the_value_and_gradient_of_autograd(seed):
-    """The closed-form softmax gradient against autograd through the whole Lagrangian."""
+def test_lagrangian_value_grad_has_the_value_and_gradient_of_autograd(seed):
+    """The closed-form softmax gradient (batched) against autograd through the whole
+    Lagrangian, one parameter at a time."""
     from dualgap.policies import MLPPolicy
-    from dualgap.policies.terms import lagrangian_surrogate
+    from dualgap.policies.terms import lagrangian_value_grad
 
     p = random_problem(seed, 4, 6, 2, 0.4, support_fraction=0.6)
     cls = MLPPolicy(p, problem_features(p, noise=0.2), hidden=3, seed=seed)
     lam = torch.as_tensor(np.random.default_rng(seed).uniform(0, 3, size=2))
-    th = cls.init_params(seed).requires_grad_(True)
-    J, s = lagrangian_terms(p, cls, th)
-    ref = J + lam @ s
-    (g_ref,) = torch.autograd.grad(ref, th)
-    sur = lagrangian_surrogate(p, cls, th, lam)
-    (g_sur,) = torch.autograd.grad(sur, th)
-    np.testing.assert_allclose(float(sur), float(ref), rtol=1e-13, atol=1e-13)
-    np.testing.assert_allclose(g_sur.numpy(), g_ref.numpy(), rtol=1e-10, atol=1e-12)
+    lams = torch.stack([lam, 0.5 * lam, torch.zeros(2, dtype=lam.dtype)])
+    thetas = torch.stack([cls.init_params(seed + k) for k in range(3)])
+    vals, grads = lagrangian_value_grad(p, cls, thetas, lams)
+    for k in range(3):
+        th = thetas[k].clone().requires_grad_(True)
+        J, s = lagrangian_terms(p, cls, th)
+        ref = J + lams[k] @ s
+        (g_ref,) = torch.autograd.grad(ref, th)
+        np.testing.assert_allclose(float(vals[k]), float(ref), rtol=1e-13, atol=1e-13)
+        np.testing.assert_allclose(grads[k].numpy(), g_ref.numpy(), rtol=1e-10, atol=1e-12)

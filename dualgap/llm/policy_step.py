@@ -206,8 +206,9 @@ def pool_dataset(records: dict[str, list], tokenizer: Any, args: Any,
                 import shutil
 
                 shutil.rmtree(tmp, ignore_errors=True)
-    rows = tokens[_PAIR]
-    prompt, ids_a, ids_b = (tokens[c] for c in TOKEN_COLUMNS)
+    cols = tokens.to_dict()  # python lists (a dataset's column is read lazily, row by row)
+    rows = cols[_PAIR]
+    prompt, ids_a, ids_b = (cols[c] for c in TOKEN_COLUMNS)
     swap = [records["chosen"][i] > records["rejected"][i] for i in rows]
     out = {"prompt_ids": prompt,
            "chosen_ids": [b if s else a for a, b, s in zip(ids_a, ids_b, swap, strict=True)],

@@ -17,6 +17,16 @@ base (``load_in_4bit`` when bitsandbytes and CUDA are available).
 ``batch_size / (W * gradient_accumulation_steps)`` pairs per micro-batch, so one process and
 several take the same optimizer steps on the same pairs (accelerate's seedable sampler deals
 the batches; the last incomplete batch is dropped in both cases).
+
+The text of the pool is the same at every step; only the labels (which response is chosen) and
+the per-pair columns change.  With a ``cache_dir`` (the run's ``cache/tokens/``),
+:func:`pool_dataset` tokenizes the pool once, by TRL's own ``DPOTrainer._prepare_dataset``, in
+a label-free order of each pair, keeps it on disk under a hash of what determines it (the
+tokenizer's fingerprint, ``max_length``, the truncation mode, the TRL version and the texts,
+prompt template included), and relabels by swapping the ``chosen_ids`` / ``rejected_ids`` of a
+pair.  This is TRL's tokenization row for row: a pair's ``prompt_ids`` and its completions' ids
+do not depend on which completion is chosen (TRL cuts the prompt at the shorter common prefix of
+both and appends EOS to both, and drops a pair on its prompt's length alone).
 """
 
 from __future__ import annotations
@@ -28,7 +38,9 @@ from typing import Any
 
 from .config import LoraSettings, TrainSettings
 
-__all__ = ["dpo_step", "make_dpo_config", "policy_records"]
+__all__ = ["dpo_step", "make_dpo_config", "policy_records", "pool_dataset", "pool_key"]
+
+_PAIR = "pair_index"  # a pair's row in the records (TRL's preparation may drop rows)
 
 
 def policy_records(cfg: Any, pairs: Any, pool: tuple | None, lam: Any, prompt_text: Any,
@@ -110,6 +122,103 @@ def make_dpo_config(settings: TrainSettings, beta: float, output_dir: str | Path
     )
 
 
+def _tokenizer_identity(tokenizer: Any) -> str:
+    """What TRL's tokenization of a text reads of ``tokenizer``: its class, EOS token and, for a
+    fast tokenizer, the backend's pipeline and vocabulary without its padding and truncation
+    state (TRL sets a missing ``pad_token`` on the tokenizer it is given, which changes its
+    ``datasets`` fingerprint but not a text's ids); a slow tokenizer's whole ``datasets``
+    fingerprint."""
+    import json
+
+    from datasets.fingerprint import Hasher
+
+    tok = getattr(tokenizer, "tokenizer", tokenizer)  # a processor's tokenizer
+    backend = getattr(tok, "backend_tokenizer", None)
+    if backend is None:
+        return Hasher.hash(tok)
+    state = {k: v for k, v in json.loads(backend.to_str()).items()
+             if k not in ("padding", "truncation")}
+    return Hasher.hash([type(tok).__name__, tok.eos_token, state])
+
+
+def pool_key(records: dict[str, list], tokenizer: Any, args: Any) -> str:
+    """The cache key of the records' tokens: a hash of the tokenizer (:func:`_tokenizer_identity`),
+    ``args.max_length`` and ``args.truncation_mode`` (a ``DPOConfig``), the TRL version and the
+    records' prompts and label-free ordered completions."""
+    import hashlib
+    import json
+
+    import trl
+
+    h = hashlib.sha256(json.dumps([_tokenizer_identity(tokenizer), args.max_length,
+                                   args.truncation_mode, trl.__version__]).encode())
+    for x, c, r in zip(records["prompt"], records["chosen"], records["rejected"], strict=True):
+        h.update(json.dumps([x, *sorted((c, r))]).encode())
+    return h.hexdigest()[:32]
+
+
+def _tokenize_pool(records: dict[str, list], tokenizer: Any, args: Any):
+    """TRL's preparation of the records with each pair's completions in sorted order, plus the
+    pair's row (:data:`_PAIR`)."""
+    from types import SimpleNamespace
+
+    from datasets import Dataset
+    from transformers import ProcessorMixin
+    from trl import DPOTrainer
+
+    from .soft_dpo import TOKEN_COLUMNS
+
+    pairs = [sorted(cr) for cr in zip(records["chosen"], records["rejected"], strict=True)]
+    text = Dataset.from_dict({"prompt": list(records["prompt"]),
+                              "chosen": [a for a, _ in pairs], "rejected": [b for _, b in pairs],
+                              _PAIR: list(range(len(pairs)))})
+    # the one attribute of the trainer that TRL's preparation reads (set in its __init__)
+    owner = SimpleNamespace(_tokenizer=tokenizer.tokenizer if isinstance(tokenizer, ProcessorMixin)
+                            else tokenizer)
+    prepared = DPOTrainer._prepare_dataset(owner, text, tokenizer, args, "pool")
+    return prepared.select_columns([_PAIR, *TOKEN_COLUMNS])
+
+
+def pool_dataset(records: dict[str, list], tokenizer: Any, args: Any,
+                 cache_dir: str | Path | None = None):
+    """The records as TRL's prepared training dataset, from the pool's tokens (computed once per
+    :func:`pool_key`, kept in ``cache_dir`` when given): a pair's completion ids are swapped
+    where its ``chosen`` is the later of its two texts in sorted order; the records' further
+    columns (probabilities, weights, margins) follow their pairs."""
+    import os
+
+    from datasets import Dataset, load_from_disk
+
+    from .distributed import is_main
+    from .soft_dpo import TOKEN_COLUMNS
+
+    path = None if cache_dir is None else Path(cache_dir) / pool_key(records, tokenizer, args)
+    if path is not None and path.is_dir():
+        tokens = load_from_disk(str(path))
+    else:
+        tokens = _tokenize_pool(records, tokenizer, args)
+        if path is not None and is_main():
+            tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
+            tokens.save_to_disk(str(tmp))
+            try:
+                tmp.rename(path)
+            except OSError:  # another process wrote it first
+                import shutil
+
+                shutil.rmtree(tmp, ignore_errors=True)
+    cols = tokens.to_dict()  # python lists (a dataset's column is read lazily, row by row)
+    rows = cols[_PAIR]
+    prompt, ids_a, ids_b = (cols[c] for c in TOKEN_COLUMNS)
+    swap = [records["chosen"][i] > records["rejected"][i] for i in rows]
+    out = {"prompt_ids": prompt,
+           "chosen_ids": [b if s else a for a, b, s in zip(ids_a, ids_b, swap, strict=True)],
+           "rejected_ids": [a if s else b for a, b, s in zip(ids_a, ids_b, swap, strict=True)]}
+    for c in records:
+        if c not in ("prompt", "chosen", "rejected"):
+            out[c] = [records[c][i] for i in rows]
+    return Dataset.from_dict(out)
+
+
 def _lora_config(lora: LoraSettings):
     from peft import LoraConfig
 
@@ -163,7 +272,7 @@ def dpo_step(records: dict[str, list[str]], start: str | Path, reference: str | 
              seed: int, lora: LoraSettings | None = None, dtype: str = "float32",
              reference_revision: str | None = None, progress: bool = True,
              callbacks: list[Any] | None = None, log_path: str | Path | None = None,
-             verbose: bool = False) -> dict[str, Any]:
+             verbose: bool = False, cache_dir: str | Path | None = None) -> dict[str, Any]:
     """Run one DPO policy step and save the new iterate to ``output_dir``.
 
     TRL's per-step log dicts (loss, rewards, learning rate) are appended to ``log_path`` and
@@ -174,13 +283,14 @@ def dpo_step(records: dict[str, list[str]], start: str | Path, reference: str | 
             ``preference_probability`` with ``settings.labels == "soft"``.
         start: the previous iterate (full checkpoint or LoRA adapter directory), or ``pi_ref``.
         reference: ``pi_ref`` (the DPO reference, and the LoRA base).
+        cache_dir: where the pool's tokens are kept (:func:`pool_dataset`); None: TRL
+            tokenizes the records.
 
     Returns:
         ``{"train_loss", "seconds", "steps", "world_size", "per_device_train_batch_size",
         "log_history"}``.
     """
     from datasets import Dataset
-    from trl import DPOTrainer
 
     from .distributed import world_size
     from .generation import is_adapter_dir
@@ -189,6 +299,7 @@ def dpo_step(records: dict[str, list[str]], start: str | Path, reference: str | 
         MARGIN_COLUMN,
         PROBABILITY_COLUMN,
         DistillDPOTrainer,
+        PretokenizedDPOTrainer,
         RegressDPOTrainer,
         SoftLabelDPOTrainer,
     )
@@ -197,9 +308,10 @@ def dpo_step(records: dict[str, list[str]], start: str | Path, reference: str | 
     output_dir = Path(output_dir)
     args = make_dpo_config(settings, beta, output_dir.with_name(output_dir.name + ".work"), seed,
                            world_size(), progress)
-    dataset = Dataset.from_dict(records)
+    t0 = time.perf_counter()  # the pool's tokenization (or its reuse) included
+    dataset = (Dataset.from_dict(records) if cache_dir is None
+               else pool_dataset(records, tokenizer, args, cache_dir))
     peft_config = None
-    t0 = time.perf_counter()
     if lora.enabled:
         base = _load(reference, dtype, lora, reference_revision)
         if is_adapter_dir(start):
@@ -219,7 +331,7 @@ def dpo_step(records: dict[str, list[str]], start: str | Path, reference: str | 
             raise ValueError(f"train.labels: {settings.labels!r} but the records "
                              f"{'lack' if column == cls_col else 'carry'} a {cls_col!r} column")
     trainer_cls = {"soft": SoftLabelDPOTrainer, "distill": DistillDPOTrainer,
-                   "regress": RegressDPOTrainer}.get(settings.labels, DPOTrainer)
+                   "regress": RegressDPOTrainer}.get(settings.labels, PretokenizedDPOTrainer)
     trainer = trainer_cls(model=model, ref_model=ref_model, args=args, train_dataset=dataset,
                           processing_class=tokenizer, peft_config=peft_config,
                           callbacks=callbacks)

@@ -25,6 +25,7 @@ The run directory::
     metrics.jsonl        one record per stage: timings (generation / scoring / DPO), losses
     samples/, scores/    sampled responses and their scores, per stage
     cache/scores/        the score cache (scorer, prompt, response) -> raw score
+    cache/tokens/        the DPO pool's tokens, one per pool (policy_step.pool_dataset)
     checkpoints/iter_t/  the iterates (full weights or a LoRA adapter)
     models/reference/    the built-in tiny policy when policy.model = builtin:tiny-llama
     models/implicit/     PeCAID's pre-aligned models, one per scorer name
@@ -258,7 +259,7 @@ def _policy_stage(run: Run, t: int, pairs, pool: tuple[np.ndarray, np.ndarray] |
                       lora=cfg.policy.lora, dtype=cfg.policy.dtype,
                       reference_revision=cfg.policy.revision, progress=run.progress,
                       callbacks=callbacks, log_path=run.directory / "run.log",
-                      verbose=run.verbose)
+                      verbose=run.verbose, cache_dir=run.directory / "cache" / "tokens")
     timing["dpo_s"] = result["seconds"]
     run.append("metrics.jsonl", {
         "stage": stage, "iteration": t, "timing": timing, "train_loss": result["train_loss"],

@@ -41,12 +41,15 @@ from trl.trainer.dpo_trainer import DataCollatorForPreference
 
 from .preferences import WEIGHT_COLUMNS
 
-__all__ = ["PROBABILITY_COLUMN", "WEIGHT_COLUMNS", "MARGIN_COLUMN", "ColumnCollator",
-           "SoftLabelDPOTrainer", "DistillDPOTrainer", "RegressDPOTrainer", "soft_bt_loss",
-           "weighted_nll", "margin_regression_loss"]
+__all__ = ["PROBABILITY_COLUMN", "WEIGHT_COLUMNS", "MARGIN_COLUMN", "TOKEN_COLUMNS",
+           "ColumnCollator", "PretokenizedDPOTrainer", "SoftLabelDPOTrainer",
+           "DistillDPOTrainer", "RegressDPOTrainer", "soft_bt_loss", "weighted_nll",
+           "margin_regression_loss"]
 
 PROBABILITY_COLUMN = "preference_probability"
 MARGIN_COLUMN = "reward_margin"
+#: the columns of TRL's tokenized preference dataset (``DPOTrainer._prepare_dataset``'s output)
+TOKEN_COLUMNS = ("prompt_ids", "chosen_ids", "rejected_ids")
 
 
 def soft_bt_loss(delta: torch.Tensor, probability: torch.Tensor, beta: float) -> torch.Tensor:
@@ -100,7 +103,18 @@ class _Keep:
         return getattr(self.model, name)
 
 
-class _ColumnLossDPOTrainer(DPOTrainer):
+class PretokenizedDPOTrainer(DPOTrainer):
+    """``DPOTrainer`` that takes a dataset already prepared by ``DPOTrainer._prepare_dataset``
+    (it carries :data:`TOKEN_COLUMNS`; :func:`dualgap.llm.policy_step.pool_dataset` builds one
+    from a pool tokenized once) as it is; a text dataset is prepared by TRL as usual."""
+
+    def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
+        if all(c in dataset.column_names for c in TOKEN_COLUMNS):
+            return dataset
+        return super()._prepare_dataset(dataset, processing_class, args, dataset_name)
+
+
+class _ColumnLossDPOTrainer(PretokenizedDPOTrainer):
     """``DPOTrainer`` whose loss also reads per-pair float :attr:`columns` of the dataset:
     :meth:`_loss` gets TRL's loss, the completions' summed log-probabilities and the columns."""
 

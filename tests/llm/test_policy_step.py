@@ -89,3 +89,99 @@ def test_distill_records_and_step(tmp_path):
     with pytest.raises(ValueError, match="train.labels: 'soft' but the records lack"):
         dpo_step(records, ref, ref, tok, tmp_path / "x", soft, beta=0.1, seed=0,
                  progress=False)
+
+
+class _Pool:
+    """Four pairs; the last one's prompt alone fills ``max_length`` 12 (TRL drops it)."""
+    prompts = ["plan a trip", "a recipe", "plan a trip", " ".join(["study"] * 40)]
+    response_0 = ["hack it", "first check", "poison", "carefully measure"]
+    response_1 = ["first plan", "steal", "first plan", "cheat"]
+
+
+def _trl_prepared(records, tok, args):
+    """TRL's own preparation of the text records (what ``dpo_step`` did before the cache)."""
+    from types import SimpleNamespace
+
+    from datasets import Dataset
+    from trl import DPOTrainer
+
+    return DPOTrainer._prepare_dataset(SimpleNamespace(_tokenizer=tok),
+                                       Dataset.from_dict(records), tok, args, "train")
+
+
+def test_pool_dataset_is_trls_preparation_relabelled(tmp_path, monkeypatch):
+    """The pool is tokenized once per cache key: other labels and other per-pair columns reuse
+    the tokens on disk (a second tokenization would raise here), and the relabelled dataset is
+    TRL's preparation of the records row for row, the dropped pair included."""
+    from dualgap.llm import policy_step as ps
+    from dualgap.llm.preferences import margin_dataset, preference_dataset
+    from dualgap.llm.tiny import build_tiny_tokenizer
+
+    tok = build_tiny_tokenizer()
+    settings = TrainSettings(batch_size=2, max_length=12)
+    args = ps.make_dpo_config(settings, 0.1, tmp_path / "w", 0, progress=False)
+    p = _Pool
+    first = preference_dataset(p.prompts, p.response_0, p.response_1, np.array([0, 1, 1, 0]))
+    ours = ps.pool_dataset(first, tok, args, tmp_path / "tokens")
+    assert [x.name for x in (tmp_path / "tokens").iterdir()] == [ps.pool_key(first, tok, args)]
+
+    def no_second_tokenization(*a, **k):
+        raise AssertionError("the pool was tokenized again")
+
+    monkeypatch.setattr(ps, "_tokenize_pool", no_second_tokenization)
+    r = np.array([[0.0, 2.0], [1.0, 0.0], [0.0, 0.5], [3.0, 0.0]])
+    others = [preference_dataset(p.prompts, p.response_0, p.response_1, np.array(lab))
+              for lab in ([1, 0, 0, 1], [1, 1, 1, 1])]
+    others.append(margin_dataset(p.prompts, p.response_0, p.response_1, r, np.zeros((0, 4, 2)),
+                                 [], " "))
+    for records, got in [(first, ours)] + [(x, ps.pool_dataset(x, tok, args, tmp_path / "tokens"))
+                                           for x in others]:
+        want = _trl_prepared(records, tok, args)
+        assert len(want) == len(got) == 3  # the long prompt is dropped by both
+        for c in ("prompt_ids", "chosen_ids", "rejected_ids"):
+            assert got[c] == want[c], c
+        assert got["chosen_ids"] != got["rejected_ids"]
+    assert list(got["reward_margin"]) == pytest.approx([2.0, -1.0, 0.5])  # kept pairs
+    # another max_length is another key; without a cache_dir nothing is written
+    monkeypatch.undo()
+    longer = ps.make_dpo_config(TrainSettings(batch_size=2, max_length=64), 0.1, tmp_path / "w",
+                                0, progress=False)
+    assert ps.pool_key(first, tok, longer) != ps.pool_key(first, tok, args)
+    assert ps.pool_key(others[0], tok, args) == ps.pool_key(first, tok, args)
+    assert len(ps.pool_dataset(first, tok, longer)) == 4
+    assert len(list((tmp_path / "tokens").iterdir())) == 1
+
+
+@pytest.mark.parametrize("labels", ["sampled", "soft", "regress", "distill"])
+def test_cached_tokens_train_the_same_weights(tmp_path, labels):
+    """One policy step on the pool's cached tokens (first written, then reused) gives
+    bit-identical weights to TRL's own tokenization of the records, for every
+    ``train.labels``."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from dualgap.llm.policy_step import dpo_step, policy_records
+    from dualgap.llm.tiny import build_tiny_tokenizer, materialize_tiny_policy
+
+    cfg = load_config("tiny", [f"train.labels={labels}"])
+    r = np.array([[0.0, 2.0], [1.0, 0.0], [0.0, 0.5], [3.0, 0.0]])
+    g = np.array([[[0.0, 1.0], [0.0, -1.0], [1.0, 0.0], [0.0, 0.0]]])
+    records, _ = policy_records(cfg, _Pool, (r, g), [0.5], str, 3)
+    ref = materialize_tiny_policy(tmp_path / "ref")
+    tok = build_tiny_tokenizer()
+    settings = TrainSettings(learning_rate=5e-2, warmup_steps=0, batch_size=1,
+                             epochs_per_iteration=1.0, max_length=12, logging_steps=1,
+                             gradient_checkpointing=False, labels=labels)
+    weights = []
+    for cache in (None, tmp_path / "tokens", tmp_path / "tokens"):  # TRL, tokenize, reuse
+        out = tmp_path / f"iter_{len(weights)}"
+        res = dpo_step(records, ref, ref, tok, out, settings, beta=0.1, seed=0,
+                       progress=False, cache_dir=cache)
+        assert res["steps"] == 3  # the pair whose prompt fills max_length is dropped
+        weights.append(list(AutoModelForCausalLM.from_pretrained(str(out)).parameters()))
+    # the tokenizer TRL has used (and changed) gives the same key: the pool was tokenized once
+    assert len(list((tmp_path / "tokens").iterdir())) == 1
+    before = AutoModelForCausalLM.from_pretrained(str(ref)).parameters()
+    assert any(not torch.equal(a, b) for a, b in zip(before, weights[0], strict=True))
+    for other in weights[1:]:
+        assert all(torch.equal(a, b) for a, b in zip(weights[0], other, strict=True))

@@ -154,14 +154,9 @@ def lagrangian_max(problem: AlignmentProblem, policy_class: PolicyClass, lam: ob
     """
     check_compatible(problem, policy_class)
     lam_t = check_lam(problem, lam)
-    if steps is not None and (int(steps) != steps or int(steps) < 1):
-        raise ValueError(f"steps: must be a positive integer or None, got {steps!r}")
+    _check_search(policy_class, steps, method)
     if int(starts) < 1:
         raise ValueError(f"starts: must be >= 1, got {starts!r}")
-    if method not in LAGRANGIAN_METHODS:
-        raise ValueError(f"method: must be one of {LAGRANGIAN_METHODS}, got {method!r}")
-    if method == "natural" and not policy_class.has_score_step:
-        raise ValueError(f"method: 'natural' is not available for {policy_class!r}")
     firsts = [None if theta0 is None else policy_class.check_params(theta0).detach()]
     firsts += [policy_class.init_params(seed + k) for k in range(1, int(starts))]
     budget = None if steps is None else int(steps)
@@ -172,6 +167,16 @@ def lagrangian_max(problem: AlignmentProblem, policy_class: PolicyClass, lam: ob
     best.start_values = [res.value for res in found]
     best.total_steps = sum(res.steps for res in found)
     return best
+
+
+def _check_search(policy_class: PolicyClass, steps: int | None, method: str) -> None:
+    """The arguments every local search of this module shares, with the field named."""
+    if steps is not None and (int(steps) != steps or int(steps) < 1):
+        raise ValueError(f"steps: must be a positive integer or None, got {steps!r}")
+    if method not in LAGRANGIAN_METHODS:
+        raise ValueError(f"method: must be one of {LAGRANGIAN_METHODS}, got {method!r}")
+    if method == "natural" and not policy_class.has_score_step:
+        raise ValueError(f"method: 'natural' is not available for {policy_class!r}")
 
 
 def _searches(problem: AlignmentProblem, policy_class: PolicyClass, lams: torch.Tensor,
@@ -205,12 +210,9 @@ def lagrangian_max_batch(problem: AlignmentProblem, policy_class: PolicyClass, l
     theta0s = [None] * len(lams) if theta0s is None else list(theta0s)
     if len(theta0s) != len(lams):
         raise ValueError(f"theta0s: {len(theta0s)} starts for {len(lams)} multipliers")
+    _check_search(policy_class, steps, method)
     if not lams:
         return []
-    if steps is not None and (int(steps) != steps or int(steps) < 1):
-        raise ValueError(f"steps: must be a positive integer or None, got {steps!r}")
-    if method not in LAGRANGIAN_METHODS:
-        raise ValueError(f"method: must be one of {LAGRANGIAN_METHODS}, got {method!r}")
     lam_t = torch.stack([check_lam(problem, lam) for lam in lams])
     firsts = [None if th is None else policy_class.check_params(th).detach() for th in theta0s]
     return _searches(problem, policy_class, lam_t, firsts, None if steps is None else int(steps),

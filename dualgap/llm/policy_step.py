@@ -68,18 +68,17 @@ def policy_records(cfg: Any, pairs: Any, pool: tuple | None, lam: Any, prompt_te
         raise ValueError(f"method: {cfg.method!r} needs the pool's scores and lam")
     kind = cfg.train.labels
     info: dict[str, Any] = {"labels": kind}
-    if kind == "soft":  # P(y_1 preferred) itself (config check: caid / one-shot)
+    if kind != "sampled":  # P(y_1 preferred) itself (config check: caid / one-shot)
         labels = pr.preference_probabilities(pool[0], pool[1], lam)
+    if kind == "soft":
         records = pr.soft_preference_dataset(texts, pairs.response_0, pairs.response_1, labels,
                                              sep)
     elif kind == "regress":
         records = pr.margin_dataset(texts, pairs.response_0, pairs.response_1, pool[0], pool[1],
                                     lam, sep)
-        labels = pr.preference_probabilities(pool[0], pool[1], lam)
     elif kind == "distill":
         w, ess = pr.distill_weights(pool[0], pool[1], lam, pairs.prompts, cfg.beta)
         records = pr.distill_dataset(texts, pairs.response_0, pairs.response_1, w, sep)
-        labels = pr.preference_probabilities(pool[0], pool[1], lam)
         info.update(ess_min=float(ess.min()), ess_mean=float(ess.mean()),
                     responses_per_prompt=float(2 * len(pairs.prompts) / ess.size))
     else:
@@ -304,6 +303,15 @@ def dpo_step(records: dict[str, list[str]], start: str | Path, reference: str | 
         SoftLabelDPOTrainer,
     )
 
+    # the records' column for each train.labels, checked before any tokenization or loading
+    kinds = {"soft": (PROBABILITY_COLUMN, SoftLabelDPOTrainer),
+             "distill": (WEIGHT_COLUMNS[0], DistillDPOTrainer),
+             "regress": (MARGIN_COLUMN, RegressDPOTrainer)}
+    for name, (col, _) in kinds.items():
+        if (settings.labels == name) != (col in records):
+            raise ValueError(f"train.labels: {settings.labels!r} but the records "
+                             f"{'lack' if settings.labels == name else 'carry'} a {col!r} column")
+    trainer_cls = kinds.get(settings.labels, (None, PretokenizedDPOTrainer))[1]
     lora = lora or LoraSettings()
     output_dir = Path(output_dir)
     args = make_dpo_config(settings, beta, output_dir.with_name(output_dir.name + ".work"), seed,
@@ -324,14 +332,6 @@ def dpo_step(records: dict[str, list[str]], start: str | Path, reference: str | 
     else:
         model = _load(start, dtype, lora, None if start != reference else reference_revision)
         ref_model = _load(reference, dtype, lora, reference_revision)
-    cols = {"soft": PROBABILITY_COLUMN, "distill": WEIGHT_COLUMNS[0], "regress": MARGIN_COLUMN}
-    column = cols.get(settings.labels)
-    for name, cls_col in cols.items():
-        if (settings.labels == name) != (cls_col in records):
-            raise ValueError(f"train.labels: {settings.labels!r} but the records "
-                             f"{'lack' if column == cls_col else 'carry'} a {cls_col!r} column")
-    trainer_cls = {"soft": SoftLabelDPOTrainer, "distill": DistillDPOTrainer,
-                   "regress": RegressDPOTrainer}.get(settings.labels, PretokenizedDPOTrainer)
     trainer = trainer_cls(model=model, ref_model=ref_model, args=args, train_dataset=dataset,
                           processing_class=tokenizer, peft_config=peft_config,
                           callbacks=callbacks)

@@ -32,7 +32,7 @@ from .dual import CANCELLATION, DualEval, DualSums, PolicySums, _check_lam, _che
 from .problem import AlignmentProblem
 
 __all__ = ["available", "numba_dual_sums", "numba_policy_sums", "numba_dual_oracle",
-           "exp_nonpositive", "ROWS_PER_CALL"]
+           "numba_stats", "exp_nonpositive", "ROWS_PER_CALL"]
 
 #: Prompts per compiled call (the Python loop around it is negligible above a few hundred).
 ROWS_PER_CALL = 4096
@@ -308,6 +308,93 @@ def numba_policy_sums(
     finite = bool(rows[m + 2].all())
     sums = (rows[:m + 2] * w).sum(axis=1)
     return PolicySums(sums[:m], float(sums[m]), float(sums[m + 1]), finite)
+
+
+def _stats_source(m: int) -> str:
+    """The source of the stats kernel for ``m`` constraints: rows ``lo:hi``, one loop over a
+    row for all of its statistics (``q += r / beta``, where ``q`` holds ``log pi_ref``;
+    ``rows[0]`` / ``rows[1]`` = max / min of ``r`` over the support, ``rows[2]`` = #supp,
+    ``rows[3 + i]`` = ``E_ref g_i`` per prompt; ``top`` / ``low`` = support max / min of each
+    ``g_i``, ``at[i, j] = g_j`` at the first maximizer of ``g_i`` (numpy's argmax);
+    ``absmax`` = ``max |r|``, ``max |g_i|`` over the whole table).  The max and min updates
+    are branches, rarely taken after a row's first entries: numba does not vectorize a float
+    max reduction here, and branches let the ``3 + 4 m`` independent updates overlap."""
+    I = range(m)
+    return "\n".join([
+        "def kernel(ref, r, G, q, inv_beta, lo, hi, rows, top, low, at, absmax):",
+        "    Y = ref.shape[1]",
+        "    for x in range(lo, hi):",
+        "        r_hi, r_lo, r_abs, n = -np.inf, np.inf, 0.0, 0",
+        *[f"        g_hi{i}, g_lo{i}, g_abs{i}, s{i}, b{i} = -np.inf, np.inf, 0.0, 0.0, 0"
+          for i in I],
+        "        for y in range(Y):",
+        "            p = ref[x, y]",
+        "            v = r[x, y]",
+        "            q[x, y] += v * inv_beta",
+        "            av = abs(v)",
+        "            if av > r_abs:",
+        "                r_abs = av",
+        *[f"            u{i} = G[{i}, x, y]" for i in I],
+        *[f"            s{i} += p * u{i}" for i in I],
+        *[line for i in I for line in (
+            f"            au{i} = abs(u{i})", f"            if au{i} > g_abs{i}:",
+            f"                g_abs{i} = au{i}")],
+        "            if p > 0.0:",
+        "                n += 1",
+        "                if v > r_hi:",
+        "                    r_hi = v",
+        "                if v < r_lo:",
+        "                    r_lo = v",
+        *[line for i in I for line in (
+            f"                if u{i} > g_hi{i}:", f"                    g_hi{i} = u{i}",
+            f"                    b{i} = y", f"                if u{i} < g_lo{i}:",
+            f"                    g_lo{i} = u{i}")],
+        "        rows[0, x], rows[1, x], rows[2, x] = r_hi, r_lo, n",
+        "        absmax[0] = max(absmax[0], r_abs)",
+        *[f"        top[{i}, x], low[{i}, x], rows[{3 + i}, x] = g_hi{i}, g_lo{i}, s{i}"
+          for i in I],
+        *[f"        at[{i}, {j}, x] = G[{j}, x, b{i}]" for i in I for j in I],
+        *[f"        absmax[{1 + i}] = max(absmax[{1 + i}], g_abs{i})" for i in I],
+    ])
+
+
+@cache
+def _stats_compiled(m: int):
+    numba = _require()
+    scope = {"np": np}
+    exec(compile(_stats_source(m), f"<dualgap.dual_numba stats m={m}>", "exec"), scope)
+    # no "contract": q = log pi_ref + r / beta is rounded as numpy rounds it (no fused add)
+    return numba.njit(fastmath={"reassoc", "nsz", "nnan"})(scope["kernel"])
+
+
+def numba_stats(problem: AlignmentProblem, block_rows: int) -> dict:
+    """The normalization's stats pass compiled and fused with ``q = log pi_ref + r / beta``
+    (one read of ``pi_ref``, ``r`` and the utilities; ``log`` is numpy's, per block of
+    ``block_rows`` prompts while the block is in cache).  Returns the per-prompt arrays of
+    :func:`dualgap.scaling.normalize`'s numpy pass (``shift``, ``width``, ``top``, ``low``,
+    ``at``, ``ref_rows`` = ``E_ref g`` per prompt), the table-wide ``r_abs``, ``g_abs``,
+    ``entries``, and ``q``."""
+    ref, r, G = problem.reference, problem.reward, problem.utilities
+    m, X, _ = G.shape
+    kernel = _stats_compiled(m)
+    q = np.empty_like(r)
+    rows = np.empty((3 + m, X))
+    top, low, at = np.empty((m, X)), np.empty((m, X)), np.empty((m, m, X))
+    absmax = np.zeros(1 + m)
+    inv_beta = 1.0 / problem.beta
+    cached = problem.__dict__.get("log_reference")
+    with np.errstate(divide="ignore", over="ignore"):
+        for lo in range(0, X, block_rows):
+            hi = min(X, lo + block_rows)
+            if cached is None:
+                np.log(ref[lo:hi], out=q[lo:hi])
+            else:
+                np.copyto(q[lo:hi], cached[lo:hi])
+            kernel(ref, r, G, q, inv_beta, lo, hi, rows, top, low, at, absmax)
+    return {"shift": rows[0], "width": rows[0] - rows[1], "entries": int(rows[2].sum()),
+            "ref_rows": rows[3:], "top": top, "low": low, "at": at, "r_abs": float(absmax[0]),
+            "g_abs": absmax[1:], "q": q}
+
 
 def numba_dual_oracle(problem: AlignmentProblem, lam: object, order: int = 2) -> DualEval:
     """:func:`dualgap.dual_oracle` through the compiled kernel (``base = log pi_ref``,

@@ -318,25 +318,20 @@ def _support_row_max(p: AlignmentProblem, values: np.ndarray) -> np.ndarray:
     return out
 
 
-def normalize(problem: AlignmentProblem) -> Normalization:
-    """The :class:`Normalization` of ``problem`` (use ``problem.normalized``, which caches it).
-
-    One pass over the data in cache-sized blocks of prompts (temporaries of a block's size and
-    a few numbers per prompt), which also yields ``E_rho E_ref g`` (so the offsets ``c``, when
-    not known yet, cost no pass of their own), then the choice direct / copy.
-    """
-    names = problem.names
+def _stats_numpy(problem: AlignmentProblem, ref_g: bool) -> dict:
+    """The stats pass in numpy, in cache-sized blocks of prompts (temporaries of a block's size
+    and a few numbers per prompt); the same fields as :func:`dualgap.dual_numba.numba_stats`
+    (``ref_g``: the sum ``E_rho E_ref g``, when asked for; no ``q``)."""
     m, X, Y = problem.utilities.shape
     rho = problem.prompt_weights
     step = max(1, BLOCK_ENTRIES // Y)
-    shift = np.empty(X)
-    spread = 0.0
+    shift, width_all = np.empty(X), np.empty(X)
     r_abs = 0.0  # max |r| over the whole table
     g_abs = np.zeros(m)  # max |g| over the whole table
     top = np.empty((m, X))  # max_supp g_i per prompt
     low = np.empty((m, X))  # min_supp g_i per prompt
     at = np.empty((m, m, X))  # g_j(x, argmax_supp g_i)
-    ref_g = np.zeros(m)  # sum_x rho E_ref g
+    ref_sum = np.zeros(m)  # sum_x rho E_ref g
     buf = np.empty(min(step, X) * Y)
     entries = 0  # support entries
     with np.errstate(over="ignore", invalid="ignore"):
@@ -351,19 +346,14 @@ def normalize(problem: AlignmentProblem) -> Normalization:
             np.add(r, off, out=t)
             hi = t.max(axis=1)  # size = (bx,)
             np.subtract(r, off, out=t)
-            width = hi - t.min(axis=1)
+            width_all[start:stop] = hi - t.min(axis=1)
             shift[start:stop] = hi
-            if not np.isfinite(width).all():
-                x = start + int(np.argmax(~np.isfinite(width)))
-                raise ValueError(f"reward: the spread of the reward over the support of prompt "
-                                 f"x = {x} overflows float64")
-            spread = max(spread, float(width.max()))
             r_abs = max(r_abs, float(r.max()), -float(r.min()))
             w = rho[start:stop]
             rows = np.arange(bx)
             G = problem.utilities[:, start:stop]  # size = (m, bx, Y)
-            if m and "reference_utilities" not in problem.__dict__:
-                ref_g += np.einsum("xy,ixy->ix", ref, G) @ w
+            if m and ref_g:
+                ref_sum += np.einsum("xy,ixy->ix", ref, G) @ w
             for i in range(m):
                 np.add(G[i], off, out=t)
                 best = t.argmax(axis=1)  # size = (bx,)
@@ -372,8 +362,38 @@ def normalize(problem: AlignmentProblem) -> Normalization:
                 np.subtract(G[i], off, out=t)
                 low[i, start:stop] = t.min(axis=1)
                 g_abs[i] = max(g_abs[i], float(G[i].max()), -float(G[i].min()))
-        if m and "reference_utilities" not in problem.__dict__:  # the offsets without a pass
-            problem.__dict__["reference_utilities"] = ref_g
+    return {"shift": shift, "width": width_all, "entries": entries, "ref_g": ref_sum,
+            "top": top, "low": low, "at": at, "r_abs": r_abs, "g_abs": g_abs}
+
+
+def normalize(problem: AlignmentProblem, compiled: bool = False) -> Normalization:
+    """The :class:`Normalization` of ``problem`` (use ``problem.normalized``, which caches it).
+
+    One pass over the data (:func:`_stats_numpy`, or with ``compiled`` the numba pass
+    :func:`dualgap.dual_numba.numba_stats`, which also writes ``q = log pi_ref + r / beta``
+    and caches it for the oracle), which also yields ``E_rho E_ref g`` (so the offsets ``c``,
+    when not known yet, cost no pass of their own), then the choice direct / copy.
+    """
+    names = problem.names
+    m = problem.num_constraints
+    rho = problem.prompt_weights
+    need_ref_g = bool(m) and "reference_utilities" not in problem.__dict__
+    if compiled:
+        from .dual_numba import numba_stats
+
+        st = numba_stats(problem, max(1, BLOCK_ENTRIES // problem.num_responses))
+        st["ref_g"] = st.pop("ref_rows") @ rho
+    else:
+        st = _stats_numpy(problem, need_ref_g)
+    width, top, low, at = st["width"], st["top"], st["low"], st["at"]
+    if not np.isfinite(width).all():
+        x = int(np.argmax(~np.isfinite(width)))
+        raise ValueError(f"reward: the spread of the reward over the support of prompt "
+                         f"x = {x} overflows float64")
+    spread, r_abs, g_abs = float(width.max()), st["r_abs"], st["g_abs"]
+    with np.errstate(over="ignore", invalid="ignore"):
+        if need_ref_g:  # the offsets without a pass
+            problem.__dict__["reference_utilities"] = st["ref_g"]
         c = problem.offsets
         if not np.isfinite(c).all():
             i = int(np.argmax(~np.isfinite(c)))
@@ -410,5 +430,9 @@ def normalize(problem: AlignmentProblem) -> Normalization:
         spreads = np.concatenate([[spread / s], (h_hi - h_lo) / a_scale])
         maxima = max_sum / a_scale
         witnesses = wit / a_scale[None, :]
-    return Normalization(weakref.ref(problem), np.zeros(X) if direct else shift, s, a_scale,
-                         direct, maxima, spreads, witnesses, entries)
+    X = problem.num_prompts
+    out = Normalization(weakref.ref(problem), np.zeros(X) if direct else st["shift"], s,
+                        a_scale, direct, maxima, spreads, witnesses, st["entries"])
+    if "q" in st and direct:  # the compiled pass wrote q = log pi_ref + r / beta: keep it
+        out.memo["q"] = (st["q"], problem.beta)
+    return out

@@ -45,7 +45,7 @@ from .dual import _check_lam, dual_backend
 from .feasibility import BoundaryFeasibleWarning, InfeasibleError, certify_slater
 from .newton import Newton, kkt_residual, precision_floor
 from .problem import AlignmentProblem, as_real_scalar
-from .scaling import Normalization
+from .scaling import Normalization, normalize
 
 __all__ = [
     "DualSolution",
@@ -214,6 +214,8 @@ def solve(
     dual_backend(backend)  # an unknown backend fails before any work
     m = problem.num_constraints
     stats_pass = "normalized" not in problem.__dict__  # one pass, cached on the problem
+    if stats_pass and backend == "numba":  # compiled, and it writes q for the oracle passes
+        problem.__dict__["normalized"] = normalize(problem, compiled=True)
     norm: Normalization = problem.normalized
     a = norm.constraint_scales  # size = (m,)
     ftol = 1e-12  # what counts as "zero" in feasibility tests, in normalized units (|h'| <= 1)

@@ -99,3 +99,40 @@ def test_backend_numba_without_numba_is_one_line(monkeypatch):
     p = random_problem(0, 5, 6, 1)
     with pytest.raises(ValueError, match=r"^backend: 'numba' needs the numba package"):
         dual_backend("numba")(p, np.zeros(1))
+
+
+@needs_numba
+@settings(max_examples=25, deadline=None)
+@given(problems(max_constraints=3, ill_conditioned=True), st.integers(1, 4))
+def test_compiled_stats_pass_gives_numpys_normalization_and_q(p, block_rows):
+    from dualgap.scaling import _log_reference_plus, _stats_numpy, normalize
+
+    want = _stats_numpy(p, True)
+    got = dual_numba.numba_stats(p, block_rows)
+    for k in ("shift", "width", "top", "low", "at", "g_abs"):  # maxima, minima: exact
+        np.testing.assert_array_equal(got[k], want[k], err_msg=k)
+    assert (got["r_abs"], got["entries"]) == (want["r_abs"], want["entries"])
+    scale = max(1.0, float(np.abs(p.utilities).max(initial=0.0)))
+    np.testing.assert_allclose(got["ref_rows"] @ p.prompt_weights, want["ref_g"], rtol=0,
+                               atol=1e-14 * scale)
+    np.testing.assert_array_equal(got["q"], _log_reference_plus(p))  # the same rounding
+    a, b = normalize(p.replace()), normalize(q := p.replace(), compiled=True)
+    assert a.direct == b.direct and a.support_entries == b.support_entries
+    np.testing.assert_allclose(b.maxima, a.maxima, rtol=1e-12, atol=1e-13)
+    np.testing.assert_allclose(b.constraint_scales, a.constraint_scales, rtol=1e-12)
+    assert ("q" in b.memo) == b.direct  # kept for the oracle only where it is used
+    assert q is b.source
+
+
+@needs_numba
+def test_numba_solve_takes_the_compiled_stats_pass(monkeypatch):
+    from dualgap import scaling
+
+    p = random_problem(4, 30, 40, 2)
+    seen = []
+    real = scaling._stats_numpy
+    monkeypatch.setattr(scaling, "_stats_numpy", lambda *a: seen.append(a) or real(*a))
+    sol = dg.solve(p, backend="numba")
+    assert sol.converged and not seen and "q" in p.normalized.memo
+    dg.solve(p.replace())  # the numpy backend keeps numpy's pass
+    assert len(seen) == 1

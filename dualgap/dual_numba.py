@@ -99,22 +99,14 @@ def _exp_scale(x, shift, e, powers):  # pragma: no cover - runs compiled
     return total
 
 
-def _row_max(z):  # pragma: no cover - runs compiled
-    out = -np.inf
-    for y in range(z.shape[0]):
-        out = max(out, z[y])
-    return out
-
-
 @cache
 def _compiled():
-    """``(exp_row, row_max)`` compiled: ``exp_row(x, shift, e, bits)`` writes ``e = exp(x -
+    """``exp_row`` compiled: ``exp_row(x, shift, e, bits)`` writes ``e = exp(x -
     shift)`` (``x - shift <= 0``) and returns its sum.
 
     Two loops (the first writes ``2^k`` as bits into an int64 buffer, the second scales): both
     vectorize; the first allows only ``contract`` (fused multiply-add), so the two-part
-    reduction ``t = (x - k ln2_hi) - k ln2_lo`` is not reassociated.  ``row_max`` assumes no
-    NaN (a NaN in ``z`` still reaches the sums through ``e``)."""
+    reduction ``t = (x - k ln2_hi) - k ln2_lo`` is not reassociated."""
     numba = _require()
     exp_bits = numba.njit(fastmath={"contract"}, cache=True)(_exp_bits)
     scale = numba.njit(fastmath={"contract", "reassoc"}, cache=True)(_exp_scale)
@@ -123,29 +115,37 @@ def _compiled():
         exp_bits(x, shift, e, bits)
         return scale(x, shift, e, bits.view(np.float64))
 
-    row_max = numba.njit(fastmath={"nnan", "nsz"}, cache=True)(_row_max)
-    return numba.njit(exp_row), row_max
+    return numba.njit(exp_row)
 
 
 def exp_nonpositive(x: np.ndarray) -> np.ndarray:
     """The kernel's ``exp`` of a 1-d float64 array of values ``<= 0`` (for tests)."""
     x = np.ascontiguousarray(x, dtype=np.float64)
     e, bits = np.empty_like(x), np.empty(x.shape, np.int64)
-    _compiled()[0](x, 0.0, e, bits)
+    _compiled()(x, 0.0, e, bits)
     return e
 
 
 def _exponent_lines(m: int) -> list[str]:
-    """The kernel lines writing the row's exponent ``z`` and its maximum ``zmax``."""
+    """The kernel lines writing the row's exponent ``z`` and its maximum ``zmax``.
+
+    The maximum is a branch in the loop that writes ``z`` (rarely taken after a row's first
+    entries): numba does not vectorize a float max reduction here, and a loop of its own cost
+    about 1 ns per entry (a chain of dependent ``max``).  A NaN never becomes ``zmax`` (it still
+    reaches the sums through ``e``)."""
     lin = " + ".join(["base[x, y]"] + [f"c{i} * G[{i}, x, y]" for i in range(m)])
+    loop = ["                z[y] = zy", "                if zy > zmax:",
+            "                    zmax = zy"]
     return [
+        "        zmax = -np.inf",
         "        if kappa != 0.0:",
         "            for y in range(Y):",
-        f"                z[y] = {lin} + kappa * reward[x, y]",
+        f"                zy = {lin} + kappa * reward[x, y]",
+        *loop,
         "        else:",
         "            for y in range(Y):",
-        f"                z[y] = {lin}",
-        "        zmax = row_max(z)",
+        f"                zy = {lin}",
+        *loop,
         "        tot = exp_row(z, zmax, e, bits)",
     ]
 
@@ -227,8 +227,7 @@ def _policy_source(m: int) -> str:
 @cache
 def _kernel(m: int, order: int, policy: bool = False):
     numba = _require()
-    exp_row, row_max = _compiled()
-    scope = {"math": math, "np": np, "row_max": row_max, "exp_row": exp_row}
+    scope = {"math": math, "np": np, "exp_row": _compiled()}
     source = _policy_source(m) if policy else _kernel_source(m, order)
     exec(compile(source, f"<dualgap.dual_numba m={m} order={order} policy={policy}>", "exec"),
          scope)

@@ -30,9 +30,9 @@ from dualgap.instances import random_problem
 
 HERE = Path(__file__).resolve().parent
 SHAPES = {1e4: (40, 250), 1e5: (100, 1000), 1e6: (1000, 1000), 1e7: (2000, 5000)}
-#: The "before" row of ``--floor``: main at the start of session 3 (the fused numpy oracle and
-#: the solve without normalized copies), before the cached ``q`` and the compiled backend.
-BEFORE_REV = "5389d29"
+#: The "before" rows of ``--floor``: main at the start of session 4 (the compiled backend with
+#: numpy's stats pass and a separate q pass), timed with both backends.
+BEFORE_REV = "eaececa"
 
 
 # ----------------------------------------------------------------------- the floor
@@ -59,6 +59,8 @@ def floor_worker(npz: str, backends: list[str]) -> dict:
         "read_seconds": best_of(lambda: [float(a.sum()) for a in arrays], 5),
     }
     sol = dg.solve(p.replace())  # warm-up, and lam* for the oracle timing
+    # building a problem object (validation of every array) is not part of a solve: timed apart
+    out["construct_seconds"] = best_of(lambda: p.replace(), 3)
     fresh = p.replace()  # a new problem object: nothing cached (validation outside the trace)
     tracemalloc.start()
     dg.solve(fresh)
@@ -79,7 +81,8 @@ def floor_worker(npz: str, backends: list[str]) -> dict:
     for backend in backends:
         kw = {} if backend == "numpy" else {"backend": backend}
         holder = {}
-        seconds = best_of(lambda kw=kw, h=holder: h.update(sol=dg.solve(p.replace(), **kw)))
+        fresh = [p.replace() for _ in range(3)]  # fresh objects: every solve does its stats pass
+        seconds = best_of(lambda kw=kw, h=holder, f=fresh: h.update(sol=dg.solve(f.pop(), **kw)))
         s = holder["sol"]
         ev = dg.dual_oracle(p, s.lam, order=1)  # residual measured by the numpy oracle
         out[backend] = {
@@ -110,13 +113,19 @@ def floor_worker(npz: str, backends: list[str]) -> dict:
 def _backend_stages(p, norm, lam: np.ndarray, backend: str) -> dict:
     """The compiled backend's own oracle pass (at lam*, normalized units, as the solve calls it)
     and final pass; other backends: nothing extra."""
+    import inspect
+
     if backend != "numba":
         return {}
     lam_n = norm.to_internal(lam)
-    return {
+    out = {
         "oracle_seconds": best_of(lambda: norm.dual_sums_at(lam_n, norm.beta, 2, "numba"), 5),
         "final_seconds": best_of(lambda: norm.final(lam, "numba"), 3),
     }
+    if "compiled" in inspect.signature(dg.scaling.normalize).parameters:  # stats with q fused
+        out["stats_seconds"] = best_of(lambda: dg.scaling.normalize(p, compiled=True), 3)
+        out["q_fused"] = True
+    return out
 
 
 def _worker(root: Path, args: list[str]) -> dict:
@@ -155,6 +164,8 @@ def run_floor(entries: float, before: str | None, rounds: int = 2, m: int = 3,
 
         if dual_numba.available():
             backends["after"].append("numba")
+            if (trees["before"] / "dualgap" / "dual_numba.py").exists():
+                backends["before"].append("numba")
         try:
             import torch  # noqa: F401
 
@@ -189,14 +200,15 @@ def floor_markdown(res: dict) -> str:
     out = [
         f"Floor at {res['entries']:.0e} entries, m = {res['m']} ({res['X']} x {res['Y']}), one "
         "run, CPU seconds (wall in parentheses: the machine is shared); `floor` = solve / "
-        "(passes x one numpy read of every input array), in CPU time.",
+        "(passes x one numpy read of every input array), in CPU time; `solve` times `dg.solve` "
+        "on a fresh problem object built outside the timer; `speed-up`: the same backend's "
+        "before row over this row.",
         "",
         "| tree | backend | read | oracle (D, grad, hess) | D only | solve | passes | "
         "KKT residual | floor ratio | solve speed-up | peak mem / input |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     rows = res["rows"]
-    base = rows.get("before", {}).get("numpy", {}).get("solve_seconds", {}).get("cpu")
 
     def t(v: dict) -> str:
         return f"{v['cpu']:.4f} ({v['wall']:.4f})"
@@ -209,6 +221,7 @@ def floor_markdown(res: dict) -> str:
             if backend not in r:
                 continue
             b = r[backend]
+            base = rows.get("before", {}).get(backend, {}).get("solve_seconds", {}).get("cpu")
             speed = f"{base / b['solve_seconds']['cpu']:.2f}x" if base else "n/a"
             out.append(
                 f"| {tree} | {backend} | {t(r['read_seconds'])} | "
@@ -226,13 +239,18 @@ def floor_markdown(res: dict) -> str:
             n = after[backend]
             oracle = n.get("oracle_seconds", after["oracle_seconds"])["cpu"]
             final = n.get("final_seconds", after["final_seconds"])["cpu"]
+            fused = n.get("q_fused", False)
+            stats = n.get("stats_seconds", after["stats_seconds"])["cpu"]
             out += ["", f"Where this tree's {backend} solve goes (CPU s): the stats pass "
-                    f"{after['stats_seconds']['cpu']:.4f}"
-                    + (f", q = log pi_ref + r / beta {q:.4f} (once per problem)" if q else "")
+                    f"{stats:.4f}"
+                    + (" (compiled, q = log pi_ref + r / beta fused in)" if fused else
+                       f", q = log pi_ref + r / beta {q:.4f} (once per problem)" if q else "")
                     + f", {n['passes'] - 2} oracle passes x {oracle:.4f}, the final policy pass "
                     f"{final:.4f} (evaluation "
                     f"{'direct, no normalized copy' if after['direct'] else 'copy'}); one oracle "
-                    f"pass is {oracle / after['read_seconds']['cpu']:.1f}x one read."]
+                    f"pass is {oracle / after['read_seconds']['cpu']:.1f}x one read; building "
+                    f"the problem object (not timed in solve) "
+                    f"{after.get('construct_seconds', {}).get('cpu', float('nan')):.4f}."]
     err = rows.get("after", {}).get("torch_float32_error")
     if err:
         out += ["", f"torch float32 oracle at lam*: relative error of D {err['value']:.1e}, "

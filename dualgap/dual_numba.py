@@ -191,12 +191,15 @@ def _kernel_source(m: int, order: int) -> str:
     return "\n".join(src)
 
 
-def _policy_source(m: int) -> str:
+def _policy_source(m: int, hessian: bool = False) -> str:
     """The source of the policy kernel: ``out[x] = pi(.|x)``; ``rows[i, x] = E_pi g_i``,
     ``rows[m, x] = E_pi r``, ``rows[m + 1, x] = KL(pi || pi_ref)`` with ``log pi = z - log Z``
     and ``log pi_ref = base - r / beta_q`` (``inv_bq = 1 / beta_q``, 0 when ``base`` is
-    ``log pi_ref``); ``rows[m + 2, x] = 1`` where ``max z`` and ``Z`` are finite."""
+    ``log pi_ref``); ``rows[m + 2, x] = 1`` where ``max z`` and ``Z`` are finite.  With
+    ``hessian`` also the oracle's rows: ``rows[m + 3, x] = log Z`` and ``rows[m + 4 + k, x] =
+    Cov_{ij}(x)`` for the ``k``-th pair ``j <= i`` (centered redo as in the oracle kernel)."""
     I = range(m)
+    pairs = [(i, j) for i in I for j in range(i + 1)] if hessian else []
     src = [
         "def kernel(base, reward, kappa, G, c, inv_bq, lo, hi, z, e, bits, out, rows):",
         "    Y = base.shape[1]",
@@ -206,13 +209,18 @@ def _policy_source(m: int) -> str:
         "        inv = 1.0 / tot",
         "        log_z = zmax + math.log(tot)",
         *[f"        a{i} = 0.0" for i in I],
+        *[f"        b{i}{j} = 0.0" for i, j in pairs],
         "        er = 0.0",
         "        kl = 0.0",
         "        for y in range(Y):",
         "            p = e[y] * inv",
         "            out[x, y] = p",
         "            ry = reward[x, y]",
-        *[f"            a{i} += p * G[{i}, x, y]" for i in I],
+        *([f"            g{i} = G[{i}, x, y]" for i in I] + [f"            t{i} = p * g{i}"
+                                                         for i in I]
+          + [f"            a{i} += t{i}" for i in I]
+          + [f"            b{i}{j} += t{i} * g{j}" for i, j in pairs] if hessian else
+          [f"            a{i} += p * G[{i}, x, y]" for i in I]),
         "            er += p * ry",
         "            if p > 0.0:",
         "                kl += p * ((z[y] - log_z) - (base[x, y] - ry * inv_bq))",
@@ -221,14 +229,27 @@ def _policy_source(m: int) -> str:
         f"        rows[{m + 1}, x] = kl",
         f"        rows[{m + 2}, x] = 1.0 if np.isfinite(zmax) and np.isfinite(tot) else 0.0",
     ]
+    if hessian:
+        src += [f"        rows[{m + 3}, x] = log_z"]
+        src += [f"        v{i}{j} = b{i}{j} - a{i} * a{j}" for i, j in pairs]
+        if m:
+            lost = " or ".join(f"v{i}{i} < {CANCELLATION!r} * b{i}{i}" for i in I)
+            src += [f"        if {lost}:"]
+            src += [f"            v{i}{j} = 0.0" for i, j in pairs]
+            src += ["            for y in range(Y):", "                p = e[y] * inv"]
+            src += [f"                d{i} = G[{i}, x, y] - a{i}" for i in I]
+            src += [f"                v{i}{j} += p * d{i} * d{j}" for i, j in pairs]
+        src += [f"        rows[{m + 4 + k}, x] = v{i}{j}" for k, (i, j) in enumerate(pairs)]
     return "\n".join(src)
 
 
 @cache
 def _kernel(m: int, order: int, policy: bool = False):
+    """The compiled row kernel: the oracle's at ``order``, or the policy pass (``order`` 2:
+    with the oracle's rows too)."""
     numba = _require()
     scope = {"math": math, "np": np, "exp_row": _compiled()}
-    source = _policy_source(m) if policy else _kernel_source(m, order)
+    source = _policy_source(m, order == 2) if policy else _kernel_source(m, order)
     exec(compile(source, f"<dualgap.dual_numba m={m} order={order} policy={policy}>", "exec"),
          scope)
     return numba.njit(fastmath={"contract", "reassoc"})(scope["kernel"])
@@ -289,24 +310,34 @@ def numba_policy_sums(
     coefficients: np.ndarray,
     inv_base_beta: float,
     out: np.ndarray,
-) -> PolicySums:
+    hessian: bool = False,
+) -> PolicySums | tuple[PolicySums, DualSums]:
     """:func:`dualgap.dual.policy_sums` through the compiled kernel: ``pi_lam`` written into
     ``out`` ``(X', Y)`` (C-contiguous float64) and its sums, one pass (arguments as for
     :func:`numba_dual_sums`; ``inv_base_beta = 1 / beta_q``, 0 when ``base`` is ``log pi_ref``).
+    With ``hessian``, the same pass also returns the oracle's :class:`DualSums` (order 2, the
+    moments of the policy it writes): ``(PolicySums, DualSums)``.
     """
     m, X = utilities.shape[0], base.shape[0]
     if not (out.flags.c_contiguous and out.dtype == np.float64 and out.shape == base.shape):
         raise ValueError(f"out: must be a C-contiguous float64 array of shape {base.shape}")
     base, reward, utilities, c, w, (z, e, bits) = _inputs(base, reward, utilities, coefficients,
                                                           weights)
-    kernel = _kernel(m, 0, True)
-    rows = np.empty((m + 3, X))
+    kernel = _kernel(m, 2 if hessian else 0, True)
+    npairs = m * (m + 1) // 2
+    rows = np.empty((m + 3 + (1 + npairs if hessian else 0), X))
     for lo in range(0, X, ROWS_PER_CALL):
         kernel(base, reward, float(kappa), utilities, c, float(inv_base_beta), lo,
                min(X, lo + ROWS_PER_CALL), z, e, bits, out, rows)
     finite = bool(rows[m + 2].all())
     sums = (rows[:m + 2] * w).sum(axis=1)
-    return PolicySums(sums[:m], float(sums[m]), float(sums[m + 1]), finite)
+    ps = PolicySums(sums[:m], float(sums[m]), float(sums[m + 1]), finite)
+    if not hessian:
+        return ps
+    second = np.zeros((m, m))
+    second[np.tril_indices(m)] = (rows[m + 4:] * w).sum(axis=1)
+    second = second + np.tril(second, -1).T
+    return ps, DualSums(float(rows[m + 3] @ w), sums[:m].copy(), second)
 
 
 def _stats_source(m: int) -> str:

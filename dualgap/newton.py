@@ -71,6 +71,10 @@ class Newton:
         multiplier_scale: a natural size of ``lam`` (sets the first trust region).
         ray_bound: ``w -> E_rho max_{y in supp} w^T h`` (one pass; see :func:`dualgap.ray_bound`).
         problem: the problem an :class:`InfeasibleError` names.
+        speculate: optional, ``lam -> DualEval`` like ``oracle`` (one pass) that also prepares
+            the caller's final pass; called for the full step of an iteration whose result is
+            predicted to converge (quadratic convergence: ``kkt^3 / kkt_prev^2 <= tol``; a miss
+            costs the extra work of that one pass, a hit saves the final pass).
 
     After :meth:`run`: ``passes`` (oracle calls and ray bounds), ``iterations``, ``history``,
     and ``ev``, ``kkt``, ``converged`` at the returned ``lam``.
@@ -78,16 +82,20 @@ class Newton:
 
     def __init__(self, oracle: Callable[[np.ndarray], DualEval], maxima: np.ndarray,
                  ftol: float, multiplier_scale: float, ray_bound: Callable[[np.ndarray], float],
-                 problem: object) -> None:
+                 problem: object,
+                 speculate: Callable[[np.ndarray], DualEval] | None = None) -> None:
         self._oracle, self.maxima, self.ftol = oracle, maxima, ftol
+        self._speculate = speculate
         self._multiplier_scale, self._ray_bound, self.problem = multiplier_scale, ray_bound, problem
         self.passes = 0
         self.iterations = 0
         self.history: list[tuple[float, float, float]] = []
 
-    def oracle(self, lam: np.ndarray) -> DualEval:
-        """One counted oracle pass."""
+    def oracle(self, lam: np.ndarray, speculate: bool = False) -> DualEval:
+        """One counted oracle pass (``speculate``: through the ``speculate`` oracle)."""
         self.passes += 1
+        if speculate and self._speculate is not None:
+            return self._speculate(lam)
         return self._oracle(lam)
 
     def run(self, lam: np.ndarray, tol: float, max_iter: int) -> np.ndarray:
@@ -105,8 +113,13 @@ class Newton:
         radius = 10.0 * (1.0 + float(np.max(lam, initial=0.0))) * self._multiplier_scale
         it = 0
         converged = kkt <= max(tol, precision_floor(ev))
+        prev = None  # the KKT residual one iteration back
         while not converged and it < max_iter:
             it += 1
+            # the next residual under quadratic convergence, kkt * (kkt / prev^2) * kkt
+            spec = (self._speculate is not None and prev is not None and prev > 0
+                    and kkt**3 <= max(tol, precision_floor(ev)) * prev**2)
+            prev = kkt
             g = ev.gradient
             eps = min(1e-3, kkt)
             free = ~((lam <= eps) & (g > 0))
@@ -124,7 +137,7 @@ class Newton:
                     d = -g
                 d *= radius / float(np.max(np.abs(d)))
                 d_norm = radius
-            accepted, t = self._search(lam, ev, d, kkt)
+            accepted, t = self._search(lam, ev, d, kkt, spec)
             if accepted is None:  # the projected Newton step does not descend: a gradient step
                 diag = float(np.max(np.diag(ev.hessian), initial=0.0))
                 d = -g / diag if diag > 0 else -g
@@ -155,10 +168,11 @@ class Newton:
         self.iterations, self.ev, self.kkt, self.converged = it, ev, kkt, converged
         return lam
 
-    def _search(self, lam: np.ndarray, ev: DualEval, d: np.ndarray, kkt: float
-                ) -> tuple[tuple[np.ndarray, DualEval] | None, float]:
+    def _search(self, lam: np.ndarray, ev: DualEval, d: np.ndarray, kkt: float,
+                speculate: bool = False) -> tuple[tuple[np.ndarray, DualEval] | None, float]:
         """Projected Armijo search on ``[lam + t d]_+`` with safeguarded quadratic
-        interpolation of ``t``: ``((lam_t, ev_t), t)``, or ``(None, t)`` when no step helps."""
+        interpolation of ``t``: ``((lam_t, ev_t), t)``, or ``(None, t)`` when no step helps
+        (``speculate``: the full step through the ``speculate`` oracle)."""
         g = ev.gradient
         t = 1.0
         for _ in range(60):
@@ -166,7 +180,7 @@ class Newton:
             step = trial - lam
             if not np.any(step):
                 break
-            ev_t = self.oracle(trial)
+            ev_t = self.oracle(trial, speculate and t == 1.0)
             decrease = float(g @ step)
             if ev_t.value <= ev.value + 1e-4 * decrease:
                 return (trial, ev_t), t

@@ -168,10 +168,19 @@ class Normalization:
         return self.memo[key]
 
     def dual_sums_at(self, lam_n: np.ndarray, beta_n: float, order: int,
-                     backend: str = "numpy") -> DualEval:
+                     backend: str = "numpy", policy: bool = False) -> DualEval:
         """``D'``, its gradient and Hessian at ``lam'`` for the normalized problem at ``beta'
-        = beta_n`` (one pass; :func:`dualgap.dual.dual_sums` or its torch twin)."""
+        = beta_n`` (one pass; :func:`dualgap.dual.dual_sums` or its torch twin).
+
+        ``policy`` (numba, direct, at the problem's beta; else ignored): the same pass also
+        writes ``pi_lam`` and the final pass's sums, kept for :meth:`take_policy` (a solve asks
+        for this where its next iterate is predicted to converge)."""
         s, a = self.reward_scale, self.constraint_scales
+        self.memo.pop("policy_at", None)
+        if policy and self.direct and backend == "numba" and order == 2:
+            out = self._oracle_with_policy(lam_n, beta_n)
+            if out is not None:
+                return out
         if self.direct:
             with np.errstate(over="ignore", invalid="ignore"):
                 lam = lam_n * (s / a)
@@ -187,6 +196,42 @@ class Normalization:
                 return out
         return _backend_sums(self.problem, lam_n, beta_n, order, backend,
                              self._base(self.problem, backend))
+
+    def _oracle_with_policy(self, lam_n: np.ndarray, beta_n: float) -> DualEval | None:
+        """The compiled oracle pass that also writes the policy (see :meth:`dual_sums_at`), or
+        None where it does not apply (another beta, values that are not finite)."""
+        from .dual_numba import numba_policy_sums
+
+        p, s, a = self.source, self.reward_scale, self.constraint_scales
+        q, bq = self.exponent_base(p)
+        beta = beta_n * s
+        if abs(beta - bq) > 4 * np.finfo(float).eps * bq:
+            return None
+        with np.errstate(over="ignore", invalid="ignore"):
+            lam = lam_n * (s / a)  # bit for bit the lam that solve's final pass gets
+            c = lam * (1.0 / p.beta)  # and the c that the final pass computes
+            if not np.isfinite(c).all():
+                return None
+            pi = np.empty_like(p.reward)
+            ps, sums = numba_policy_sums(q, p.reward, 0.0, p.utilities, p.prompt_weights, c,
+                                         1.0 / bq, pi, hessian=True)
+            ev = sums.finish(lam, beta, p.offsets, 2)
+            out = DualEval(lam_n, ev.value / s, ev.gradient / a,
+                           ev.hessian * s / np.outer(a, a))
+        if not (_finite(out) and ps.finite and np.isfinite(ps.utilities).all()
+                and np.isfinite(ps.reward + ps.kl)):
+            return None
+        self.memo["policy_at"] = (lam, (pi, ps.utilities - p.offsets,
+                                        (ps.reward - p.beta * ps.kl) / s))
+        return out
+
+    def take_policy(self, lam: np.ndarray) -> tuple[np.ndarray, np.ndarray, float] | None:
+        """:meth:`final`'s ``(pi_lam, slack, J')`` when the last oracle pass wrote them at
+        this very ``lam`` (bit for bit), else None; the kept policy is released either way."""
+        kept = self.memo.pop("policy_at", None)
+        if kept is not None and np.array_equal(kept[0], lam):
+            return kept[1]
+        return None
 
     def _base(self, p: AlignmentProblem, backend: str) -> tuple[np.ndarray, float]:
         if backend in ("numpy", "numba"):

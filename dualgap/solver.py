@@ -234,8 +234,12 @@ def solve(
 
     # everything below is recomputed on the returned lam, in the problem's units: one pass
     # writes pi* and adds up its slack E_rho E_pi h = grad D(lam) and J'(pi*) from the policy
-    policy, slack, primal_n = norm.final(lam, backend)
-    passes += 1
+    # -- or the last oracle pass did, at this very lam (numba: a predicted last iterate)
+    final = norm.take_policy(lam)
+    if final is None:
+        final = norm.final(lam, backend)
+        passes += 1
+    policy, slack, primal_n = final
     # the residual in the units of h: lam_i a_i / s and slack_i / a_i are the problem's own
     # multiplier and slack made dimensionless (s = reward scale, a_i = max |h_i|), times M_h
     scale = float(a.max(initial=0.0))
@@ -329,11 +333,14 @@ def _solve_normalized(norm: Normalization, tol: float, max_iter: int,
     # piecewise linear far from lam*; solve smoother problems first and warm-start.
     stages = (_continuation_betas(norm) if lam0 is None else []) + [norm.beta]
     for k, stage_beta in enumerate(stages):
+        last = k == len(stages) - 1
         newton = Newton(
             lambda x, b=stage_beta: norm.dual_sums_at(x, b, 2, backend),
             maxima, ftol, scale, norm.ray_bound, norm.source,
+            # numba: a predicted last iterate's pass also writes pi* (saves the final pass)
+            (lambda x, b=stage_beta: norm.dual_sums_at(x, b, 2, backend, policy=True))
+            if last and backend == "numba" and norm.direct else None,
         )
-        last = k == len(stages) - 1
         lam = newton.run(lam, tol=tol if last else STAGE_TOL, max_iter=max_iter)
         it += newton.iterations
         passes += newton.passes

@@ -136,3 +136,45 @@ def test_numba_solve_takes_the_compiled_stats_pass(monkeypatch):
     assert sol.converged and not seen and "q" in p.normalized.memo
     dg.solve(p.replace())  # the numpy backend keeps numpy's pass
     assert len(seen) == 1
+
+
+@needs_numba
+@pytest.mark.parametrize("m", [0, 1, 3])
+def test_policy_pass_with_hessian_is_the_oracle_and_the_policy_in_one(m):
+    p = random_problem(21 + m, 40, 35, m, support_fraction=0.7)
+    lam = np.linspace(0.3, 1.2, m)
+    args = (p.log_reference, p.reward, 1.0 / p.beta, p.utilities, p.prompt_weights, lam / p.beta)
+    out_a, out_b = np.empty_like(p.reward), np.empty_like(p.reward)
+    plain = dual_numba.numba_policy_sums(*args, 0.0, out_a)
+    ps, sums = dual_numba.numba_policy_sums(*args, 0.0, out_b, hessian=True)
+    np.testing.assert_allclose(out_b, out_a, rtol=0, atol=1e-15)
+    np.testing.assert_allclose(ps.utilities, plain.utilities, rtol=0, atol=1e-14)
+    assert (ps.reward, ps.kl) == pytest.approx((plain.reward, plain.kl), abs=1e-14)
+    want = dg.dual_oracle(p, lam)
+    got = sums.finish(lam, p.beta, p.offsets, 2)
+    assert got.value == pytest.approx(want.value, abs=1e-12 * max(1.0, abs(want.value)))
+    np.testing.assert_allclose(got.gradient, want.gradient, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(got.hessian, want.hessian, rtol=0,
+                               atol=1e-12 * max(1.0, float(np.abs(want.hessian).max(initial=0))))
+
+
+@needs_numba
+def test_numba_solve_writes_pi_in_its_last_oracle_pass():
+    p = random_problem(8, 60, 50, 2, tightness=0.9)
+    a = dg.solve(p.replace())
+    b = dg.solve(q := p.replace(), backend="numba")
+    assert b.passes == a.passes - 1  # no final pass of its own
+    assert "policy_at" not in q.normalized.memo  # released by the solve
+    pi, slack, j_n = q.normalized.final(b.lam, "numba")  # what the final pass would give
+    np.testing.assert_allclose(b.policy, pi, rtol=0, atol=1e-15)
+    np.testing.assert_allclose(b.slack, slack, rtol=0, atol=1e-14)
+    assert b.primal_value == pytest.approx(q.normalized.value(j_n), abs=1e-13)
+    np.testing.assert_allclose(b.policy, a.policy, rtol=0, atol=1e-12)
+    norm = q.normalized  # a kept policy serves only its own lam, bit for bit
+    lam_n = norm.to_internal(b.lam)
+    lam = norm.to_problem(lam_n, q.names)  # the lam solve's final pass gets for lam_n
+    norm.dual_sums_at(lam_n, norm.beta, 2, "numba", policy=True)
+    assert norm.take_policy(np.nextafter(lam, np.inf)) is None
+    assert norm.take_policy(lam) is None  # released by the miss
+    norm.dual_sums_at(lam_n, norm.beta, 2, "numba", policy=True)
+    np.testing.assert_allclose(norm.take_policy(lam)[0], pi, rtol=0, atol=1e-15)

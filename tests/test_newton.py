@@ -39,3 +39,31 @@ def test_the_solver_meets_kkt_at_its_reported_tolerance():
     sol = dg.solve(p)
     assert sol.converged
     assert kkt_residual(sol.lam, sol.slack) <= sol.kkt_tolerance
+
+
+def test_speculation_only_where_quadratic_convergence_predicts_the_end():
+    """The speculate oracle takes the full step of an iteration predicted to converge
+    (kkt^3 / kkt_prev^2 <= tol) and nothing else; the iterates are those of the plain
+    loop (the same oracle behind both)."""
+    from dualgap.newton import Newton
+
+    p = dg.instances.random_problem(4, 30, 40, 2, tightness=0.9)
+    norm = p.normalized
+    oracle = lambda x: norm.dual_sums_at(x, norm.beta, 2)  # noqa: E731
+    calls = []
+
+    def speculate(x):
+        calls.append(x.copy())
+        return oracle(x)
+
+    args = (norm.maxima, 1e-12, 1.0, norm.ray_bound, p)
+    plain, spec = Newton(oracle, *args), Newton(oracle, *args, speculate=speculate)
+    lam_a = plain.run(np.zeros(2), tol=1e-10, max_iter=50)
+    lam_b = spec.run(np.zeros(2), tol=1e-10, max_iter=50)
+    np.testing.assert_array_equal(lam_a, lam_b)
+    assert spec.passes == plain.passes and spec.history == plain.history
+    # never on the first iteration (no prediction yet), at most once per later iteration
+    assert 1 <= len(calls) <= spec.iterations - 1
+    np.testing.assert_array_equal(calls[-1], lam_b)  # the last pass was the speculated one
+    kkts = [h[1] for h in plain.history]
+    assert kkts[-2] ** 3 <= 1e-10 * kkts[-3] ** 2  # the last step was predicted to converge

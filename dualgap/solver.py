@@ -87,7 +87,8 @@ class DualSolution:
         duality_gap: ``D(lam*) - J(pi*)`` (``= lam*^T slack``, complementary slackness).
         iterations: Newton iterations taken.
         passes: passes over the ``(X, Y)`` data: the stats pass (on a problem object's first
-            solve), the oracle calls, ray bounds and the final policy pass.
+            solve), the oracle calls, ray bounds and the final policy pass (with
+            ``backend="numba"`` none of its own when the last oracle pass wrote ``pi*``).
         converged: whether the KKT tolerance was reached.
         strictly_feasible: Slater certified (True), refuted (False) or not decided (None).
         margin: the certified lower bound on ``max_pi min_i E h_i`` (Slater margin), if known.
@@ -193,7 +194,8 @@ def solve(
         check_slater: certify strict feasibility at the end (cheap mixture LP, then the
             exact LP margin when the cheap test is inconclusive).
         backend: the dual oracle's backend, one of :data:`dualgap.dual.BACKENDS`
-            (``"numba"``: the oracle and the final pass compiled, one loop per prompt, needs
+            (``"numba"``: the stats pass, the oracle and the final pass compiled, one loop per
+            prompt, the final pass inside the last oracle pass where it is predicted; needs
             the ``fast`` extra; ``"torch"``: float64 on CUDA when available, else CPU;
             ``"torch-float32"``).
 

@@ -19,6 +19,11 @@ in two parts, ``p`` the degree-13 Taylor polynomial, within 1e-15 relative of ``
 arguments below ``-708`` (``exp < 3e-308``, against a row sum ``>= 1``) give 0 rather than a
 subnormal.  numba has no vectorized ``exp`` of its own here (no SVML), and the scalar libm call
 costs more than the rest of the pass.
+
+Two more compiled passes serve ``solve``: the policy pass (:func:`numba_policy_sums`: writes
+``pi_lam`` and adds up its slack, ``E r`` and KL; with ``hessian`` also the oracle's sums, for
+a last iterate that writes ``pi*`` itself), and the normalization's stats pass fused with ``q =
+log pi_ref + r / beta`` (:func:`numba_stats`).
 """
 
 from __future__ import annotations
@@ -348,7 +353,8 @@ def _stats_source(m: int) -> str:
     ``g_i``, ``at[i, j] = g_j`` at the first maximizer of ``g_i`` (numpy's argmax);
     ``absmax`` = ``max |r|``, ``max |g_i|`` over the whole table).  The max and min updates
     are branches, rarely taken after a row's first entries: numba does not vectorize a float
-    max reduction here, and branches let the ``3 + 4 m`` independent updates overlap."""
+    max reduction here, and branches let the ``3 + 3 m`` independent max / min
+    updates overlap."""
     I = range(m)
     return "\n".join([
         "def kernel(ref, r, G, q, inv_beta, lo, hi, rows, top, low, at, absmax):",

@@ -178,3 +178,32 @@ def test_numba_solve_writes_pi_in_its_last_oracle_pass():
     assert norm.take_policy(lam) is None  # released by the miss
     norm.dual_sums_at(lam_n, norm.beta, 2, "numba", policy=True)
     np.testing.assert_allclose(norm.take_policy(lam)[0], pi, rtol=0, atol=1e-15)
+
+
+@needs_numba
+@settings(max_examples=30, deadline=None)
+@given(st.integers(0, 10_000), st.integers(1, 3), st.sampled_from(["scale", "offset", "tiny"]),
+       st.integers(-300, 300))
+def test_numba_solve_at_the_float64_extremes_gives_numpys_answer(seed, m, kind, k):
+    """Scores of 1e+-300 (beta with them), per-prompt reward offsets of 1e12 (the normalized
+    copy), reference entries down to 1e-320: the compiled stats pass, the speculated last pass
+    and their fallbacks give numpy's solution."""
+    import warnings
+
+    p = random_problem(seed, 3, 6, m, 0.5, support_fraction=0.6, margin=0.05)
+    if kind == "scale":
+        c = 10.0**k
+        p = p.replace(reward=p.reward * c, utilities=p.utilities * c,
+                      thresholds=p.thresholds * c, beta=p.beta * c)
+    elif kind == "offset":
+        off = np.random.default_rng(seed).uniform(-1e12, 1e12, size=(p.num_prompts, 1))
+        p = p.replace(reward=p.reward + off)
+    else:
+        p = p.replace(reference=np.where(p.support, p.reference, 10.0 ** -(20 + abs(k))))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        a, b = dg.solve(p.replace()), dg.solve(p.replace(), backend="numba")
+    assert a.converged and b.converged
+    np.testing.assert_allclose(b.lam, a.lam, rtol=1e-6, atol=1e-6 * (1 + np.abs(a.lam).max()))
+    np.testing.assert_allclose(b.policy, a.policy, rtol=0, atol=1e-9)
+    assert b.passes in (a.passes, a.passes - 1)

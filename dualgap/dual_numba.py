@@ -353,8 +353,9 @@ def _stats_source(m: int) -> str:
     ``g_i``, ``at[i, j] = g_j`` at the first maximizer of ``g_i`` (numpy's argmax);
     ``absmax`` = ``max |r|``, ``max |g_i|`` over the whole table).  The max and min updates
     are branches, rarely taken after a row's first entries: numba does not vectorize a float
-    max reduction here, and branches let the ``3 + 3 m`` independent max / min
-    updates overlap."""
+    max reduction here, and branches let the ``2 + 2 m`` independent max / min updates of a
+    support entry overlap (``max |.|`` is taken off the support only, and from the row's max
+    and min on it)."""
     I = range(m)
     return "\n".join([
         "def kernel(ref, r, G, q, inv_beta, lo, hi, rows, top, low, at, absmax):",
@@ -367,14 +368,8 @@ def _stats_source(m: int) -> str:
         "            p = ref[x, y]",
         "            v = r[x, y]",
         "            q[x, y] += v * inv_beta",
-        "            av = abs(v)",
-        "            if av > r_abs:",
-        "                r_abs = av",
         *[f"            u{i} = G[{i}, x, y]" for i in I],
         *[f"            s{i} += p * u{i}" for i in I],
-        *[line for i in I for line in (
-            f"            au{i} = abs(u{i})", f"            if au{i} > g_abs{i}:",
-            f"                g_abs{i} = au{i}")],
         "            if p > 0.0:",
         "                n += 1",
         "                if v > r_hi:",
@@ -385,6 +380,16 @@ def _stats_source(m: int) -> str:
             f"                if u{i} > g_hi{i}:", f"                    g_hi{i} = u{i}",
             f"                    b{i} = y", f"                if u{i} < g_lo{i}:",
             f"                    g_lo{i} = u{i}")],
+        "            else:",  # |.| off the support; on it, the row's max and min give it
+        "                av = abs(v)",
+        "                if av > r_abs:",
+        "                    r_abs = av",
+        *[line for i in I for line in (
+            f"                au{i} = abs(u{i})", f"                if au{i} > g_abs{i}:",
+            f"                    g_abs{i} = au{i}")],
+        "        r_abs = max(r_abs, abs(r_hi), abs(r_lo)) if n else r_abs",
+        *[f"        g_abs{i} = max(g_abs{i}, abs(g_hi{i}), abs(g_lo{i})) if n else g_abs{i}"
+          for i in I],
         "        rows[0, x], rows[1, x], rows[2, x] = r_hi, r_lo, n",
         "        absmax[0] = max(absmax[0], r_abs)",
         *[f"        top[{i}, x], low[{i}, x], rows[{3 + i}, x] = g_hi{i}, g_lo{i}, s{i}"

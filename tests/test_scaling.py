@@ -33,3 +33,23 @@ def test_the_solution_is_the_same_in_any_units():
     np.testing.assert_allclose(sq.policy, sp.policy, atol=1e-9)
     assert sq.primal_value == pytest.approx(s * sp.primal_value, rel=1e-8)
     np.testing.assert_allclose(sq.lam, sp.lam * s / a, rtol=1e-6, atol=1e-9)
+
+
+def test_a_policy_is_kept_only_by_the_compiled_pass_and_only_for_its_lam():
+    """``dual_sums_at(..., policy=True)`` is the plain oracle on numpy (nothing kept), and
+    ``take_policy`` serves nothing it was not given; the kept policy (numba) is released by the
+    next oracle pass."""
+    p = dg.instances.random_problem(2, 6, 7, 2)
+    n = normalize(p)
+    lam_n = np.array([0.2, 0.1])
+    plain = n.dual_sums_at(lam_n, n.beta, 2)
+    got = n.dual_sums_at(lam_n, n.beta, 2, "numpy", policy=True)
+    assert got.value == plain.value and "policy_at" not in n.memo
+    assert n.take_policy(n.to_problem(lam_n, p.names)) is None
+    from dualgap import dual_numba
+
+    if dual_numba.available():
+        n.dual_sums_at(lam_n, n.beta, 2, "numba", policy=True)
+        assert "policy_at" in n.memo
+        n.dual_sums_at(lam_n, n.beta, 2, "numba")  # the next pass releases it
+        assert "policy_at" not in n.memo

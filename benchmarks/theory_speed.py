@@ -264,6 +264,7 @@ def synthetic_worker(size: str, out_dir: str) -> dict:
             (gaps, "parametrized_dual", "theory: bundle"),
             (gaps, "parametrized_primal", "theory: primal"),
             (gaps, "lagrangian_max", "theory: searches"),
+            (gaps, "lagrangian_max_batch", "theory: searches"),
             (gaps, "proves_not_a_minimizer", "theory: lam*_p check"),
             (PolicyClass, "fit", "theory: fits")):
         setattr(owner, attr, clock.wrap(stage, getattr(owner, attr)))

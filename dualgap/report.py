@@ -354,7 +354,9 @@ def gap_report(problem: AlignmentProblem, policy_class: object, *, starts: int |
         # Lemma 4: the paper's form under A5 (measured) and the segment form
         dist = float(np.linalg.norm(lam_p - sol.lam))
         first_at_lam_p = len(rows)  # Lemmas 4-5 are measured at the estimate lam*_p
-        lam_p_wrong = gaps.proves_not_a_minimizer(problem, policy_class, lam_p, sol.dual_value)
+        lam_p_wrong = gaps.proves_not_a_minimizer(  # from the fit witness of pi_{lam*_p}
+            problem, policy_class, lam_p, sol.dual_value,
+            theta0=getattr(by_label["lam*_p"].fit, "theta", None))
         curv = segment_curvature(problem, sol.lam, lam_p, points=segment_points,
                                  budget=2 * segment_points)
         mu_seg, floor = curv.grid_min, mu * (1.0 - 1e-9)  # grid_min: an upper estimate

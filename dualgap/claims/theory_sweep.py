@@ -129,11 +129,18 @@ def classify_row(row) -> str | None:
 
 
 def lam_p_not_a_minimizer(problem: AlignmentProblem, policy_class, lam_p: object,
-                          d_star: float) -> bool:
-    """:func:`dualgap.gaps.proves_not_a_minimizer` at the report's ``lam*_p``."""
+                          d_star: float, theta0: object = None) -> bool:
+    """:func:`dualgap.gaps.proves_not_a_minimizer` at the report's ``lam*_p``, searched from
+    ``theta0`` (the report's fit witness of ``pi_{lam*_p}``; ``None``: fitted there first)."""
     from ..gaps import proves_not_a_minimizer
 
-    return proves_not_a_minimizer(problem, policy_class, lam_p, d_star)
+    return proves_not_a_minimizer(problem, policy_class, lam_p, d_star, theta0=theta0)
+
+
+def _fit_witness(report, label: str = "lam*_p"):
+    """The theta of the report's fit at the target ``label`` (None if it was not fitted)."""
+    fit = next((t.fit for t in report.targets if t.label == label), None)
+    return None if fit is None else fit.theta
 
 
 def _save(problem: AlignmentProblem, spec: InstanceSpec, claim: str, save_dir: Path | None,
@@ -199,7 +206,8 @@ def theory_sweep(specs: list[InstanceSpec], *, save_dir: str | Path | None = Non
         paper = lemma4_paper(problem, lam, lam_p, nu, curvature=curv)
         seg = lemma4_segment(problem, lam, lam_p, nu, curvature=curv)
         met = {True: "A5 met", False: "A5 not met", None: "A5 undecided"}[paper.assumption_met]
-        if lam_p_not_a_minimizer(problem, pc, lam_p, float(rep.quantities["D*"])):
+        if lam_p_not_a_minimizer(problem, pc, lam_p, float(rep.quantities["D*"]),
+                                 _fit_witness(rep)):
             # Lemma 4 and Lemma 5 are measured at lam*_p: their checks rest on a wrong estimate
             search_failures.append(spec.slug)
             lemma5_kind = classify_row(rep.row("Lemma 5"))

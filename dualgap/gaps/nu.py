@@ -85,16 +85,20 @@ def parametrization_gap(problem: AlignmentProblem, policy_class: PolicyClass,
 
 
 def proves_not_a_minimizer(problem: AlignmentProblem, policy_class, lam: object,
-                           d_star: float) -> bool:
+                           d_star: float, *, theta0: object = None) -> bool:
     """Whether a search proves that ``lam`` does not minimize ``D_p`` (so a ``lam*_p`` estimate
     there is wrong).
 
-    ``max_theta L(pi_theta, lam)`` is searched from the fit witness of ``pi_lam``; its value is
-    a lower bound of ``D_p(lam)``, and ``D*_p <= D*`` always (``D_p <= D``), so a value above
+    ``max_theta L(pi_theta, lam)`` is searched (:func:`~.lagrangian.lagrangian_max`, the class's
+    warm budget) from ``theta0``: a fit witness of ``pi_lam`` the caller already has (e.g. the
+    gap report's fit at its ``lam*_p``); ``None``: one is fitted here first
+    (:func:`parametrization_gap`'s defaults).  Any start is valid: the value found is a lower
+    bound of ``D_p(lam)``, and ``D*_p <= D*`` always (``D_p <= D``), so a value above
     ``D* = d_star`` (beyond float rounding) proves ``D_p(lam) > D*_p``.
     """
     from .lagrangian import lagrangian_max
 
-    fit = parametrization_gap(problem, policy_class, [lam]).fits[0]
-    value = lagrangian_max(problem, policy_class, lam, theta0=fit.theta).value
+    if theta0 is None:
+        theta0 = parametrization_gap(problem, policy_class, [lam]).fits[0].theta
+    value = lagrangian_max(problem, policy_class, lam, theta0=theta0).value
     return bool(value > d_star + 1e-12 * (1.0 + abs(d_star)))

@@ -96,3 +96,22 @@ def test_lam_p_not_a_minimizer_is_a_proof():
     sol = dg.solve(problem)
     assert lam_p_not_a_minimizer(problem, pc, 3 * sol.lam + 0.5, sol.dual_value)
     assert not lam_p_not_a_minimizer(problem, pc, sol.lam, sol.dual_value)
+
+
+def test_lam_p_check_starts_from_the_reports_fit_witness():
+    """The sweep's lam*_p check searches from the report's fit of pi_{lam*_p} (the theta of that
+    target's fit; None where the report did not fit there) and reaches the report's verdict."""
+    from dualgap.claims.theory_sweep import _fit_witness, lam_p_not_a_minimizer
+    from dualgap.theory import gap_report
+
+    spec = InstanceSpec(5, 3, 4, 1, 0.5, "loglinear", 0.5)
+    problem, pc = spec.build()
+    rep = gap_report(problem, pc, seed=0, cvxpy_check=False)
+    fit = next(t.fit for t in rep.targets if t.label == "lam*_p")
+    assert _fit_witness(rep) is fit.theta
+    flagged = any(r.kind == "search failure" and r.note.startswith("lam*_p is proven")
+                  for r in rep.rows)
+    assert lam_p_not_a_minimizer(problem, pc, rep.quantities["lam*_p"],
+                                 float(rep.quantities["D*"]), _fit_witness(rep)) == flagged
+    unfitted = gap_report(problem, pc, seed=0, cvxpy_check=False, fit_at=("lam*",))
+    assert _fit_witness(unfitted) is None

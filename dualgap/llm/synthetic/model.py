@@ -40,14 +40,14 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from ...policies import DTYPE, PolicyClass
+from ...policies import DTYPE, FitResult, PolicyClass
 from ...problem import AlignmentProblem
 from .config import TransformerArch
 from .forward import check_config, prefix_tree_logits
@@ -69,6 +69,8 @@ __all__ = [
 
 #: the default shape (width 32, depth 2, 2 heads)
 DEFAULT_ARCH = TransformerArch()
+#: how many fits a :class:`TransformerPolicy` remembers (:meth:`TransformerPolicy.fit`)
+FIT_MEMORY = 8
 
 
 def build_tokenizer(language: SyntheticLanguage):
@@ -126,46 +128,41 @@ def teacher_forcing_inputs(language: SyntheticLanguage) -> torch.Tensor:
     return torch.as_tensor(ids)
 
 
-def _gather_index(language: SyntheticLanguage) -> tuple[torch.Tensor, torch.Tensor,
-                                                        torch.Tensor, torch.Tensor]:
-    """Flat indices into ``log q`` of shape ``(R, L, V)`` (per prompt; ``R = n^{L-1}`` rows, the
-    prefixes of :func:`teacher_forcing_inputs`): the token terms ``(Y, L)`` (masked where
-    ``j >= len(y)``), their mask, and the ``<eos>`` term ``(Y,)`` (masked at ``len(y) = L``)."""
+def _gather_index(language: SyntheticLanguage) -> list[torch.Tensor]:
+    """Per tree level ``j`` (``0 .. L-1``), the flat index ``(Y,)`` into that level's ``log q``
+    of one prompt, ``(n^j V)`` plus one trailing zero: the term of ``y`` at position ``j + 1``,
+    i.e. its token ``y_{j+1}`` after the prefix ``y_{<=j}`` (``j < len(y)``), its ``<eos>``
+    after the whole of ``y`` (``j = len(y) < L``), or the trailing zero (``j > len(y)``)."""
     L, n, V = language.max_response_length, language.alphabet_size, language.vocab_size
     ids = language.response_ids  # size = (Y, L), -1 padded
     lengths = language.response_lengths  # size = (Y,)
     alpha = np.where(ids > 0, ids - 1, 0)  # alphabet index, 0 on padding
-    row = np.zeros(ids.shape[0], dtype=np.int64)
-    for j in range(L - 1):  # the row whose prefix extends y canonically (padding -> first token)
+    row = np.zeros(ids.shape[0], dtype=np.int64)  # the prefix y_{<=j} as a level-j row
+    out = []
+    for j in range(L):
+        tok = np.where(j < lengths, ids[:, j].clip(min=0), language.eos_id)
+        out.append(torch.as_tensor(np.where(j <= lengths, row * V + tok, n ** j * V)))
         row = row * n + alpha[:, j]
-    j = np.arange(L)[None, :]
-    tok_index = (row[:, None] * L + j) * V + np.where(ids > 0, ids, 0)  # size = (Y, L)
-    tok_mask = ids > 0
-    eos_index = (row * L + np.minimum(lengths, L - 1)) * V + language.eos_id  # size = (Y,)
-    eos_mask = lengths < L
-    return (torch.as_tensor(np.where(tok_mask, tok_index, 0)), torch.as_tensor(tok_mask),
-            torch.as_tensor(np.where(eos_mask, eos_index, 0)), torch.as_tensor(eos_mask))
+    return out
 
 
 def _log_probs_from_levels(language: SyntheticLanguage, levels: list[torch.Tensor],
-                           index: tuple[torch.Tensor, ...]) -> torch.Tensor:
+                           index: list[torch.Tensor]) -> torch.Tensor:
     """``log pi(y|x)``, shape ``(X, Y)``, from the prefix-tree logits of
-    :func:`.forward.prefix_tree_logits` (level ``j``: ``(X n^j, V)``; differentiable)."""
-    tok_index, tok_mask, eos_index, eos_mask = index
-    X, L, n = language.num_prompts, language.max_response_length, language.alphabet_size
-    # log q_{j+1} of each level, repeated onto the n^{L-1-j} rows (prefixes) that extend it
-    logq = torch.stack([torch.log_softmax(lv, dim=-1).repeat_interleave(n ** (L - 1 - j), dim=0)
-                        for j, lv in enumerate(levels)], dim=1)  # size = (X*R, L, V)
-    flat = logq.reshape(X, -1)  # size = (X, R*L*V)
-    Y = tok_index.shape[0]
-    tok = flat[:, tok_index.reshape(-1)].reshape(X, Y, L)  # size = (X, Y, L)
-    tok = torch.where(tok_mask[None], tok, torch.zeros((), dtype=tok.dtype)).sum(-1)
-    eos = torch.where(eos_mask[None], flat[:, eos_index], torch.zeros((), dtype=tok.dtype))
-    return tok + eos
+    :func:`.forward.prefix_tree_logits` (level ``j``: ``(X n^j, V)``; differentiable): one
+    gather per level (:func:`_gather_index`), the terms added in position order."""
+    X = language.num_prompts
+    out = None
+    for lv, idx in zip(levels, index, strict=True):
+        flat = torch.log_softmax(lv, dim=-1).reshape(X, -1)  # size = (X, n^j V)
+        flat = torch.cat([flat, flat.new_zeros(X, 1)], dim=1)
+        term = flat[:, idx]  # size = (X, Y)
+        out = term if out is None else out + term
+    return out
 
 
 def _tree_log_probs(language: SyntheticLanguage, params: dict[str, torch.Tensor], config: Any,
-                    index: tuple[torch.Tensor, ...]) -> torch.Tensor:
+                    index: list[torch.Tensor]) -> torch.Tensor:
     """``log pi(y|x)`` ``(X, Y)`` of the GPT-2 with parameters ``params`` (by name)."""
     levels = prefix_tree_logits(params, config, torch.as_tensor(language.prompt_ids),
                                 language.alphabet_size, language.max_response_length)
@@ -355,6 +352,7 @@ class TransformerPolicy(PolicyClass):
         check_config(self.model.config)
         self._index = _gather_index(language)
         self._seed_base = 0
+        self._fits: dict[tuple, FitResult] = {}  # the last fits, by target, start, settings
 
     @property
     def arch(self) -> TransformerArch:
@@ -435,6 +433,28 @@ class TransformerPolicy(PolicyClass):
         theta = theta.clone().requires_grad_(True)
         steps = self.minimize(theta, self.fit_loss(target, "reverse_kl"), int(n))
         return theta.detach(), steps
+
+    def fit(self, target: np.ndarray, theta0: torch.Tensor | None = None, *,
+            objective: str = "nu", steps: int = 300, starts: int = 1,
+            seed: int = 0) -> FitResult:
+        """:meth:`PolicyClass.fit`, remembered: a call with the same target, start and settings
+        as one of the last :data:`FIT_MEMORY` returns (a copy of) that fit instead of running
+        the same Adam steps again (the fit is deterministic; e.g. the gap report fits
+        ``pi_lam*`` and ``pi_lam*_p`` from the same best theta when ``lam*_p = lam*``)."""
+        import hashlib
+
+        h = hashlib.sha1(np.ascontiguousarray(self.check_target(target)).tobytes())
+        h.update(b"-" if theta0 is None else
+                 np.ascontiguousarray(self.check_params(theta0).detach().numpy()).tobytes())
+        key = (h.hexdigest(), objective, steps, starts, seed)
+        if key not in self._fits:
+            self._fits[key] = super().fit(target, theta0, objective=objective, steps=steps,
+                                          starts=starts, seed=seed)
+            while len(self._fits) > FIT_MEMORY:
+                self._fits.pop(next(iter(self._fits)))
+        got = self._fits[key]
+        return replace(got, theta=got.theta.clone(), policy=got.policy.copy(),
+                       l1=got.l1.copy(), kl_gap=got.kl_gap.copy())
 
     def init_params(self, seed: int | None = None) -> torch.Tensor:
         if seed is None:

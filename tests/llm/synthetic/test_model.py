@@ -133,6 +133,31 @@ def test_transformer_policy_class(tiny_task):
         pc.log_probs(torch.zeros(3))
 
 
+def test_transformer_fit_is_remembered(tiny_task, monkeypatch):
+    """A repeated fit (same target, start, settings) returns the first one's numbers without
+    running Adam again, as a copy; any other target, start or setting runs its own fit."""
+    t = tiny_task
+    pc = TransformerPolicy(t.problem, t.language, t.model)
+    fresh = TransformerPolicy(t.problem, t.language, t.model)
+    target, th0 = t.solution.policy, pc.init_params() + 1e-3
+    first = pc.fit(target, th0, objective="kl", steps=15)
+    assert torch.equal(first.theta, fresh.fit(target, th0, objective="kl", steps=15).theta)
+    calls = []
+    minimize = TransformerPolicy.minimize
+    monkeypatch.setattr(TransformerPolicy, "minimize",
+                        lambda self, *a: calls.append(a[-1]) or minimize(self, *a))
+    first.theta.zero_()  # a caller's change does not reach the memory
+    again = pc.fit(target, th0.clone(), objective="kl", steps=15)
+    assert calls == [] and torch.equal(again.theta, fresh.fit(target, th0, objective="kl",
+                                                               steps=15).theta)
+    assert again.nu == fresh.fit(target, th0, objective="kl", steps=15).nu
+    calls.clear()
+    pc.fit(target, th0, objective="kl", steps=16)
+    pc.fit(target, None, objective="kl", steps=15)
+    pc.fit(t.problem.reference, th0, objective="kl", steps=15)
+    assert calls == [16, 15, 15]
+
+
 def test_transformer_maximizes_the_lagrangian_through_its_hook(tiny_task):
     """gaps.lagrangian_max runs the class's own hook (Adam, reverse KL to pi_lam): it raises L
     from the start, with the budget asked for, and its value is the exact identity

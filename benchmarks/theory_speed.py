@@ -44,8 +44,9 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-#: main before the batched searches (session 3; session 2's "before" was 7d8a64b)
-BEFORE_REV = "8fbe260"
+#: main before the numpy MLP pullback (session 4; session 3's "before" was 8fbe260, session 2's
+#: 7d8a64b)
+BEFORE_REV = "eaececa"
 CLASSES = ("tabular", "loglinear", "mlp")
 STAGES = ("exact", "bundle", "primal", "fits", "lagrangian_max", "other")
 
@@ -97,14 +98,15 @@ def worker(policy: str) -> dict:
 
     import dualgap.reference  # noqa: F401  (cvxpy's import is not the report's work)
 
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     report = gap_report(problem, cls)
-    total = time.perf_counter() - t0
+    total, cpu = time.perf_counter() - t0, time.process_time() - c0
     spent["other"] = total - sum(v for k, v in spent.items() if k != "other")
     # the rows without their witnesses (a tabular theta has 8698 entries per row)
     rows = {f"{r.statement} | {r.quantity}": {k: v for k, v in r.to_dict().items()
                                                if k != "witness"} for r in report.rows}
-    return {"policy": policy, "num_params": cls.num_params, "total_s": total, "stages": spent,
+    return {"policy": policy, "num_params": cls.num_params, "total_s": total, "cpu_s": cpu,
+            "stages": spent,
             "all_hold": bool(report.all_hold), "rows": rows}
 
 
@@ -149,17 +151,23 @@ def measured_sides(results: dict):
 
 
 def table(results: dict) -> str:
-    lines = ["| class | tree | total [s] | " + " | ".join(STAGES) + " | after / before |",
-             "|---|---|---|" + "---|" * len(STAGES) + "---|"]
+    lines = ["| class | tree | total [s] | CPU [s] | " + " | ".join(STAGES)
+             + " | after / before (wall, CPU) |",
+             "|---|---|---|---|" + "---|" * len(STAGES) + "---|"]
     for policy, side, r, sides in measured_sides(results):
         ratio = ""
-        if side == "after" and sides.get("before"):
-            ratio = f"{r['total_s'] / sides['before']['total_s']:.2f}x"
+        before = sides.get("before")
+        if side == "after" and before:
+            ratio = f"{r['total_s'] / before['total_s']:.2f}x"
+            if "cpu_s" in r and "cpu_s" in before:
+                ratio += f", {r['cpu_s'] / before['cpu_s']:.2f}x"
         if side == "after" and "rows_compared" in sides:
             c = sides["rows_compared"]
             ratio += (f" (same rows: {c['same_rows']}, same verdicts: {c['same_verdicts']},"
                       f" max rel. change {c['max_relative_change']:.1e})")
+        cpu = f"{r['cpu_s']:.2f}" if "cpu_s" in r else ""
         lines.append(f"| {policy} ({r['num_params']} params) | {side} | {r['total_s']:.2f} | "
+                     f"{cpu} | "
                      + " | ".join(f"{r['stages'][s]:.2f}" for s in STAGES)
                      + f" | {ratio} |")
     return "\n".join(lines)

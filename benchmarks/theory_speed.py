@@ -20,6 +20,10 @@ nested in another is not counted twice):
   it exists, ``lagrangian_max_batch``);
 * ``other``: the rest (refining cuts, measuring witnesses, the rows).
 
+It also counts the iterations of every Lagrangian search (``search iterations``: the MLP's
+searches never converge, so their number depends on the bundle's path, which rounding changes;
+the time per iteration is the comparable figure).
+
 Writes ``benchmarks/results/theory_speed.json`` and the table between the ``theory_speed``
 markers of ``benchmarks/README.md``.
 
@@ -87,7 +91,18 @@ def worker(policy: str) -> dict:
         gaps.lagrangian_max_batch = timed("lagrangian_max", gaps.lagrangian_max_batch)
     reference.solve_primal_cvxpy = timed("exact", reference.solve_primal_cvxpy)
     solver.solve = timed("exact", solver.solve)
+    import dualgap.policies.base as base
     import dualgap.policies.classes  # noqa: F401  (the subclasses whose fit is timed)
+
+    searched = [0]  # iterations of every Lagrangian search (the work, whatever the path)
+    search_batch = base.search_batch
+
+    def counted(*args, **kwargs):
+        runs = search_batch(*args, **kwargs)
+        searched[0] += sum(int(n) for _, n in runs)
+        return runs
+
+    base.search_batch = counted
 
     for cls in [PolicyClass, *PolicyClass.__subclasses__()]:
         if "fit" in cls.__dict__:
@@ -106,7 +121,7 @@ def worker(policy: str) -> dict:
     rows = {f"{r.statement} | {r.quantity}": {k: v for k, v in r.to_dict().items()
                                                if k != "witness"} for r in report.rows}
     return {"policy": policy, "num_params": cls.num_params, "total_s": total, "cpu_s": cpu,
-            "stages": spent,
+            "search_iterations": searched[0], "stages": spent,
             "all_hold": bool(report.all_hold), "rows": rows}
 
 
@@ -151,9 +166,9 @@ def measured_sides(results: dict):
 
 
 def table(results: dict) -> str:
-    lines = ["| class | tree | total [s] | CPU [s] | " + " | ".join(STAGES)
+    lines = ["| class | tree | total [s] | CPU [s] | search iterations | " + " | ".join(STAGES)
              + " | after / before (wall, CPU) |",
-             "|---|---|---|---|" + "---|" * len(STAGES) + "---|"]
+             "|---|---|---|---|---|" + "---|" * len(STAGES) + "---|"]
     for policy, side, r, sides in measured_sides(results):
         ratio = ""
         before = sides.get("before")
@@ -166,8 +181,9 @@ def table(results: dict) -> str:
             ratio += (f" (same rows: {c['same_rows']}, same verdicts: {c['same_verdicts']},"
                       f" max rel. change {c['max_relative_change']:.1e})")
         cpu = f"{r['cpu_s']:.2f}" if "cpu_s" in r else ""
+        its = r.get("search_iterations", "")
         lines.append(f"| {policy} ({r['num_params']} params) | {side} | {r['total_s']:.2f} | "
-                     f"{cpu} | "
+                     f"{cpu} | {its} | "
                      + " | ".join(f"{r['stages'][s]:.2f}" for s in STAGES)
                      + f" | {ratio} |")
     return "\n".join(lines)

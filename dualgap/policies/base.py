@@ -287,7 +287,8 @@ class PolicyClass(ABC):
         validates the arguments, runs the starts and measures the result.
 
         Default ``method``: ``"natural"``: damped natural-gradient steps with a line search
-        (:func:`~.optim.natural_ascent`, needs :attr:`has_score_step`; at most 200);
+        (:func:`~.optim.natural_ascent`, each step's direction from :meth:`ascent_step`: Newton
+        steps for the log-linear class; needs :attr:`has_score_step`; at most 200);
         ``"lbfgs"``: L-BFGS (at most 500); ``"auto"``: for classes that prefer them
         (:attr:`prefers_natural`) 30 natural steps, then an L-BFGS polish unless they converged
         (the polish would only drift along directions flat at float precision); L-BFGS alone

@@ -20,6 +20,10 @@ nested in another is not counted twice):
   it exists, ``lagrangian_max_batch``);
 * ``other``: the rest (refining cuts, measuring witnesses, the rows).
 
+It also counts the iterations of every Lagrangian search (``search iterations``: the MLP's
+searches never converge, so their number depends on the bundle's path, which rounding changes;
+the time per iteration is the comparable figure).
+
 Writes ``benchmarks/results/theory_speed.json`` and the table between the ``theory_speed``
 markers of ``benchmarks/README.md``.
 
@@ -44,8 +48,9 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-#: main before the batched searches (session 3; session 2's "before" was 7d8a64b)
-BEFORE_REV = "8fbe260"
+#: main before the numpy MLP pullback (session 4; session 3's "before" was 8fbe260, session 2's
+#: 7d8a64b)
+BEFORE_REV = "eaececa"
 CLASSES = ("tabular", "loglinear", "mlp")
 STAGES = ("exact", "bundle", "primal", "fits", "lagrangian_max", "other")
 
@@ -86,7 +91,18 @@ def worker(policy: str) -> dict:
         gaps.lagrangian_max_batch = timed("lagrangian_max", gaps.lagrangian_max_batch)
     reference.solve_primal_cvxpy = timed("exact", reference.solve_primal_cvxpy)
     solver.solve = timed("exact", solver.solve)
+    import dualgap.policies.base as base
     import dualgap.policies.classes  # noqa: F401  (the subclasses whose fit is timed)
+
+    searched = [0]  # iterations of every Lagrangian search (the work, whatever the path)
+    search_batch = base.search_batch
+
+    def counted(*args, **kwargs):
+        runs = search_batch(*args, **kwargs)
+        searched[0] += sum(int(n) for _, n in runs)
+        return runs
+
+    base.search_batch = counted
 
     for cls in [PolicyClass, *PolicyClass.__subclasses__()]:
         if "fit" in cls.__dict__:
@@ -97,14 +113,15 @@ def worker(policy: str) -> dict:
 
     import dualgap.reference  # noqa: F401  (cvxpy's import is not the report's work)
 
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     report = gap_report(problem, cls)
-    total = time.perf_counter() - t0
+    total, cpu = time.perf_counter() - t0, time.process_time() - c0
     spent["other"] = total - sum(v for k, v in spent.items() if k != "other")
     # the rows without their witnesses (a tabular theta has 8698 entries per row)
     rows = {f"{r.statement} | {r.quantity}": {k: v for k, v in r.to_dict().items()
                                                if k != "witness"} for r in report.rows}
-    return {"policy": policy, "num_params": cls.num_params, "total_s": total, "stages": spent,
+    return {"policy": policy, "num_params": cls.num_params, "total_s": total, "cpu_s": cpu,
+            "search_iterations": searched[0], "stages": spent,
             "all_hold": bool(report.all_hold), "rows": rows}
 
 
@@ -149,17 +166,24 @@ def measured_sides(results: dict):
 
 
 def table(results: dict) -> str:
-    lines = ["| class | tree | total [s] | " + " | ".join(STAGES) + " | after / before |",
-             "|---|---|---|" + "---|" * len(STAGES) + "---|"]
+    lines = ["| class | tree | total [s] | CPU [s] | search iterations | " + " | ".join(STAGES)
+             + " | after / before (wall, CPU) |",
+             "|---|---|---|---|---|" + "---|" * len(STAGES) + "---|"]
     for policy, side, r, sides in measured_sides(results):
         ratio = ""
-        if side == "after" and sides.get("before"):
-            ratio = f"{r['total_s'] / sides['before']['total_s']:.2f}x"
+        before = sides.get("before")
+        if side == "after" and before:
+            ratio = f"{r['total_s'] / before['total_s']:.2f}x"
+            if "cpu_s" in r and "cpu_s" in before:
+                ratio += f", {r['cpu_s'] / before['cpu_s']:.2f}x"
         if side == "after" and "rows_compared" in sides:
             c = sides["rows_compared"]
             ratio += (f" (same rows: {c['same_rows']}, same verdicts: {c['same_verdicts']},"
                       f" max rel. change {c['max_relative_change']:.1e})")
+        cpu = f"{r['cpu_s']:.2f}" if "cpu_s" in r else ""
+        its = r.get("search_iterations", "")
         lines.append(f"| {policy} ({r['num_params']} params) | {side} | {r['total_s']:.2f} | "
+                     f"{cpu} | {its} | "
                      + " | ".join(f"{r['stages'][s]:.2f}" for s in STAGES)
                      + f" | {ratio} |")
     return "\n".join(lines)

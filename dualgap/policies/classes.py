@@ -159,6 +159,34 @@ class LogLinearPolicy(PolicyClass):
         b = torch.einsum("dxy,xy->d", wphi, dc)
         return damped_solve(A, b, damping)
 
+    def ascent_step(self, theta: torch.Tensor, delta: torch.Tensor, weights: torch.Tensor,
+                    damping: float = 0.0) -> torch.Tensor:
+        """The Newton step of ``L(pi_theta, lam)`` in closed form, when ``-hess L`` is positive
+        definite; :meth:`score_step` (the natural step) otherwise.
+
+        With ``delta = (r + lam^T h) / beta - f_theta`` and ``w = rho pi_theta`` (as in
+        :func:`~.optim.natural_ascent`), ``grad L = beta b`` and ``-hess L = beta (A - M)`` with
+        :meth:`score_step`'s ``A``, ``b`` and the third-moment term
+        ``M = sum_{x,y} w phi_c phi_c^T delta_c``, so the step solves ``(A - M + tau I) d = b``
+        (``tau`` as there).  The natural step drops ``M`` (which vanishes where
+        ``pi_theta = pi_lam``); with ``M`` the steps converge quadratically (6-9 steps instead of
+        21-44 on the default instance, to the same maximizer).
+        """
+        sup = self.support
+        w = torch.where(sup, weights, 0.0)  # size = (X, Y)
+        dl = torch.where(sup, delta, 0.0)
+        wsum = w.sum(1).clamp_min(1e-300)  # size = (X,)
+        phi_m = torch.einsum("xy,dxy->dx", w, self._phi) / wsum  # size = (d, X)
+        phi_c = self._phi - phi_m[:, :, None]  # size = (d, X, Y)
+        dc = dl - ((w * dl).sum(1) / wsum)[:, None]  # size = (X, Y)
+        wphi = phi_c * w  # size = (d, X, Y)
+        A = torch.einsum("dxy,exy->de", wphi, phi_c)  # size = (d, d)
+        b = torch.einsum("dxy,xy->d", wphi, dc)
+        H = A - torch.einsum("dxy,exy->de", wphi * dc, phi_c)  # -hess L / beta
+        if not bool(torch.isfinite(H).all()) or torch.linalg.cholesky_ex(H).info != 0:
+            return damped_solve(A, b, damping)  # not concave here: the natural step
+        return damped_solve(H, b, damping)
+
     def init_params(self, seed: int | None = None) -> torch.Tensor:
         if seed is None:
             return torch.zeros(self.num_params, dtype=DTYPE)
@@ -230,8 +258,8 @@ class MLPPolicy(PolicyClass):
         return (a @ W.T + b).view(X, Y)
 
     def scores_batch(self, thetas: torch.Tensor) -> torch.Tensor:
-        """One batched forward pass for ``(K, num_params)`` parameters: ``(K, X, Y)`` (the
-        pullback is autograd's: a hand-written one was measured slower here)."""
+        """One batched forward pass for ``(K, num_params)`` parameters: ``(K, X, Y)``
+        (differentiable; the searches use :meth:`scores_pullback`)."""
         X, Y = self.problem.reward.shape
         K = thetas.shape[0]
         a = self._inputs[None]  # size = (1, X*Y, d)
@@ -245,6 +273,53 @@ class MLPPolicy(PolicyClass):
             if j < len(self._shapes) - 1:
                 a = torch.tanh(a)
         return a.view(K, X, Y)
+
+    def scores_pullback(self, thetas: torch.Tensor):
+        """The scores and their pullback written out in numpy, one parameter vector at a time
+        (2x faster than autograd through :meth:`scores_batch` here, measured; the same numbers
+        to rounding): ``a_k = tanh(W_k a_{k-1} + b_k)``, and backwards ``delta <- (delta W_k)
+        (1 - a_{k-1}^2)`` with ``dW_k = delta^T a_{k-1}``, ``db_k = sum delta``."""
+        X, Y = self.problem.reward.shape
+        T = thetas.detach().numpy()
+        U = self._inputs.numpy()  # size = (X*Y, d)
+        acts, fs = [], []
+        for th in T:
+            layers = list(self._layers(torch.from_numpy(th)))
+            a_list = [U]
+            for j, (W, b) in enumerate(layers):
+                z = a_list[-1] @ W.numpy().T
+                z += b.numpy()
+                if j < len(layers) - 1:
+                    np.tanh(z, out=z)
+                    a_list.append(z)
+                else:
+                    fs.append(z[:, 0])
+            acts.append((layers, a_list))
+
+        def pullback(G: torch.Tensor) -> torch.Tensor:
+            Gn = G.detach().numpy().reshape(len(T), X * Y)
+            out = []
+            for (layers, a_list), g in zip(acts, Gn, strict=True):
+                delta = g[:, None]  # size = (X*Y, 1)
+                parts = []
+                for j in range(len(layers) - 1, -1, -1):
+                    W = layers[j][0].numpy()
+                    a_in = a_list[j]
+                    parts.append(delta.sum(0))
+                    parts.append((delta.T @ a_in).ravel())
+                    if j > 0:  # delta <- (delta W) (1 - a_in^2), in place
+                        z = np.multiply(a_in, a_in)
+                        np.subtract(1.0, z, out=z)
+                        if delta.shape[1] == 1:  # the output layer: an outer product
+                            z *= W
+                            z *= delta
+                        else:
+                            z *= delta @ W
+                        delta = z
+                out.append(np.concatenate(parts[::-1]))
+            return torch.as_tensor(np.stack(out), dtype=DTYPE)
+
+        return torch.as_tensor(np.stack(fs), dtype=DTYPE).view(len(T), X, Y), pullback
 
     def init_params(self, seed: int | None = None) -> torch.Tensor:
         g = torch.Generator().manual_seed(self.seed if seed is None else int(seed))

@@ -77,7 +77,9 @@ def model_min(a: np.ndarray, S: np.ndarray, radius: float) -> tuple[float, np.nd
     The LP (HiGHS) gives the minimizer; the returned value is recomputed from its dual weights
     ``w`` (projected onto the simplex) as ``w^T a + radius min(0, min_i (S^T w)_i)``, which is a
     lower bound on the model minimum for *any* ``w`` in the simplex (the model is at least the
-    ``w``-mixture of its cuts), so it does not depend on the LP solver's tolerances.
+    ``w``-mixture of its cuts), so it does not depend on the LP solver's tolerances; where the
+    LP's weights lose by a slightly negative slope, a mixture with one more cut
+    (:func:`_mixed_weights`) tightens it.
     """
     from scipy.optimize import linprog
 
@@ -97,8 +99,37 @@ def model_min(a: np.ndarray, S: np.ndarray, radius: float) -> tuple[float, np.nd
         w = np.zeros(K)
         w[int(np.argmax(a))] = 1.0
     w /= w.sum()
-    lower = float(w @ a) + radius * min(0.0, float((S.T @ w).min(initial=0.0)))
-    return min(lower, float(res.x[-1]) + shift), np.maximum(res.x[:m], 0.0)
+    lam = np.maximum(res.x[:m], 0.0)
+    lower = _weights_bound(_mixed_weights(w, a, S, radius), a, S, radius)
+    return min(lower, float(res.x[-1]) + shift), lam
+
+
+def _weights_bound(w: np.ndarray, a: np.ndarray, S: np.ndarray, radius: float) -> float:
+    """``min_{lam >= 0, sum lam <= radius} sum_k w_k (a_k + S_k^T lam)`` for ``w`` in the
+    simplex: a lower bound on the model minimum."""
+    return float(w @ a) + radius * min(0.0, float((S.T @ w).min(initial=0.0)))
+
+
+def _mixed_weights(w: np.ndarray, a: np.ndarray, S: np.ndarray, radius: float) -> np.ndarray:
+    """The best of ``w`` and its mixtures ``(1 - e) w + e e_j`` with one other cut ``j``, ``e``
+    the smallest share that lifts every negative ``(S^T w)_i`` that cut ``j`` can lift to 0.
+
+    The LP's weights can sit on a nearly flat cut with a slightly negative slope, whose bound
+    loses ``radius`` times that slope; a tiny share of a cut sloping the other way recovers it.
+    Every candidate is in the simplex, so each gives a valid bound and the best one is kept.
+    """
+    g = S.T @ w  # size = (m,)
+    neg = g < 0.0
+    if not neg.any():
+        return w
+    lift = S[:, neg] - g[neg]  # size = (K, n_neg): > 0 where cut k lifts coordinate i
+    with np.errstate(divide="ignore", invalid="ignore"):
+        share = np.where(S[:, neg] > 0.0, -g[neg] / lift, np.inf)
+    e = np.minimum(share.max(axis=1), 1.0)  # size = (K,)
+    cand = (1.0 - e)[:, None] * w[None] + e[:, None] * np.eye(a.size)  # size = (K, K)
+    bounds = cand @ a + radius * np.minimum(0.0, (cand @ S).min(axis=1))
+    k = int(np.argmax(bounds))
+    return cand[k] if bounds[k] > _weights_bound(w, a, S, radius) else w
 
 
 def level_projection(a: np.ndarray, S: np.ndarray, radius: float, center: np.ndarray,

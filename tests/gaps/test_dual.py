@@ -75,3 +75,34 @@ def test_parametrized_dual_with_a_restricted_class():
     # the cut slopes are subgradients: D_p(lam) >= D_p(lam_p) + s^T (lam - lam_p) nearby
     primal = parametrized_primal(p, cls, dual)
     assert primal.found and 0 <= dual.value - primal.value <= 1e-6
+
+
+def _model_min_by_breakpoints(a, s, radius):
+    """The exact minimum over ``[0, radius]`` of ``max_k a_k + s_k lam`` (m = 1)."""
+    points = [0.0, radius]
+    for i in range(a.size):
+        for j in range(a.size):
+            if s[i] != s[j]:
+                lam = (a[j] - a[i]) / (s[i] - s[j])
+                if 0.0 <= lam <= radius:
+                    points.append(lam)
+    return min(float((a + s * lam).max()) for lam in points)
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_model_min_bound_is_valid_and_tight_beside_a_nearly_flat_cut(seed):
+    """Cuts through one point ``(lam0, v0)``, one of them nearly flat (slope -1e-10 scale, as a
+    theta with slack ~0 at lam*_p gives): the certified bound stays below the exact model
+    minimum and within 1e-12 of it (the LP's own weights, on the flat cut alone, lose
+    ``radius`` x its slope, about 1e-9)."""
+    from dualgap.gaps.dual import model_min
+
+    rng = np.random.default_rng(seed)
+    K, lam0, v0, radius = int(rng.integers(3, 15)), rng.uniform(0.2, 2.0), rng.normal(), 20.0
+    s = rng.normal(size=K)
+    s[0], s[1] = -abs(rng.normal()) * 1e-10, abs(s[1])
+    a = v0 - s * lam0 - np.r_[0.0, 0.0, rng.uniform(0.0, 1e-3, K - 2)]
+    exact = _model_min_by_breakpoints(a, s, radius)
+    lower, _ = model_min(a, s[:, None], radius)
+    assert lower <= exact + 1e-15
+    assert exact - lower <= 1e-12

@@ -251,14 +251,6 @@ class PolicyClass(ABC):
         b = Jc.T @ (w * dc)
         return damped_solve(A, b, damping)
 
-    def ascent_step(self, theta: torch.Tensor, delta: torch.Tensor, weights: torch.Tensor,
-                    damping: float = 0.0) -> torch.Tensor:
-        """The direction of each step of :func:`~.optim.natural_ascent` (same arguments as
-        :meth:`score_step`): by default the natural-gradient step :meth:`score_step`; a class
-        whose Hessian of ``L`` is cheap may return a Newton step instead (the line search on
-        ``L`` is the same)."""
-        return self.score_step(theta, delta, weights, damping)
-
     # -------------------------------------------------------------------- hooks
     def minimize(self, theta: torch.Tensor, loss_fn: Callable[[torch.Tensor], torch.Tensor],
                  steps: int) -> int:

@@ -122,9 +122,8 @@ def natural_ascent(problem: AlignmentProblem, policy_class: object, lam_t: torch
 
     ``L(pi_theta, lam) = D(lam) - beta E_rho KL(pi_theta || pi_lam)``, so each step fits the
     score change to ``delta = (r + lam^T h) / beta - f_theta`` in the ``rho pi_theta``-weighted,
-    per-prompt-centered least-squares sense (:meth:`~.base.PolicyClass.ascent_step`, by
-    default :meth:`~.base.PolicyClass.score_step`; for the tabular class the step is exact, the
-    log-linear class takes Newton steps), followed by a backtracking line search on ``L`` (a full
+    per-prompt-centered least-squares sense (:meth:`~.base.PolicyClass.score_step`; for the
+    tabular class the step is exact), followed by a backtracking line search on ``L`` (a full
     step is also accepted when it loses no more than float rounding, ``1e-15 |L|``: near the optimum
     the gain is quadratic in the step and below rounding while the policy still moves).  The
     Levenberg-Marquardt damping grows when a step is rejected and shrinks after a full step.
@@ -150,7 +149,7 @@ def natural_ascent(problem: AlignmentProblem, policy_class: object, lam_t: torch
             f = policy_class.scores(theta)
             p = torch.where(sup, torch.exp(policy_class.log_policy(theta)), 0.0)
             delta = torch.where(sup, s_over_beta - f, 0.0)
-            d = policy_class.ascent_step(theta, delta, t["rho"][:, None] * p, damping)
+            d = policy_class.score_step(theta, delta, t["rho"][:, None] * p, damping)
             if float(d.abs().max() if d.numel() else 0.0) <= 1e-12 * (
                     1.0 + float(theta.abs().max() if theta.numel() else 0.0)):
                 converged = True

@@ -12,8 +12,9 @@ level ``c`` (``confidence``) the step drives the lower confidence bound instead:
 
 with ``Sigma = Cov(u_hat)`` of :func:`dualgap.dual_secant.slack_noise` (estimated from the same
 samples; 0 for exact expectations, so the exact case is unchanged).  :func:`slack_margin`
-returns ``z_c SE``.  ``confidence`` None or 0 is no margin (``u_low = u_hat``); otherwise it
-must lie in ``[0.5, 1)`` (0.5: ``z = 0``).
+returns ``z_c SE`` (the dual step divides it by ``sqrt(n)`` when its iterate averages ``n``
+sample sets, :mod:`dualgap.dual_steps`).  ``confidence`` None or 0 is no margin
+(``u_low = u_hat``); otherwise it must lie in ``[0.5, 1)`` (0.5: ``z = 0``).
 """
 
 from __future__ import annotations

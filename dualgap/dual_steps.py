@@ -25,12 +25,17 @@ Rules (``rule=``):
   the absolute thresholds ``c`` (``h = g - c``).
   Its effective sample size per prompt is ``ESS(x) = 1 / sum_k w(x,k)^2``.
 
-**The margin** (``confidence``): every rule reads ``u_low = u_hat - z SE(u_hat)``, the
+**The margin** (``confidence``): every rule reads ``u_low = u_hat - z SE / sqrt(n)``, the
 slack's one-sided lower confidence bound at level ``confidence``, in place of ``u_hat``
-(:mod:`dualgap.dual_samples`; the empirical rule's thresholds become ``c + z SE``), so its
-fixed point is a ``lam`` whose slack is estimated ``>= 0`` at that level, not one that misses
-the constraint whenever the estimate's noise is positive.  ``SE = 0`` for exact expectations:
-the exact case is unchanged.
+(:mod:`dualgap.dual_samples`; the empirical rule's thresholds become ``c + z SE / sqrt(n)``),
+so its fixed point is a ``lam`` whose slack is estimated ``>= 0`` at that level, not one that
+misses the constraint whenever the estimate's noise is positive.  ``n`` (``averaged``) is the
+number of sample sets the iterate averages: 1 for :func:`dual_step` alone, ``1 / gain``
+(before this step) for :class:`DualStepper`, whose iterate becomes a running average of the
+rule's targets once the steps turn back and forth (an approximation: the SE of an average of
+``n`` independent slack estimates).  So the margin is full while the steps are few or still
+point one way, and it shrinks as the average accumulates: a long run still converges to
+``lam*``.  ``SE = 0`` for exact expectations: the exact case is unchanged.
 
 Every rule's projected target ``[lam - d]_+`` is then pulled towards ``lam`` into the trust
 region, the range over which samples of the current policy still describe the next one:
@@ -92,7 +97,7 @@ TRUST_KL = 0.5
 MIN_ESS = 2.0
 #: the one-sided confidence level of the margin ``confidence="auto"`` selects (0: none; the
 #: measured choice, benchmarks/README.md "Dual steps").
-DEFAULT_CONFIDENCE = 0.0
+DEFAULT_CONFIDENCE = 0.84
 _RCOND = 1e-10  # H_FF eigenvalues below _RCOND * lambda_max count as singular
 
 
@@ -111,9 +116,10 @@ class DualStepRecord:
     :func:`dual_step` alone); ``curvature`` the Hessian of a Newton step, ``"sampled"`` or
     ``"secant"`` (:mod:`dualgap.dual_secant`), ``secant_ratio`` the curvature the secant pair
     measured relative to the sampled Hessian, ``secant_skip`` why the pair was not used;
-    ``confidence`` the margin's level (None: no margin) and ``margin`` ``z SE(u_hat)`` per
-    constraint (:func:`~dualgap.dual_samples.slack_margin`; the step drove ``slack - margin``,
-    the slack's lower confidence bound; 0 for exact expectations).
+    ``confidence`` the margin's level (None: no margin) and ``margin`` ``z SE(u_hat) / sqrt(n)``
+    per constraint (:func:`~dualgap.dual_samples.slack_margin`, ``n`` the sample sets the
+    iterate averages; the step drove ``slack - margin``, the slack's lower confidence bound; 0
+    for exact expectations).
     """
 
     rule: str
@@ -275,8 +281,8 @@ def _empirical(samples: OnPolicySamples, lam: np.ndarray, margin: np.ndarray):
 
 
 def dual_step(samples: OnPolicySamples, lam: object, rule: str = "auto",
-              secant: SecantPair | None = None, confidence: object = "auto"
-              ) -> tuple[np.ndarray, DualStepRecord]:
+              secant: SecantPair | None = None, confidence: object = "auto",
+              averaged: int = 1) -> tuple[np.ndarray, DualStepRecord]:
     """The next multiplier from ``lam`` and the current policy's ``samples``.
 
     ``rule``: one of :data:`DUAL_STEP_RULES`, or ``"auto"`` (:data:`DEFAULT_RULE`).  Returns
@@ -284,19 +290,23 @@ def dual_step(samples: OnPolicySamples, lam: object, rule: str = "auto",
     the change of the slack since the previous samples, which corrects the Newton rule's
     Hessian (:func:`dualgap.dual_secant.secant_hessian`; the trust region keeps the sampled
     Hessian); :class:`DualStepper` supplies it.  ``confidence``: the one-sided level of the
-    margin (module docstring; ``"auto"``: :data:`DEFAULT_CONFIDENCE`, 0 or None: none).
+    margin (module docstring; ``"auto"``: :data:`DEFAULT_CONFIDENCE`, 0 or None: none);
+    ``averaged``: the sample sets the iterate averages (the margin is ``z SE / sqrt(averaged)``;
+    :class:`DualStepper` passes ``1 / gain``).
     """
     if rule == "auto":
         rule = DEFAULT_RULE
     if rule not in DUAL_STEP_RULES:
         raise ValueError(f"rule: must be 'auto' or one of {DUAL_STEP_RULES}, got {rule!r}")
     level = _confidence(confidence)
+    if isinstance(averaged, bool) or not isinstance(averaged, int) or averaged < 1:
+        raise ValueError(f"averaged: must be an int >= 1, got {averaged!r}")
     m = samples.num_constraints
     lam = np.asarray(lam, dtype=np.float64).reshape(-1)
     if lam.shape != (m,) or not np.isfinite(lam).all() or (lam < 0).any():
         raise ValueError(f"lam: expected {m} finite multipliers >= 0, got {lam.tolist()}")
     u_hat = samples.slack()
-    margin = slack_margin(samples, level)
+    margin = slack_margin(samples, level) / np.sqrt(averaged)
     u = u_hat - margin  # the lower confidence bound the step drives to >= 0
     info: dict = {}
     new, reason = None, None
@@ -352,6 +362,8 @@ class DualStepper:
     fallback step is taken as it is.  The stepper keeps the last ``lam``, ``u_hat`` and
     ``Sigma`` it saw and passes the change since then to :func:`dual_step` as a
     :class:`~dualgap.dual_secant.SecantPair` (the secant correction of the Newton rule).
+    ``confidence`` is the margin's level (module docstring), applied as ``z SE / sqrt(k_t + 1)``:
+    the iterate averages about ``k_t + 1`` sample sets.
     """
 
     def __init__(self, rule: str = "auto", confidence: object = "auto") -> None:
@@ -395,7 +407,8 @@ class DualStepper:
         if lam.shape == (samples.num_constraints,):  # dual_step names a bad lam
             no_cov = samples.weights is None and samples.reward.shape[1] < 2
             pair = self.secant(samples, lam, None if no_cov else sampled_hessian(samples))
-        new, rec = dual_step(samples, lam, self.rule, secant=pair, confidence=self.confidence)
+        new, rec = dual_step(samples, lam, self.rule, secant=pair, confidence=self.confidence,
+                             averaged=self.turns + 1)
         if rec.used == "damped" or samples.num_constraints == 0:
             return new, rec
         d = new - lam

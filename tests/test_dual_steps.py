@@ -365,3 +365,26 @@ def test_stepper_keeps_its_confidence_through_its_state():
     for bad in ("high", 1.2):
         with pytest.raises(ValueError, match="^confidence: must be"):
             DualStepper(confidence=bad)
+
+
+def test_stepper_margin_is_the_standard_error_of_its_average():
+    # the stepper's iterate averages about turns + 1 sample sets: its margin is z SE over the
+    # root of that, full while the steps point one way, shrinking once they turn back and forth
+    p = random_problem(12, num_prompts=10, num_responses=12, num_constraints=2, tightness=0.9)
+    rng = np.random.default_rng(4)
+    st, lam = DualStepper("newton", confidence=0.9), dg.solve(p).lam
+    scales = []
+    for _ in range(40):
+        s = policy_samples(p, dg.lagrangian_policy(p, lam), 8, rng)
+        before = st.turns
+        lam, rec = st(s, lam)
+        np.testing.assert_allclose(rec.margin, slack_margin(s, 0.9) / np.sqrt(before + 1),
+                                   rtol=1e-12)
+        scales.append(before + 1)
+    assert scales[0] == 1 and scales[-1] > 5
+    s = policy_samples(p, p.reference, 8, rng)
+    _, rec = dual_step(s, np.zeros(2), "newton", confidence=0.9, averaged=4)
+    np.testing.assert_allclose(rec.margin, slack_margin(s, 0.9) / 2, rtol=1e-12)
+    for bad in (0, 1.5, True):
+        with pytest.raises(ValueError, match="^averaged: must be an int >= 1"):
+            dual_step(s, np.zeros(2), "newton", averaged=bad)

@@ -28,10 +28,13 @@ step at the same ``lam_t`` would give (``pi_lam_t``'s slack and ``P* - J``), and
 error of the dual step's sampled slack at ``pi_t`` (``K`` samples per prompt).  Whether the
 dual step alone explains an infeasible end is measured by the core's CAID with the exact
 policy step (:func:`dualgap.algorithms.caid`, class None) and the same dual step (``auto``),
-sample sizes and iterations, over ``--exact-seeds`` seeds.  "Constraint met" means exact slack
-``>= 0`` (no tolerance).  ``--seeds`` repeats the pipeline variants with other run seeds (the
-pool, labels, samples and DPO order change; the task and ``pi_ref`` do not; ``--seed-variants``
-names the variants repeated there).  Writes
+sample sizes and iterations, over ``--exact-seeds`` seeds, at each margin level of
+``--exact-confidence``.  "Constraint met" means exact slack ``>= 0`` (no tolerance).
+A variant ``NAME[@LR]:CONF`` runs with ``dual.confidence: CONF`` (the dual step's margin,
+``none`` for none; without ``:CONF`` the config's default), and the margin each dual step used
+is read from the run's ``lam_history.jsonl``.  ``--seeds`` repeats the pipeline variants
+with other run seeds (the pool, labels, samples and DPO order change; the task and ``pi_ref``
+do not; ``--seed-variants`` names the variants repeated there).  Writes
 ``benchmarks/results/policy_steps.json`` and the ``policy_steps`` section of
 ``benchmarks/README.md`` (between its markers).
 """

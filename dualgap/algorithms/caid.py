@@ -19,8 +19,10 @@ inside a KL trust region (``step_rule`` picks another rule of
 :data:`dualgap.dual_steps.DUAL_STEP_RULES`),
 from the same samples that give ``u_t`` (:func:`~dualgap.dual_steps.exact_samples` or
 :func:`~dualgap.dual_steps.policy_samples`); when the samples cannot support the rule it takes a
-damped step and says why.  Each step's :class:`~dualgap.dual_steps.DualStepRecord` is in
-``extra["dual_steps"]``.
+damped step and says why.  With sampled slacks it drives the slack's lower confidence bound
+``u_hat - z SE / sqrt(n)`` to 0 (``confidence``, default 0.84; :mod:`dualgap.dual_samples`),
+so a short run ends on the feasible side.  Each step's
+:class:`~dualgap.dual_steps.DualStepRecord` is in ``extra["dual_steps"]``.
 
 Literal start (the algorithm as written): ``lam_0 = lam0`` (default 0) and ``theta_0 =
 init_params()`` (pi_ref, no policy step), so the first dual step is taken at ``pi_ref``;

@@ -388,3 +388,29 @@ def test_stepper_margin_is_the_standard_error_of_its_average():
     for bad in (0, 1.5, True):
         with pytest.raises(ValueError, match="^averaged: must be an int >= 1"):
             dual_step(s, np.zeros(2), "newton", averaged=bad)
+
+
+def test_benchmark_rerun_caid_keeps_the_peers_rows(tmp_path):
+    # --rerun-caid recomputes only the CAID rules' rows (after a change of the dual step) and
+    # keeps the peers' rows of --out as they were
+    pytest.importorskip("cooper")
+    out = tmp_path / "dual_steps.json"
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "dual_steps.py"), "--quick", "--out",
+           str(out), "--no-readme"]
+    subprocess.run(cmd, check=True, capture_output=True)
+    before = json.loads(out.read_text())["rows"]
+    for r in before:  # mark the stored rows: a peer row must come back as it was stored
+        r["seconds"] = -1.0
+    out.write_text(json.dumps({"rows": before}))
+    subprocess.run(cmd + ["--resume", "--rerun-caid", "--instances", "0"], check=True,
+                   capture_output=True)
+    after = json.loads(out.read_text())["rows"]
+    assert [r["method"] for r in after] == [r["method"] for r in before]
+    for a, b in zip(after, before, strict=True):
+        if a["method"].startswith("caid-"):
+            assert a["seconds"] >= 0 and a["iterations"] == b["iterations"]
+        else:
+            assert a == b
+    bad = subprocess.run(cmd[:-1] + ["--rerun-caid", "--no-readme"], capture_output=True,
+                         text=True)
+    assert bad.returncode != 0 and "--rerun-caid: needs --resume" in bad.stderr

@@ -291,7 +291,8 @@ def reference(inst) -> tuple[float, bool]:
     return best, False
 
 
-def run_instance(inst, quick: bool, max_iter: int) -> list[dict]:
+def run_instance(inst, quick: bool, max_iter: int, caid_only: bool = False) -> list[dict]:
+    """The rows of ``inst``: every method, or only the CAID rules (``caid_only``)."""
     grid = _grid(quick)
     p_star, exact = reference(inst)
     sampled = inst["samples"] is not None
@@ -321,6 +322,8 @@ def run_instance(inst, quick: bool, max_iter: int) -> list[dict]:
         res, sec = timed(lambda _, r=rule: caid_loop(inst, crit(), rule_update(r), max_iter),
                          [None])
         record(f"caid-{rule}", False, res, [None], sec)
+    if caid_only:  # the caller joins them with the peers' rows (finish_rows)
+        return rows
     L = float(dg.theory.smoothness_bound(inst["problem"]))
     res, sec = timed(lambda e: caid_loop(inst, crit(), fixed_eta_update(e), max_iter), [1 / L])
     record("fixed eta=1/L_D", False, res, [1 / L], sec)
@@ -350,6 +353,12 @@ def run_instance(inst, quick: bool, max_iter: int) -> list[dict]:
         res, sec = timed(lambda q, k=kind: cooper_run(inst, crit(), k, q[0], q[1], cmax,
                                                       kp=q[2]), params)
         record(f"cooper-{kind} (grid)", True, res, params, sec)
+    return finish_rows(rows, p_star, exact)
+
+
+def finish_rows(rows: list[dict], p_star: float, exact: bool) -> list[dict]:
+    """One instance's rows with ``ratio_to_best_tuned`` (iterations / the fewest of a tuned
+    peer that converged) and the reference ``P*``."""
     tuned = [r["iterations"] for r in rows if r["tuned"] and r["converged"]]
     best = min(tuned) if tuned else None
     for r in rows:
@@ -398,6 +407,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--instances", default=None, metavar="I,J,...",
                     help="run only these instances (0-based positions in the set; default: "
                     "all); with --resume, a run split over processes can be joined")
+    ap.add_argument("--rerun-caid", action="store_true",
+                    help="with --resume: rerun only the CAID rules' rows of the chosen "
+                    "instances and keep their peers' rows from --out (the peers do not use "
+                    "the dual step, e.g. after a change of its default)")
     args = ap.parse_args(argv)
     max_iter = args.max_iter or (30 if args.quick else 300)
     if max_iter < 1:
@@ -430,7 +443,17 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"--instances: positions 0..{len(chosen) - 1}, got "
                              f"{args.instances!r}")
         chosen = [chosen[i] for i in picks]
-    for inst in chosen:
+    if args.rerun_caid and not (args.resume and done):
+        raise SystemExit("--rerun-caid: needs --resume and an --out holding the peers' rows")
+    picked = {inst["name"] for inst in chosen}
+    for inst in instances(args.quick) if args.rerun_caid else chosen:
+        if args.rerun_caid and inst["name"] in picked and inst["name"] in done:
+            print(f"{inst['name']} (CAID rows):", file=sys.stderr, flush=True)
+            kept = [r for r in done[inst["name"]] if not r["method"].startswith("caid-")]
+            rows += finish_rows(run_instance(inst, args.quick, max_iter, caid_only=True)
+                                + kept, kept[0]["p_star"], kept[0]["p_star_exact"])
+            save()
+            continue
         if inst["name"] in done:
             rows += done[inst["name"]]
             continue

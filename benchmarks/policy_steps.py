@@ -28,10 +28,13 @@ step at the same ``lam_t`` would give (``pi_lam_t``'s slack and ``P* - J``), and
 error of the dual step's sampled slack at ``pi_t`` (``K`` samples per prompt).  Whether the
 dual step alone explains an infeasible end is measured by the core's CAID with the exact
 policy step (:func:`dualgap.algorithms.caid`, class None) and the same dual step (``auto``),
-sample sizes and iterations, over ``--exact-seeds`` seeds.  "Constraint met" means exact slack
-``>= 0`` (no tolerance).  ``--seeds`` repeats the pipeline variants with other run seeds (the
-pool, labels, samples and DPO order change; the task and ``pi_ref`` do not; ``--seed-variants``
-names the variants repeated there).  Writes
+sample sizes and iterations, over ``--exact-seeds`` seeds, at each margin level of
+``--exact-confidence``.  "Constraint met" means exact slack ``>= 0`` (no tolerance).
+A variant ``NAME[@LR]:CONF`` runs with ``dual.confidence: CONF`` (the dual step's margin,
+``none`` for none; without ``:CONF`` the config's default), and the margin each dual step used
+is read from the run's ``lam_history.jsonl``.  ``--seeds`` repeats the pipeline variants
+with other run seeds (the pool, labels, samples and DPO order change; the task and ``pi_ref``
+do not; ``--seed-variants`` names the variants repeated there).  Writes
 ``benchmarks/results/policy_steps.json`` and the ``policy_steps`` section of
 ``benchmarks/README.md`` (between its markers).
 """
@@ -41,6 +44,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -49,9 +53,21 @@ REPO = Path(__file__).resolve().parents[1]
 VARIANTS = ("sampled", "soft", "allpairs-soft", "regress", "distill")
 
 
-def parse_variant(spec: str) -> tuple[str, dict]:
-    """``NAME`` or ``NAME@LR`` (the step's learning rate instead of the size's): the variant
-    and its ``train.*`` keys."""
+def parse_variant(spec: str) -> tuple[str, dict, float | str | None]:
+    """``NAME[@LR][:CONF]`` (``LR`` the step's learning rate instead of the size's, ``CONF``
+    the dual step's ``dual.confidence`` instead of the config's default, e.g. ``none``): the
+    variant, its ``train.*`` keys and its confidence (None: the default)."""
+    spec, _, conf = spec.partition(":")
+    level: float | str | None = None
+    if conf:
+        from dualgap.dual_samples import check_confidence
+        try:
+            level = "none" if conf == "none" else float(conf)
+            if level != "none":
+                check_confidence(level, "--variants")
+        except ValueError:
+            raise ValueError(f"--variants: confidence {conf!r} of {spec!r} is not 'none' or a "
+                             "level in [0.5, 1)") from None
     name, _, lr = spec.partition("@")
     if name not in VARIANTS:
         raise ValueError(f"--variants: {name!r} is not one of {VARIANTS}")
@@ -61,7 +77,31 @@ def parse_variant(spec: str) -> tuple[str, dict]:
             train = {**train, "learning_rate": float(lr)}
         except ValueError:
             raise ValueError(f"--variants: learning rate {lr!r} of {spec!r} is no number") from None
-    return name, train
+    return name, train, level
+
+
+@contextmanager
+def dual_confidence(level: float | str | None):
+    """Runs of :func:`run_method` inside get ``dual.confidence = level`` (None: the config's
+    default): ``run_method`` builds its config by ``pipeline.pipeline_config``, which takes
+    ``train.*`` keys only, so its result is amended here."""
+    from dualgap.llm.synthetic import pipeline
+
+    if level is None:
+        yield
+        return
+    original = pipeline.pipeline_config
+
+    def amended(*args, **kwargs):
+        cfg = original(*args, **kwargs)
+        cfg.dual.confidence = level
+        return cfg
+
+    pipeline.pipeline_config = amended
+    try:
+        yield
+    finally:
+        pipeline.pipeline_config = original
 BEGIN, END = "<!-- policy_steps:begin -->", "<!-- policy_steps:end -->"
 
 
@@ -96,22 +136,27 @@ def write_all_pairs(task, path: Path, pairs_per_prompt: int, seed: int) -> int:
     return K
 
 
-def exact_step_caid(task, seeds: range) -> dict:
+def exact_step_caid(task, seeds: range, confidence: float | str = "auto") -> dict:
     """The core's CAID with the exact policy step ``pi_t = pi_lam_t`` and the pipeline's dual
     step (``auto``, ``dual_samples`` per prompt, one-shot start from as many reference samples,
-    as many iterations), one run per seed: final ``lam``, exact slack and ``P* - J``."""
+    as many iterations) with the margin ``confidence``, one run per seed: final ``lam``, exact
+    slack and ``P* - J``."""
     from dualgap.algorithms import caid
 
     sz, pb, sol = task.size, task.problem, task.solution
     runs = []
     for s in seeds:
         tr = caid(pb, None, iterations=sz.iterations - 1, step_size="auto",
-                  samples=sz.dual_samples, one_shot_samples=sz.dual_samples, seed=int(s))
+                  confidence=confidence, samples=sz.dual_samples,
+                  one_shot_samples=sz.dual_samples, seed=int(s))
         runs.append({"seed": int(s), "lam": np.asarray(tr.lam)[:, 0].tolist(),
                      "slack": np.asarray(tr.slack)[:, 0].tolist(),
                      "P*-J": (sol.primal_value - np.asarray(tr.objective)).tolist()})
     final = np.array([r["slack"][-1] for r in runs])
-    return {"runs": runs, "met": int((final >= 0).sum()), "n": len(runs),
+    pj = np.array([r["P*-J"][-1] for r in runs])
+    return {"confidence": confidence, "runs": runs, "met": int((final >= 0).sum()),
+            "n": len(runs), "final_slack_min": float(final.min()),
+            "final_P*-J_max": float(pj.max()),
             "final_slack_mean": float(final.mean()),
             "final_lam_mean": float(np.mean([r["lam"][-1] for r in runs])),
             "final_P*-J_mean": float(np.mean([r["P*-J"][-1] for r in runs]))}
@@ -138,7 +183,8 @@ def _iterate_row(task, it, pi: np.ndarray) -> dict:
 
 def run_variants(size: str, directory: Path, variants: tuple[str, ...], progress: bool,
                  seeds: tuple[int, ...] = (), exact_seeds: int = 20,
-                 seed_variants: tuple[str, ...] | None = None) -> dict:
+                 seed_variants: tuple[str, ...] | None = None,
+                 exact_confidence: tuple[float | str, ...] = ("auto",)) -> dict:
     from dualgap.llm.synthetic.config import get_size
     from dualgap.llm.synthetic.pipeline import run_method, write_pairs
     from dualgap.llm.synthetic.task import build_task
@@ -151,23 +197,32 @@ def run_variants(size: str, directory: Path, variants: tuple[str, ...], progress
                  "lam*": sol.lam.tolist(), "beta": sz.beta, "iterations": sz.iterations,
                  "pairs_per_prompt": sz.pairs_per_prompt, "dual_samples": sz.dual_samples,
                  "prompts": task.language.num_prompts, "seeds": {},
-                 "exact_step_caid": exact_step_caid(task, range(exact_seeds))}
+                 "exact_step_caid": [exact_step_caid(task, range(exact_seeds), c)
+                                     for c in exact_confidence]}
     for k, seed in enumerate(seeds or (sz.seed,)):
         base = directory if seed == sz.seed else directory / f"seed{seed}"
         pool = write_pairs(task, base / "pairs.jsonl", seed=seed)
         K = write_all_pairs(task, base / "pairs_all.jsonl", sz.pairs_per_prompt, seed)
         res: dict = {}
         for v in (variants if k == 0 or seed_variants is None else seed_variants):
-            name, train = parse_variant(v)
+            name, train, level = parse_variant(v)
             pairs = base / "pairs_all.jsonl" if name == "allpairs-soft" else pool
-            tr = run_method(task, "caid", base / "runs" / v, pairs, progress, train=train,
-                            seed=seed)
+            with dual_confidence(level):
+                tr = run_method(task, "caid", base / "runs" / v, pairs, progress, train=train,
+                                seed=seed)
+            steps = {int(r["iteration"]): r["dual_step"] for r in map(json.loads, (
+                base / "runs" / v / "lam_history.jsonl").read_text().splitlines())
+                if r.get("dual_step")}
             secs = float(sum(tr.timing.values()))  # the run's own stages (a reused run's too)
             metrics = [json.loads(line) for line in
                        (base / "runs" / v / "metrics.jsonl").read_text().splitlines()]
             policy = [m for m in metrics if m.get("stage", "").startswith("policy_")]
             rows = [_iterate_row(task, it, pi)
                     for it, pi in zip(tr.iterates, tr.policies, strict=True)]
+            for row in rows:  # the margin of the dual step that gave lam_t (t = 0: one-shot)
+                row["margin"] = (steps[row["t"]].get("margin") if row["t"] in steps else None)
+                row["confidence"] = (steps[row["t"]].get("confidence") if row["t"] in steps
+                                     else None)
             res[v] = {
                 "scored_responses_per_prompt": K if name == "allpairs-soft"
                 else 2 * sz.pairs_per_prompt,
@@ -196,12 +251,13 @@ def table(res: dict) -> list[str]:
         "violated constraint; there a small P* - J is no success (J may exceed P* only off the "
         "feasible set). \"met\" = exact slack >= 0, no tolerance. \"exact step\": "
         "pi_lam_t, the exact maximizer at the same lam_t; SE: standard error of the dual "
-        "step's sampled slack at pi_t.", ""]
+        "step's sampled slack at pi_t; margin: z SE of the dual step that gave lam_t (its "
+        "`dual.confidence`; `:none` in a variant's name = no margin, else the default).", ""]
     first = next(iter(res["seeds"]))
     lines += [f"Per iteration, seed {first}:", "",
               "| variant | scored responses / prompt | t | lam_t | inexactness | P* - J(pi_t) "
-              "| slack (exact) | SE | exact step: slack | exact step: P* - J |",
-              "|---|---|---|---|---|---|---|---|---|---|"]
+              "| slack (exact) | SE | margin | exact step: slack | exact step: P* - J |",
+              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for v, d in res["seeds"][first].items():
         for it in d["iterates"]:
             lines.append(
@@ -209,15 +265,20 @@ def table(res: dict) -> list[str]:
                 f"| {', '.join(f'{x:.4f}' for x in it['lam'])} | {it['inexactness']:.4f} "
                 f"| {it['P*-J']:+.4f} | {_f(it['slack'])} "
                 f"| {', '.join(f'{x:.4f}' for x in it['slack_se'])} "
+                f"| {', '.join(f'{x:.4f}' for x in it.get('margin') or []) or '-'} "
                 f"| {_f(it['exact_step_slack'])} | {it['exact_step_P*-J']:+.4f} |")
     lines += ["", "| seed | variant | mean inexactness | ratio to sampled | final lam "
               "| final P* - J | final slack | met | pipeline s |",
               "|---|---|---|---|---|---|---|---|---|"]
     agg: dict = {}
     for seed, variants in res["seeds"].items():
-        base = next((d for v, d in variants.items() if v.startswith("sampled")), None)
-        b = np.mean([it["inexactness"] for it in base["iterates"]]) if base else np.nan
         for v, d in variants.items():
+            # the ratio's base: the sampled variant with the same margin, else the first one
+            same = [u for u in variants if u.startswith("sampled")
+                    and u.partition(":")[2] == v.partition(":")[2]]
+            base = variants[same[0]] if same else next(
+                (d for u, d in variants.items() if u.startswith("sampled")), None)
+            b = np.mean([it["inexactness"] for it in base["iterates"]]) if base else np.nan
             m = np.mean([it["inexactness"] for it in d["iterates"]])
             last = d["iterates"][-1]
             met = min(last["slack"]) >= 0
@@ -240,12 +301,18 @@ def table(res: dict) -> list[str]:
             lines.append(f"| {v} | {n} | {np.mean(a['m']):.4f} | {np.mean(a['ratio']):.2f}x "
                          f"| {np.mean(a['pj']):+.4f} | {np.mean(a['slack']):+.4f} "
                          f"| {a['met']}/{n} |")
-    e = res["exact_step_caid"]
+    es = res["exact_step_caid"]
+    es = [es] if isinstance(es, dict) else es
     lines += ["", f"The same dual step with the exact policy step (core `caid`, class None, "
               f"{res['dual_samples']} samples per prompt, {res['iterations']} iterates, "
-              f"{e['n']} seeds): final lam mean {e['final_lam_mean']:.4f}, final slack mean "
-              f"{e['final_slack_mean']:+.4f}, P* - J mean {e['final_P*-J_mean']:+.4f}; "
-              f"constraint met in {e['met']}/{e['n']} seeds."]
+              f"{es[0]['n']} seeds), per margin level `confidence`:", "",
+              "| confidence | met | final slack mean | final slack min | final lam mean "
+              "| P* - J mean | P* - J max |", "|---|---|---|---|---|---|---|"]
+    for e in es:
+        lines.append(f"| {e.get('confidence', 'auto')} | {e['met']}/{e['n']} "
+                     f"| {e['final_slack_mean']:+.4f} | {e.get('final_slack_min', np.nan):+.4f} "
+                     f"| {e['final_lam_mean']:.4f} | {e['final_P*-J_mean']:+.4f} "
+                     f"| {e.get('final_P*-J_max', np.nan):+.4f} |")
     return lines
 
 
@@ -257,8 +324,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--size", default="default", help="synthetic size (default: %(default)s)")
     p.add_argument("--variants", default=",".join(VARIANTS),
                    help=f"comma-separated, of {VARIANTS}, each optionally NAME@LR for "
-                   "another learning rate (default: all, at the size's rate); ratios are to the "
-                   "first sampled variant")
+                   "another learning rate and NAME[@LR]:CONF for another dual.confidence "
+                   "('none': no margin) (default: all, at the size's rate and the default "
+                   "margin); ratios are to the sampled variant with the same :CONF, else the "
+                   "first sampled one")
     p.add_argument("--dir", default="/tmp/dualgap_policy_steps",
                    help="work directory (runs resume there; default: %(default)s)")
     p.add_argument("--out", default=str(REPO / "benchmarks/results/policy_steps.json"),
@@ -272,6 +341,9 @@ def main(argv: list[str] | None = None) -> int:
                    "--variants)")
     p.add_argument("--exact-seeds", type=int, default=20,
                    help="seeds of the exact-policy-step CAID (default: %(default)s)")
+    p.add_argument("--exact-confidence", default="auto",
+                   help="comma-separated margin levels of the exact-policy-step CAID ('auto', "
+                   "0 = none, or levels in [0.5, 1); default: %(default)s)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = p.parse_args(argv)
     variants = tuple(v for v in args.variants.split(",") if v)
@@ -283,6 +355,14 @@ def main(argv: list[str] | None = None) -> int:
             parse_variant(v)
         except ValueError as exc:
             p.error(str(exc))
+    from dualgap.dual_samples import check_confidence
+    levels: list[float | str] = []
+    for c in (x for x in args.exact_confidence.split(",") if x):
+        try:
+            levels.append(c if c == "auto" else check_confidence(float(c), "--exact-confidence")
+                          or 0.0)
+        except ValueError:
+            p.error(f"--exact-confidence: 'auto', 0 or levels in [0.5, 1), got {c!r}")
     check_output_path(args.out, "--out")
     try:
         seeds = tuple(int(x) for x in args.seeds.split(",") if x)
@@ -291,7 +371,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.exact_seeds < 1:
         p.error(f"--exact-seeds: must be >= 1, got {args.exact_seeds}")
     res = run_variants(args.size, Path(args.dir), variants, not args.no_progress, seeds,
-                       args.exact_seeds, seed_variants)
+                       args.exact_seeds, seed_variants, tuple(levels) or ("auto",))
     Path(args.out).write_text(dumps(res))
     lines = table(res)
     print("\n".join(lines))

@@ -25,6 +25,18 @@ Rules (``rule=``):
   the absolute thresholds ``c`` (``h = g - c``).
   Its effective sample size per prompt is ``ESS(x) = 1 / sum_k w(x,k)^2``.
 
+**The margin** (``confidence``): every rule reads ``u_low = u_hat - z SE / sqrt(n)``, the
+slack's one-sided lower confidence bound at level ``confidence``, in place of ``u_hat``
+(:mod:`dualgap.dual_samples`; the empirical rule's thresholds become ``c + z SE / sqrt(n)``),
+so its fixed point is a ``lam`` whose slack is estimated ``>= 0`` at that level, not one that
+misses the constraint whenever the estimate's noise is positive.  ``n`` (``averaged``) is the
+number of sample sets the iterate averages: 1 for :func:`dual_step` alone, ``1 / gain``
+(before this step) for :class:`DualStepper`, whose iterate becomes a running average of the
+rule's targets once the steps turn back and forth (an approximation: the SE of an average of
+``n`` independent slack estimates).  So the margin is full while the steps are few or still
+point one way, and it shrinks as the average accumulates: a long run still converges to
+``lam*``.  ``SE = 0`` for exact expectations: the exact case is unchanged.
+
 Every rule's projected target ``[lam - d]_+`` is then pulled towards ``lam`` into the trust
 region, the range over which samples of the current policy still describe the next one:
 ``KL(pi_lam || pi_lam+) ~ d^T H_hat d / (2 beta) <= TRUST_KL`` nats (``d = lam - lam+``) and,
@@ -48,6 +60,13 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from .dual_samples import (
+    OnPolicySamples,
+    check_confidence,
+    exact_samples,
+    policy_samples,
+    slack_margin,
+)
 from .dual_secant import SecantMemory, SecantPair, secant_hessian, slack_noise
 from .problem import AlignmentProblem
 
@@ -56,6 +75,7 @@ __all__ = [
     "DEFAULT_RULE",
     "TRUST_KL",
     "MIN_ESS",
+    "DEFAULT_CONFIDENCE",
     "OnPolicySamples",
     "DualStepRecord",
     "dual_step",
@@ -75,96 +95,11 @@ DEFAULT_RULE = "newton"
 TRUST_KL = 0.5
 #: fewest effective samples per prompt (median over prompts) for the ``"empirical"`` rule.
 MIN_ESS = 2.0
+#: the one-sided confidence level of the margin ``confidence="auto"`` selects (0: none; the
+#: measured choice, benchmarks/README.md "Dual steps").
+DEFAULT_CONFIDENCE = 0.84
 _RCOND = 1e-10  # H_FF eigenvalues below _RCOND * lambda_max count as singular
 
-
-@dataclass(frozen=True)
-class OnPolicySamples:
-    """Scored responses of the current policy, ``K`` per prompt (all arrays float64).
-
-    Attributes:
-        reward: ``r(x, y_{x,k})``, shape ``(X, K)``.
-        utilities: ``g_i(x, y_{x,k})``, shape ``(m, X, K)``.
-        offsets: ``c`` with ``h = g - c``, shape ``(m,)``.
-        beta: the KL coefficient.
-        weights: ``q(x, k)``, shape ``(X, K)``, rows summing to 1 (exact expectation), or
-            None: i.i.d. draws, ``q = 1/K``.
-        log_policy: ``log pi_t(y_{x,k}|x)``, shape ``(X, K)``, or None when unknown.
-        log_reference: ``log pi_ref(y_{x,k}|x)``, shape ``(X, K)``, or None when unknown.
-        prompt_weights: ``rho``, shape ``(X,)``; None: uniform.
-    """
-
-    reward: np.ndarray
-    utilities: np.ndarray
-    offsets: np.ndarray
-    beta: float
-    weights: np.ndarray | None = None
-    log_policy: np.ndarray | None = None
-    log_reference: np.ndarray | None = None
-    prompt_weights: np.ndarray | None = None
-
-    def __post_init__(self) -> None:
-        set_ = object.__setattr__
-        r = np.asarray(self.reward, dtype=np.float64)
-        if r.ndim != 2 or r.shape[1] < 1:
-            raise ValueError(f"reward: expected shape (X, K) with K >= 1, got {r.shape}")
-        X, K = r.shape
-        g = np.asarray(self.utilities, dtype=np.float64)
-        if g.ndim != 3 or g.shape[1:] != (X, K):
-            raise ValueError(f"utilities: expected shape (m, {X}, {K}), got {g.shape}")
-        c = np.asarray(self.offsets, dtype=np.float64).reshape(-1)
-        if c.shape != (g.shape[0],):
-            raise ValueError(f"offsets: shape {c.shape} does not match m = {g.shape[0]}")
-        beta = float(self.beta)
-        if not np.isfinite(beta) or beta <= 0:
-            raise ValueError(f"beta: must be a positive finite float, got {self.beta!r}")
-        for name, arr in (("reward", r), ("utilities", g), ("offsets", c)):
-            if not np.isfinite(arr).all():
-                raise ValueError(f"{name}: non-finite value")
-        set_(self, "reward", r)
-        set_(self, "utilities", g)
-        set_(self, "offsets", c)
-        set_(self, "beta", beta)
-        for name in ("weights", "log_policy", "log_reference"):
-            v = getattr(self, name)
-            if v is not None:
-                arr = np.asarray(v, dtype=np.float64)
-                if arr.shape != (X, K):
-                    raise ValueError(f"{name}: expected shape ({X}, {K}), got {arr.shape}")
-                if np.isnan(arr).any() or (name == "weights" and np.isinf(arr).any()):
-                    raise ValueError(f"{name}: NaN or infinite value")
-                set_(self, name, arr)
-        if self.weights is not None:
-            w = self.weights
-            if (w < 0).any() or np.abs(w.sum(axis=1) - 1.0).max() > 1e-8:
-                raise ValueError("weights: rows must be non-negative and sum to 1")
-        produced = np.ones((X, K), bool) if self.weights is None else self.weights > 0
-        if self.log_policy is not None and (np.isinf(self.log_policy) & produced).any():
-            raise ValueError("log_policy: -inf at a sample the policy produced")
-        rho = (np.full(X, 1.0 / X) if self.prompt_weights is None
-               else np.asarray(self.prompt_weights, dtype=np.float64).reshape(-1))
-        if rho.shape != (X,) or (rho < 0).any() or abs(rho.sum() - 1.0) > 1e-8:
-            raise ValueError(f"prompt_weights: expected {X} non-negative weights summing to 1")
-        set_(self, "prompt_weights", rho)
-
-    @property
-    def num_constraints(self) -> int:
-        return self.utilities.shape[0]
-
-    @property
-    def sample_weights(self) -> np.ndarray:
-        """``q``, shape ``(X, K)``."""
-        X, K = self.reward.shape
-        return np.full((X, K), 1.0 / K) if self.weights is None else self.weights
-
-    @property
-    def h(self) -> np.ndarray:
-        """``h = g - c``, shape ``(m, X, K)``."""
-        return self.utilities - self.offsets[:, None, None]
-
-    def slack(self) -> np.ndarray:
-        """``u_hat = sum_x rho(x) sum_k q(x,k) h(x, y_{x,k})``, shape ``(m,)``."""
-        return np.einsum("x,xk,ixk->i", self.prompt_weights, self.sample_weights, self.h)
 
 
 @dataclass(frozen=True)
@@ -180,7 +115,11 @@ class DualStepRecord:
     those of :class:`DualStepper` (None from
     :func:`dual_step` alone); ``curvature`` the Hessian of a Newton step, ``"sampled"`` or
     ``"secant"`` (:mod:`dualgap.dual_secant`), ``secant_ratio`` the curvature the secant pair
-    measured relative to the sampled Hessian, ``secant_skip`` why the pair was not used.
+    measured relative to the sampled Hessian, ``secant_skip`` why the pair was not used;
+    ``confidence`` the margin's level (None: no margin) and ``margin`` ``z SE(u_hat) / sqrt(n)``
+    per constraint (:func:`~dualgap.dual_samples.slack_margin`, ``n`` the sample sets the
+    iterate averages; the step drove ``slack - margin``, the slack's lower confidence bound; 0
+    for exact expectations).
     """
 
     rule: str
@@ -200,6 +139,8 @@ class DualStepRecord:
     curvature: str | None = None
     secant_ratio: float | None = None
     secant_skip: str | None = None
+    confidence: float | None = None
+    margin: list[float] | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -271,6 +212,16 @@ def _trust(lam: np.ndarray, target: np.ndarray, H: np.ndarray, samples: OnPolicy
             sampled_kl(samples, step))
 
 
+def _confidence(confidence: object) -> float | None:
+    """The margin's level: ``"auto"`` is :data:`DEFAULT_CONFIDENCE`; None/0: no margin."""
+    if isinstance(confidence, str):
+        if confidence != "auto":
+            raise ValueError(f"confidence: must be 'auto', 0 or a level in [0.5, 1), got "
+                             f"{confidence!r}")
+        confidence = DEFAULT_CONFIDENCE
+    return check_confidence(confidence)
+
+
 def _free_set(lam: np.ndarray, u: np.ndarray) -> np.ndarray:
     return (lam > 0) | (u < 0)
 
@@ -297,8 +248,9 @@ def _newton(lam, u, H, secant: SecantPair | None, info: dict):
     return lam - d, None
 
 
-def _empirical(samples: OnPolicySamples, lam: np.ndarray):
-    """``(lam_hat, fallback reason, ess median, ess min)`` of the empirical rule."""
+def _empirical(samples: OnPolicySamples, lam: np.ndarray, margin: np.ndarray):
+    """``(lam_hat, fallback reason, ess median, ess min)`` of the empirical rule (thresholds
+    ``c + margin``)."""
     if samples.log_policy is None or samples.log_reference is None:
         return None, "log-probabilities of the policy or the reference unknown", None, None
     q = samples.sample_weights
@@ -316,8 +268,8 @@ def _empirical(samples: OnPolicySamples, lam: np.ndarray):
     from .feasibility import InfeasibleError
     from .solver import solve
     try:
-        inst = AlignmentProblem(samples.reward, samples.utilities, samples.offsets, samples.beta,
-                                w, samples.prompt_weights, relative=False)
+        inst = AlignmentProblem(samples.reward, samples.utilities, samples.offsets + margin,
+                                samples.beta, w, samples.prompt_weights, relative=False)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             sol = solve(inst, check_slater=False, lam0=lam)
@@ -329,24 +281,33 @@ def _empirical(samples: OnPolicySamples, lam: np.ndarray):
 
 
 def dual_step(samples: OnPolicySamples, lam: object, rule: str = "auto",
-              secant: SecantPair | None = None) -> tuple[np.ndarray, DualStepRecord]:
+              secant: SecantPair | None = None, confidence: object = "auto",
+              averaged: int = 1) -> tuple[np.ndarray, DualStepRecord]:
     """The next multiplier from ``lam`` and the current policy's ``samples``.
 
     ``rule``: one of :data:`DUAL_STEP_RULES`, or ``"auto"`` (:data:`DEFAULT_RULE`).  Returns
     ``(lam+, record)``; see the module docstring for each rule and its fallback.  ``secant``:
     the change of the slack since the previous samples, which corrects the Newton rule's
     Hessian (:func:`dualgap.dual_secant.secant_hessian`; the trust region keeps the sampled
-    Hessian); :class:`DualStepper` supplies it.
+    Hessian); :class:`DualStepper` supplies it.  ``confidence``: the one-sided level of the
+    margin (module docstring; ``"auto"``: :data:`DEFAULT_CONFIDENCE`, 0 or None: none);
+    ``averaged``: the sample sets the iterate averages (the margin is ``z SE / sqrt(averaged)``;
+    :class:`DualStepper` passes ``1 / gain``).
     """
     if rule == "auto":
         rule = DEFAULT_RULE
     if rule not in DUAL_STEP_RULES:
         raise ValueError(f"rule: must be 'auto' or one of {DUAL_STEP_RULES}, got {rule!r}")
+    level = _confidence(confidence)
+    if isinstance(averaged, bool) or not isinstance(averaged, int) or averaged < 1:
+        raise ValueError(f"averaged: must be an int >= 1, got {averaged!r}")
     m = samples.num_constraints
     lam = np.asarray(lam, dtype=np.float64).reshape(-1)
     if lam.shape != (m,) or not np.isfinite(lam).all() or (lam < 0).any():
         raise ValueError(f"lam: expected {m} finite multipliers >= 0, got {lam.tolist()}")
-    u = samples.slack()
+    u_hat = samples.slack()
+    margin = slack_margin(samples, level) / np.sqrt(averaged)
+    u = u_hat - margin  # the lower confidence bound the step drives to >= 0
     info: dict = {}
     new, reason = None, None
     H = None
@@ -366,7 +327,7 @@ def dual_step(samples: OnPolicySamples, lam: object, rule: str = "auto",
                 info["eta"] = 1.0 / info["hessian_max_eig"]
                 target = lam - info["eta"] * u
         else:
-            target, reason, info["ess"], info["ess_min"] = _empirical(samples, lam)
+            target, reason, info["ess"], info["ess_min"] = _empirical(samples, lam, margin)
         if target is not None:
             (new, info["trust_scale"], info["predicted_kl"],
              info["sampled_kl"]) = _trust(lam, target, H, samples)
@@ -376,8 +337,8 @@ def dual_step(samples: OnPolicySamples, lam: object, rule: str = "auto",
         info["eta"] = damped_step_size(samples)
         new = np.maximum(lam - info["eta"] * u, 0.0)
     info = {k: v for k, v in info.items() if v is not None}
-    rec = DualStepRecord(rule=rule, used=used, lam=new.tolist(), slack=u.tolist(),
-                         fallback=reason, **info)
+    rec = DualStepRecord(rule=rule, used=used, lam=new.tolist(), slack=u_hat.tolist(),
+                         fallback=reason, confidence=level, margin=margin.tolist(), **info)
     return new, rec
 
 
@@ -401,12 +362,15 @@ class DualStepper:
     fallback step is taken as it is.  The stepper keeps the last ``lam``, ``u_hat`` and
     ``Sigma`` it saw and passes the change since then to :func:`dual_step` as a
     :class:`~dualgap.dual_secant.SecantPair` (the secant correction of the Newton rule).
+    ``confidence`` is the margin's level (module docstring), applied as ``z SE / sqrt(k_t + 1)``:
+    the iterate averages about ``k_t + 1`` sample sets.
     """
 
-    def __init__(self, rule: str = "auto") -> None:
+    def __init__(self, rule: str = "auto", confidence: object = "auto") -> None:
         if rule != "auto" and rule not in DUAL_STEP_RULES:
             raise ValueError(f"rule: must be 'auto' or one of {DUAL_STEP_RULES}, got {rule!r}")
         self.rule = rule
+        self.confidence = _confidence(confidence)
         self.turns = 0
         self._previous: np.ndarray | None = None
         self.secant = SecantMemory()
@@ -414,18 +378,19 @@ class DualStepper:
     def state_dict(self) -> dict:
         """The gain's and the secant's state (JSON-ready): a resumed run rebuilds the stepper
         from it."""
-        return {"rule": self.rule, "turns": self.turns,
+        return {"rule": self.rule, "confidence": self.confidence, "turns": self.turns,
                 "previous": None if self._previous is None else self._previous.tolist(),
                 **self.secant.state_dict()}
 
     @classmethod
     def from_state(cls, state: dict) -> DualStepper:
         """The stepper :meth:`state_dict` describes (a state saved before the secant keys
-        existed has none: its next step is taken without a secant pair)."""
-        unknown = set(state) - {"rule", "turns", "previous", *SecantMemory.KEYS}
+        existed has none: its next step is taken without a secant pair; one saved before the
+        margin existed keeps stepping without a margin)."""
+        unknown = set(state) - {"rule", "confidence", "turns", "previous", *SecantMemory.KEYS}
         if unknown:
             raise ValueError(f"state: unknown key(s) {sorted(unknown)}")
-        out = cls(state["rule"])
+        out = cls(state["rule"], state.get("confidence"))
         turns = state["turns"]
         if not isinstance(turns, int) or isinstance(turns, bool) or turns < 0:
             raise ValueError(f"state: turns must be an int >= 0, got {turns!r}")
@@ -442,7 +407,8 @@ class DualStepper:
         if lam.shape == (samples.num_constraints,):  # dual_step names a bad lam
             no_cov = samples.weights is None and samples.reward.shape[1] < 2
             pair = self.secant(samples, lam, None if no_cov else sampled_hessian(samples))
-        new, rec = dual_step(samples, lam, self.rule, secant=pair)
+        new, rec = dual_step(samples, lam, self.rule, secant=pair, confidence=self.confidence,
+                             averaged=self.turns + 1)
         if rec.used == "damped" or samples.num_constraints == 0:
             return new, rec
         d = new - lam
@@ -459,37 +425,3 @@ class DualStepper:
         out.update(lam=new.tolist(), gain=gamma,
                    noise_share=noise / signal if signal > 0 else None)
         return new, DualStepRecord(**out)
-
-
-# ----------------------------------------------------------------- samples of tabular policies
-def exact_samples(problem: AlignmentProblem, policy: np.ndarray) -> OnPolicySamples:
-    """Every response of ``problem`` weighted by ``policy`` (the exact expectation), with
-    the exact log-probabilities; responses outside the reference support get weight 0."""
-    pi = np.asarray(policy, dtype=np.float64)
-    if pi.shape != problem.reward.shape:
-        raise ValueError(f"policy: shape {pi.shape} does not match {problem.reward.shape}")
-    sup = problem.support
-    with np.errstate(divide="ignore"):
-        log_pi = np.log(np.where(sup, pi, 0.0))
-    q = np.where(sup, pi, 0.0)
-    q = q / q.sum(axis=1, keepdims=True)
-    safe = np.where(q > 0, log_pi, 0.0)
-    return OnPolicySamples(problem.reward, problem.utilities, problem.offsets, problem.beta,
-                           weights=q, log_policy=safe, log_reference=problem.log_reference,
-                           prompt_weights=problem.prompt_weights)
-
-
-def policy_samples(problem: AlignmentProblem, policy: np.ndarray, num_samples: int,
-                   rng: np.random.Generator | int | None = None) -> OnPolicySamples:
-    """``K = num_samples`` i.i.d. draws per prompt from ``policy``, scored by ``problem``,
-    with their log-probabilities under ``policy`` and the reference."""
-    from .empirical import sample_responses
-    pi = np.asarray(policy, dtype=np.float64)
-    idx = sample_responses(pi, num_samples, rng)  # size = (X, K)
-    rows = np.arange(problem.num_prompts)[:, None]
-    with np.errstate(divide="ignore"):
-        log_pi = np.log(pi[rows, idx])
-    return OnPolicySamples(problem.reward[rows, idx], problem.utilities[:, rows, idx],
-                           problem.offsets, problem.beta, log_policy=log_pi,
-                           log_reference=problem.log_reference[rows, idx],
-                           prompt_weights=problem.prompt_weights)

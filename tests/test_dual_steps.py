@@ -11,6 +11,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 import dualgap as dg
+from dualgap.dual_samples import slack_margin
 from dualgap.dual_secant import SecantPair
 from dualgap.dual_steps import (
     DUAL_STEP_RULES,
@@ -292,3 +293,124 @@ def test_newton_from_a_nearly_deterministic_policy_does_not_cycle():
         lam, rec = dual_step(exact_samples(p, dg.lagrangian_policy(p, lam)), lam)
         assert rec.sampled_kl <= TRUST_KL * (1 + 1e-9)
     np.testing.assert_allclose(lam, star, atol=1e-9)
+
+
+@pytest.mark.parametrize("rule", DUAL_STEP_RULES)
+def test_margin_leaves_exact_steps_unchanged(rule):
+    p = random_problem(5, num_prompts=8, num_responses=10, num_constraints=2, tightness=0.9)
+    lam = np.array([0.2, 0.6])
+    s = exact_samples(p, dg.lagrangian_policy(p, lam))
+    plain, rec0 = dual_step(s, lam, rule, confidence=None)
+    new, rec = dual_step(s, lam, rule, confidence=0.95)
+    np.testing.assert_array_equal(new, plain)
+    assert rec.confidence == 0.95 and rec.margin == [0.0, 0.0] and rec0.confidence is None
+
+
+@pytest.mark.parametrize("rule", DUAL_STEP_RULES)
+def test_margin_makes_the_step_zero_the_lower_bound(rule):
+    # with sampled slacks the step with a margin is the plain step on samples whose thresholds
+    # are raised by z SE: it drives u_hat - z SE, not u_hat, to 0
+    p = random_problem(6, num_prompts=10, num_responses=12, num_constraints=2, tightness=0.9)
+    lam = dg.solve(p).lam
+    s = policy_samples(p, dg.lagrangian_policy(p, lam), 16, np.random.default_rng(2))
+    margin = slack_margin(s, 0.9)
+    assert (margin > 0).all()
+    shifted = OnPolicySamples(s.reward, s.utilities, s.offsets + margin, s.beta,
+                              log_policy=s.log_policy, log_reference=s.log_reference,
+                              prompt_weights=s.prompt_weights)
+    new, rec = dual_step(s, lam, rule, confidence=0.9)
+    ref, ref_rec = dual_step(shifted, lam, rule, confidence=None)
+    np.testing.assert_allclose(new, ref, rtol=1e-10, atol=1e-12)
+    assert rec.used == ref_rec.used
+    # the record keeps the estimate itself and the margin the step subtracted
+    np.testing.assert_allclose(rec.slack, s.slack(), rtol=1e-12)
+    np.testing.assert_allclose(rec.margin, margin, rtol=1e-12)
+    assert rec.confidence == 0.9
+    if rule == "newton" and rec.trust_scale == 1.0:  # inside the trust region: closed form
+        u_low = s.slack() - margin
+        free = (lam > 0) | (u_low < 0)
+        d = np.zeros(2)
+        d[free] = np.linalg.solve(sampled_hessian(s)[np.ix_(free, free)], u_low[free])
+        np.testing.assert_allclose(new, np.maximum(lam - d, 0), rtol=1e-9)
+    # the margin raises lam on the constraints it binds
+    plain, _ = dual_step(s, lam, rule, confidence=None)
+    assert (new >= plain - 1e-12).all() and (new > plain).any()
+
+
+def test_margin_moves_caid_into_the_feasible_set():
+    # at its fixed point the stepper with a margin sits where the *true* slack is about z SE
+    # above 0; without it, at the solver's lam* (slack 0), half the runs end infeasible
+    p = random_problem(12, num_prompts=10, num_responses=12, num_constraints=1, tightness=0.9)
+    sol = dg.solve(p)
+    finals = {}
+    for level in (None, 0.95):
+        ends = []
+        for seed in range(12):
+            tr = dg.algorithms.caid(p, None, iterations=6, confidence=level, samples=8,
+                                    one_shot_samples=8, seed=seed)
+            ends.append(np.asarray(tr.slack)[-1, 0])
+            assert all(r["confidence"] == level for r in tr.extra["dual_steps"])
+        finals[level] = np.array(ends)
+    assert (finals[0.95] >= 0).mean() >= 0.9 > (finals[None] >= 0).mean()
+    assert finals[0.95].mean() > finals[None].mean() and sol.lam[0] > 0
+
+
+def test_stepper_keeps_its_confidence_through_its_state():
+    a = DualStepper(confidence=0.9)
+    assert a.state_dict()["confidence"] == 0.9
+    assert DualStepper.from_state(a.state_dict()).confidence == 0.9
+    old = {k: v for k, v in a.state_dict().items() if k != "confidence"}  # saved before it
+    assert DualStepper.from_state(old).confidence is None
+    assert DualStepper(confidence=0).confidence is None
+    for bad in ("high", 1.2):
+        with pytest.raises(ValueError, match="^confidence: must be"):
+            DualStepper(confidence=bad)
+
+
+def test_stepper_margin_is_the_standard_error_of_its_average():
+    # the stepper's iterate averages about turns + 1 sample sets: its margin is z SE over the
+    # root of that, full while the steps point one way, shrinking once they turn back and forth
+    p = random_problem(12, num_prompts=10, num_responses=12, num_constraints=2, tightness=0.9)
+    rng = np.random.default_rng(4)
+    st, lam = DualStepper("newton", confidence=0.9), dg.solve(p).lam
+    scales = []
+    for _ in range(40):
+        s = policy_samples(p, dg.lagrangian_policy(p, lam), 8, rng)
+        before = st.turns
+        lam, rec = st(s, lam)
+        np.testing.assert_allclose(rec.margin, slack_margin(s, 0.9) / np.sqrt(before + 1),
+                                   rtol=1e-12)
+        scales.append(before + 1)
+    assert scales[0] == 1 and scales[-1] > 5
+    s = policy_samples(p, p.reference, 8, rng)
+    _, rec = dual_step(s, np.zeros(2), "newton", confidence=0.9, averaged=4)
+    np.testing.assert_allclose(rec.margin, slack_margin(s, 0.9) / 2, rtol=1e-12)
+    for bad in (0, 1.5, True):
+        with pytest.raises(ValueError, match="^averaged: must be an int >= 1"):
+            dual_step(s, np.zeros(2), "newton", averaged=bad)
+
+
+def test_benchmark_rerun_caid_keeps_the_peers_rows(tmp_path):
+    # --rerun-caid recomputes only the CAID rules' rows (after a change of the dual step) and
+    # keeps the peers' rows of --out as they were
+    pytest.importorskip("cooper")
+    out = tmp_path / "dual_steps.json"
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "dual_steps.py"), "--quick", "--out",
+           str(out), "--no-readme"]
+    subprocess.run(cmd, check=True, capture_output=True)
+    before = json.loads(out.read_text())["rows"]
+    for r in before:  # mark the stored rows: a peer row must come back as it was stored
+        r["seconds"] = -1.0
+    out.write_text(json.dumps({"rows": before}))
+    subprocess.run(cmd + ["--resume", "--rerun-caid", "--instances", "0"], check=True,
+                   capture_output=True)
+    after = json.loads(out.read_text())["rows"]
+    assert [r["method"] for r in after] == [r["method"] for r in before]
+    for a, b in zip(after, before, strict=True):
+        if a["method"].startswith("caid-"):
+            assert a["seconds"] >= 0 and a["iterations"] == b["iterations"]
+        else:
+            assert a == b
+    bad = subprocess.run(cmd[:-1] + ["--rerun-caid", "--no-readme"], capture_output=True,
+                         text=True)
+    assert bad.returncode != 0 and "--rerun-caid: needs --resume" in bad.stderr

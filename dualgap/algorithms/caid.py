@@ -19,8 +19,10 @@ inside a KL trust region (``step_rule`` picks another rule of
 :data:`dualgap.dual_steps.DUAL_STEP_RULES`),
 from the same samples that give ``u_t`` (:func:`~dualgap.dual_steps.exact_samples` or
 :func:`~dualgap.dual_steps.policy_samples`); when the samples cannot support the rule it takes a
-damped step and says why.  Each step's :class:`~dualgap.dual_steps.DualStepRecord` is in
-``extra["dual_steps"]``.
+damped step and says why.  With sampled slacks it drives the slack's lower confidence bound
+``u_hat - z SE / sqrt(n)`` to 0 (``confidence``, default 0.84; :mod:`dualgap.dual_samples`),
+so a short run ends on the feasible side.  Each step's
+:class:`~dualgap.dual_steps.DualStepRecord` is in ``extra["dual_steps"]``.
 
 Literal start (the algorithm as written): ``lam_0 = lam0`` (default 0) and ``theta_0 =
 init_params()`` (pi_ref, no policy step), so the first dual step is taken at ``pi_ref``;
@@ -66,6 +68,7 @@ def caid(
     iterations: int = 20,
     step_rule: str | None = None,
     step_size: float | str | None = "auto",
+    confidence: float | str | None = "auto",
     inner_steps: int | None = 5,
     inner_method: str = "auto",
     samples: int | None = None,
@@ -91,6 +94,11 @@ def caid(
             A number ``eta`` keeps the projected step ``[lam - eta_t u]_+`` with the schedule
             ``step_rule`` (``"constant"``, the default then, ``"sqrt"``, or ``"smooth"`` =
             ``eta / L_D``).
+        confidence: the self-tuning step's margin, the one-sided confidence level at which
+            it drives the sampled slack's lower bound ``u_hat - z SE`` to 0
+            (:mod:`dualgap.dual_samples`): ``"auto"`` (the default,
+            :data:`dualgap.dual_steps.DEFAULT_CONFIDENCE`), 0 or None for none, or a level in
+            ``[0.5, 1)``; no effect with exact expectations (``SE = 0``).
         inner_steps: iterations per policy step (None: to convergence).
         inner_method: :func:`dualgap.gaps.lagrangian_max`'s ``method``: ``"auto"`` (natural
             steps, then L-BFGS; one natural step is exact for the tabular class), ``"lbfgs"``
@@ -113,13 +121,13 @@ def caid(
     inner_steps = check_positive_int("inner_steps", inner_steps, allow_none=True)
     samples = check_positive_int("samples", samples, allow_none=True)
     one_shot_samples = check_positive_int("one_shot_samples", one_shot_samples, allow_none=True)
-    step_rule, step_size, stepper = _dual_rule(step_rule, step_size)
+    step_rule, step_size, stepper = _dual_rule(step_rule, step_size, confidence)
     L = (lambda: float(smoothness)) if smoothness is not None else default_smoothness(problem)
     eta = None if stepper is not None else step_size_schedule(step_rule, step_size, L)
     rng = np.random.default_rng(np.random.SeedSequence(seed).spawn(1)[0])
     config = {"iterations": T, "step_rule": step_rule, "step_size": step_size,
               "inner_steps": inner_steps, "inner_method": inner_method, "samples": samples,
-              "start": start,
+              "start": start, "confidence": None if stepper is None else stepper.confidence,
               "one_shot_samples": one_shot_samples, "seed": seed,
               "policy_class": None if policy_class is None else repr(policy_class)}
     if step_rule == "smooth":
@@ -161,10 +169,11 @@ def caid(
     return rec.finish(extra=extra, theta=theta)
 
 
-def _dual_rule(step_rule: str | None, step_size: object
+def _dual_rule(step_rule: str | None, step_size: object, confidence: object = "auto"
                ) -> tuple[str, float | str | None, DualStepper | None]:
     """``(step_rule, step_size, stepper)``: a :class:`DualStepper` for the self-tuning rules
-    (``step_size`` "auto" or None with no rule, "auto" or a rule of ``DUAL_STEP_RULES``)."""
+    (``step_size`` "auto" or None with no rule, "auto" or a rule of ``DUAL_STEP_RULES``), with
+    the margin ``confidence`` (a level for any other step is refused)."""
     auto_rules = ("auto", *DUAL_STEP_RULES)
     no_number = step_size is None or (isinstance(step_size, str) and step_size == "auto")
     if isinstance(step_size, str) and not no_number:
@@ -175,7 +184,10 @@ def _dual_rule(step_rule: str | None, step_size: object
         if not no_number:
             raise ValueError(f"step_size: step_rule {step_rule!r} computes its own step; got "
                              f"step_size={step_size!r} (use step_rule 'constant' for a number)")
-        return step_rule, "auto", DualStepper(step_rule)
+        return step_rule, "auto", DualStepper(step_rule, confidence)
+    if not (isinstance(confidence, str) and confidence == "auto") and confidence not in (None, 0):
+        raise ValueError(f"confidence: a margin needs the self-tuning step (step_size 'auto'), "
+                         f"got confidence={confidence!r} with step_rule {step_rule!r}")
     if no_number:
         if step_rule != "smooth":
             raise ValueError(f"step_size: step_rule {step_rule!r} needs a number, got "

@@ -13,8 +13,8 @@ from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel, ValidationError
 
-__all__ = ["validate_run", "check_report_to", "known_report_to", "check_dpo_fields",
-           "dpo_config_fields", "DPO_OWNED", "validation_message", "type_name"]
+__all__ = ["validate_run", "dual_confidence", "check_report_to", "known_report_to",
+           "check_dpo_fields", "dpo_config_fields", "DPO_OWNED", "validation_message", "type_name"]
 
 
 def type_name(tp: Any) -> str:
@@ -51,6 +51,7 @@ def validate_run(cfg: Any) -> None:
             raise ValueError(f"dual.step_size: a float or 'auto', got {cfg.dual.step_size!r}")
     else:
         positive("dual.step_size", cfg.dual.step_size, strict=False)
+    dual_confidence(cfg.dual)
     m = len(cfg.constraints)
     if cfg.dual.lam_init is not None:
         if len(cfg.dual.lam_init) != m:
@@ -83,6 +84,25 @@ def validate_run(cfg: Any) -> None:
     if cfg.data.format == "hh-rlhf" and cfg.method == "dpo-safe":
         raise ValueError("method: 'dpo-safe' needs safety labels, which data.format='hh-rlhf' "
                          "does not have")
+
+
+def dual_confidence(dual: Any) -> float | None:
+    """The level of ``dual.confidence`` (``"auto"``: the core's
+    :data:`dualgap.dual_steps.DEFAULT_CONFIDENCE`; ``"none"`` or 0: None, no margin); a
+    ValueError naming the key for a level outside ``[0.5, 1)`` or a level with a numeric
+    ``dual.step_size`` (only the auto step has a margin)."""
+    from ..dual_samples import check_confidence
+    from ..dual_steps import DEFAULT_CONFIDENCE
+
+    value = dual.confidence
+    if value == "none":
+        return None
+    level = check_confidence(DEFAULT_CONFIDENCE if value == "auto" else value,
+                             "dual.confidence")
+    if level is not None and value != "auto" and dual.step_size != "auto":
+        raise ValueError(f"dual.confidence: a margin needs dual.step_size 'auto', got "
+                         f"{value!r} with step_size {dual.step_size!r}")
+    return level if dual.step_size == "auto" else None
 
 
 def known_report_to() -> list[str]:

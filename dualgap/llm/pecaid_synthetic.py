@@ -107,9 +107,11 @@ class LoopResult:
 
 
 def dual_loop(reward: np.ndarray, utility: np.ndarray, truth: Any, iterations: int,
-              samples: int, seed: int) -> LoopResult:
+              samples: int, seed: int, confidence: float | str | None = "auto") -> LoopResult:
     """Module docstring, item 4, for the scorer tables ``reward``, ``utility`` ``(X, Y)``;
-    ``truth`` is the true :class:`dualgap.AlignmentProblem` (its reference, beta, threshold)."""
+    ``truth`` is the true :class:`dualgap.AlignmentProblem` (its reference, beta, threshold);
+    ``confidence`` the dual step's margin (``dual.confidence``; "auto": the pipeline's
+    default)."""
     import dualgap
 
     from ..dual_steps import DualStepper
@@ -123,7 +125,7 @@ def dual_loop(reward: np.ndarray, utility: np.ndarray, truth: Any, iterations: i
     e_ref = g_s.mean(axis=(1, 2))
     lam = one_shot_multiplier(r_s, g_s, b, beta).lam
     own = dualgap.AlignmentProblem(reward, utility[None], b, beta, ref, relative=True)
-    stepper = DualStepper()
+    stepper = DualStepper(confidence=confidence)
     lams, seen, steps = [lam.tolist()], [], []
     for t in range(1, iterations):
         pi = dualgap.lagrangian_policy(own, lam)

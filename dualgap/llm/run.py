@@ -193,8 +193,9 @@ def _dual_stage(run: Run, t: int, prompts: list[str], e_ref: np.ndarray, lam_one
     """The ``lam`` of policy step ``t``: the one-shot ``lam`` or a dual step from the scores of
     iterate ``t - 1`` (``pi_ref``'s at a literal start).  ``eta == "auto"``:
     :func:`dualgap.llm.dual.auto_dual_step`, its record in ``dual_step``, the gain's state in
-    ``state.json`` (``dual_stepper``) for a resume."""
+    ``state.json`` (``dual_stepper``, with the margin's ``dual.confidence``) for a resume."""
     from ..dual_steps import DualStepper
+    from .config_checks import dual_confidence
     from .dual import auto_dual_step, dual_step, reference_statistics
 
     cfg = run.config
@@ -221,7 +222,8 @@ def _dual_stage(run: Run, t: int, prompts: list[str], e_ref: np.ndarray, lam_one
                 rec["reward_mean"] = float(scores[0].mean())
             if eta == "auto":
                 saved = run.state.get("dual_stepper")
-                stepper = DualStepper.from_state(saved) if saved else DualStepper()
+                stepper = (DualStepper.from_state(saved) if saved
+                           else DualStepper(confidence=dual_confidence(cfg.dual)))
                 lam, step = auto_dual_step(stepper, lam_prev, scores[0], scores[1:], e_ref, b,
                                            cfg.beta)
                 rec["dual_step"] = step

@@ -5,6 +5,7 @@ errors as one ``key: problem`` line each."""
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 
 import pytest
@@ -126,3 +127,29 @@ def test_pydantic_errors_become_one_line_per_key():
     assert text.split("; ")[1:] == ["unknown config key 'inner.onn'",
                                     "known keys here: ['on', 'rate']",
                                     "items.0.on: expected true/false, got 1", "name: missing"]
+
+
+def test_dual_confidence_levels_and_their_errors():
+    from dualgap.dual_steps import DEFAULT_CONFIDENCE
+    from dualgap.llm.config_checks import dual_confidence
+
+    assert load_config("tiny").dual.confidence == "auto"
+    auto = dual_confidence(load_config("tiny").dual)
+    assert auto == (DEFAULT_CONFIDENCE or None)
+    assert dual_confidence(load_config("tiny", ["dual.confidence=none"]).dual) is None
+    assert dual_confidence(load_config("tiny", ["dual.confidence=0"]).dual) is None
+    assert dual_confidence(load_config("tiny", ["dual.confidence=0.9"]).dual) == 0.9
+    # a numeric step has no margin; its default 'auto' is then no margin, a level an error
+    assert dual_confidence(load_config("tiny", ["dual.step_size=0.5"]).dual) is None
+    for overrides, message in [
+            (["dual.confidence=1.5"], "dual.confidence: must be 0 (no margin) or a level in "
+                                      "[0.5, 1), got 1.5"),
+            (["dual.confidence=0.2"], "dual.confidence: must be 0 (no margin) or a level in "
+                                      "[0.5, 1), got 0.2"),
+            (["dual.confidence=high"], "dual.confidence: 'auto', 'none' or a level in [0.5, 1)"),
+            (["dual.step_size=0.5", "dual.confidence=0.9"],
+             "dual.confidence: a margin needs dual.step_size 'auto', got 0.9 with step_size 0.5")]:
+        with pytest.raises(ValueError, match=re.escape(message)):
+            load_config("tiny", overrides)
+    assert any(line.startswith("dual.confidence (") and "lower bound" in line
+               for line in describe_config())

@@ -92,13 +92,21 @@ def test_compare_reports_against_the_exact_optimum():
 def test_the_dual_loop_takes_the_self_tuning_step(lang):
     """The loop's dual step is the LLM pipeline's ``dual.step_size: auto``: one DualStepper
     over the loop, each step recorded; with the true tables, 64 samples per prompt and an exact
-    policy step, it lands near lam* within a few steps (seeded)."""
+    policy step and no margin it lands near lam* within a few steps (seeded); with the default
+    margin (``dual.confidence``) it lands above lam*, on the feasible side."""
     language, ref, g = lang
     r = language.scores("helpfulness")
     truth = dualgap.AlignmentProblem(r, g[None], [0.3], 1.0, ref, relative=True)
     star = dualgap.solve(truth).lam[0]
-    res = dual_loop(r, g, truth, 6, 64, seed=0)
+    res = dual_loop(r, g, truth, 6, 64, seed=0, confidence=None)
     assert len(res.dual_steps) == 5 and {s["rule"] for s in res.dual_steps} == {"newton"}
     assert all(s["used"] == "newton" and s["fallback"] is None for s in res.dual_steps)
     np.testing.assert_allclose(res.estimated_slack, [s["slack"][0] for s in res.dual_steps])
     assert abs(res.lam[-1][0] - star) < 0.05 * star
+    assert all(s["confidence"] is None and s["margin"] == [0.0] for s in res.dual_steps)
+    safe = dual_loop(r, g, truth, 6, 64, seed=0)
+    from dualgap.dual_steps import DEFAULT_CONFIDENCE
+
+    assert all(s["confidence"] == DEFAULT_CONFIDENCE and s["margin"][0] > 0
+               for s in safe.dual_steps)
+    assert safe.lam[-1][0] > star and safe.slack >= 0

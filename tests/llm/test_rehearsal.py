@@ -175,3 +175,10 @@ def test_rehearsal_of_the_tiny_config_with_the_distillation_step(tmp_path):
     assert [r["labels"] for r in policy] == ["distill", "distill"]
     assert all(0 < r["ess_min"] <= r["responses_per_prompt"] for r in policy)
     _assert_trained(run, load_config("tiny"))
+    # the auto dual step ran with the tiny config's margin (dual.confidence: auto) and recorded it
+    from dualgap.llm.config_checks import dual_confidence
+
+    steps = [r["dual_step"] for r in read_jsonl(run / "lam_history.jsonl") if r.get("dual_step")]
+    assert steps and all(s["confidence"] == dual_confidence(load_config("tiny").dual)
+                         and len(s["margin"]) == 1 and s["margin"][0] >= 0 for s in steps)
+    assert dual_confidence(load_config("tiny").dual) is not None

@@ -298,8 +298,14 @@ def test_literal_start_auto_steps_from_pi_ref_samples_and_resumes(tmp_path):
     with pytest.raises(RunStopped):
         train("tiny", out, overrides=over, stop_after=2, progress=False)
     state = json.loads((out / "state.json").read_text())
-    assert set(state["dual_stepper"]) == {"rule", "turns", "previous", "secant_lam",
-                                          "secant_slack", "secant_noise", "secant_hessian"}
+    assert set(state["dual_stepper"]) == {"rule", "confidence", "turns", "previous",
+                                          "secant_lam", "secant_slack", "secant_noise",
+                                          "secant_hessian"}
+    from dualgap.llm.config import load_config
+    from dualgap.llm.config_checks import dual_confidence
+
+    assert state["dual_stepper"]["confidence"] == dual_confidence(
+        load_config("tiny").dual)
     resume(out, progress=False)
     hist = read_jsonl(out / "lam_history.jsonl")
     assert [r["stage"] for r in hist] == ["dual_0", "dual_1", "dual_2", "final"]

@@ -415,6 +415,8 @@ def numba_stats(problem: AlignmentProblem, block_rows: int) -> dict:
     :func:`dualgap.scaling.normalize`'s numpy pass (``shift``, ``width``, ``top``, ``low``,
     ``at``, ``ref_rows`` = ``E_ref g`` per prompt), the table-wide ``r_abs``, ``g_abs``,
     ``entries``, and ``q``."""
+    from .scaling import log_reference_blocks
+
     ref, r, G = problem.reference, problem.reward, problem.utilities
     m, X, _ = G.shape
     kernel = _stats_compiled(m)
@@ -423,15 +425,8 @@ def numba_stats(problem: AlignmentProblem, block_rows: int) -> dict:
     top, low, at = np.empty((m, X)), np.empty((m, X)), np.empty((m, m, X))
     absmax = np.zeros(1 + m)
     inv_beta = 1.0 / problem.beta
-    cached = problem.__dict__.get("log_reference")
-    with np.errstate(divide="ignore", over="ignore"):
-        for lo in range(0, X, block_rows):
-            hi = min(X, lo + block_rows)
-            if cached is None:
-                np.log(ref[lo:hi], out=q[lo:hi])
-            else:
-                np.copyto(q[lo:hi], cached[lo:hi])
-            kernel(ref, r, G, q, inv_beta, lo, hi, rows, top, low, at, absmax)
+    for lo, hi in log_reference_blocks(problem, q, block_rows):
+        kernel(ref, r, G, q, inv_beta, lo, hi, rows, top, low, at, absmax)
     return {"shift": rows[0], "width": rows[0] - rows[1], "entries": int(rows[2].sum()),
             "ref_rows": rows[3:], "top": top, "low": low, "at": at, "r_abs": float(absmax[0]),
             "g_abs": absmax[1:], "q": q}

@@ -333,22 +333,28 @@ def _backend_sums(p: AlignmentProblem, lam: np.ndarray, beta: float, order: int,
     return sums.finish(lam, beta, p.offsets, order)
 
 
-def _log_reference_plus(p: AlignmentProblem) -> np.ndarray:
-    """``q = log pi_ref + r / beta`` (``-inf`` off the support), block by block (temporaries of
-    a block's size; ``p.log_reference`` is reused when it is already cached)."""
-    out = np.empty_like(p.reward)
-    X, Y = out.shape
-    step = max(1, BLOCK_ENTRIES // Y)
-    inv_beta = 1.0 / p.beta
+def log_reference_blocks(p: AlignmentProblem, out: np.ndarray, rows: int):
+    """Write ``log pi_ref`` into ``out`` block by block of ``rows`` prompts and yield each
+    block's ``(lo, hi)`` while it is in cache, for the caller to finish it (``-inf`` off the
+    support; ``p.log_reference`` is copied when it is already cached)."""
     cached = p.__dict__.get("log_reference")
     with np.errstate(divide="ignore", over="ignore"):
-        for a in range(0, X, step):
-            b = min(X, a + step)
+        for lo in range(0, out.shape[0], rows):
+            hi = min(out.shape[0], lo + rows)
             if cached is None:
-                np.log(p.reference[a:b], out=out[a:b])
+                np.log(p.reference[lo:hi], out=out[lo:hi])
             else:
-                np.copyto(out[a:b], cached[a:b])
-            out[a:b] += p.reward[a:b] * inv_beta
+                np.copyto(out[lo:hi], cached[lo:hi])
+            yield lo, hi
+
+
+def _log_reference_plus(p: AlignmentProblem) -> np.ndarray:
+    """``q = log pi_ref + r / beta`` (``-inf`` off the support), block by block (temporaries of
+    a block's size)."""
+    out = np.empty_like(p.reward)
+    inv_beta = 1.0 / p.beta
+    for a, b in log_reference_blocks(p, out, max(1, BLOCK_ENTRIES // out.shape[1])):
+        out[a:b] += p.reward[a:b] * inv_beta
     return out
 
 

@@ -54,8 +54,10 @@ class SyntheticSize:
     Pipeline: ``pairs_per_prompt`` training pairs ``(y_0, y_1) ~ pi_ref`` per prompt (the DPO
     pool), ``dual_samples`` = K samples per prompt for the dual statistics (every prompt is
     used), ``iterations`` policy steps, DPO's ``dpo_learning_rate``, ``dpo_epochs`` per
-    iteration and ``dpo_batch_size``; ``dual_step`` is the pipeline's ``dual.step_size``
-    (``"auto"`` or a number).
+    iteration and ``dpo_batch_size``, ``dpo_labels`` the pipeline's ``train.labels`` (the
+    default size distills: measured best on this language, benchmarks/README.md "Policy
+    steps"; its pool is sampled from ``pi_ref``, which ``distill`` assumes); ``dual_step`` is
+    the pipeline's ``dual.step_size`` (``"auto"`` or a number).
 
     Theory (:func:`dualgap.report.gap_report` on each transformer class, see
     :meth:`report_options`): ``distill_steps`` Adam steps of a Lagrangian maximization from the
@@ -84,6 +86,7 @@ class SyntheticSize:
     dpo_learning_rate: float = 1e-3
     dpo_epochs: float = 1.0
     dpo_batch_size: int = 64
+    dpo_labels: str = "sampled"
     dual_step: float | str = "auto"
     distill_steps: int = 250
     warm_steps: int = 100
@@ -114,6 +117,13 @@ class SyntheticSize:
             raise ValueError(f"refine: must be an integer >= 0, got {self.refine!r}")
         if not self.lam_scales or min(self.lam_scales) < 0:
             raise ValueError(f"lam_scales: need scales >= 0, got {self.lam_scales}")
+        from typing import get_args
+
+        from ..config import TrainSettings
+
+        labels = get_args(TrainSettings.model_fields["labels"].annotation)
+        if self.dpo_labels not in labels:
+            raise ValueError(f"dpo_labels: must be one of {labels}, got {self.dpo_labels!r}")
         if isinstance(self.dual_step, str) and self.dual_step != "auto":
             raise ValueError(f"dual_step: 'auto' or a number, got {self.dual_step!r}")
 
@@ -154,6 +164,7 @@ SIZES: dict[str, SyntheticSize] = {
         sweep=(TransformerArch(2, 1, 1), TransformerArch(4, 1, 1)), sweep_init_steps=150),
     "default": SyntheticSize(
         name="default", language=SyntheticLanguage(), arch=TransformerArch(32, 2, 2),
+        dpo_labels="distill", dpo_learning_rate=3e-3,
         sweep=(TransformerArch(4, 1, 1), TransformerArch(8, 1, 2), TransformerArch(16, 1, 2))),
 }
 

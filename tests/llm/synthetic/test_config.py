@@ -50,6 +50,8 @@ def test_a_shape_is_a_hashable_label():
     ({"lam_scales": ()}, r"lam_scales: need scales >= 0, got \(\)"),
     ({"lam_scales": (1.0, -0.5)}, r"lam_scales: need scales >= 0, got \(1.0, -0.5\)"),
     ({"dual_step": "fast"}, "dual_step: 'auto' or a number, got 'fast'"),
+    ({"dpo_labels": "hard"}, r"dpo_labels: must be one of \('sampled', 'soft', 'regress', "
+                             r"'distill'\), got 'hard'"),
 ])
 def test_a_bad_size_names_the_field(change, message):
     with pytest.raises(ValueError, match=message):
@@ -82,3 +84,9 @@ def test_sizes_by_name():
         get_size("huge")
     assert set(METHODS) <= set(PIPELINE_METHODS)
     assert all(isinstance(s, SyntheticSize) and s.arch not in s.sweep for s in SIZES.values())
+
+
+def test_the_default_size_distills_and_tiny_samples():
+    # the measured winner on this language (benchmarks/README.md "Policy steps") at its rate
+    assert (SIZES["default"].dpo_labels, SIZES["default"].dpo_learning_rate) == ("distill", 3e-3)
+    assert (TINY.dpo_labels, TINY.dpo_learning_rate) == ("sampled", 1e-3)

@@ -88,6 +88,9 @@ def test_pipeline_config_is_valid(tiny_task, tmp_path):
     assert cfg.generation.top_p == 1.0 and cfg.generation.max_new_tokens == 3
     assert cfg.reward.path == "dualgap.llm.synthetic:helpfulness_score"
     assert cfg.beta == tiny_task.problem.beta
+    assert cfg.train.labels == tiny_task.size.dpo_labels == "sampled"
+    assert pipeline_config(tiny_task, "caid", tmp_path / "pairs.jsonl",
+                           train={"labels": "distill"}).train.labels == "distill"
     with pytest.raises(ValueError, match="method"):
         pipeline_config(tiny_task, "dpo-helpful", tmp_path / "pairs.jsonl")
     with pytest.raises(ValueError, match="size"):

@@ -137,7 +137,7 @@ class Newton:
                     d = -g
                 d *= radius / float(np.max(np.abs(d)))
                 d_norm = radius
-            accepted, t = self._search(lam, ev, d, kkt, spec)
+            accepted, t = self._search(lam, ev, d, kkt, spec, _breakpoint(lam, d, free))
             if accepted is None:  # the projected Newton step does not descend: a gradient step
                 diag = float(np.max(np.diag(ev.hessian), initial=0.0))
                 d = -g / diag if diag > 0 else -g
@@ -169,14 +169,26 @@ class Newton:
         return lam
 
     def _search(self, lam: np.ndarray, ev: DualEval, d: np.ndarray, kkt: float,
-                speculate: bool = False) -> tuple[tuple[np.ndarray, DualEval] | None, float]:
+                speculate: bool = False, breakpoint: tuple[float, int] | None = None,
+                ) -> tuple[tuple[np.ndarray, DualEval] | None, float]:
         """Projected Armijo search on ``[lam + t d]_+`` with safeguarded quadratic
         interpolation of ``t``: ``((lam_t, ev_t), t)``, or ``(None, t)`` when no step helps
-        (``speculate``: the full step through the ``speculate`` oracle)."""
+        (``speculate``: the full step through the ``speculate`` oracle).
+
+        ``breakpoint = (t_b, i)``: the step at which free coordinate ``i`` first reaches 0.
+        After a rejected ``t > t_b`` the search tries ``t_b`` itself, with ``lam_i`` exactly
+        0, before interpolating: where ``D`` is nearly linear along ``d`` (two nearly collinear
+        constraints, beta far below the score spread: ``hess D`` has a null direction) the
+        projection bends every longer step off that direction, and steps just short of ``t_b``
+        shrink ``lam_i`` only geometrically (the ill-conditioned fuzz: 200 iterations at KKT
+        residual 1e-4).
+        """
         g = ev.gradient
         t = 1.0
         for _ in range(60):
             trial = np.maximum(lam + t * d, 0.0)
+            if breakpoint is not None and t == breakpoint[0]:
+                trial[breakpoint[1]] = 0.0
             step = trial - lam
             if not np.any(step):
                 break
@@ -192,10 +204,25 @@ class Newton:
                 return (trial, ev_t), t
             if decrease >= 0:  # the projected step ascends: shrinking it cannot help
                 break
+            if breakpoint is not None and breakpoint[0] < t:
+                t = breakpoint[0]
+                continue
             denom = 2.0 * (ev_t.value - ev.value - decrease)
             t_q = -decrease * t / denom if denom > 0 else 0.5 * t
             t = float(np.clip(t_q, 0.1 * t, 0.5 * t))
         return None, t
+
+
+def _breakpoint(lam: np.ndarray, d: np.ndarray, free: np.ndarray) -> tuple[float, int] | None:
+    """``(t_b, i)``: the first ``t < 1`` at which a free positive coordinate of ``lam + t d``
+    reaches 0, or None (see :meth:`Newton._search`)."""
+    hits = free & (lam > 0) & (d < 0) & (lam + d < 0)
+    if not hits.any():
+        return None
+    idx = np.flatnonzero(hits)
+    ratios = lam[idx] / -d[idx]
+    k = int(np.argmin(ratios))
+    return float(ratios[k]), int(idx[k])
 
 
 def precision_floor(ev: DualEval) -> float:

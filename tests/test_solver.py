@@ -141,6 +141,39 @@ def test_ill_conditioned_instances_converge(p):
     assert sol.kkt_tolerance <= 1e-6 * max(1.0, p.score_bound)
 
 
+def test_a_null_direction_of_the_hessian_reaches_the_bound_in_one_step():
+    """Found by the ill-conditioned fuzz (session 5): g2 = g1 + 1e-3 noise and beta = 1e-3, so
+    pi* is nearly an argmax and hess D is rank one (eigenvalues 1.5e3 and ~1e-13): D is linear
+    along (1, -1) in (lam1, lam2).  The Newton step runs along that direction, every step past
+    lam2 = 0 was bent by the projection and rejected, and the accepted steps short of it shrank
+    lam2 only geometrically: 228 iterations at KKT residual 1.1e-4.  The search now tries the
+    breakpoint itself.  Checked against cvxpy's primal."""
+    p = dg.AlignmentProblem(
+        np.array([[2.4321881354280794, 0.9822884283060862, 1.030435830538638],
+                  [0.537060214794574, -0.7359145350114841, -2.4895158775456956]]),
+        np.array([[[-0.2231995648680775, 0.4081595890804811, -1.1741839080128393],
+                   [0.5355023660415867, -0.3268377740616942, -0.2842020970851118]],
+                  [[-0.22533721497477419, 0.4068416193857993, -1.1757983445352262],
+                   [0.5369589710644959, -0.3272558257225765, -0.28527345818458183]],
+                  [[3.2649286391849586, -1.5217829561953788, -3.9760576098189255],
+                   [1.3434365323875455, 1.3426494386669274, -0.0920158050006954]],
+                  [[-1.47353185009386, 0.688244725725356, -0.13163273462889555],
+                   [-3.4349970707792195, 1.0319565801785298, -0.2589831782987058]]]),
+        np.array([-0.1490161431113416, -0.15016169588835726, 0.3553531939094233,
+                  0.12866849371373118]),
+        0.001,
+        np.array([[0.34715737201159574, 0.6528426279884043, 0.0],
+                  [0.0, 0.5859142930376078, 0.4140857069623923]]),
+        relative=False,
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", dg.ConvergenceWarning)
+        sol = dg.solve(p)
+    assert sol.converged and sol.iterations < 50
+    ref = dg.solve_primal_cvxpy(p)
+    assert abs(sol.primal_value - ref.primal_value) <= 1e-6 * (1 + abs(ref.primal_value))
+
+
 def test_a_held_multiplier_does_not_stall_the_free_ones():
     """Found by the ill-conditioned fuzz (issue 15): two nearly equal constraints and beta far
     below the score spread, so that hess D nearly vanishes (~1e-84) at the last stage.  The held

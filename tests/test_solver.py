@@ -166,12 +166,68 @@ def test_a_null_direction_of_the_hessian_reaches_the_bound_in_one_step():
                   [0.0, 0.5859142930376078, 0.4140857069623923]]),
         relative=False,
     )
+    _converges_to_cvxpy(p, 50)
+
+
+def _converges_to_cvxpy(p, max_iterations=60):
     with warnings.catch_warnings():
         warnings.simplefilter("error", dg.ConvergenceWarning)
         sol = dg.solve(p)
-    assert sol.converged and sol.iterations < 50
+    assert sol.converged and sol.iterations < max_iterations
     ref = dg.solve_primal_cvxpy(p)
     assert abs(sol.primal_value - ref.primal_value) <= 1e-6 * (1 + abs(ref.primal_value))
+
+
+def test_a_near_null_direction_does_not_take_the_whole_trust_region():
+    """Found by the ill-conditioned fuzz (session 5): one prompt, g2 = g1 + 1e-3 noise, beta =
+    70 against scores of 1e3.  hess D has an eigenvalue 3e-13 (the other three 6e-3 to 2), so
+    the Newton step is 1e8 along g1 - g2 and 1e4 where the gradient is; scaled down to the trust
+    region and bent by the projection at lam1 = 0, it moved the multipliers that mattered by
+    ~1e-4 of the radius: 200 iterations at KKT residual 365.  A free multiplier at 0 with a
+    negative step is now held there for the step and the others' step recomputed.  Checked
+    against cvxpy's primal."""
+    p = dg.AlignmentProblem(
+        np.array([[-296.37551995698817, 155.5989305420232, 143.12015995591514,
+                   371.40433286451923, -1247.7392413863643, 652.9038572383508]]),
+        np.array([[[-308.06834773605647, -1461.2226767720013, -385.8907076512464,
+                    913.8554329201697, 703.9672449297819, -380.6229133741213]],
+                  [[-308.0885576746248, -1461.0630871767169, -386.3849374763434,
+                    912.99207103908, 704.4880593306196, -380.9192888940783]],
+                  [[-257.8950858470103, 1011.7605468581584, -272.09901631417085,
+                    -1332.550701117219, -95.18806451026609, -340.29767006514965]],
+                  [[870.1098396645007, 719.5995797479674, -1685.3866843592302,
+                    -540.681200198506, 482.2584844314765, 31.371546206841145]]]),
+        np.full(4, -37.05286400674178),
+        69.76680692844336,
+        np.array([[0.09871807498771959, 0.3071229344899427, 0.08832719519998748,
+                   0.21381442612203685, 0.13672058470261797, 0.15529678449769552]]),
+        relative=True,
+    )
+    _converges_to_cvxpy(p)
+
+
+def test_a_held_multiplier_steps_to_its_bound():
+    """Found by the ill-conditioned fuzz (session 5): g2 = g1 + 1e-3 noise, beta = 0.013 against
+    scores of 80, so that hess D is rank one along (1, 1, .) (1.8e4) and flat along g1 - g2.
+    The held lam2 (1.8e-5, gradient 2.5e-5 > 0) stepped by -g_2 / H_22 = -4e-9 per iteration,
+    H_22 coming from the shared direction: 225 iterations at KKT residual 2e-3.  A held
+    multiplier now steps to 0 (the search checks the descent).  Checked against cvxpy's primal."""
+    p = dg.AlignmentProblem(
+        np.array([[-34.40707797869456, -39.415544390943886, -42.01895932009319,
+                   -48.435953781380796, 46.17967034164946]]),
+        np.array([[[5.99699223960117, 64.74739357584727, 70.14900465495808, 45.7066557751112,
+                    -55.29237605112744]],
+                  [[5.981812245742545, 64.69987854839987, 70.11992672658873, 45.73480167339181,
+                    -55.295391664560256]],
+                  [[7.654797094658868, 33.59691307842999, 68.59928165943009, 69.84526319197766,
+                    -84.42321315811392]]]),
+        np.full(3, -3.1135382372499225),
+        0.012828109968520393,
+        np.array([[0.13131553518031894, 0.1740199191455785, 0.33500232162522026,
+                   0.010797449164505347, 0.34886477488437706]]),
+        relative=True,
+    )
+    _converges_to_cvxpy(p)
 
 
 def test_a_held_multiplier_does_not_stall_the_free_ones():

@@ -5,12 +5,14 @@
 * free set ``F`` = coordinates not held at the bound; held = ``lam_i <= eps`` and
   ``grad_i > 0`` with ``eps = min(1e-3, ||lam - [lam - grad]_+||)``;
 * direction ``d_F = -(H_FF + tau I)^{-1} grad_F`` (exact Hessian, ``tau`` a tiny
-  Levenberg-Marquardt shift raised only if Cholesky fails); ``d_held = max(-grad_held / H_ii,
-  -lam_held)`` (a held coordinate moves at most to its bound);
+  Levenberg-Marquardt shift raised only if Cholesky fails); ``d_held = -lam_held`` (a held
+  coordinate steps to its bound); a free coordinate at 0 whose step is negative is held for
+  that step and ``d_F`` recomputed (an active-set step: the projection would bend ``d``);
 * a trust region ``||d||_inf <= radius`` (D is nearly piecewise linear where the softmax is
   nearly hard, and the raw Newton step is then huge), and a projected Armijo search on
   ``lam(t) = [lam + t d]_+`` with safeguarded quadratic interpolation of the step (a scaled
-  gradient step when the projected Newton step does not descend);
+  gradient step when the projected Newton step does not descend), which tries the breakpoint
+  where a free coordinate reaches 0 before interpolating;
 * beta-continuation when ``spread(scores) / beta > 1e3``: the problem is first solved at
   larger betas (factor 10 apart) and each solution warm-starts the next.
 

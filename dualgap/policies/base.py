@@ -251,6 +251,15 @@ class PolicyClass(ABC):
         b = Jc.T @ (w * dc)
         return damped_solve(A, b, damping)
 
+    def ascent_step(self, theta: torch.Tensor, delta: torch.Tensor, weights: torch.Tensor,
+                    damping: float = 0.0) -> torch.Tensor:
+        """The direction of each step of :func:`~.optim.natural_ascent` in a search run to
+        convergence (same arguments as :meth:`score_step`): by default the natural-gradient step
+        :meth:`score_step`; a class whose Hessian of ``L`` is cheap may return a Newton step
+        (the line search on ``L`` is the same).  Searches with a step budget (the algorithms'
+        finite policy steps) always take :meth:`score_step`."""
+        return self.score_step(theta, delta, weights, damping)
+
     # -------------------------------------------------------------------- hooks
     def minimize(self, theta: torch.Tensor, loss_fn: Callable[[torch.Tensor], torch.Tensor],
                  steps: int) -> int:
@@ -279,8 +288,9 @@ class PolicyClass(ABC):
         validates the arguments, runs the starts and measures the result.
 
         Default ``method``: ``"natural"``: damped natural-gradient steps with a line search
-        (:func:`~.optim.natural_ascent`, each step's direction from :meth:`ascent_step`: Newton
-        steps for the log-linear class; needs :attr:`has_score_step`; at most 200);
+        (:func:`~.optim.natural_ascent`; without a ``budget`` each step's direction comes from
+        :meth:`ascent_step`, Newton steps for the log-linear class, and with one from
+        :meth:`score_step`; needs :attr:`has_score_step`; at most 200);
         ``"lbfgs"``: L-BFGS (at most 500); ``"auto"``: for classes that prefer them
         (:attr:`prefers_natural`) 30 natural steps, then an L-BFGS polish unless they converged
         (the polish would only drift along directions flat at float precision); L-BFGS alone

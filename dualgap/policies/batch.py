@@ -47,8 +47,10 @@ def search_batch(policy_class: object, problem: AlignmentProblem, lams: torch.Te
         n, done = 0, False
         if natural:
             nat = 200 if method == "natural" else 30
+            # Newton steps (where the class has them) only in searches run to convergence:
+            # a finite policy step of CAID or one-shot is the algorithm under test
             theta, n, done = natural_ascent(problem, policy_class, lams[k], theta,
-                                            int(min(cap, nat)))
+                                            int(min(cap, nat)), newton=budget is None)
         thetas.append(theta)
         iters.append(n)
         if polish and n < cap and not done:

@@ -117,13 +117,17 @@ def lbfgs(params: torch.Tensor, loss_fn, max_iter: int, gtol: float = 1e-10,
 
 
 def natural_ascent(problem: AlignmentProblem, policy_class: object, lam_t: torch.Tensor,
-                   theta: torch.Tensor, max_iter: int) -> tuple[torch.Tensor, int, bool]:
+                   theta: torch.Tensor, max_iter: int,
+                   newton: bool = False) -> tuple[torch.Tensor, int, bool]:
     """Damped natural-gradient (Fisher scoring) ascent on ``L(pi_theta, lam)``.
 
     ``L(pi_theta, lam) = D(lam) - beta E_rho KL(pi_theta || pi_lam)``, so each step fits the
     score change to ``delta = (r + lam^T h) / beta - f_theta`` in the ``rho pi_theta``-weighted,
     per-prompt-centered least-squares sense (:meth:`~.base.PolicyClass.score_step`; for the
-    tabular class the step is exact), followed by a backtracking line search on ``L`` (a full
+    tabular class the step is exact; with ``newton``, :meth:`~.base.PolicyClass.ascent_step`,
+    which is the Newton step for the log-linear class: the same maximizer in fewer steps, so
+    only searches run to convergence take it, never an algorithm's finite policy step),
+    followed by a backtracking line search on ``L`` (a full
     step is also accepted when it loses no more than float rounding, ``1e-15 |L|``: near the optimum
     the gain is quadratic in the step and below rounding while the policy still moves).  The
     Levenberg-Marquardt damping grows when a step is rejected and shrinks after a full step.
@@ -149,7 +153,8 @@ def natural_ascent(problem: AlignmentProblem, policy_class: object, lam_t: torch
             f = policy_class.scores(theta)
             p = torch.where(sup, torch.exp(policy_class.log_policy(theta)), 0.0)
             delta = torch.where(sup, s_over_beta - f, 0.0)
-            d = policy_class.score_step(theta, delta, t["rho"][:, None] * p, damping)
+            step_fn = policy_class.ascent_step if newton else policy_class.score_step
+            d = step_fn(theta, delta, t["rho"][:, None] * p, damping)
             if float(d.abs().max() if d.numel() else 0.0) <= 1e-12 * (
                     1.0 + float(theta.abs().max() if theta.numel() else 0.0)):
                 converged = True

@@ -71,6 +71,62 @@ def test_loglinear_dense_score_step_matches_the_generic_solve(seed, damping):
     np.testing.assert_allclose(fast.numpy(), slow.numpy(), rtol=1e-8, atol=1e-10)
 
 
+@given(st.integers(0, 10_000))
+def test_loglinear_ascent_step_is_the_newton_step_of_the_lagrangian(seed):
+    """Where -hess L is positive definite the log-linear ascent step is -hess^-1 grad of
+    L(pi_theta, lam) (autograd's Hessian); the base class's is the natural step."""
+    from dualgap.gaps import lagrangian_max, lagrangian_objective
+    from dualgap.policies.terms import problem_tensors
+
+    p = random_problem(seed, 5, 7, 2, 0.4, support_fraction=0.6)
+    cls = LogLinearPolicy(p, problem_features(p, noise=0.3, seed=seed))
+    lam = np.random.default_rng(seed).uniform(0, 2, size=2)
+    near = lagrangian_max(p, cls, lam, method="natural").theta  # a local maximum
+    theta = near + 0.05 * cls.init_params(seed)
+    t = problem_tensors(p)
+    delta = torch.where(cls.support, (t["r"] + torch.einsum("i,ixy->xy", torch.as_tensor(lam),
+                                                              t["h"])) / p.beta
+                        - cls.scores(theta), 0.0)
+    w = t["rho"][:, None] * torch.as_tensor(cls.policy(theta))
+    hess = torch.autograd.functional.hessian(lambda th: lagrangian_objective(p, cls, th, lam),
+                                             theta)
+    th = theta.clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(lagrangian_objective(p, cls, th, lam), th)
+    if torch.linalg.eigvalsh(-hess).min() <= 0:  # not concave here: the natural step
+        np.testing.assert_allclose(cls.ascent_step(theta, delta, w).numpy(),
+                                   cls.score_step(theta, delta, w).numpy(), rtol=0, atol=0)
+        return
+    want = -torch.linalg.solve(hess, grad)
+    np.testing.assert_allclose(cls.ascent_step(theta, delta, w).numpy(), want.numpy(),
+                               rtol=1e-7, atol=1e-10)
+    np.testing.assert_allclose(PolicyClass.ascent_step(cls, theta, delta, w).numpy(),
+                               cls.score_step(theta, delta, w).numpy(), rtol=0, atol=0)
+    assert not np.allclose(cls.score_step(theta, delta, w).numpy(), want.numpy(), rtol=1e-3)
+
+
+
+def test_only_searches_run_to_convergence_take_newton_steps():
+    """A search with a step budget (an algorithm's finite policy step) takes the natural steps
+    of score_step exactly as before; one without a budget takes Newton steps, in fewer
+    iterations, to the same maximizer."""
+    from dualgap.gaps import lagrangian_max
+    from dualgap.policies.optim import natural_ascent
+    from dualgap.policies.terms import DTYPE
+
+    p = random_problem(3, 6, 8, 2, 0.3, support_fraction=0.7)
+    cls = LogLinearPolicy(p, problem_features(p, noise=0.3, seed=3))
+    lam = np.array([0.7, 1.3])
+    lam_t = torch.as_tensor(lam, dtype=DTYPE)
+    theta0 = cls.init_params()
+    nat, n_nat, _ = natural_ascent(p, cls, lam_t, theta0, 10)
+    budgeted = lagrangian_max(p, cls, lam, steps=10, method="natural", starts=1)
+    np.testing.assert_array_equal(budgeted.theta.numpy(), nat.numpy())
+    full_nat, n_full_nat, ok_nat = natural_ascent(p, cls, lam_t, theta0, 200)
+    full_newton, n_newton, ok_newton = natural_ascent(p, cls, lam_t, theta0, 200, newton=True)
+    assert ok_nat and ok_newton and n_newton < n_full_nat
+    np.testing.assert_allclose(full_newton.numpy(), full_nat.numpy(), rtol=1e-6, atol=1e-8)
+
+
 def test_scores_batch_and_pullback_match_single_scores_and_autograd():
     """Each class's batched scores against its scores, row by row, and its pullback against
     autograd through them (the default hooks of PolicyClass give the same numbers)."""

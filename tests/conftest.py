@@ -19,4 +19,8 @@ settings.register_profile(
     "dev", max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow],
     print_blob=True,
 )
+settings.register_profile(  # a long sweep before a release: HYPOTHESIS_PROFILE=fuzz make test
+    "fuzz", max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow],
+    print_blob=True,
+)
 settings.load_profile("ci" if os.environ.get("CI") else os.environ.get("HYPOTHESIS_PROFILE", "dev"))

@@ -151,7 +151,7 @@ def primal_dual(
 
 def _fma(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
     """``a * b + c`` with one rounding (as a fused multiply-add; Dekker's exact product and
-    Knuth's two-sum, faithful to the last bit)."""
+    Knuth's two-sum: within one unit in the last place of the exact result)."""
     p = a * b
     sa, sb = 134217729.0 * a, 134217729.0 * b  # Veltkamp split into 26-bit halves
     ah, bh = sa - (sa - a), sb - (sb - b)
@@ -178,7 +178,8 @@ class _TabularNumpy:
     The scores are the parameters on the support (row-major), so with
     ``v = r + lam^T h - beta (log pi_theta - log pi_ref)`` on the support the ascent direction
     is ``dL / dtheta(x, y) = rho_x pi_theta(y|x) (v(x, y) - E_{pi_theta(.|x)} v)`` (the
-    closed form of :func:`dualgap.policies.terms.lagrangian_value_grad`); SGD and Adam are
+    closed form of :func:`dualgap.policies.terms.lagrangian_value_grad`, evaluated by
+    :meth:`loss_grad` in autograd's order of operations); SGD and Adam are
     torch's update equations (Adam: betas (0.9, 0.999), eps 1e-8, bias-corrected).
     """
 

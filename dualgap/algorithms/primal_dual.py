@@ -116,6 +116,12 @@ def primal_dual(
     rec = TrajectoryRecorder(problem, "primal_dual", config, exact_summary(exact_solution),
                              feas_tol)
 
+    fast = _tabular_numpy(problem, policy_class)
+    if fast is not None:  # same iterates without torch's per-step overhead (tiny tables)
+        theta_np = fast.run(theta.detach().numpy().copy(), mult, rec, T, every, alpha, eta,
+                            mode, optimizer, samples, rng, progress)
+        return rec.finish(theta=torch.as_tensor(theta_np, dtype=theta.dtype))
+
     def slack_at(th: torch.Tensor, exact: torch.Tensor) -> np.ndarray:
         """``u`` at ``th``: the exact slack of the forward pass, or a sampled estimate."""
         if samples is None:
@@ -141,3 +147,101 @@ def primal_dual(
         lam = mult.update(used, eta)
     rec.record(lam, policy_class.policy(theta.detach()))
     return rec.finish(theta=theta.detach().clone())
+
+
+def _fma(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
+    """``a * b + c`` with one rounding (as a fused multiply-add; Dekker's exact product and
+    Knuth's two-sum: within one unit in the last place of the exact result)."""
+    p = a * b
+    sa, sb = 134217729.0 * a, 134217729.0 * b  # Veltkamp split into 26-bit halves
+    ah, bh = sa - (sa - a), sb - (sb - b)
+    al, bl = a - ah, b - bh
+    e = ((ah * bh - p) + ah * bl + al * bh) + al * bl  # p + e = a * b exactly
+    s = p + c
+    v = s - p
+    return s + (e + ((p - (s - v)) + (c - v)))
+
+
+def _tabular_numpy(problem: AlignmentProblem, policy_class) -> _TabularNumpy | None:
+    """The numpy fast path when ``policy_class`` is exactly a
+    :class:`~dualgap.policies.TabularPolicy` of ``problem`` (None otherwise: the torch loop)."""
+    from ..policies import TabularPolicy
+
+    if type(policy_class) is not TabularPolicy or policy_class.problem is not problem:
+        return None
+    return _TabularNumpy(problem)
+
+
+class _TabularNumpy:
+    """The torch loop of :func:`primal_dual` for the tabular class, in numpy.
+
+    The scores are the parameters on the support (row-major), so with
+    ``v = r + lam^T h - beta (log pi_theta - log pi_ref)`` on the support the ascent direction
+    is ``dL / dtheta(x, y) = rho_x pi_theta(y|x) (v(x, y) - E_{pi_theta(.|x)} v)`` (the
+    closed form of :func:`dualgap.policies.terms.lagrangian_value_grad`, evaluated by
+    :meth:`loss_grad` in autograd's order of operations); SGD and Adam are
+    torch's update equations (Adam: betas (0.9, 0.999), eps 1e-8, bias-corrected).
+    """
+
+    def __init__(self, problem: AlignmentProblem) -> None:
+        sup = problem.support
+        self.problem, self.sup, self.idx = problem, sup, np.flatnonzero(sup)
+        self.log_ref = np.where(sup, problem.log_reference, 0.0)  # size = (X, Y)
+        self.r = np.where(sup, problem.reward, 0.0)  # size = (X, Y)
+        self.h = np.where(sup[None], problem.h, 0.0)  # size = (m, X, Y)
+        self.rho, self.beta = problem.prompt_weights, problem.beta
+
+    def forward(self, theta: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(log pi_theta (0 off the support), pi_theta, E_rho E_pi h)``."""
+        f = np.zeros(self.sup.size)
+        f[self.idx] = theta
+        z = np.where(self.sup, self.log_ref + f.reshape(self.sup.shape), -np.inf)
+        z = z - z.max(1, keepdims=True)
+        logp = np.where(self.sup, z - np.log(np.exp(z).sum(1, keepdims=True)), 0.0)
+        p = np.where(self.sup, np.exp(logp), 0.0)
+        return logp, p, np.einsum("x,xy,ixy->i", self.rho, p, self.h)
+
+    def loss_grad(self, logp: np.ndarray, p: np.ndarray, lam: np.ndarray) -> np.ndarray:
+        """``grad_theta -L(pi_theta, lam)``, in the order of operations of torch's autograd
+        through :func:`~dualgap.policies.terms.lagrangian_terms` (so that the rounding of
+        analytically zero components agrees too, which Adam's ``1 / (|g| + eps)`` magnifies)."""
+        g1 = -self.rho[:, None]  # d(-J) / d(row sums)
+        a = self.r - self.beta * (logp - self.log_ref)
+        gp = g1 * a + np.einsum("i,ixy->xy", -lam, self.h) * self.rho[:, None]  # d / dp
+        gl = np.where(self.sup, gp * p - (g1 * p) * self.beta, 0.0)  # d / dlog p
+        gz = _fma(-p, gl.sum(1, keepdims=True), gl)  # through log_softmax (fused in torch)
+        return gz.reshape(-1)[self.idx]
+
+    def run(self, theta: np.ndarray, mult, rec: TrajectoryRecorder, T: int, every: int,
+            alpha: float, eta: float, mode: str, optimizer: str, samples: int | None,
+            rng: np.random.Generator, progress: bool) -> np.ndarray:
+        b1, b2, eps = 0.9, 0.999, 1e-8  # torch.optim.Adam's defaults
+        m1 = np.zeros_like(theta)
+        m2 = np.zeros_like(theta)
+
+        def slack_at(p: np.ndarray, exact: np.ndarray) -> np.ndarray:
+            return exact.copy() if samples is None else estimate_slack(self.problem, p,
+                                                                       samples, rng)
+
+        lam = mult.lam
+        for t in progress_range(T, progress, f"primal-dual ({mode})"):
+            logp, p, s = self.forward(theta)  # at theta_t
+            used = slack_at(p, s) if mode == "simultaneous" else None
+            keep = t % every == 0
+            grad = self.loss_grad(logp, p, lam)  # of the loss -L
+            if optimizer == "sgd":
+                theta = theta - alpha * grad
+            else:
+                m1 = m1 + (1 - b1) * (grad - m1)
+                m2 = m2 * b2 + (1 - b2) * grad * grad
+                k = t + 1.0
+                denom = np.sqrt(m2) / (1 - b2 ** k) ** 0.5 + eps
+                theta = theta - (alpha / (1 - b1 ** k)) * (m1 / denom)
+            if used is None:  # alternating: u at theta_{t+1}
+                _, p_next, s_next = self.forward(theta)
+                used = slack_at(p_next, s_next)
+            if keep:
+                rec.record(lam, p, direction=used)
+            lam = mult.update(used, eta)
+        rec.record(lam, self.forward(theta)[1])
+        return theta

@@ -110,3 +110,70 @@ def test_errors():
         primal_dual(p, pc, iterations=1, primal_lr=0.0)
     with pytest.raises(ValueError, match="record_every"):
         primal_dual(p, pc, iterations=1, record_every=0)
+
+
+def _torch_and_numpy(monkeypatch, p, pc, **kw):
+    """The same run through the torch loop (fast path switched off) and the numpy fast path."""
+    import importlib
+
+    mod = importlib.import_module("dualgap.algorithms.primal_dual")
+    assert mod._tabular_numpy(p, pc) is not None  # the fast path is taken for this class
+    fast = primal_dual(p, pc, **kw)
+    with monkeypatch.context() as mp:
+        mp.setattr(mod, "_tabular_numpy", lambda *a: None)
+        slow = primal_dual(p, pc, **kw)
+    return fast, slow
+
+
+@pytest.mark.parametrize("kw", [
+    dict(iterations=3000, primal_lr=1.0, record_every=7),  # the notebook's cycling SGD run
+    dict(iterations=3000, primal_lr=0.03, optimizer="adam", record_every=10),
+    dict(iterations=400, primal_lr=3.0, mode="alternating", multiplier="pid", kp=0.5, kd=0.3),
+    dict(iterations=400, primal_lr=0.05, optimizer="adam", mode="alternating",
+         multiplier="log", lam0=[0.5]),
+], ids=["sgd-cycling", "adam", "alternating-pid", "adam-log"])
+def test_numpy_tabular_path_matches_the_torch_loop(monkeypatch, kw):
+    """Same iterates to 1e-12: lam, slack, J, D, the dual directions, the last theta.  The
+    oscillation instance starts at a symmetric point whose gradient has an analytically zero
+    component, whose rounding Adam magnifies by lr / eps (an unfused log_softmax backward
+    put the two paths 1.4e-11 apart here)."""
+    p = _oscillation_instance()
+    fast, slow = _torch_and_numpy(monkeypatch, p, TabularPolicy(p),
+                                  dual_step=0.05, **kw)
+    for k in ("lam", "slack", "objective", "dual_value", "lagrangian", "direction"):
+        np.testing.assert_allclose(getattr(fast, k), getattr(slow, k), rtol=0, atol=1e-12,
+                                   err_msg=k)
+    torch.testing.assert_close(fast.theta, slow.theta, rtol=0, atol=1e-12)
+    assert fast.num_records == slow.num_records and fast.config == slow.config
+
+
+def test_numpy_tabular_path_on_a_partial_support_with_samples(monkeypatch):
+    """Several prompts, two constraints, a support with holes, a theta0 and sampled slacks."""
+    p = random_problem(4, 5, 6, 2, beta=0.3, tightness=0.7)
+    support = p.support.copy()
+    support[0, :2] = False
+    support[3, 4] = False
+    ref = np.where(support, p.reference, 0.0)
+    p = dg.AlignmentProblem(p.reward, p.utilities, p.thresholds, p.beta,
+                            ref / ref.sum(1, keepdims=True), prompt_weights=p.prompt_weights)
+    pc = TabularPolicy(p)
+    theta0 = pc.init_params(seed=1)
+    for kw in (dict(samples=8, seed=3), dict(optimizer="adam", primal_lr=0.1)):
+        fast, slow = _torch_and_numpy(monkeypatch, p, pc, iterations=200, dual_step=0.5,
+                                      theta0=theta0, **{"primal_lr": 2.0, **kw})
+        for k in ("lam", "slack", "objective", "direction"):
+            np.testing.assert_allclose(getattr(fast, k), getattr(slow, k), rtol=0, atol=1e-12,
+                                       err_msg=k)
+        assert np.all(fast.policy[~support] == 0.0)
+
+
+def test_numpy_tabular_path_only_for_the_tabular_class_of_the_same_problem():
+    import importlib
+
+    from dualgap.policies import LogLinearPolicy, problem_features
+
+    mod = importlib.import_module("dualgap.algorithms.primal_dual")
+    p = random_problem(0, 2, 3, 1)
+    assert mod._tabular_numpy(p, TabularPolicy(p)) is not None
+    assert mod._tabular_numpy(p.replace(thresholds=[0.1]), TabularPolicy(p)) is None
+    assert mod._tabular_numpy(p, LogLinearPolicy(p, problem_features(p, seed=0))) is None

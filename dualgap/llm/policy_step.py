@@ -38,13 +38,15 @@ from typing import Any
 
 from .config import LoraSettings, TrainSettings
 
-__all__ = ["dpo_step", "make_dpo_config", "policy_records", "pool_dataset", "pool_key"]
+__all__ = ["dpo_step", "make_dpo_config", "onpolicy_pool", "policy_records", "pool_dataset",
+           "pool_key"]
 
 _PAIR = "pair_index"  # a pair's row in the records (TRL's preparation may drop rows)
 
 
 def policy_records(cfg: Any, pairs: Any, pool: tuple | None, lam: Any, prompt_text: Any,
-                   label_seed: Any) -> tuple[dict[str, list], dict[str, Any]]:
+                   label_seed: Any, log_ratio: Any = None
+                   ) -> tuple[dict[str, list], dict[str, Any]]:
     """The records of one policy step of ``cfg`` (a :class:`~dualgap.llm.config.RunConfig`)
     on the training ``pairs``, and what ``metrics.jsonl`` records of them.
 
@@ -52,7 +54,9 @@ def policy_records(cfg: Any, pairs: Any, pool: tuple | None, lam: Any, prompt_te
     utilities (m, P, 2))`` and ``train.labels``: ``sampled`` (labels drawn with
     ``label_seed``), ``soft`` (the probabilities) or ``distill`` (the weights of
     :func:`~dualgap.llm.preferences.distill_weights` at ``cfg.beta``; their effective sample
-    sizes per prompt are recorded).  ``prompt_text`` maps a pair's prompt to its text.
+    sizes per prompt are recorded; ``log_ratio``: the pool's ``log pi_t / pi_ref`` when it was
+    sampled from ``pi_t``, :func:`onpolicy_pool`).  ``prompt_text`` maps a pair's prompt to
+    its text.
     """
     import numpy as np
 
@@ -77,7 +81,7 @@ def policy_records(cfg: Any, pairs: Any, pool: tuple | None, lam: Any, prompt_te
         records = pr.margin_dataset(texts, pairs.response_0, pairs.response_1, pool[0], pool[1],
                                     lam, sep)
     elif kind == "distill":
-        w, ess = pr.distill_weights(pool[0], pool[1], lam, pairs.prompts, cfg.beta)
+        w, ess = pr.distill_weights(pool[0], pool[1], lam, pairs.prompts, cfg.beta, log_ratio)
         records = pr.distill_dataset(texts, pairs.response_0, pairs.response_1, w, sep)
         info.update(ess_min=float(ess.min()), ess_mean=float(ess.mean()),
                     responses_per_prompt=float(2 * len(pairs.prompts) / ess.size))
@@ -86,6 +90,53 @@ def policy_records(cfg: Any, pairs: Any, pool: tuple | None, lam: Any, prompt_te
         records = pr.preference_dataset(texts, pairs.response_0, pairs.response_1, labels, sep)
     info["labels_y1"] = float(np.mean(labels))
     return records, info
+
+
+def onpolicy_pool(run: Any, t: int, pairs: Any, timing: dict) -> tuple[Any, tuple, Any, dict]:
+    """The on-policy pool of policy step ``t >= 1`` (``train.pool: onpolicy``): for every prompt
+    of the training ``pairs`` with ``n_x`` pairs, ``2 n_x`` samples of iterate ``t - 1``
+    (generated and scored by the run, ``samples/onpolicy_<t>.json``), paired in order, so the
+    step has the same pairs per prompt and optimizer steps as the fixed pool.  Returns the pairs
+    (``prompts``, ``response_0``, ``response_1``), their scores ``(reward (P, 2), utilities
+    (m, P, 2))``, ``log pi_{t-1} / pi_ref`` of both responses ``(P, 2)`` (DPO's tokenization,
+    :class:`~dualgap.llm.pecaid.ImplicitRewardScorer`) and what ``metrics.jsonl`` records."""
+    from collections import Counter
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from .pecaid import ImplicitRewardScorer
+
+    cfg = run.config
+    if t < 1:
+        raise ValueError(f"t: the on-policy pool starts at policy step 1, got {t}")
+    counts = Counter(pairs.prompts)
+    prompts = list(counts)
+    K = 2 * max(counts.values())
+    # the labels' seed stream: distill draws no labels (train.pool: onpolicy needs distill)
+    samples, scores = run.sample_and_score(f"onpolicy_{t}", t - 1, prompts, "labels", timing,
+                                           num_samples=K)
+    xs, ys, idx = [], [], []
+    for i, x in enumerate(prompts):
+        n = 2 * counts[x]
+        xs += [x] * (n // 2)
+        ys += list(samples[i][:n])
+        idx += [(i, k) for k in range(n)]
+    a, b = np.array([i for i, _ in idx]), np.array([k for _, k in idx])
+    s = scores[:, a, b].reshape(scores.shape[0], -1, 2)  # size = (1+m, P, 2)
+    t0 = time.perf_counter()
+    scorer = ImplicitRewardScorer(run.load_policy(t - 1), run.load_policy(-1), run.tokenizer(),
+                                  cfg.beta, "onpolicy", prompt_format=run.prompt_text,
+                                  max_length=cfg.train.max_length,
+                                  batch_size=cfg.generation.batch_size,
+                                  separator=cfg.data.response_separator)
+    log_ratio = scorer.log_ratios([x for x in xs for _ in range(2)], ys).reshape(-1, 2)
+    del scorer
+    run.release_models()
+    timing["logprob_s"] = time.perf_counter() - t0
+    new = SimpleNamespace(prompts=xs, response_0=ys[0::2], response_1=ys[1::2])
+    info = {"pool": "onpolicy", "log_ratio_mean": float(log_ratio.mean())}
+    return new, (s[0], s[1:]), log_ratio, info
 
 
 def make_dpo_config(settings: TrainSettings, beta: float, output_dir: str | Path, seed: int,

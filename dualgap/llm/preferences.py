@@ -144,14 +144,24 @@ def all_pairs_soft_dataset(prompt_texts: Sequence[str], responses: Sequence[Sequ
 
 
 def distill_weights(reward: np.ndarray, utilities: np.ndarray, lam: Sequence[float],
-                    prompts: Sequence, beta: float) -> tuple[np.ndarray, np.ndarray]:
+                    prompts: Sequence, beta: float, log_ratio: np.ndarray | None = None
+                    ) -> tuple[np.ndarray, np.ndarray]:
     """Self-normalized weights ``w = exp(r_lam / beta) / mean_pool(x) exp(r_lam / beta)`` of
     both responses of every pair, ``(P, 2)`` (mean 1 over each prompt's ``2 n_x`` responses),
     and each prompt's effective sample size ``(sum w)^2 / sum w^2`` (prompts in order of first
-    appearance, shape ``(X,)``)."""
+    appearance, shape ``(X,)``).
+
+    ``log_ratio`` ``(P, 2)``: ``log pi_q(y|x) / pi_ref(y|x)`` of responses sampled from a
+    proposal ``pi_q`` instead of ``pi_ref`` (the on-policy pool, ``pi_q = pi_t``); the weights
+    are then ``exp(r_lam / beta - log_ratio)``, self-normalized the same way."""
     if not (isinstance(beta, (int, float)) and np.isfinite(beta) and beta > 0):
         raise ValueError(f"beta: must be a finite number > 0, got {beta!r}")
     z = composite_reward(reward, utilities, lam) / float(beta)  # size = (P, 2)
+    if log_ratio is not None:
+        lr = np.asarray(log_ratio, dtype=np.float64)
+        if lr.shape != z.shape:
+            raise ValueError(f"log_ratio: expected shape {z.shape}, got {lr.shape}")
+        z = z - lr
     if len(prompts) != z.shape[0]:
         raise ValueError(f"prompts: {len(prompts)} prompts for {z.shape[0]} pairs")
     if not np.isfinite(z).all():

@@ -242,7 +242,7 @@ def _dual_stage(run: Run, t: int, prompts: list[str], e_ref: np.ndarray, lam_one
 def _policy_stage(run: Run, t: int, pairs, pool: tuple[np.ndarray, np.ndarray] | None,
                   lam: np.ndarray | None, callbacks: list | None) -> None:
     from .distributed import barrier, is_main
-    from .policy_step import dpo_step, policy_records
+    from .policy_step import dpo_step, onpolicy_pool, policy_records
 
     cfg = run.config
     stage = f"policy_{t}"
@@ -250,8 +250,12 @@ def _policy_stage(run: Run, t: int, pairs, pool: tuple[np.ndarray, np.ndarray] |
         return
     timing: dict = {}
     label_t = 0 if cfg.method in ("one-shot", "pe-one-shot") else t
+    log_ratio, extra = None, {}
+    if cfg.train.pool == "onpolicy" and t > 0:  # distill on samples of pi_{t-1}
+        pairs, pool, log_ratio, extra = onpolicy_pool(run, t, pairs, timing)
     records, info = policy_records(cfg, pairs, pool, lam, run.prompt_text,
-                                   [cfg.seed, _STAGE_SEEDS["labels"], label_t])
+                                   [cfg.seed, _STAGE_SEEDS["labels"], label_t], log_ratio)
+    info.update(extra)
     out = run.checkpoint(t)
     if is_main():
         out.parent.mkdir(parents=True, exist_ok=True)

@@ -23,13 +23,24 @@ def _module():
 
 def test_variant_specs():
     ps = _module()
-    assert ps.parse_variant("sampled") == ("sampled", {}, None)
-    assert ps.parse_variant("allpairs-soft") == ("allpairs-soft", {"labels": "soft"}, None)
+    # every variant names its labels (the default size's are distill), the DPO losses their rate
+    assert ps.parse_variant("sampled") == ("sampled", {"labels": "sampled",
+                                                       "learning_rate": 1e-3}, None)
+    assert ps.parse_variant("sampled@3e-3") == ("sampled", {"labels": "sampled",
+                                                            "learning_rate": 3e-3}, None)
+    assert ps.parse_variant("allpairs-soft") == ("allpairs-soft", {"labels": "soft",
+                                                                   "learning_rate": 1e-3}, None)
+    assert ps.parse_variant("distill") == ("distill", {"labels": "distill", "pool": "fixed"},
+                                           None)
+    assert ps.parse_variant("onpolicy@2e-3") == ("onpolicy", {
+        "labels": "distill", "pool": "onpolicy", "learning_rate": 2e-3}, None)
     assert ps.parse_variant("distill@3e-3") == ("distill",
-                                                {"labels": "distill", "learning_rate": 3e-3}, None)
-    assert ps.parse_variant("distill@3e-3:0.9") == ("distill", {"labels": "distill",
-                                                               "learning_rate": 3e-3}, 0.9)
-    assert ps.parse_variant("sampled:none") == ("sampled", {}, "none")
+                                                {"labels": "distill", "pool": "fixed",
+                                                 "learning_rate": 3e-3}, None)
+    assert ps.parse_variant("distill@3e-3:0.9") == ("distill", {
+        "labels": "distill", "pool": "fixed", "learning_rate": 3e-3}, 0.9)
+    assert ps.parse_variant("sampled:none") == ("sampled", {"labels": "sampled",
+                                                            "learning_rate": 1e-3}, "none")
     for bad in ("sampled:1.5", "sampled:x", "sampled:0.2"):
         with pytest.raises(ValueError, match="^--variants: confidence"):
             ps.parse_variant(bad)

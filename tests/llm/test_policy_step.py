@@ -185,3 +185,76 @@ def test_cached_tokens_train_the_same_weights(tmp_path, labels):
     assert any(not torch.equal(a, b) for a, b in zip(before, weights[0], strict=True))
     for other in weights[1:]:
         assert all(torch.equal(a, b) for a, b in zip(weights[0], other, strict=True))
+
+
+def test_onpolicy_pool_pairs_scores_and_log_ratios(tmp_path):
+    """``train.pool: onpolicy``: ``2 n_x`` samples of ``pi_{t-1}`` per prompt, paired in
+    order (the pairs per prompt of the fixed pool), their scores gathered per pair, and
+    ``log pi_{t-1} / pi_ref`` of both responses: 0 where the iterate is ``pi_ref``, the scorer's
+    own log-ratios where it is not; the key needs distill."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from dualgap.llm.pecaid import ImplicitRewardScorer
+    from dualgap.llm.policy_step import onpolicy_pool
+    from dualgap.llm.tiny import build_tiny_tokenizer, materialize_tiny_policy
+
+    ref = AutoModelForCausalLM.from_pretrained(str(materialize_tiny_policy(tmp_path / "ref")))
+    other = AutoModelForCausalLM.from_pretrained(str(tmp_path / "ref"))
+    with torch.no_grad():
+        for p in other.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    tok = build_tiny_tokenizer()
+    cfg = load_config("tiny", ["train.labels=distill", "train.pool=onpolicy"])
+    samples = {"a recipe": ["mix", "first check", "steal", "poison"],
+               "plan a trip": ["first plan", "cheat", "hack it", "plan"]}
+
+    class Run:
+        config = cfg
+        iterate = ref
+        calls: list = []
+
+        def sample_and_score(self, stage, t_policy, prompts, tag, timing, num_samples=None):
+            self.calls.append((stage, t_policy, tuple(prompts), num_samples))
+            ys = [samples[p][:num_samples] for p in prompts]
+            s = np.arange(2 * len(prompts) * num_samples, dtype=float)
+            return ys, s.reshape(2, len(prompts), num_samples)  # reward, one utility
+
+        def load_policy(self, t):
+            return ref if t < 0 else self.iterate
+
+        def tokenizer(self):
+            return tok
+
+        def prompt_text(self, x):
+            return x
+
+        def release_models(self):
+            pass
+
+    class Pairs:  # "a recipe": 2 pairs, "plan a trip": 1
+        prompts = ["a recipe", "plan a trip", "a recipe"]
+
+    run = Run()
+    pairs, (r, g), lr, info = onpolicy_pool(run, 2, Pairs, {})
+    assert run.calls == [("onpolicy_2", 1, ("a recipe", "plan a trip"), 4)]
+    assert pairs.prompts == ["a recipe", "a recipe", "plan a trip"]
+    assert pairs.response_0 == ["mix", "steal", "first plan"]
+    assert pairs.response_1 == ["first check", "poison", "cheat"]
+    np.testing.assert_array_equal(r, [[0, 1], [2, 3], [4, 5]])  # prompt 0: 0-3, prompt 1: 4-7
+    np.testing.assert_array_equal(g[0], [[8, 9], [10, 11], [12, 13]])
+    assert lr.shape == (3, 2) and np.abs(lr).max() < 1e-9 and info["pool"] == "onpolicy"
+    run.iterate = other
+    _, _, lr, _ = onpolicy_pool(run, 1, Pairs, {})
+    want = ImplicitRewardScorer(other, ref, tok, cfg.beta, "x",
+                                max_length=cfg.train.max_length).log_ratios(
+        [x for x in pairs.prompts for _ in range(2)],
+        [y for pair in zip(pairs.response_0, pairs.response_1, strict=True) for y in pair])
+    assert np.abs(lr).max() > 1e-3
+    np.testing.assert_allclose(lr.ravel(), want, rtol=1e-6, atol=1e-9)
+    with pytest.raises(ValueError, match="t: the on-policy pool starts at policy step 1"):
+        onpolicy_pool(run, 0, Pairs, {})
+    with pytest.raises(ValueError, match="train.pool: 'onpolicy' needs train.labels distill"):
+        load_config("tiny", ["train.pool=onpolicy"])
+    line = next(x for x in describe_config() if x.startswith("train.pool "))
+    assert "default 'fixed'" in line and "onpolicy" in line

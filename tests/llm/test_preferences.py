@@ -67,6 +67,19 @@ def test_distill_weights_are_self_normalized_per_prompt():
         distill_weights(r, g, [0.5], ["p", "p", "q"], beta=0.0)
     with pytest.raises(ValueError, match="prompts: 2 prompts for 3 pairs"):
         distill_weights(r, g, [0.5], ["p", "q"], beta=0.5)
+    # responses of a proposal pi_q: exp(r_lam / beta - log pi_q / pi_ref), per prompt as above
+    lr = np.array([[0.5, -1.0], [0.0, 2.0], [3.0, 1.0]])
+    w, _ = distill_weights(r, g, [0.5], ["p", "p", "q"], beta=0.5, log_ratio=lr)
+    e = np.exp(np.array([1.0, 2.0, 4.0, 0.0]) - lr[:2].ravel())
+    np.testing.assert_allclose(w[:2].ravel(), e / e.mean())
+    e = np.exp(np.array([10.0, 11.0]) - lr[2])
+    np.testing.assert_allclose(w[2], e / e.mean())
+    w0, _ = distill_weights(r, g, [0.5], ["p", "p", "q"], beta=0.5)
+    w1, _ = distill_weights(r, g, [0.5], ["p", "p", "q"], beta=0.5,
+                            log_ratio=np.array([[1.0, 1.0], [1.0, 1.0], [-2.0, -2.0]]))
+    np.testing.assert_allclose(w1, w0)  # a constant per prompt cancels
+    with pytest.raises(ValueError, match=r"log_ratio: expected shape \(3, 2\), got \(2, 2\)"):
+        distill_weights(r, g, [0.5], ["p", "p", "q"], beta=0.5, log_ratio=np.zeros((2, 2)))
     with pytest.raises(ValueError, match="weights: must be finite"):
         distill_dataset(["p"], ["a"], ["x"], np.array([[1.0, -1.0]]))
     with pytest.raises(ValueError, match=r"weights: expected shape \(2, 2\)"):

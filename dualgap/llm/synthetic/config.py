@@ -56,7 +56,9 @@ class SyntheticSize:
     used), ``iterations`` policy steps, DPO's ``dpo_learning_rate``, ``dpo_epochs`` per
     iteration and ``dpo_batch_size``, ``dpo_labels`` the pipeline's ``train.labels`` (the
     default size distills: measured best on this language, benchmarks/README.md "Policy
-    steps"; its pool is sampled from ``pi_ref``, which ``distill`` assumes); ``dual_step`` is
+    steps"; its pool is sampled from ``pi_ref``, which ``distill`` assumes), ``dpo_pool`` its
+    ``train.pool`` (the default size's is ``onpolicy``: from iteration 1 the distill step's
+    responses are samples of ``pi_t``, measured best there too); ``dual_step`` is
     the pipeline's ``dual.step_size`` (``"auto"`` or a number).
 
     Theory (:func:`dualgap.report.gap_report` on each transformer class, see
@@ -87,6 +89,7 @@ class SyntheticSize:
     dpo_epochs: float = 1.0
     dpo_batch_size: int = 64
     dpo_labels: str = "sampled"
+    dpo_pool: str = "fixed"
     dual_step: float | str = "auto"
     distill_steps: int = 250
     warm_steps: int = 100
@@ -124,6 +127,10 @@ class SyntheticSize:
         labels = get_args(TrainSettings.model_fields["labels"].annotation)
         if self.dpo_labels not in labels:
             raise ValueError(f"dpo_labels: must be one of {labels}, got {self.dpo_labels!r}")
+        if self.dpo_pool not in ("fixed", "onpolicy") or (
+                self.dpo_pool == "onpolicy" and self.dpo_labels != "distill"):
+            raise ValueError(f"dpo_pool: 'fixed', or 'onpolicy' with dpo_labels 'distill', got "
+                             f"{self.dpo_pool!r}")
         if isinstance(self.dual_step, str) and self.dual_step != "auto":
             raise ValueError(f"dual_step: 'auto' or a number, got {self.dual_step!r}")
 
@@ -164,7 +171,7 @@ SIZES: dict[str, SyntheticSize] = {
         sweep=(TransformerArch(2, 1, 1), TransformerArch(4, 1, 1)), sweep_init_steps=150),
     "default": SyntheticSize(
         name="default", language=SyntheticLanguage(), arch=TransformerArch(32, 2, 2),
-        dpo_labels="distill", dpo_learning_rate=3e-3,
+        dpo_labels="distill", dpo_learning_rate=3e-3, dpo_pool="onpolicy",
         sweep=(TransformerArch(4, 1, 1), TransformerArch(8, 1, 2), TransformerArch(16, 1, 2))),
 }
 

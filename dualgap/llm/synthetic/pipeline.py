@@ -96,7 +96,7 @@ def pipeline_config(task: SyntheticTask, method: str, pairs_path: str | Path,
                   "warmup_steps": 0, "max_length": lang.prompt_length + lang.max_response_length,
                   "batch_size": sz.dpo_batch_size, "epochs_per_iteration": sz.dpo_epochs,
                   "gradient_checkpointing": False, "logging_steps": 1000,
-                  "labels": sz.dpo_labels, **(train or {})},
+                  "labels": sz.dpo_labels, "pool": sz.dpo_pool, **(train or {})},
     })
 
 

@@ -52,6 +52,9 @@ def test_a_shape_is_a_hashable_label():
     ({"dual_step": "fast"}, "dual_step: 'auto' or a number, got 'fast'"),
     ({"dpo_labels": "hard"}, r"dpo_labels: must be one of \('sampled', 'soft', 'regress', "
                              r"'distill'\), got 'hard'"),
+    ({"dpo_pool": "fresh"}, "dpo_pool: 'fixed', or 'onpolicy' with dpo_labels 'distill', got "
+                            "'fresh'"),
+    ({"dpo_pool": "onpolicy"}, "dpo_pool: 'fixed', or 'onpolicy' with dpo_labels 'distill'"),
 ])
 def test_a_bad_size_names_the_field(change, message):
     with pytest.raises(ValueError, match=message):
@@ -90,3 +93,4 @@ def test_the_default_size_distills_and_tiny_samples():
     # the measured winner on this language (benchmarks/README.md "Policy steps") at its rate
     assert (SIZES["default"].dpo_labels, SIZES["default"].dpo_learning_rate) == ("distill", 3e-3)
     assert (TINY.dpo_labels, TINY.dpo_learning_rate) == ("sampled", 1e-3)
+    assert (SIZES["default"].dpo_pool, TINY.dpo_pool) == ("onpolicy", "fixed")

@@ -89,6 +89,7 @@ def test_pipeline_config_is_valid(tiny_task, tmp_path):
     assert cfg.reward.path == "dualgap.llm.synthetic:helpfulness_score"
     assert cfg.beta == tiny_task.problem.beta
     assert cfg.train.labels == tiny_task.size.dpo_labels == "sampled"
+    assert cfg.train.pool == tiny_task.size.dpo_pool == "fixed"
     assert pipeline_config(tiny_task, "caid", tmp_path / "pairs.jsonl",
                            train={"labels": "distill"}).train.labels == "distill"
     with pytest.raises(ValueError, match="method"):

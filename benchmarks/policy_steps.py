@@ -24,7 +24,10 @@ iterate's exact policy is set beside ``pi_lam_t`` and ``pi*``:
 * ``onpolicy``: distill whose pool, from iteration 1, is as many fresh samples of the current
   iterate ``pi_t`` per prompt, weighted ``exp(r_lam / beta) pi_ref / pi_t`` (``train.pool:
   onpolicy``, :func:`dualgap.llm.policy_step.onpolicy_pool`; same pairs and optimizer steps,
-  ``2 x pairs_per_prompt`` scored responses per prompt per step).
+  ``2 x pairs_per_prompt`` scored responses per prompt per step);
+* ``distill-big``: distill on one fixed pool of ``iterations x pairs_per_prompt`` pairs per
+  prompt at ``dpo_epochs / iterations`` epochs: as many scored responses in all as
+  ``onpolicy`` and the same optimizer steps, the peer at equal *total* scoring budget.
 
 Per iteration: ``beta E KL(pi_t || pi_lam_t)`` (the step's inexactness, ``D(lam_t) -
 L(pi_t, lam_t)``), ``P* - J(pi_t)`` and the exact slack; beside them what an *exact* policy
@@ -54,7 +57,7 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-VARIANTS = ("sampled", "soft", "allpairs-soft", "regress", "distill", "onpolicy")
+VARIANTS = ("sampled", "soft", "allpairs-soft", "regress", "distill", "onpolicy", "distill-big")
 #: the learning rate of a variant without ``@LR`` where it is not the size's (the default size's
 #: is distill's 3e-3): the paper's sampled labels and the other DPO losses at the rate their
 #: rows were measured at (sessions 3-4; sampled at 3e-3 was far worse, 0.239 against 0.083).
@@ -80,9 +83,9 @@ def parse_variant(spec: str) -> tuple[str, dict, float | str | None]:
     name, _, lr = spec.partition("@")
     if name not in VARIANTS:
         raise ValueError(f"--variants: {name!r} is not one of {VARIANTS}")
-    train = {"labels": "distill" if name == "onpolicy" else
+    train = {"labels": "distill" if name in ("onpolicy", "distill-big") else
              "soft" if name == "allpairs-soft" else name}
-    if name in ("distill", "onpolicy"):  # the size's pool is onpolicy; distill is the fixed one
+    if name in ("distill", "onpolicy", "distill-big"):  # the size's pool is onpolicy
         train["pool"] = "onpolicy" if name == "onpolicy" else "fixed"
     if name in BASE_LR:
         train["learning_rate"] = BASE_LR[name]
@@ -216,11 +219,19 @@ def run_variants(size: str, directory: Path, variants: tuple[str, ...], progress
     for k, seed in enumerate(seeds or (sz.seed,)):
         base = directory if seed == sz.seed else directory / f"seed{seed}"
         pool = write_pairs(task, base / "pairs.jsonl", seed=seed)
+        big = None  # distill-big's pool, written when a variant needs it
         K = write_all_pairs(task, base / "pairs_all.jsonl", sz.pairs_per_prompt, seed)
         res: dict = {}
         for v in (variants if k == 0 or seed_variants is None else seed_variants):
             name, train, level = parse_variant(v)
             pairs = base / "pairs_all.jsonl" if name == "allpairs-soft" else pool
+            if name == "distill-big":
+                if big is None:
+                    big = write_pairs(task, base / "pairs_big.jsonl",
+                                      pairs_per_prompt=sz.iterations * sz.pairs_per_prompt,
+                                      seed=seed)
+                pairs = big
+                train = {**train, "epochs_per_iteration": sz.dpo_epochs / sz.iterations}
             with dual_confidence(level):
                 tr = run_method(task, "caid", base / "runs" / v, pairs, progress, train=train,
                                 seed=seed)
@@ -238,8 +249,10 @@ def run_variants(size: str, directory: Path, variants: tuple[str, ...], progress
                 row["confidence"] = (steps[row["t"]].get("confidence") if row["t"] in steps
                                      else None)
             res[v] = {
+                # in all, over the run's policy steps (onpolicy: 2 x pairs_per_prompt per step)
                 "scored_responses_per_prompt": K if name == "allpairs-soft"
-                else 2 * sz.pairs_per_prompt,
+                else 2 * sz.pairs_per_prompt * (sz.iterations if name in ("onpolicy",
+                                                                          "distill-big") else 1),
                 "optimizer_steps": [m.get("steps") for m in policy],
                 "ess_min": [m.get("ess_min") for m in policy],
                 "ess_mean": [m.get("ess_mean") for m in policy],
@@ -269,8 +282,9 @@ def table(res: dict) -> list[str]:
         "`dual.confidence`; `:none` in a variant's name = no margin, else the default).", ""]
     first = next(iter(res["seeds"]))
     lines += [f"Per iteration, seed {first}:", "",
-              "| variant | scored responses / prompt | t | lam_t | inexactness | P* - J(pi_t) "
-              "| slack (exact) | SE | margin | exact step: slack | exact step: P* - J |",
+              "| variant | scored responses / prompt (in all) | t | lam_t | inexactness "
+              "| P* - J(pi_t) | slack (exact) | SE | margin | exact step: slack "
+              "| exact step: P* - J |",
               "|---|---|---|---|---|---|---|---|---|---|---|"]
     for v, d in res["seeds"][first].items():
         for it in d["iterates"]:

@@ -32,6 +32,8 @@ def test_variant_specs():
                                                                    "learning_rate": 1e-3}, None)
     assert ps.parse_variant("distill") == ("distill", {"labels": "distill", "pool": "fixed"},
                                            None)
+    assert ps.parse_variant("distill-big") == ("distill-big", {
+        "labels": "distill", "pool": "fixed"}, None)
     assert ps.parse_variant("onpolicy@2e-3") == ("onpolicy", {
         "labels": "distill", "pool": "onpolicy", "learning_rate": 2e-3}, None)
     assert ps.parse_variant("distill@3e-3") == ("distill",

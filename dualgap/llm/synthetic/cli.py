@@ -15,7 +15,8 @@ Time: the default size needs about 3 minutes of one CPU core (measured with the 
 159 s of CPU time and 357 s of wall time on a 2-core machine shared by several jobs, load about
 6; before it, with the fixed pool, 124-136 s of CPU time; the theory for the four transformer
 classes is about 80 s of it, the pipeline (generation, scoring and the distill steps) most of
-the rest; see ``python benchmarks/theory_speed.py --synthetic``).  The tiny size takes under a minute of CPU.
+the rest; see ``python benchmarks/theory_speed.py --synthetic``).  The tiny size takes under a
+minute of CPU.
 
 Registration imports argparse only (the sizes and methods are checked against
 :data:`.config.SIZES` and :data:`.config.METHODS` when the command runs); the work happens in

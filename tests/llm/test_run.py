@@ -324,3 +324,23 @@ def test_literal_start_auto_steps_from_pi_ref_samples_and_resumes(tmp_path):
     full = train("tiny", tmp_path / "full", overrides=over, progress=False)
     np.testing.assert_allclose(lam_trajectory(full.directory), lam_trajectory(out), rtol=1e-12)
     assert all(r["dual_step"]["rule"] == "newton" for r in hist[:3])
+
+
+def test_onpolicy_distill_runs_on_the_tiny_config_and_resumes(tmp_path):
+    """``train.pool: onpolicy`` end to end on the tiny LLM config: policy step 1 trains on
+    samples of iterate 0 (``samples/onpolicy_1.json``, its metrics say so), and a run killed
+    after policy step 0 and resumed gives the same lam trajectory and weights."""
+    over = ["train.labels=distill", "train.pool=onpolicy"]
+    full = train("tiny", tmp_path / "full", over, progress=False)
+    policy = [m for m in read_jsonl(full.directory / "metrics.jsonl")
+              if m.get("stage", "").startswith("policy_")]
+    assert [m.get("pool") for m in policy] == [None, "onpolicy"]
+    assert (full.directory / "samples" / "onpolicy_1.json").exists()
+    out = tmp_path / "killed"
+    with pytest.raises(RunStopped):
+        train("tiny", out, over, stop_after=1, progress=False)
+    resume(out, progress=False)
+    np.testing.assert_array_equal(lam_trajectory(out), lam_trajectory(full.directory))
+    a = _weights(out / "checkpoints" / "iter_1")
+    b = _weights(full.directory / "checkpoints" / "iter_1")
+    assert max(float((a[k] - b[k]).abs().max()) for k in a) < 1e-6

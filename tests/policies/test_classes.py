@@ -97,8 +97,14 @@ def test_loglinear_ascent_step_is_the_newton_step_of_the_lagrangian(seed):
                                    cls.score_step(theta, delta, w).numpy(), rtol=0, atol=0)
         return
     want = -torch.linalg.solve(hess, grad)
-    np.testing.assert_allclose(cls.ascent_step(theta, delta, w).numpy(), want.numpy(),
-                               rtol=1e-7, atol=1e-10)
+    step = cls.ascent_step(theta, delta, w)
+    # the Newton equation hess d = -grad, to the backward error of a shifted Cholesky solve
+    # (tau = 1e-12 mean diag): a residual test, since the forward error grows with cond(hess)
+    # (seed 12: cond ~1e6, the steps differ by 6e-7 relative while both solve the equation)
+    residual = float(torch.linalg.norm(hess @ step + grad))
+    scale = float(torch.linalg.norm(grad) + torch.linalg.norm(hess) * torch.linalg.norm(step))
+    assert residual <= 1e-10 * scale, (residual, scale)
+    np.testing.assert_allclose(step.numpy(), want.numpy(), rtol=1e-4, atol=1e-10)
     np.testing.assert_allclose(PolicyClass.ascent_step(cls, theta, delta, w).numpy(),
                                cls.score_step(theta, delta, w).numpy(), rtol=0, atol=0)
     assert not np.allclose(cls.score_step(theta, delta, w).numpy(), want.numpy(), rtol=1e-3)

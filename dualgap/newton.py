@@ -37,11 +37,7 @@ def kkt_residual(lam: np.ndarray, grad: np.ndarray) -> float:
 
 def _newton_direction(ev: DualEval, free: np.ndarray) -> np.ndarray:
     g, H = ev.gradient, ev.hessian
-    d = np.zeros_like(g)
-    held = ~free
-    if held.any():
-        diag = np.diag(H)[held]
-        d[held] = -g[held] / np.where(diag > 0, diag, 1.0)
+    d = np.zeros_like(g)  # the held coordinates' steps are the caller's (to their bound)
     if free.any():
         Hf = H[np.ix_(free, free)]
         scale = max(float(np.trace(Hf)) / free.sum(), 1e-300)
@@ -136,8 +132,8 @@ class Newton:
                     break
                 free = free & ~blocked
                 d = _newton_direction(ev, free)
-                d[blocked] = 0.0
-            # a held coordinate (lam_i <= eps, g_i > 0) steps to its bound: its diagonal step
+            # a held coordinate (lam_i <= eps, g_i > 0, or blocked above) steps to its bound
+            # (a blocked one, at 0, stays there): the diagonal step it used to take,
             # -g_i / H_ii, capped there, would keep a near-zero H_ii (a nearly piecewise linear
             # D) from shrinking the free coordinates' step through the trust region below, and
             # a large H_ii that a direction shared with a free multiplier brings (two nearly

@@ -127,7 +127,8 @@ class SyntheticSize:
         labels = get_args(TrainSettings.model_fields["labels"].annotation)
         if self.dpo_labels not in labels:
             raise ValueError(f"dpo_labels: must be one of {labels}, got {self.dpo_labels!r}")
-        if self.dpo_pool not in ("fixed", "onpolicy") or (
+        pools = get_args(TrainSettings.model_fields["pool"].annotation)
+        if self.dpo_pool not in pools or (
                 self.dpo_pool == "onpolicy" and self.dpo_labels != "distill"):
             raise ValueError(f"dpo_pool: 'fixed', or 'onpolicy' with dpo_labels 'distill', got "
                              f"{self.dpo_pool!r}")

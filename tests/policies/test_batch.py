@@ -41,7 +41,11 @@ def test_batched_natural_and_polish_equal_single_searches(method):
         for k in range(3):
             theta, n = cls.maximize_lagrangian(lams[k], starts[k], 40, method=method)
             assert batch[k][1] == n
-            np.testing.assert_allclose(batch[k][0].numpy(), theta.numpy(), rtol=1e-8,
+            # rtol 1e-6, not 1e-8: the iterates agree to 1e-13 until the last L-BFGS step, whose
+            # curvature pair (s, y) is at rounding level near the maximizer, so that step
+            # carries the evaluation's rounding (3e-8 on the log-linear search at lam = (1.5,
+            # 0.1) on an AVX2 EPYC, iteration 20; 4e-14 at iteration 19)
+            np.testing.assert_allclose(batch[k][0].numpy(), theta.numpy(), rtol=1e-6,
                                        atol=1e-10)
 
 

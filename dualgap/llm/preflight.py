@@ -233,6 +233,8 @@ def _check_data(report: Preflight, d: Any) -> None:
 
 
 def _check_loggers(report: Preflight, report_to: list[str]) -> None:
+    if all(name == "none" for name in report_to):  # the default: nothing to import (8 s)
+        return
     from transformers.integrations.integration_utils import INTEGRATION_TO_CALLBACK
 
     for i, name in enumerate(report_to):

@@ -196,3 +196,17 @@ def test_pecaid_counts_its_implicit_scorers(pku_standins):
     k = 1 + len(cfg.constraints)
     assert row.bytes == 2 * k * n * 2  # policy.dtype bfloat16: 2 bytes per parameter
     assert row.key == "policy.dtype"
+
+
+def test_check_with_no_logger_does_not_import_the_trainer_integrations():
+    """``report_to: [none]`` (the default) needs no logger check: ``dualgap llm check`` must not
+    import ``transformers.integrations.integration_utils`` (8 s of imports on this machine)."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from dualgap.llm.config import load_config; "
+            "from dualgap.llm.preflight import preflight; preflight(load_config('tiny')); "
+            "print('transformers.integrations.integration_utils' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, env={**__import__("os").environ, "HF_HUB_OFFLINE": "1"})
+    assert out.stdout.strip().splitlines()[-1] == "False"

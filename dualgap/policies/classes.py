@@ -23,6 +23,8 @@ import torch
 
 from ..problem import AlignmentProblem
 from .base import FIT_OBJECTIVES, FitResult, PolicyClass, damped_solve
+from .loglinear_np import LogLinearFitLoss, newton_ascent
+from .optim import lbfgs_numpy
 from .terms import DTYPE
 
 __all__ = ["TabularPolicy", "LogLinearPolicy", "MLPPolicy", "problem_features"]
@@ -186,6 +188,38 @@ class LogLinearPolicy(PolicyClass):
         if not bool(torch.isfinite(H).all()) or torch.linalg.cholesky_ex(H).info != 0:
             return damped_solve(A, b, damping)  # not concave here: the natural step
         return damped_solve(H, b, damping)
+
+    def newton_ascent(self, problem: AlignmentProblem, lam: np.ndarray, theta: np.ndarray,
+                      max_iter: int) -> tuple[np.ndarray, int, bool]:
+        """:func:`~.optim.natural_ascent` ``newton=True`` (searches run to convergence) in
+        numpy (:func:`~.loglinear_np.newton_ascent`: the same steps as :meth:`ascent_step`, the
+        same line search); natural_ascent takes it when the class has it."""
+        return newton_ascent(problem, self, lam, theta, max_iter)
+
+    def fit_loss(self, target: np.ndarray | torch.Tensor, objective: str) -> LogLinearFitLoss:
+        """:meth:`PolicyClass.fit_loss` (the same torch loss, callable on a torch ``theta``)
+        with its closed-form numpy value and gradient attached
+        (:class:`~.loglinear_np.LogLinearFitLoss`), which :meth:`minimize` runs on."""
+        from ..dual import kl_divergence
+
+        torch_loss = super().fit_loss(target, objective)
+        t_np = target.detach().numpy() if isinstance(target, torch.Tensor) else target
+        t_np = np.asarray(t_np, dtype=np.float64)
+        return LogLinearFitLoss(self, t_np, objective, kl_divergence(self.problem, t_np),
+                                torch_loss)
+
+    def minimize(self, theta: torch.Tensor, loss_fn, steps: int) -> int:
+        """:meth:`PolicyClass.minimize` (the same L-BFGS, :func:`~.optim.lbfgs_numpy`) on the
+        closed-form numpy value and gradient when ``loss_fn`` is one of this class's
+        :meth:`fit_loss` losses; autograd (the default) for any other loss."""
+        value_grad = getattr(loss_fn, "value_grad", None)
+        if value_grad is None:
+            return super().minimize(theta, loss_fn, steps)
+        x0 = theta.detach().numpy().astype(np.float64, copy=True)
+        x, it = lbfgs_numpy(x0, value_grad, int(steps))
+        with torch.no_grad():
+            theta.copy_(torch.from_numpy(x))
+        return it
 
     def init_params(self, seed: int | None = None) -> torch.Tensor:
         if seed is None:

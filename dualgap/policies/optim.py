@@ -21,7 +21,7 @@ import torch
 from ..problem import AlignmentProblem
 from .terms import lagrangian_terms, problem_tensors
 
-__all__ = ["lbfgs", "lbfgs_batch", "natural_ascent"]
+__all__ = ["lbfgs", "lbfgs_batch", "lbfgs_numpy", "natural_ascent"]
 
 
 def _direction(S: list, Yh: list, g: np.ndarray) -> tuple[np.ndarray, float]:
@@ -64,8 +64,8 @@ def lbfgs(params: torch.Tensor, loss_fn, max_iter: int, gtol: float = 1e-10,
     over the last ``stall_window`` iterations, when no step decreases ``f``, or at ``max_iter``.
     Gradients come from torch autograd; the bookkeeping is numpy (far less per-iteration
     overhead than ``torch.optim.LBFGS`` on these small problems, and no BLAS threading).
+    The algorithm itself is :func:`lbfgs_numpy` (which takes a numpy ``(f, g)`` function).
     """
-    x = params.detach().numpy().astype(np.float64, copy=True)
 
     def fun(z: np.ndarray) -> tuple[float, np.ndarray | None]:
         th = torch.from_numpy(z).requires_grad_(True)
@@ -75,6 +75,20 @@ def lbfgs(params: torch.Tensor, loss_fn, max_iter: int, gtol: float = 1e-10,
         (grad,) = torch.autograd.grad(loss, th)
         return float(loss.detach()), grad.numpy().astype(np.float64, copy=True)
 
+    x0 = params.detach().numpy().astype(np.float64, copy=True)
+    x, it = lbfgs_numpy(x0, fun, max_iter, gtol, ftol, history_size, stall_window, stall_tol)
+    with torch.no_grad():
+        params.copy_(torch.from_numpy(x))
+    return it
+
+
+def lbfgs_numpy(x0: np.ndarray, fun, max_iter: int, gtol: float = 1e-10, ftol: float = 1e-15,
+                history_size: int = 20, stall_window: int = 20,
+                stall_tol: float = 1e-12) -> tuple[np.ndarray, int]:
+    """:func:`lbfgs` on a numpy objective: ``fun(x) -> (f, g)`` (``(inf, None)`` where not
+    finite), from ``x0`` (not modified); returns ``(x, iterations)``.  The same algorithm and
+    stopping rules (:func:`lbfgs` is this with autograd gradients)."""
+    x = np.array(x0, dtype=np.float64, copy=True)
     f, g = fun(x)
     if g is None:
         raise ValueError("theta: the objective is not finite at the starting point")
@@ -111,9 +125,7 @@ def lbfgs(params: torch.Tensor, loss_fn, max_iter: int, gtol: float = 1e-10,
         if (len(trail) > stall_window
                 and trail[-stall_window - 1] - f <= stall_tol * max(1.0, abs(f))):
             break  # stalled: less than stall_tol gained over the last stall_window iterations
-    with torch.no_grad():
-        params.copy_(torch.from_numpy(x))
-    return it
+    return x, it
 
 
 def natural_ascent(problem: AlignmentProblem, policy_class: object, lam_t: torch.Tensor,
@@ -131,10 +143,16 @@ def natural_ascent(problem: AlignmentProblem, policy_class: object, lam_t: torch
     step is also accepted when it loses no more than float rounding, ``1e-15 |L|``: near the optimum
     the gain is quadratic in the step and below rounding while the policy still moves).  The
     Levenberg-Marquardt damping grows when a step is rejected and shrinks after a full step.
+    With ``newton`` a class with a ``newton_ascent(problem, lam, theta, max_iter)`` method (the
+    log-linear class: the same iteration in numpy) runs that instead.
     Stops (``converged``) when ``||d||_inf <= 1e-12 (1 + ||theta||_inf)``, the direction
     vanishing at a stationary point; unconverged when no step is accepted even with heavy
     damping, or after ``max_iter`` steps.
     """
+    fast = getattr(policy_class, "newton_ascent", None) if newton else None
+    if fast is not None:  # the class's own numpy Newton iteration (log-linear)
+        th, it, ok = fast(problem, lam_t.detach().numpy(), theta.detach().numpy(), max_iter)
+        return torch.from_numpy(th), it, ok
     t = problem_tensors(problem)
     sup = t["support"]
     s_over_beta = (t["r"] + torch.einsum("i,ixy->xy", lam_t, t["h"])) / problem.beta

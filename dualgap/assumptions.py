@@ -187,10 +187,11 @@ class _SegmentHessians:
             z -= z.max(axis=2, keepdims=True)
             np.exp(z, out=z)
             z /= z.sum(axis=2, keepdims=True)  # pi_lam
-            mu = np.einsum("kxy,ixy->kix", z, self.g)  # size = (K, m, X)
-            c = self.g[None] - mu[..., None]  # size = (K, m, X, Y)
-            wc = c * (z * self.rho[:, None])[:, None]
-            H = np.einsum("kixy,kjxy->kij", wc, c) / self.beta  # size = (K, m, m)
+            n, m = t.size, self.g.shape[0]
+            mu = (z[:, None] * self.g[None]).sum(axis=3)  # size = (K, m, X)
+            c = (self.g[None] - mu[..., None]).reshape(n, m, -1)  # size = (K, m, X*Y)
+            wc = c * (z * self.rho[:, None]).reshape(n, 1, -1)
+            H = np.matmul(wc, c.transpose(0, 2, 1)) / self.beta  # size = (K, m, m)
             out[k:k + step] = np.linalg.eigvalsh(H)[:, 0]
         return out
 
@@ -222,9 +223,11 @@ def segment_curvature(problem: AlignmentProblem, lam_a: object, lam_b: object, *
     # intervals (lower bound, t0, f0, t1, f1); bisect the lowest
     iv = [((f0 + f1) / 2 - L * (t1 - t0) / 2, t0, f0, t1, f1)
           for t0, f0, t1, f1 in zip(ts[:-1], fs[:-1], ts[1:], fs[1:], strict=True)]
+    lows = np.full(budget, np.inf)  # iv[i][0], for argmin (the first lowest, as min)
+    lows[:len(iv)] = [v[0] for v in iv]
     evals = points
     while evals < budget and L > 0:
-        k = min(range(len(iv)), key=lambda i: iv[i][0])
+        k = int(np.argmin(lows[:len(iv)]))
         low, t0, f0, t1, f1 = iv[k]
         if low >= grid_min - 1e-3 * (1 + abs(grid_min)):
             break
@@ -238,6 +241,7 @@ def segment_curvature(problem: AlignmentProblem, lam_a: object, lam_b: object, *
         h = (t1 - t0) / 2
         iv[k] = ((f0 + fm) / 2 - L * h / 2, t0, f0, tm, fm)
         iv.append(((fm + f1) / 2 - L * h / 2, tm, fm, t1, f1))
+        lows[k], lows[len(iv) - 1] = iv[k][0], iv[-1][0]
     lower = max(0.0, min(v[0] for v in iv)) if L > 0 else grid_min
     argmin = ts[int(np.argmin(fs))]
     return SegmentCurvature(grid_min=float(grid_min), certified_lower=float(min(lower, grid_min)),

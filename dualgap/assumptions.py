@@ -196,6 +196,10 @@ class _SegmentHessians:
         return out
 
 
+#: midpoints of the bisection evaluated ahead in one batch, at most
+AHEAD = 256
+
+
 def segment_curvature(problem: AlignmentProblem, lam_a: object, lam_b: object, *,
                       points: int = 201, budget: int = 2000) -> SegmentCurvature:
     """``mu_seg`` on the segment ``[lam_a, lam_b]``: a grid of ``points`` then bisection.
@@ -203,7 +207,11 @@ def segment_curvature(problem: AlignmentProblem, lam_a: object, lam_b: object, *
     The grid minimum errs high; ``certified_lower`` (Lipschitz continuity of ``hess D``)
     errs low.  Bisection (at most ``budget`` Hessians in all) splits the interval with the
     lowest certified bound until that bound is within ``1e-3 (1 + grid_min)`` of the grid
-    minimum or the budget is spent.
+    minimum or the budget is spent.  The bisection is sequential, but its midpoints are
+    evaluated ahead in batches (:data:`AHEAD`, by :class:`_SegmentHessians`): when it needs a
+    midpoint not yet known, that one and the midpoints of every interval still below the
+    stopping bound are evaluated at once (the same values and the same sequence of splits as
+    one at a time; ``evaluations`` counts the Hessians the bisection used).
     """
     a = np.asarray(lam_a, dtype=np.float64).reshape(-1)
     b = np.asarray(lam_b, dtype=np.float64).reshape(-1)
@@ -226,13 +234,25 @@ def segment_curvature(problem: AlignmentProblem, lam_a: object, lam_b: object, *
     lows = np.full(budget, np.inf)  # iv[i][0], for argmin (the first lowest, as min)
     lows[:len(iv)] = [v[0] for v in iv]
     evals = points
+    ahead: dict[float, float] = {}  # midpoints evaluated ahead, in batches
+
+    def at_midpoint(tm: float, stop: float) -> float:
+        if tm not in ahead:  # this midpoint and those of every interval still below stop
+            want = [tm] + [0.5 * (v[1] + v[3]) for v, low in zip(iv, lows, strict=False)
+                           if low < stop]
+            want = list(dict.fromkeys(w for w in want if w not in ahead))
+            want = want[:max(1, min(AHEAD, budget - evals))]
+            ahead.update(zip(want, (float(f) for f in lam_min(want)), strict=True))
+        return ahead.pop(tm)
+
     while evals < budget and L > 0:
         k = int(np.argmin(lows[:len(iv)]))
         low, t0, f0, t1, f1 = iv[k]
-        if low >= grid_min - 1e-3 * (1 + abs(grid_min)):
+        stop = grid_min - 1e-3 * (1 + abs(grid_min))
+        if low >= stop:
             break
         tm = 0.5 * (t0 + t1)
-        fm = float(lam_min(tm)[0])
+        fm = at_midpoint(tm, stop)
         evals += 1
         if fm < grid_min:
             grid_min = fm

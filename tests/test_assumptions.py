@@ -168,3 +168,21 @@ def test_segment_hessians_batched_match_dual_hessian(seed):
     want = [np.linalg.eigvalsh(dual_hessian(p, a + t * (b - a)))[0] for t in ts]
     np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-14)
     assert not p.support.all()
+
+
+def test_segment_bisection_evaluated_ahead_splits_as_one_at_a_time(monkeypatch):
+    """The bisection with its midpoints evaluated ahead in batches against one midpoint at a
+    time (AHEAD = 1): the same grid minimum, certified bound, argmin and evaluation count
+    (fails if the look-ahead changed which interval is split or at which t)."""
+    import dualgap.assumptions as asm
+
+    p = random_problem(5, 6, 9, 2, 0.05, support_fraction=0.6)
+    a, b = np.array([0.1, 0.3]), np.array([3.0, 0.2])
+    ahead = asm.segment_curvature(p, a, b, points=21, budget=400)
+    monkeypatch.setattr(asm, "AHEAD", 1)
+    single = asm.segment_curvature(p, a, b, points=21, budget=400)
+    assert ahead.evaluations > 21  # the bisection ran
+    assert ahead.evaluations == single.evaluations
+    assert ahead.argmin_t == single.argmin_t
+    assert ahead.grid_min == pytest.approx(single.grid_min, rel=1e-13)
+    assert ahead.certified_lower == pytest.approx(single.certified_lower, rel=1e-12, abs=1e-15)

@@ -258,3 +258,40 @@ def test_onpolicy_pool_pairs_scores_and_log_ratios(tmp_path):
         load_config("tiny", ["train.pool=onpolicy"])
     line = next(x for x in describe_config() if x.startswith("train.pool "))
     assert "default 'fixed'" in line and "onpolicy" in line
+
+
+def test_pool_tokens_from_distinct_completions_are_trls_rows(tmp_path, monkeypatch):
+    """The pool is tokenized per distinct (prompt, completion) (TRL sees 8 rows for the 12
+    pairs' 24 completions, and the 4 pairs whose prompt's ids end at different places again as
+    pairs), and the result is TRL's preparation of the pairs row for row: the pairs whose
+    prompt ends inside a word ("pla" + "n a trip" tokenizes as "plan", so TRL cuts that
+    prompt's ids short) and the dropped long prompt included."""
+    from dualgap.llm import policy_step as ps
+    from dualgap.llm.tiny import build_tiny_tokenizer
+
+    tok = build_tiny_tokenizer()
+    args = ps.make_dpo_config(TrainSettings(batch_size=2, max_length=12), 0.1, tmp_path / "w", 0,
+                              progress=False)
+    p = _Pool
+    prompts = p.prompts * 2 + ["help me pla"] * 4
+    r0 = [" " + y for y in p.response_0 * 2] + ["n a trip", " then check", "n a trip",
+                                                  " first check"]
+    r1 = [" " + y for y in p.response_1[::-1] + p.response_1] + [
+        " then check", " first check", " steal", " then check"]
+    records = {"prompt": prompts, "chosen": r0, "rejected": r1}
+    seen = []
+    prepare = ps._trl_prepare
+    monkeypatch.setattr(ps, "_trl_prepare", lambda *a: seen.append(len(a[0])) or prepare(*a))
+    got = ps._tokenize_pool(records, tok, args)
+    distinct = {(x, c) for x, c0, c1 in zip(prompts, r0, r1, strict=True) for c in (c0, c1)}
+    assert seen == [len(distinct), 4]  # 2 long prompts, 2 prompts cut at different places
+    pairs = [sorted(cr) for cr in zip(records["chosen"], records["rejected"], strict=True)]
+    sorted_records = {"prompt": records["prompt"], "chosen": [a for a, _ in pairs],
+                      "rejected": [b for _, b in pairs]}
+    want = _trl_prepared(sorted_records, tok, args)
+    assert len(want) == len(got) == 10  # both long prompts dropped
+    assert got["pair_index"] == [0, 1, 2, 4, 5, 6, 8, 9, 10, 11]
+    for c in ("prompt_ids", "chosen_ids", "rejected_ids"):
+        assert got[c] == want[c], c
+    cut = [len(x) for x in want["prompt_ids"][-4:]]
+    assert cut[0] < max(cut)  # a pair whose prompt's ids TRL cut short is among them

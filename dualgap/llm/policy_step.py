@@ -26,7 +26,9 @@ tokenizer's fingerprint, ``max_length``, the truncation mode, the TRL version an
 prompt template included), and relabels by swapping the ``chosen_ids`` / ``rejected_ids`` of a
 pair.  This is TRL's tokenization row for row: a pair's ``prompt_ids`` and its completions' ids
 do not depend on which completion is chosen (TRL cuts the prompt at the shorter common prefix of
-both and appends EOS to both, and drops a pair on its prompt's length alone).
+both and appends EOS to both, and drops a pair on its prompt's length alone).  TRL is run on
+each distinct ``(prompt, completion)`` once and the pairs are assembled from those rows where
+that is TRL's row (:func:`_tokenize_pool`).
 """
 
 from __future__ import annotations
@@ -130,12 +132,20 @@ def onpolicy_pool(run: Any, t: int, pairs: Any, timing: dict) -> tuple[Any, tupl
                                   max_length=cfg.train.max_length,
                                   batch_size=cfg.generation.batch_size,
                                   separator=cfg.data.response_separator)
-    log_ratio = scorer.log_ratios([x for x in xs for _ in range(2)], ys).reshape(-1, 2)
+    # each distinct (prompt, response) once: the samples of a trained policy repeat (a row's
+    # log-probability does not depend on the others of its batch, bit for bit, tested)
+    flat = list(zip([x for x in xs for _ in range(2)], ys, strict=True))
+    distinct = {k: None for k in flat}
+    keys = list(distinct)
+    lr = dict(zip(keys, scorer.log_ratios([x for x, _ in keys], [y for _, y in keys]),
+                  strict=True))
+    log_ratio = np.array([lr[k] for k in flat], dtype=np.float64).reshape(-1, 2)
     del scorer
     run.release_models()
     timing["logprob_s"] = time.perf_counter() - t0
     new = SimpleNamespace(prompts=xs, response_0=ys[0::2], response_1=ys[1::2])
-    info = {"pool": "onpolicy", "log_ratio_mean": float(log_ratio.mean())}
+    info = {"pool": "onpolicy", "log_ratio_mean": float(log_ratio.mean()),
+            "distinct_responses": len(keys)}
     return new, (s[0], s[1:]), log_ratio, info
 
 

@@ -233,8 +233,8 @@ def main() -> None:
 
 
 # ========================================================= the synthetic experiment (--synthetic)
-#: main when the synthetic speed work began (issue 15)
-SYNTHETIC_BEFORE_REV = "8fbe260"
+#: main when this session's synthetic speed work began (issue 15; session 3: 8fbe260)
+SYNTHETIC_BEFORE_REV = "78a30e1"
 #: the stages of a synthetic comparison, in the order they run (exclusive seconds)
 SYNTHETIC_STAGES = ("reference training", "exact problem", "DPO pool", "pipeline", "evaluation",
                     "theory: bundle", "theory: primal", "theory: fits", "theory: searches",
@@ -326,7 +326,24 @@ def synthetic_worker(size: str, out_dir: str) -> dict:
                 "measured": r.measured, "holds": r.holds, "kind": r.kind}
     return {"size": size, "total_s": total_w, "total_cpu_s": total_c, "stages": clock.wall,
             "stages_cpu": clock.cpu, "pipeline_timing": pipe, "adam_steps": steps["n"],
-            "rows": rows}
+            "weights": _iterate_digest(out_dir), "rows": rows}
+
+
+def _iterate_digest(out_dir: str) -> str:
+    """sha256 of every tensor (name, dtype, shape, bytes) of every pipeline iterate under
+    ``out_dir/runs``: equal digests are bit-identical weights."""
+    import hashlib
+
+    import torch
+    from safetensors.torch import load_file
+
+    h = hashlib.sha256()
+    for f in sorted(Path(out_dir, "runs").glob("*/checkpoints/iter_*/*.safetensors")):
+        h.update(str(f.relative_to(out_dir)).encode())
+        for k, v in sorted(load_file(str(f)).items()):
+            h.update(f"{k} {v.dtype} {tuple(v.shape)}".encode())
+            h.update(v.contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
 
 
 def synthetic_table(results: dict) -> str:
@@ -340,8 +357,10 @@ def synthetic_table(results: dict) -> str:
             ratio = (f"{r['total_s'] / b['total_s']:.2f}x, "
                      f"{r['total_cpu_s'] / b['total_cpu_s']:.2f}x")
         if side == "after" and b and c:
+            same_w = ("" if "weights" not in b else
+                      f", same pipeline weights: {b['weights'] == r.get('weights')}")
             ratio += (f" (same rows: {c['same_rows']}, same verdicts: {c['same_verdicts']}, "
-                      f"max rel. change {c['max_relative_change']:.1e})")
+                      f"max rel. change {c['max_relative_change']:.1e}{same_w})")
         cells = [f"{r['stages'][s]:.1f} ({r['stages_cpu'][s]:.1f})" for s in SYNTHETIC_STAGES]
         lines.append(f"| {size} | {side} | {r['total_s']:.1f} | {r['total_cpu_s']:.1f} | "
                      + " | ".join(cells) + f" | {r['adam_steps']} | {ratio} |")

@@ -26,7 +26,9 @@ tokenizer's fingerprint, ``max_length``, the truncation mode, the TRL version an
 prompt template included), and relabels by swapping the ``chosen_ids`` / ``rejected_ids`` of a
 pair.  This is TRL's tokenization row for row: a pair's ``prompt_ids`` and its completions' ids
 do not depend on which completion is chosen (TRL cuts the prompt at the shorter common prefix of
-both and appends EOS to both, and drops a pair on its prompt's length alone).
+both and appends EOS to both, and drops a pair on its prompt's length alone).  TRL is run on
+each distinct ``(prompt, completion)`` once and the pairs are assembled from those rows where
+that is TRL's row (:func:`_tokenize_pool`).
 """
 
 from __future__ import annotations
@@ -130,12 +132,20 @@ def onpolicy_pool(run: Any, t: int, pairs: Any, timing: dict) -> tuple[Any, tupl
                                   max_length=cfg.train.max_length,
                                   batch_size=cfg.generation.batch_size,
                                   separator=cfg.data.response_separator)
-    log_ratio = scorer.log_ratios([x for x in xs for _ in range(2)], ys).reshape(-1, 2)
+    # each distinct (prompt, response) once: the samples of a trained policy repeat (a row's
+    # log-probability does not depend on the others of its batch, bit for bit, tested)
+    flat = list(zip([x for x in xs for _ in range(2)], ys, strict=True))
+    distinct = {k: None for k in flat}
+    keys = list(distinct)
+    lr = dict(zip(keys, scorer.log_ratios([x for x, _ in keys], [y for _, y in keys]),
+                  strict=True))
+    log_ratio = np.array([lr[k] for k in flat], dtype=np.float64).reshape(-1, 2)
     del scorer
     run.release_models()
     timing["logprob_s"] = time.perf_counter() - t0
     new = SimpleNamespace(prompts=xs, response_0=ys[0::2], response_1=ys[1::2])
-    info = {"pool": "onpolicy", "log_ratio_mean": float(log_ratio.mean())}
+    info = {"pool": "onpolicy", "log_ratio_mean": float(log_ratio.mean()),
+            "distinct_responses": len(keys)}
     return new, (s[0], s[1:]), log_ratio, info
 
 
@@ -207,26 +217,67 @@ def pool_key(records: dict[str, list], tokenizer: Any, args: Any) -> str:
     return h.hexdigest()[:32]
 
 
-def _tokenize_pool(records: dict[str, list], tokenizer: Any, args: Any):
-    """TRL's preparation of the records with each pair's completions in sorted order, plus the
-    pair's row (:data:`_PAIR`)."""
+def _trl_prepare(prompts: list, chosen: list, rejected: list, rows: list, tokenizer: Any,
+                 args: Any):
+    """TRL's own ``DPOTrainer._prepare_dataset`` of the rows, plus their :data:`_PAIR`."""
     from types import SimpleNamespace
 
     from datasets import Dataset
     from transformers import ProcessorMixin
     from trl import DPOTrainer
 
-    from .soft_dpo import TOKEN_COLUMNS
-
-    pairs = [sorted(cr) for cr in zip(records["chosen"], records["rejected"], strict=True)]
-    text = Dataset.from_dict({"prompt": list(records["prompt"]),
-                              "chosen": [a for a, _ in pairs], "rejected": [b for _, b in pairs],
-                              _PAIR: list(range(len(pairs)))})
+    text = Dataset.from_dict({"prompt": prompts, "chosen": chosen, "rejected": rejected,
+                              _PAIR: rows})
     # the one attribute of the trainer that TRL's preparation reads (set in its __init__)
     owner = SimpleNamespace(_tokenizer=tokenizer.tokenizer if isinstance(tokenizer, ProcessorMixin)
                             else tokenizer)
-    prepared = DPOTrainer._prepare_dataset(owner, text, tokenizer, args, "pool")
-    return prepared.select_columns([_PAIR, *TOKEN_COLUMNS])
+    return DPOTrainer._prepare_dataset(owner, text, tokenizer, args, "pool")
+
+
+def _tokenize_pool(records: dict[str, list], tokenizer: Any, args: Any):
+    """TRL's preparation of the records with each pair's completions in sorted order, plus the
+    pair's row (:data:`_PAIR`), computed from each distinct ``(prompt, completion)`` once.
+
+    TRL tokenizes a row's ``prompt``, ``prompt + chosen`` and ``prompt + rejected`` on their
+    own; the prompt ends at the shorter of the two completions' common prefixes with the
+    prompt's ids, and the row is dropped on that prompt's length.  So TRL's row of a pair is
+    its two completions' rows as TRL prepares them alone (a row whose two completions are the
+    same) wherever those two have the same prompt ids; every other pair (the prompt's ids cut
+    at different places, or a completion's row dropped) is prepared by TRL as a pair.  A pool
+    samples few distinct responses per prompt (the tiny synthetic size's pool: 4,096 pairs, 348
+    distinct completions), so this is many times less tokenization, the same rows."""
+    from datasets import Dataset
+
+    from .soft_dpo import TOKEN_COLUMNS
+
+    prompts = list(records["prompt"])
+    pairs = [sorted(cr) for cr in zip(records["chosen"], records["rejected"], strict=True)]
+    one: dict[tuple, int] = {}
+    for x, ab in zip(prompts, pairs, strict=True):
+        for c in ab:
+            one.setdefault((x, c), len(one))
+    keys = list(one)
+    alone = _trl_prepare([x for x, _ in keys], [c for _, c in keys], [c for _, c in keys],
+                         list(range(len(keys))), tokenizer, args).to_dict()
+    ids = {keys[i]: (p, c) for i, p, c in zip(alone[_PAIR], alone["prompt_ids"],
+                                               alone["chosen_ids"], strict=True)}
+    out: dict[str, list] = {_PAIR: [], **{c: [] for c in TOKEN_COLUMNS}}
+    rest = []
+    for i, (x, (a, b)) in enumerate(zip(prompts, pairs, strict=True)):
+        ia, ib = ids.get((x, a)), ids.get((x, b))
+        if ia is None or ib is None or ia[0] != ib[0]:
+            rest.append(i)
+            continue
+        for col, v in zip((_PAIR, *TOKEN_COLUMNS), (i, ia[0], ia[1], ib[1]), strict=True):
+            out[col].append(v)
+    if rest:
+        paired = _trl_prepare([prompts[i] for i in rest], [pairs[i][0] for i in rest],
+                              [pairs[i][1] for i in rest], rest, tokenizer, args).to_dict()
+        for col in out:
+            out[col] += paired[col]
+        order = sorted(range(len(out[_PAIR])), key=out[_PAIR].__getitem__)
+        out = {col: [v[k] for k in order] for col, v in out.items()}
+    return Dataset.from_dict(out)
 
 
 def pool_dataset(records: dict[str, list], tokenizer: Any, args: Any,

@@ -24,7 +24,12 @@ optimum ``pi ∝ pi_ref exp(r_lam / beta)`` as the sampled labels'.  ``p = 1`` i
 :class:`DistillDPOTrainer` (``train.labels: distill``) replaces the loss by the weighted NLL of
 both completions, ``-mean(w_chosen log pi(chosen) + w_rejected log pi(rejected))``, with the
 self-normalized weights of :func:`dualgap.llm.preferences.distill_weights` (columns
-``chosen_weight`` / ``rejected_weight``); TRL's batching, steps and logged DPO metrics stay.
+``chosen_weight`` / ``rejected_weight``); TRL's batching and steps stay.  That loss reads no
+reference log-probability, so the trainer does not compute them (TRL's precomputing pass over
+the pool with the reference model: a forward pass of every pair, a third of the step's work);
+the reference columns are zeros and the logged ``rewards/*`` metrics, which read them, are left
+out (``logps/*``, the loss and the rest are logged as before).  The trained weights are the
+same bit for bit (the pass draws no random numbers; tested).
 
 Supported (both): ``loss_type = ["sigmoid"]``, the reverse-KL divergence, no ``ld_alpha``, no WPO
 weighting, ``precompute_ref_log_probs = True`` (the reference is ``pi_ref``, fixed); anything
@@ -192,6 +197,27 @@ class DistillDPOTrainer(_ColumnLossDPOTrainer):
 
     columns = WEIGHT_COLUMNS
     what = "distillation"
+    #: the loss reads no reference log-probability: skip TRL's reference pass (tests set True
+    #: to compare against the step with it)
+    needs_reference = False
+    #: TRL's logged metrics computed from the reference log-probabilities (dropped when skipped)
+    reference_metrics = ("rewards/chosen", "rewards/rejected", "rewards/accuracies",
+                         "rewards/margins")
+
+    def _precompute_ref_logps(self, dataset, name, batch_size):
+        if self.needs_reference:
+            return super()._precompute_ref_logps(dataset, name, batch_size)
+        zeros = [0.0] * len(dataset)
+        return dataset.add_column("ref_chosen_logps", zeros).add_column("ref_rejected_logps",
+                                                                        zeros)
+
+    def _compute_loss(self, model, inputs, return_outputs):
+        result = super()._compute_loss(model, inputs, return_outputs)
+        if not self.needs_reference:
+            metrics = self._metrics["train" if self.model.training else "eval"]
+            for k in self.reference_metrics:
+                metrics.pop(k, None)
+        return result
 
     def _check_values(self, name: str, values: torch.Tensor) -> None:
         if not torch.isfinite(values).all() or (values < 0).any():

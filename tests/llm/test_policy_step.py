@@ -258,3 +258,100 @@ def test_onpolicy_pool_pairs_scores_and_log_ratios(tmp_path):
         load_config("tiny", ["train.pool=onpolicy"])
     line = next(x for x in describe_config() if x.startswith("train.pool "))
     assert "default 'fixed'" in line and "onpolicy" in line
+
+
+def test_pool_tokens_from_distinct_completions_are_trls_rows(tmp_path, monkeypatch):
+    """The pool is tokenized per distinct (prompt, completion) (TRL sees each once, and the 4
+    pairs that cannot be assembled from those rows again as pairs), and the result is TRL's
+    preparation of the pairs row for row: the pairs whose prompt ends inside a word ("pla" +
+    "n a trip" tokenizes as "plan", so TRL cuts that prompt's ids short) and the dropped long
+    prompts included."""
+    from dualgap.llm import policy_step as ps
+    from dualgap.llm.tiny import build_tiny_tokenizer
+
+    tok = build_tiny_tokenizer()
+    args = ps.make_dpo_config(TrainSettings(batch_size=2, max_length=12), 0.1, tmp_path / "w", 0,
+                              progress=False)
+    p = _Pool
+    prompts = p.prompts * 2 + ["help me pla"] * 4
+    r0 = [" " + y for y in p.response_0 * 2] + ["n a trip", " then check", "n a trip",
+                                                  " first check"]
+    r1 = [" " + y for y in p.response_1[::-1] + p.response_1] + [
+        " then check", " first check", " steal", " then check"]
+    records = {"prompt": prompts, "chosen": r0, "rejected": r1}
+    seen = []
+    prepare = ps._trl_prepare
+    monkeypatch.setattr(ps, "_trl_prepare", lambda *a: seen.append(len(a[0])) or prepare(*a))
+    got = ps._tokenize_pool(records, tok, args)
+    distinct = {(x, c) for x, c0, c1 in zip(prompts, r0, r1, strict=True) for c in (c0, c1)}
+    assert seen == [len(distinct), 4]  # 2 long prompts, 2 prompts cut at different places
+    pairs = [sorted(cr) for cr in zip(records["chosen"], records["rejected"], strict=True)]
+    sorted_records = {"prompt": records["prompt"], "chosen": [a for a, _ in pairs],
+                      "rejected": [b for _, b in pairs]}
+    want = _trl_prepared(sorted_records, tok, args)
+    assert len(want) == len(got) == 10  # both long prompts dropped
+    assert got["pair_index"] == [0, 1, 2, 4, 5, 6, 8, 9, 10, 11]
+    for c in ("prompt_ids", "chosen_ids", "rejected_ids"):
+        assert got[c] == want[c], c
+    cut = [len(x) for x in want["prompt_ids"][-4:]]
+    assert cut[0] < max(cut)  # a pair whose prompt's ids TRL cut short is among them
+
+
+def test_onpolicy_log_ratios_once_per_distinct_response(tmp_path, monkeypatch):
+    """The on-policy pool's ``log pi_{t-1} / pi_ref`` is computed once per distinct (prompt,
+    response) (5 of the 8 samples here) and equals, bit for bit, the scorer's log-ratios of
+    every sample in order."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from dualgap.llm.pecaid import ImplicitRewardScorer
+    from dualgap.llm.policy_step import onpolicy_pool
+    from dualgap.llm.tiny import build_tiny_tokenizer, materialize_tiny_policy
+
+    ref = AutoModelForCausalLM.from_pretrained(str(materialize_tiny_policy(tmp_path / "ref")))
+    other = AutoModelForCausalLM.from_pretrained(str(tmp_path / "ref"))
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for p in other.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    tok = build_tiny_tokenizer()
+    cfg = load_config("tiny", ["train.labels=distill", "train.pool=onpolicy"])
+    samples = {"a recipe": ["mix", "steal", "mix", "mix"],
+               "plan a trip": ["cheat", "first plan", "cheat", "mix"]}
+
+    class Run:
+        config = cfg
+
+        def sample_and_score(self, stage, t_policy, prompts, tag, timing, num_samples=None):
+            s = np.zeros((2, len(prompts), num_samples))
+            return [samples[p][:num_samples] for p in prompts], s
+
+        def load_policy(self, t):
+            return ref if t < 0 else other
+
+        def tokenizer(self):
+            return tok
+
+        def prompt_text(self, x):
+            return x
+
+        def release_models(self):
+            pass
+
+    class Pairs:
+        prompts = ["a recipe", "plan a trip", "a recipe", "plan a trip"]
+
+    sizes = []
+    log_ratios = ImplicitRewardScorer.log_ratios
+    monkeypatch.setattr(ImplicitRewardScorer, "log_ratios",
+                        lambda self, x, y: sizes.append(len(x)) or log_ratios(self, x, y))
+    pairs, _, lr, info = onpolicy_pool(Run(), 1, Pairs, {})
+    assert sizes == [5] and info["distinct_responses"] == 5
+    want = log_ratios(ImplicitRewardScorer(other, ref, tok, cfg.beta, "x",
+                                           max_length=cfg.train.max_length,
+                                           batch_size=cfg.generation.batch_size),
+                      [x for x in pairs.prompts for _ in range(2)],
+                      [y for pair in zip(pairs.response_0, pairs.response_1, strict=True)
+                       for y in pair])
+    assert np.abs(lr).max() > 1e-3
+    np.testing.assert_array_equal(lr.ravel(), want)

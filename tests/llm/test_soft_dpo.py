@@ -229,3 +229,31 @@ def test_regress_loss_is_the_squared_margin_error(tmp_path, tiny_tokenizer):
     with pytest.raises(ValueError, match="reward_margin: values must be finite"):
         RegressDPOTrainer(model=None, args=_config(tmp_path), train_dataset=Dataset.from_dict(
             dict(PAIRS, **{MARGIN_COLUMN: [float("nan")] * 4})))
+
+
+def test_distill_skips_the_reference_pass_with_the_same_weights(tmp_path, tiny_tokenizer,
+                                                                monkeypatch):
+    """The distill loss reads no reference log-probability: the trainer never runs TRL's
+    reference pass, trains bit-identical weights to the step that runs it and logs no
+    ``rewards/*`` (they would read the skipped values; ``logps/*`` stay)."""
+    from trl import DPOTrainer
+
+    from dualgap.llm.soft_dpo import DistillDPOTrainer
+
+    weights = [(1.5, 0.5), (0.2, 1.8), (1.0, 1.0), (3.0, 0.0)]
+    trained, passes = [], []
+    ref_pass = DPOTrainer.compute_ref_log_probs
+    monkeypatch.setattr(DPOTrainer, "compute_ref_log_probs",
+                        lambda self, *a: passes.append(1) or ref_pass(self, *a))
+    for needs in (True, False):
+        monkeypatch.setattr(DistillDPOTrainer, "needs_reference", needs)
+        del passes[:]
+        tr = _distill_trainer(tmp_path / str(needs), tiny_tokenizer, weights)
+        tr.train()
+        assert bool(passes) == needs
+        trained.append([p.detach().clone() for p in tr.model.parameters()])
+        logged = {k for rec in tr.state.log_history for k in rec}
+        assert ("rewards/margins" in logged) == needs and "logps/chosen" in logged
+    assert not all(torch.equal(a, b) for a, b in zip(trained[0], _distill_trainer(
+        tmp_path / "fresh", tiny_tokenizer, weights).model.parameters(), strict=True))
+    assert all(torch.equal(a, b) for a, b in zip(*trained, strict=True))

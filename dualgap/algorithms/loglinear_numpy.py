@@ -25,6 +25,8 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from scipy.linalg.lapack import dpotrf as _potrf
+from scipy.linalg.lapack import dpotrs as _potrs
 
 from ..problem import AlignmentProblem
 
@@ -65,32 +67,35 @@ class LogLinearSteps:
         self.h = np.where(sup[None], problem.h, 0.0)  # size = (m, X, Y)
         self.log_ref = np.where(sup, problem.log_reference, 0.0)  # size = (X, Y)
         # the class's own log pi_ref (its problem's; the same support)
-        self.class_log_ref = policy_class.log_ref.numpy()  # size = (X, Y)
+        self.ref_masked = np.where(sup, policy_class.log_ref.numpy(), -np.inf)  # (X, Y)
         self.phi = policy_class.features  # size = (d, X, Y), 0 off the support
         d, X, Y = self.phi.shape
         self.phi_flat = self.phi.reshape(d, X * Y)
+        self.eye = np.eye(d)
         self.budget = inner_steps
         self.natural = min(inner_steps, _NATURAL[inner_method])
         self.polish = inner_method == "auto"
         self.inner_method = inner_method
 
     # ------------------------------------------------------------ pieces
-    def log_policy(self, theta: np.ndarray) -> np.ndarray:
-        """``log pi_theta``, ``-inf`` off the support."""
-        X, Y = self.sup.shape
-        z = np.where(self.sup, self.class_log_ref + (theta @ self.phi_flat).reshape(X, Y),
-                     -np.inf)
-        zmax = z.max(1, keepdims=True)
-        zs = z - zmax
-        return zs - np.log(np.exp(zs).sum(1, keepdims=True))
+    def evaluate(self, theta: np.ndarray, lam: np.ndarray
+                 ) -> tuple[float, np.ndarray, np.ndarray, np.ndarray]:
+        """``(L(pi_theta, lam), f_theta, log pi_theta (-inf off the support), pi_theta)``; ``L``
+        as :func:`dualgap.policies.terms.lagrangian_terms` gives it, ``J + lam^T slack``."""
+        J, slack, f, logp, p = self.terms(theta)
+        return float(J + lam @ slack), f, logp, p
 
-    def terms(self, logp_full: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
-        """``(J, slack, pi)`` of :func:`dualgap.policies.terms.lagrangian_terms`."""
-        logp = np.where(self.sup, logp_full, 0.0)
-        p = np.where(self.sup, np.exp(logp), 0.0)
-        J = float(self.rho @ (p * (self.r - self.beta * (logp - self.log_ref))).sum(1))
+    def terms(self, theta: np.ndarray):
+        """``(J, slack, f_theta, log pi_theta, pi_theta)``."""
+        f = (theta @ self.phi_flat).reshape(self.sup.shape)  # size = (X, Y)
+        z = self.ref_masked + f  # -inf off the support
+        z = z - z.max(1, keepdims=True)
+        logp = z - np.log(np.exp(z).sum(1, keepdims=True))
+        p = np.exp(logp)  # exact zeros off the support
+        logp0 = np.where(self.sup, logp, 0.0)
+        J = float(self.rho @ (p * (self.r - self.beta * (logp0 - self.log_ref))).sum(1))
         slack = np.einsum("x,xy,ixy->i", self.rho, p, self.h)
-        return J, slack, p
+        return J, slack, f, logp, p
 
     def direction(self, theta: np.ndarray, delta: np.ndarray, w: np.ndarray,
                   damping: float) -> np.ndarray:
@@ -104,17 +109,14 @@ class LogLinearSteps:
         d = phi.shape[0]
         A = wphi.reshape(d, -1) @ phi_c.reshape(d, -1).T  # size = (d, d)
         b = wphi.reshape(d, -1) @ dc.reshape(-1)  # size = (d,)
-        scale = float(np.diagonal(A).mean()) if A.size else 1.0
+        scale = float(np.trace(A)) / d  # mean(diag A); d >= 1
         tau = max(float(damping), 1e-12) * max(scale, 1e-300)
-        eye = np.eye(d)
-        for _ in range(20):
-            try:
-                L = np.linalg.cholesky(A + tau * eye)
-            except np.linalg.LinAlgError:  # pragma: no cover - A is PSD
-                tau *= 100.0
-                continue
-            y = np.linalg.solve(L, b)
-            return np.linalg.solve(L.T, y)
+        eye = self.eye
+        for _ in range(20):  # LAPACK's Cholesky factor and solve, as torch's cholesky_solve
+            c, info = _potrf(A + tau * eye, lower=1)
+            if info == 0:
+                return _potrs(c, b, lower=1)[0]
+            tau *= 100.0  # pragma: no cover - A is PSD; only numerically singular
         return np.linalg.lstsq(A + tau * eye, b, rcond=None)[0]  # pragma: no cover
 
     # -------------------------------------------------------------- step
@@ -124,22 +126,13 @@ class LogLinearSteps:
         sup = self.sup
         s_over_beta = (self.r + np.einsum("i,ixy->xy", lam, self.h)) / self.beta
         rho_col = self.rho[:, None]
-
-        def value(logp_full: np.ndarray) -> float:
-            J, sl, _ = self.terms(logp_full)
-            return float(J + lam @ sl)
-
         damping = 1e-8
         converged = False
-        logp = self.log_policy(theta)
-        cur = value(logp)
-        X, Y = sup.shape
+        cur, f, _, p = self.evaluate(theta, lam)
         it = 0
         while it < self.natural:
-            f = (theta @ self.phi_flat).reshape(X, Y)
-            p = np.where(sup, np.exp(logp), 0.0)
             delta = np.where(sup, s_over_beta - f, 0.0)
-            d = self.direction(theta, delta, np.where(sup, rho_col * p, 0.0), damping)
+            d = self.direction(theta, delta, rho_col * p, damping)
             if (float(np.abs(d).max()) if d.size else 0.0) <= 1e-12 * (
                     1.0 + (float(np.abs(theta).max()) if theta.size else 0.0)):
                 converged = True
@@ -149,8 +142,7 @@ class LogLinearSteps:
             step, accepted = 1.0, False
             for _ in range(40):
                 trial = theta + step * d
-                logp_t = self.log_policy(trial)
-                v = value(logp_t)
+                v, f_t, _, p_t = self.evaluate(trial, lam)
                 if math.isfinite(v) and (v > cur or (step == 1.0 and v >= cur - rounding)):
                     accepted = True
                     break
@@ -160,7 +152,7 @@ class LogLinearSteps:
                     break
                 damping *= 100.0
                 continue
-            theta, cur, logp = trial, max(v, cur), logp_t
+            theta, cur, f, p = trial, max(v, cur), f_t, p_t
             damping = max(damping / 10.0, 1e-12) if step == 1.0 else damping * 10.0
         return theta, it, converged
 
@@ -177,8 +169,8 @@ class LogLinearSteps:
         theta, n, done = self.ascent(lam, th0.detach().numpy().astype(np.float64, copy=True))
         if self.polish and n < self.budget and not done:
             return self._torch(lam, theta0)  # the search goes on with L-BFGS: its own path
-        J, sl, p = self.terms(self.log_policy(theta))
-        return p, torch.as_tensor(theta), float(J + lam @ sl)
+        val, _, _, p = self.evaluate(theta, lam)
+        return p, torch.as_tensor(theta), val
 
     def _torch(self, lam: np.ndarray, theta0):
         from ..gaps import lagrangian_max

@@ -106,8 +106,6 @@ def primal_dual(
     mult = make_multiplier(multiplier, check_lam0(problem, lam0), kp, kd)
     theta = (policy_class.init_params() if theta0 is None
              else policy_class.check_params(theta0)).detach().clone().requires_grad_(True)
-    opt = (torch.optim.SGD([theta], lr=alpha) if optimizer == "sgd"
-           else torch.optim.Adam([theta], lr=alpha))
     rng = np.random.default_rng(seed)
     config = {"iterations": T, "primal_lr": alpha, "dual_step": eta, "mode": mode,
               "multiplier": multiplier, "kp": kp, "kd": kd, "optimizer": optimizer,
@@ -121,6 +119,9 @@ def primal_dual(
         theta_np = fast.run(theta.detach().numpy().copy(), mult, rec, T, every, alpha, eta,
                             mode, optimizer, samples, rng, progress)
         return rec.finish(theta=torch.as_tensor(theta_np, dtype=theta.dtype))
+    # (after the fast path: the first torch.optim optimizer imports torch._dynamo, ~3 s)
+    opt = (torch.optim.SGD([theta], lr=alpha) if optimizer == "sgd"
+           else torch.optim.Adam([theta], lr=alpha))
 
     def slack_at(th: torch.Tensor, exact: torch.Tensor) -> np.ndarray:
         """``u`` at ``th``: the exact slack of the forward pass, or a sampled estimate."""

@@ -5,7 +5,7 @@ import warnings
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import Phase, given, settings
 from hypothesis import strategies as st
 
 import dualgap as dg
@@ -174,7 +174,10 @@ def test_sampled_rules_keep_the_multiplier_nonnegative(problem, fraction, seed):
                                          (sign_flipped, None), (stale_offsets, None),
                                          (abs_projection, None)])
 def test_hypothesis_catches_a_deliberately_broken_rule(broken, prop):
-    @settings(max_examples=60, database=None, derandomize=True)
+    # caught is what is tested, so no shrinking: sign_flipped fails on the 2nd example and
+    # shrinking it took 297 more (25 s); abs_projection's 3rd, then 119 more (10 s)
+    @settings(max_examples=60, database=None, derandomize=True,
+              phases=[Phase.explicit, Phase.reuse, Phase.generate])
     @given(problem=problems(min_constraints=1, max_constraints=3), fraction=step_fractions())
     def property_test(problem, fraction):
         with warnings.catch_warnings():

@@ -53,7 +53,7 @@ from .dual_descent import (
     projected_step,
 )
 from .estimators import estimate_slack
-from .one_shot import one_shot_multiplier, policy_step
+from .one_shot import one_shot_multiplier, policy_step, policy_stepper
 from .trajectory import Trajectory, TrajectoryRecorder, step_size_schedule
 
 __all__ = ["caid", "caid_update_rule", "CAID_STARTS"]
@@ -135,6 +135,7 @@ def caid(
     rec = TrajectoryRecorder(problem, "caid", config, exact_summary(exact_solution), feas_tol)
     extra: dict = {} if stepper is None else {"dual_steps": []}
     theta = None if policy_class is None else policy_class.init_params()
+    step_policy = policy_stepper(problem, policy_class, inner_steps, inner_method)
     if start == "practical":
         if lam0 is None:
             t0 = time.perf_counter()
@@ -143,8 +144,7 @@ def caid(
             extra["one_shot_seconds"] = time.perf_counter() - t0
         else:
             lam = check_lam0(problem, lam0)
-        policy, theta, value = policy_step(problem, policy_class, lam, theta, inner_steps,
-                                           inner_method)
+        policy, theta, value = step_policy(lam, theta)
     else:
         lam = check_lam0(problem, lam0)
         policy = (problem.reference if policy_class is None
@@ -163,8 +163,7 @@ def caid(
         else:
             lam, step = stepper(s, lam)
             extra["dual_steps"].append(step.to_dict())
-        policy, theta, value = policy_step(problem, policy_class, lam, theta, inner_steps,
-                                           inner_method)
+        policy, theta, value = step_policy(lam, theta)
     rec.record(lam, policy, lagrangian_value=value)
     return rec.finish(extra=extra, theta=theta)
 

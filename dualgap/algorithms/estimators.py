@@ -41,10 +41,16 @@ def estimate_slack(problem: AlignmentProblem, policy: np.ndarray, num_samples: i
 def slack_second_moment(problem: AlignmentProblem, policy: np.ndarray,
                         num_samples: int) -> float:
     """``E ||u_hat||^2 = ||E_rho E_pi h||^2 + (1/N) sum_x rho(x)^2 tr Cov_{pi(.|x)}(h(x, .))``."""
+    pi = np.asarray(policy, dtype=np.float64)
+    return second_moment(problem, pi, constraint_slack(problem, pi), num_samples)
+
+
+def second_moment(problem: AlignmentProblem, pi: np.ndarray, mean: np.ndarray,
+                  num_samples: int) -> float:
+    """:func:`slack_second_moment` given the validated policy ``pi`` and its exact slack
+    ``mean = E_rho E_pi h`` (the trajectory recorder has both)."""
     if not isinstance(num_samples, (int, np.integer)) or num_samples < 1:
         raise ValueError(f"num_samples: must be a positive int, got {num_samples!r}")
-    pi = np.asarray(policy, dtype=np.float64)
-    mean = constraint_slack(problem, pi)  # size = (m,)
     g = problem.utilities  # size = (m, X, Y)
     mu = np.einsum("xy,ixy->ix", pi, g)  # size = (m, X)
     gc = g - mu[:, :, None]  # centered per prompt, size = (m, X, Y)

@@ -106,8 +106,6 @@ def primal_dual(
     mult = make_multiplier(multiplier, check_lam0(problem, lam0), kp, kd)
     theta = (policy_class.init_params() if theta0 is None
              else policy_class.check_params(theta0)).detach().clone().requires_grad_(True)
-    opt = (torch.optim.SGD([theta], lr=alpha) if optimizer == "sgd"
-           else torch.optim.Adam([theta], lr=alpha))
     rng = np.random.default_rng(seed)
     config = {"iterations": T, "primal_lr": alpha, "dual_step": eta, "mode": mode,
               "multiplier": multiplier, "kp": kp, "kd": kd, "optimizer": optimizer,
@@ -121,6 +119,9 @@ def primal_dual(
         theta_np = fast.run(theta.detach().numpy().copy(), mult, rec, T, every, alpha, eta,
                             mode, optimizer, samples, rng, progress)
         return rec.finish(theta=torch.as_tensor(theta_np, dtype=theta.dtype))
+    # (after the fast path: the first torch.optim optimizer imports torch._dynamo, ~3 s)
+    opt = (torch.optim.SGD([theta], lr=alpha) if optimizer == "sgd"
+           else torch.optim.Adam([theta], lr=alpha))
 
     def slack_at(th: torch.Tensor, exact: torch.Tensor) -> np.ndarray:
         """``u`` at ``th``: the exact slack of the forward pass, or a sampled estimate."""
@@ -164,12 +165,15 @@ def _fma(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
 
 def _tabular_numpy(problem: AlignmentProblem, policy_class) -> _TabularNumpy | None:
     """The numpy fast path when ``policy_class`` is exactly a
-    :class:`~dualgap.policies.TabularPolicy` of ``problem`` (None otherwise: the torch loop)."""
-    from ..policies import TabularPolicy
+    :class:`~dualgap.policies.TabularPolicy` or :class:`~dualgap.policies.LogLinearPolicy` of
+    ``problem`` (None otherwise: the torch loop)."""
+    from ..policies import LogLinearPolicy, TabularPolicy
 
-    if type(policy_class) is not TabularPolicy or policy_class.problem is not problem:
-        return None
-    return _TabularNumpy(problem)
+    if type(policy_class) is TabularPolicy and policy_class.problem is problem:
+        return _TabularNumpy(problem)
+    if type(policy_class) is LogLinearPolicy and policy_class.problem is problem:
+        return _LogLinearNumpy(problem, policy_class.features)
+    return None
 
 
 class _TabularNumpy:
@@ -191,11 +195,19 @@ class _TabularNumpy:
         self.h = np.where(sup[None], problem.h, 0.0)  # size = (m, X, Y)
         self.rho, self.beta = problem.prompt_weights, problem.beta
 
-    def forward(self, theta: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """``(log pi_theta (0 off the support), pi_theta, E_rho E_pi h)``."""
+    def scores(self, theta: np.ndarray) -> np.ndarray:
+        """``f_theta``, ``(X, Y)``: the parameters on the support."""
         f = np.zeros(self.sup.size)
         f[self.idx] = theta
-        z = np.where(self.sup, self.log_ref + f.reshape(self.sup.shape), -np.inf)
+        return f.reshape(self.sup.shape)
+
+    def pullback(self, gz: np.ndarray) -> np.ndarray:
+        """``sum_{x,y} gz(x, y) d f_theta(x, y) / d theta``."""
+        return gz.reshape(-1)[self.idx]
+
+    def forward(self, theta: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(log pi_theta (0 off the support), pi_theta, E_rho E_pi h)``."""
+        z = np.where(self.sup, self.log_ref + self.scores(theta), -np.inf)
         z = z - z.max(1, keepdims=True)
         logp = np.where(self.sup, z - np.log(np.exp(z).sum(1, keepdims=True)), 0.0)
         p = np.where(self.sup, np.exp(logp), 0.0)
@@ -210,7 +222,7 @@ class _TabularNumpy:
         gp = g1 * a + np.einsum("i,ixy->xy", -lam, self.h) * self.rho[:, None]  # d / dp
         gl = np.where(self.sup, gp * p - (g1 * p) * self.beta, 0.0)  # d / dlog p
         gz = _fma(-p, gl.sum(1, keepdims=True), gl)  # through log_softmax (fused in torch)
-        return gz.reshape(-1)[self.idx]
+        return self.pullback(gz)
 
     def run(self, theta: np.ndarray, mult, rec: TrajectoryRecorder, T: int, every: int,
             alpha: float, eta: float, mode: str, optimizer: str, samples: int | None,
@@ -245,3 +257,20 @@ class _TabularNumpy:
             lam = mult.update(used, eta)
         rec.record(lam, self.forward(theta)[1])
         return theta
+
+
+class _LogLinearNumpy(_TabularNumpy):
+    """:class:`_TabularNumpy` for the log-linear class: ``f_theta = theta^T phi`` and the
+    gradient's pullback ``sum_{x,y} gz phi`` (torch's einsum backward; the same iterates to
+    rounding, tested)."""
+
+    def __init__(self, problem: AlignmentProblem, features: np.ndarray) -> None:
+        super().__init__(problem)
+        d = features.shape[0]
+        self.phi_flat = np.asarray(features, dtype=np.float64).reshape(d, -1)  # (d, X*Y)
+
+    def scores(self, theta: np.ndarray) -> np.ndarray:
+        return (theta @ self.phi_flat).reshape(self.sup.shape)
+
+    def pullback(self, gz: np.ndarray) -> np.ndarray:
+        return self.phi_flat @ gz.reshape(-1)

@@ -37,9 +37,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..dual import constraint_slack, dual_value, lagrangian, objective
+from ..dual import check_policy, dual_value, kl_divergence
 from ..problem import AlignmentProblem
-from .estimators import slack_second_moment
+from .estimators import second_moment
 
 __all__ = ["Trajectory", "TrajectoryRecorder", "step_size_schedule", "STEP_RULES",
            "best_dual_index", "best_feasible_index", "problem_summary"]
@@ -290,9 +290,15 @@ class TrajectoryRecorder:
         with self.pause():
             p = self.problem
             lam = np.array(lam, dtype=np.float64)
-            slack = constraint_slack(p, policy)
-            obj = objective(p, policy)
-            lag = (lagrangian(p, policy, lam) if lagrangian_value is None
+            # constraint_slack, objective and lagrangian of dualgap.dual with the same
+            # arithmetic (the same bits), the policy validated once instead of six times
+            pi = check_policy(policy, p.reward.shape)
+            rho = p.prompt_weights
+            slack = np.einsum("x,xy,ixy->i", rho, pi, p.utilities) - p.offsets
+            obj = (float(rho @ np.einsum("xy,xy->x", pi, p.reward))
+                   - p.beta * float(rho @ kl_divergence(p, pi)))
+            # (lam is validated by dual_value below)
+            lag = (obj + float(lam.reshape(-1) @ slack) if lagrangian_value is None
                    else float(lagrangian_value))
             rows = self._rows
             rows["lam"].append(lam)
@@ -303,7 +309,7 @@ class TrajectoryRecorder:
             rows["direction"].append(np.full(p.num_constraints, np.nan) if direction is None
                                      else np.asarray(direction, dtype=np.float64))
             rows["second_moment"].append(
-                np.nan if samples is None else slack_second_moment(p, policy, samples))
+                np.nan if samples is None else second_moment(p, pi, slack, samples))
             rows["time"].append(elapsed)
             self.policy = policy
         return slack

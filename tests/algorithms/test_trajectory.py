@@ -48,6 +48,44 @@ def test_records_are_exact_functionals(problem):
     np.testing.assert_allclose(tr.lam[1:], np.maximum(tr.lam[:-1] - 0.2 * tr.direction[:-1], 0))
 
 
+def test_recorder_gives_the_dual_functions_bits():
+    """The recorder computes slack, J and L itself (the policy validated once): the same bits
+    as dualgap.dual's functions, on a support with holes, m = 0, and any policy; a policy
+    that is not one is refused as before."""
+    from dualgap.algorithms.estimators import slack_second_moment
+    from dualgap.algorithms.trajectory import TrajectoryRecorder
+
+    base = random_problem(3, 4, 6, 2, beta=0.3, tightness=0.8)
+    support = base.support.copy()
+    support[1, :3] = False
+    ref = np.where(support, base.reference, 0.0)
+    holes = dg.AlignmentProblem(base.reward, base.utilities, base.thresholds, base.beta,
+                                ref / ref.sum(1, keepdims=True),
+                                prompt_weights=base.prompt_weights)
+    none = dg.AlignmentProblem(base.reward, base.utilities[:0], base.thresholds[:0], base.beta,
+                               base.reference)
+    rng = np.random.default_rng(0)
+    for p in (base, holes, none):
+        rec = TrajectoryRecorder(p, "test", {})
+        cases = []
+        for _ in range(4):
+            pi = np.where(p.support, rng.exponential(size=p.reward.shape), 0.0)
+            pi /= pi.sum(1, keepdims=True)
+            lam = rng.uniform(0, 2, p.num_constraints)
+            rec.record(lam, pi, samples=3)
+            cases.append((lam, pi))
+        tr = rec.finish()
+        for t, (lam, pi) in enumerate(cases):
+            assert tr.objective[t] == dg.objective(p, pi)
+            assert np.array_equal(tr.slack[t], dg.constraint_slack(p, pi))
+            assert tr.lagrangian[t] == dg.lagrangian(p, pi, lam)
+            assert tr.second_moment[t] == slack_second_moment(p, pi, 3)
+    with pytest.raises(ValueError, match="policy: row x = 0"):
+        TrajectoryRecorder(base, "test", {}).record(np.zeros(2), np.full((4, 6), 0.5))
+    with pytest.raises(ValueError, match="policy: shape"):
+        TrajectoryRecorder(base, "test", {}).record(np.zeros(2), np.full((4, 5), 0.2))
+
+
 def test_best_indices():
     lag = np.array([3.0, 2.0, np.nan, 2.5, 1.0])
     np.testing.assert_array_equal(best_dual_index(lag), [0, 1, 1, 1, 4])

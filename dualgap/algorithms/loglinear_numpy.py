@@ -22,12 +22,11 @@ that search's.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 from scipy.linalg.lapack import dpotrf as _potrf
 from scipy.linalg.lapack import dpotrs as _potrs
 
+from ..policies.optim import ascent_loop
 from ..problem import AlignmentProblem
 
 __all__ = ["LogLinearSteps", "loglinear_steps"]
@@ -126,34 +125,16 @@ class LogLinearSteps:
         sup = self.sup
         s_over_beta = (self.r + np.einsum("i,ixy->xy", lam, self.h)) / self.beta
         rho_col = self.rho[:, None]
-        damping = 1e-8
-        converged = False
-        cur, f, _, p = self.evaluate(theta, lam)
-        it = 0
-        while it < self.natural:
-            delta = np.where(sup, s_over_beta - f, 0.0)
-            d = self.direction(theta, delta, rho_col * p, damping)
-            if (float(np.abs(d).max()) if d.size else 0.0) <= 1e-12 * (
-                    1.0 + (float(np.abs(theta).max()) if theta.size else 0.0)):
-                converged = True
-                break
-            it += 1
-            rounding = 1e-15 * max(1.0, abs(cur))
-            step, accepted = 1.0, False
-            for _ in range(40):
-                trial = theta + step * d
-                v, f_t, _, p_t = self.evaluate(trial, lam)
-                if math.isfinite(v) and (v > cur or (step == 1.0 and v >= cur - rounding)):
-                    accepted = True
-                    break
-                step *= 0.5
-            if not accepted:
-                if damping > 1e6:
-                    break
-                damping *= 100.0
-                continue
-            theta, cur, f, p = trial, max(v, cur), f_t, p_t
-            damping = max(damping / 10.0, 1e-12) if step == 1.0 else damping * 10.0
+
+        def evaluate(th: np.ndarray):
+            v, f, _, p = self.evaluate(th, lam)
+            return v, (f, p)
+
+        def direction(th: np.ndarray, state, damping: float) -> np.ndarray:
+            f, p = state
+            return self.direction(th, np.where(sup, s_over_beta - f, 0.0), rho_col * p, damping)
+
+        theta, it, converged, _, _ = ascent_loop(evaluate, direction, theta, self.natural)
         return theta, it, converged
 
     def step(self, lam: np.ndarray, theta0):

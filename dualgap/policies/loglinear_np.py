@@ -17,6 +17,8 @@ import math
 import numpy as np
 import torch
 
+from .optim import ascent_loop
+
 __all__ = ["LogLinearFitLoss", "newton_ascent"]
 
 
@@ -132,7 +134,7 @@ def newton_ascent(problem, policy_class: object, lam: np.ndarray, theta: np.ndar
     phi2 = phi.reshape(d_, X * Y)
 
     def evaluate(th: np.ndarray):
-        """``(L(pi_theta, lam), pi_theta, f_theta)``."""
+        """``(L(pi_theta, lam), (pi_theta, f_theta))``."""
         f = (th @ phi2).reshape(X, Y)
         z = np.where(sup, lr0 + f, -np.inf)
         zmax = z.max(axis=1, keepdims=True)
@@ -141,9 +143,10 @@ def newton_ascent(problem, policy_class: object, lam: np.ndarray, theta: np.ndar
         logp_s = np.where(sup, z - zmax - np.log(tot), 0.0)
         p = e / tot
         val = float(rho @ (p * (v0 - beta * (logp_s - lr0))).sum(1))
-        return val, p, f
+        return val, (p, f)
 
-    def step_direction(f: np.ndarray, p: np.ndarray, damping: float) -> np.ndarray:
+    def step_direction(_theta: np.ndarray, state, damping: float) -> np.ndarray:
+        p, f = state
         w = rho[:, None] * p  # size = (X, Y), 0 outside the support
         delta = np.where(sup, s_over_beta - f, 0.0)
         wsum = np.maximum(w.sum(1), 1e-300)  # size = (X,)
@@ -163,31 +166,5 @@ def newton_ascent(problem, policy_class: object, lam: np.ndarray, theta: np.ndar
         return _damped_solve(A, b, damping)  # not concave here: the natural step
 
     theta = np.array(theta, dtype=np.float64, copy=True)
-    damping = 1e-8
-    converged = False
-    cur, p, f = evaluate(theta)
-    it = 0
-    while it < max_iter:
-        d = step_direction(f, p, damping)
-        if float(np.abs(d).max(initial=0.0)) <= 1e-12 * (
-                1.0 + float(np.abs(theta).max(initial=0.0))):
-            converged = True
-            break
-        it += 1
-        rounding = 1e-15 * max(1.0, abs(cur))
-        step, accepted = 1.0, False
-        for _ in range(40):
-            trial = theta + step * d
-            v, p_t, f_t = evaluate(trial)
-            if math.isfinite(v) and (v > cur or (step == 1.0 and v >= cur - rounding)):
-                accepted = True
-                break
-            step *= 0.5
-        if not accepted:
-            if damping > 1e6:
-                break  # no ascent along natural directions: let L-BFGS try
-            damping *= 100.0
-            continue
-        theta, cur, p, f = trial, max(v, cur), p_t, f_t
-        damping = max(damping / 10.0, 1e-12) if step == 1.0 else damping * 10.0
+    theta, it, converged, _, _ = ascent_loop(evaluate, step_direction, theta, max_iter)
     return theta, it, converged

@@ -21,7 +21,7 @@ import torch
 from ..problem import AlignmentProblem
 from .terms import lagrangian_terms, problem_tensors
 
-__all__ = ["lbfgs", "lbfgs_batch", "lbfgs_numpy", "natural_ascent"]
+__all__ = ["ascent_loop", "lbfgs", "lbfgs_batch", "lbfgs_numpy", "natural_ascent"]
 
 
 def _direction(S: list, Yh: list, g: np.ndarray) -> tuple[np.ndarray, float]:
@@ -157,44 +157,67 @@ def natural_ascent(problem: AlignmentProblem, policy_class: object, lam_t: torch
     sup = t["support"]
     s_over_beta = (t["r"] + torch.einsum("i,ixy->xy", lam_t, t["h"])) / problem.beta
 
-    def value(th: torch.Tensor) -> float:
-        J, sl = lagrangian_terms(problem, policy_class, th)
-        return float(J + lam_t @ sl)
+    step_fn = policy_class.ascent_step if newton else policy_class.score_step
 
-    theta = theta.detach().clone()
+    def evaluate(th: torch.Tensor):
+        J, sl = lagrangian_terms(problem, policy_class, th)
+        return float(J + lam_t @ sl), None
+
+    def direction(th: torch.Tensor, _state, damping: float) -> torch.Tensor:
+        f = policy_class.scores(th)
+        p = torch.where(sup, torch.exp(policy_class.log_policy(th)), 0.0)
+        delta = torch.where(sup, s_over_beta - f, 0.0)
+        return step_fn(th, delta, t["rho"][:, None] * p, damping)
+
+    with torch.no_grad():
+        theta, it, converged, _, _ = ascent_loop(evaluate, direction, theta.detach().clone(),
+                                                 max_iter)
+    return theta, it, converged
+
+
+def _absmax(x) -> float:
+    return float(abs(x).max()) if len(x) else 0.0
+
+
+def ascent_loop(evaluate, direction, theta, max_iter: int):
+    """The iteration of :func:`natural_ascent`, for any array type (torch or numpy):
+    ``(theta, steps, converged, L, state)``.
+
+    ``evaluate(theta) -> (L, state)`` (``state``: what ``direction`` reuses of that evaluation,
+    e.g. the policy); ``direction(theta, state, damping) -> d``.  Each step: stop (converged)
+    when ``||d||_inf <= 1e-12 (1 + ||theta||_inf)``; backtrack from the full step (at most 40
+    halvings) until ``L`` rises, or a full step loses no more than ``1e-15 |L|``; on no accepted
+    step grow the damping 100x (give up past 1e6), after a full step shrink it 10x, after a
+    shortened one grow it 10x.  The one loop of every natural / Newton search (the torch path
+    and the log-linear class's numpy paths), so they take the same decisions.
+    """
     damping = 1e-8
     converged = False
-    with torch.no_grad():
-        cur = value(theta)
-        it = 0
-        while it < max_iter:
-            f = policy_class.scores(theta)
-            p = torch.where(sup, torch.exp(policy_class.log_policy(theta)), 0.0)
-            delta = torch.where(sup, s_over_beta - f, 0.0)
-            step_fn = policy_class.ascent_step if newton else policy_class.score_step
-            d = step_fn(theta, delta, t["rho"][:, None] * p, damping)
-            if float(d.abs().max() if d.numel() else 0.0) <= 1e-12 * (
-                    1.0 + float(theta.abs().max() if theta.numel() else 0.0)):
-                converged = True
+    cur, state = evaluate(theta)
+    it = 0
+    while it < max_iter:
+        d = direction(theta, state, damping)
+        if _absmax(d) <= 1e-12 * (1.0 + _absmax(theta)):
+            converged = True
+            break
+        it += 1
+        rounding = 1e-15 * max(1.0, abs(cur))
+        step, accepted = 1.0, False
+        for _ in range(40):
+            trial = theta + step * d
+            v, st = evaluate(trial)
+            if math.isfinite(v) and (v > cur or (step == 1.0 and v >= cur - rounding)):
+                accepted = True
                 break
-            it += 1
-            rounding = 1e-15 * max(1.0, abs(cur))
-            step, accepted = 1.0, False
-            for _ in range(40):
-                trial = theta + step * d
-                v = value(trial)
-                if math.isfinite(v) and (v > cur or (step == 1.0 and v >= cur - rounding)):
-                    accepted = True
-                    break
-                step *= 0.5
-            if not accepted:
-                if damping > 1e6:
-                    break  # no ascent along natural directions: let L-BFGS try
-                damping *= 100.0
-                continue
-            theta, cur = trial, max(v, cur)
-            damping = max(damping / 10.0, 1e-12) if step == 1.0 else damping * 10.0
-    return theta, it, converged
+            step *= 0.5
+        if not accepted:
+            if damping > 1e6:
+                break  # no ascent along natural directions: let L-BFGS try
+            damping *= 100.0
+            continue
+        theta, cur, state = trial, max(v, cur), st
+        damping = max(damping / 10.0, 1e-12) if step == 1.0 else damping * 10.0
+    return theta, it, converged, cur, state
 
 
 def lbfgs_batch(x0: np.ndarray, fun, max_iter: int | np.ndarray, gtol: float = 1e-10,

@@ -32,6 +32,9 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
+from theory_speed import archive_tree, write_readme  # noqa: E402  (the same helpers)
+
 RESULT = HERE / "results" / "claims_speed.json"
 #: main at the start of session 6 (issue 15)
 BEFORE_REV = "78a30e1"
@@ -48,15 +51,6 @@ def worker() -> dict:
     return {"dualgap": dualgap.__file__, "wall_s": time.perf_counter() - t0,
             "cpu_s": time.process_time() - c0, "ledger_s": ledger.seconds,
             "timings": ledger.timings, "rows": [r.to_dict() for r in ledger.rows]}
-
-
-def archive_tree(rev: str, dest: Path) -> Path:
-    """A ``git archive`` of ``rev`` extracted into ``dest`` (created); returns ``dest``."""
-    dest.mkdir()
-    arch = subprocess.run(["git", "-C", str(ROOT), "archive", rev], capture_output=True,
-                          check=True).stdout
-    subprocess.run(["tar", "-x", "-C", str(dest)], input=arch, check=True)
-    return dest
 
 
 def run_worker(tree: Path) -> dict:
@@ -128,18 +122,6 @@ def table(res: dict) -> str:
     return "\n".join(lines)
 
 
-def write_readme(text: str, marker: str = "claims_speed") -> None:
-    """Put ``text`` between the ``<!-- MARKER:begin/end -->`` lines of benchmarks/README.md."""
-    path = HERE / "README.md"
-    body = path.read_text()
-    begin, end = f"<!-- {marker}:begin -->", f"<!-- {marker}:end -->"
-    if begin not in body:
-        raise RuntimeError(f"{path}: no {begin} marker")
-    head, rest = body.split(begin, 1)
-    tail = rest.split(end, 1)[1]
-    path.write_text(head + begin + "\n" + text + "\n" + end + tail)
-
-
 def _load() -> str:
     return Path("/proc/loadavg").read_text().split()[0] if Path("/proc/loadavg").exists() else "?"
 
@@ -182,7 +164,7 @@ def main() -> None:
     RESULT.parent.mkdir(exist_ok=True)
     RESULT.write_text(json.dumps(res, indent=1))
     if not args.no_readme:
-        write_readme(text)
+        write_readme(text, "claims_speed")
 
 
 if __name__ == "__main__":

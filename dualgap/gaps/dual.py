@@ -297,6 +297,8 @@ def parametrized_dual(problem: AlignmentProblem, policy_class: PolicyClass, *,
             break  # the LP cannot locate its minimizer more finely: no progress possible
         evaluate(lam_next, best_warm(lam_next))
     a, S = arrays()
+    if converged:  # the verification's cut is in the model too (a higher, still valid bound)
+        lower = max(lower, model_min(a, S, radius)[0])
     vals = estimates(a, S)
     kbest = int(np.argmin(vals))
     if polish_steps > 0:

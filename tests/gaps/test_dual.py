@@ -28,7 +28,11 @@ small = problems(max_prompts=4, max_responses=6, min_constraints=1, max_constrai
        st.floats(0.05, 0.5))
 def test_weak_duality_against_every_feasible_theta_found(problem, noise):
     """D_p(lam) >= J(theta) for each feasible theta found, at every lam the bundle visited
-    (D_p a lower estimate: the harder side)."""
+    (D_p a lower estimate: the harder side).  The estimate is the report's: a local search
+    warm-started at the bundle's best cut there (``gap_report``'s ``best_theta``); a search
+    from the class's default start alone may end in a worse local maximum (seen: 0.00417
+    against a feasible J of 0.01045 at X = 2, Y = 3, beta = 0.1), which is a search failure,
+    not a failure of weak duality."""
     cls = LogLinearPolicy(problem, problem_features(problem, noise=noise, seed=2))
     dual = parametrized_dual(problem, cls)
     primal = parametrized_primal(problem, cls, dual)
@@ -39,7 +43,8 @@ def test_weak_duality_against_every_feasible_theta_found(problem, noise):
         if constraint_slack(problem, pol).min() >= 0:
             feasible_J.append(objective(problem, pol))
     for lam, _, _, _ in dual.cuts:
-        est = lagrangian_max(problem, cls, lam).value
+        best = int(np.argmax([J + lam @ sl for _, _, J, sl in dual.cuts]))
+        est = lagrangian_max(problem, cls, lam, theta0=dual.thetas[best]).value
         assert est >= max(feasible_J) - 1e-12
     assert dual.lower_bound >= primal.value - 1e-9  # weak duality, certified side
     assert dual.lower_bound <= dual.value + 1e-15

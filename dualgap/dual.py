@@ -41,6 +41,7 @@ __all__ = [
     "dual_sums",
     "PolicySums",
     "policy_sums",
+    "policy_terms",
     "BACKENDS",
     "dual_backend",
     "dual_oracle",
@@ -230,7 +231,10 @@ def _check_policy(problem: AlignmentProblem, policy: object) -> np.ndarray:
 
 def expected_utilities(problem: AlignmentProblem, policy: object) -> np.ndarray:
     """``E_rho E_pi g_i``, shape ``(m,)``."""
-    pi = _check_policy(problem, policy)
+    return _expected(problem, _check_policy(problem, policy))
+
+
+def _expected(problem: AlignmentProblem, pi: np.ndarray) -> np.ndarray:
     return np.einsum("x,xy,ixy->i", problem.prompt_weights, pi, problem.utilities)
 
 
@@ -241,7 +245,10 @@ def constraint_slack(problem: AlignmentProblem, policy: object) -> np.ndarray:
 
 def kl_divergence(problem: AlignmentProblem, policy: object) -> np.ndarray:
     """``KL(pi(.|x) || pi_ref(.|x))`` per prompt, shape ``(X,)``; ``inf`` off the support."""
-    pi = _check_policy(problem, policy)
+    return _kl(problem, _check_policy(problem, policy))
+
+
+def _kl(problem: AlignmentProblem, pi: np.ndarray) -> np.ndarray:
     kl = np.empty(problem.num_prompts)
     for blk in _blocks(problem):  # cache-sized blocks: no full-size temporaries
         p = pi[blk]
@@ -256,10 +263,21 @@ def kl_divergence(problem: AlignmentProblem, policy: object) -> np.ndarray:
 
 def objective(problem: AlignmentProblem, policy: object) -> float:
     """``J(pi) = E_rho [E_pi r - beta KL(pi(.|x) || pi_ref(.|x))]``."""
-    pi = _check_policy(problem, policy)
+    return _objective(problem, _check_policy(problem, policy))
+
+
+def _objective(problem: AlignmentProblem, pi: np.ndarray) -> float:
     rho = problem.prompt_weights
     reward = float(rho @ np.einsum("xy,xy->x", pi, problem.reward))
-    return reward - problem.beta * float(rho @ kl_divergence(problem, pi))
+    return reward - problem.beta * float(rho @ _kl(problem, pi))
+
+
+def policy_terms(problem: AlignmentProblem, policy: object) -> tuple[np.ndarray, float, np.ndarray]:
+    """``(pi, J(pi), E_rho E_pi h)`` from one validation of ``policy``: :func:`objective` and
+    :func:`constraint_slack` with the same arithmetic (for callers that need both often, such
+    as an algorithm's trajectory recorder)."""
+    pi = _check_policy(problem, policy)
+    return pi, _objective(problem, pi), _expected(problem, pi) - problem.offsets
 
 
 def lagrangian(problem: AlignmentProblem, policy: object, lam: object) -> float:

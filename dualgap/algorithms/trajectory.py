@@ -37,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..dual import check_policy, dual_value, kl_divergence
+from ..dual import dual_value, policy_terms
 from ..problem import AlignmentProblem
 from .estimators import second_moment
 
@@ -290,13 +290,8 @@ class TrajectoryRecorder:
         with self.pause():
             p = self.problem
             lam = np.array(lam, dtype=np.float64)
-            # constraint_slack, objective and lagrangian of dualgap.dual with the same
-            # arithmetic (the same bits), the policy validated once instead of six times
-            pi = check_policy(policy, p.reward.shape)
-            rho = p.prompt_weights
-            slack = np.einsum("x,xy,ixy->i", rho, pi, p.utilities) - p.offsets
-            obj = (float(rho @ np.einsum("xy,xy->x", pi, p.reward))
-                   - p.beta * float(rho @ kl_divergence(p, pi)))
+            # objective and constraint_slack from one validation of the policy
+            pi, obj, slack = policy_terms(p, policy)
             # (lam is validated by dual_value below)
             lag = (obj + float(lam.reshape(-1) @ slack) if lagrangian_value is None
                    else float(lagrangian_value))

@@ -157,10 +157,10 @@ def compare_rows(before: dict, after: dict) -> dict:
     return {"same_rows": same, "same_verdicts": verdicts, "max_relative_change": change}
 
 
-def measured_sides(results: dict):
-    """``(name, side, result, its sides)`` for every measured side, before first."""
+def measured_sides(results: dict, order: tuple[str, ...] = ("before", "after")):
+    """``(name, side, result, its sides)`` for every measured side, in ``order``."""
     for name, sides in results.items():
-        for side in ("before", "after"):
+        for side in order:
             if sides.get(side) is not None:
                 yield name, side, sides[side], sides
 
@@ -241,6 +241,12 @@ SYNTHETIC_STAGES = ("reference training", "exact problem", "DPO pool", "pipeline
                     "theory: lam*_p check", "theory: other", "rest")
 
 
+#: the synthetic table's rows per size: the "before" tree, this tree, this tree with the sweep in
+#: a second process (``--parallel``)
+PARALLEL_SIDE = "after, second process"
+SYNTHETIC_SIDES = ("before", "after", PARALLEL_SIDE)
+
+
 class _StageClock:
     """Exclusive wall and CPU seconds per stage of wrapped functions (a nested call of another
     stage is charged to that stage only)."""
@@ -268,10 +274,16 @@ class _StageClock:
         return timed
 
 
-def synthetic_worker(size: str, out_dir: str) -> dict:
+def synthetic_worker(size: str, out_dir: str, parallel: bool = False) -> dict:
     """One ``dualgap llm synthetic`` comparison (CLI defaults: both methods, the sweep, no
     figures) in ``out_dir``, timed by stage; returns the stages, the pipeline's own generation /
-    scoring / DPO seconds, the Adam steps of the theory and the result rows."""
+    scoring / DPO seconds, the Adam steps of the theory and the result rows.
+
+    ``parallel``: the capacity sweep in its second process (``compare(parallel=True)``, what
+    the CLI's ``--parallel auto`` picks on an idle 2-core machine); the stages are then this
+    process's only, and the CPU total adds the second process's (``RUSAGE_CHILDREN``)."""
+    import resource
+
     import dualgap.gaps as gaps
     import dualgap.llm.run as run
     import dualgap.llm.synthetic.compare as compare
@@ -304,8 +316,11 @@ def synthetic_worker(size: str, out_dir: str) -> dict:
 
     logging.getLogger("transformers").setLevel(logging.ERROR)
     w0, c0 = time.perf_counter(), time.process_time()
-    cmp = clock.wrap("rest", compare.compare)(size, out_dir, figures=False, progress=False)
+    cmp = clock.wrap("rest", compare.compare)(size, out_dir, figures=False, progress=False,
+                                              parallel=bool(parallel))
     total_w, total_c = time.perf_counter() - w0, time.process_time() - c0
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    total_c += kids.ru_utime + kids.ru_stime
     pipe = {}
     for name, tr in cmp.traces.items():
         for k, v in tr.timing.items():
@@ -326,7 +341,7 @@ def synthetic_worker(size: str, out_dir: str) -> dict:
                 "measured": r.measured, "holds": r.holds, "kind": r.kind}
     return {"size": size, "total_s": total_w, "total_cpu_s": total_c, "stages": clock.wall,
             "stages_cpu": clock.cpu, "pipeline_timing": pipe, "adam_steps": steps["n"],
-            "weights": _iterate_digest(out_dir), "rows": rows}
+            "weights": _iterate_digest(out_dir), "rows": rows, "parallel": bool(parallel)}
 
 
 def _iterate_digest(out_dir: str) -> str:
@@ -351,12 +366,16 @@ def synthetic_table(results: dict) -> str:
     lines = ["| size | tree | total wall [s] | total CPU [s] | " + " | ".join(SYNTHETIC_STAGES)
              + " | Adam steps (theory) | after / before (wall, CPU) |",
              "|---|---|---|---|" + "---|" * len(SYNTHETIC_STAGES) + "---|---|"]
-    for size, side, r, sides in measured_sides(results):
-        b, c, ratio = sides.get("before"), sides.get("rows_compared"), ""
-        if side == "after" and b:
+    for size, side, r, sides in measured_sides(results, SYNTHETIC_SIDES):
+        b, c, ratio = sides.get("before"), sides.get(f"rows_compared {side}"), ""
+        if b is None and side == PARALLEL_SIDE:  # no before: against this tree's serial run
+            b = sides.get("after")
+        if c is None and side == "after":
+            c = sides.get("rows_compared")  # a results file written before the parallel side
+        if side != "before" and b:
             ratio = (f"{r['total_s'] / b['total_s']:.2f}x, "
                      f"{r['total_cpu_s'] / b['total_cpu_s']:.2f}x")
-        if side == "after" and b and c:
+        if side != "before" and b and c:
             same_w = ("" if "weights" not in b else
                       f", same pipeline weights: {b['weights'] == r.get('weights')}")
             ratio += (f" (same rows: {c['same_rows']}, same verdicts: {c['same_verdicts']}, "
@@ -378,9 +397,14 @@ def synthetic_main(argv: list[str]) -> None:
                     help="a size of dualgap.llm.synthetic.config.SIZES (default: %(default)s)")
     ap.add_argument("--before", default=SYNTHETIC_BEFORE_REV,
                     help="git revision timed as 'before' ('none': skip; default %(default)s)")
+    ap.add_argument("--parallel", action="store_true",
+                    help="also time this tree with the sweep in a second process (the CLI's "
+                    "--parallel yes; the 'after, second process' row)")
+    ap.add_argument("--worker-parallel", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.synthetic_worker:
-        print(json.dumps(synthetic_worker(args.synthetic_worker, args.out), default=str))
+        print(json.dumps(synthetic_worker(args.synthetic_worker, args.out,
+                                          args.worker_parallel), default=str))
         return
     from tqdm import tqdm
 
@@ -389,12 +413,16 @@ def synthetic_main(argv: list[str]) -> None:
         trees = {"after": ROOT}
         if args.before != "none":
             trees = {"before": archive_tree(args.before, Path(tmp) / "before"), "after": ROOT}
+        if args.parallel:
+            trees[PARALLEL_SIDE] = ROOT
         for side in tqdm(list(trees), desc="synthetic_speed", unit="run"):
             env = dict(os.environ, PYTHONPATH=str(trees[side]), HF_HUB_OFFLINE="1",
                        HF_DATASETS_OFFLINE="1")
+            extra = ["--worker-parallel"] if side == PARALLEL_SIDE else []
             out = subprocess.run(
                 [sys.executable, str(HERE / "theory_speed.py"), "--synthetic",
-                 "--synthetic-worker", args.size, "--out", str(Path(tmp) / f"run-{side}")],
+                 "--synthetic-worker", args.size, "--out",
+                 str(Path(tmp) / f"run-{side.replace(' ', '-').replace(',', '')}"), *extra],
                 env=env, capture_output=True, text=True, check=False, cwd=trees[side])
             if out.returncode != 0:
                 raise RuntimeError(f"synthetic worker in {trees[side]} failed:\n"
@@ -402,7 +430,13 @@ def synthetic_main(argv: list[str]) -> None:
             results[args.size][side] = json.loads(out.stdout.strip().splitlines()[-1])
     sides = results[args.size]
     if "before" in sides:
-        sides["rows_compared"] = compare_rows(sides["before"]["rows"], sides["after"]["rows"])
+        for side in SYNTHETIC_SIDES[1:]:
+            if side in sides:
+                sides[f"rows_compared {side}"] = compare_rows(sides["before"]["rows"],
+                                                              sides[side]["rows"])
+    elif PARALLEL_SIDE in sides:  # no before: the second process against this tree's serial run
+        sides[f"rows_compared {PARALLEL_SIDE}"] = compare_rows(sides["after"]["rows"],
+                                                               sides[PARALLEL_SIDE]["rows"])
     path = HERE / "results" / "synthetic_speed.json"
     old = json.loads(path.read_text()) if path.exists() else {}
     old.update(results)

@@ -53,6 +53,9 @@ def add_synthetic_parser(subparsers: argparse._SubParsersAction) -> argparse.Arg
     p.add_argument("--no-figures", action="store_true", help="skip the figures (default: off)")
     p.add_argument("--json", action="store_true",
                    help="print comparison.json instead of tables (default: off)")
+    p.add_argument("--parallel", choices=("auto", "yes", "no"), default="auto",
+                   help="measure the capacity sweep in a second process beside the pipeline "
+                   "(same numbers); auto: where a second core is idle (default: %(default)s)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (default: off)")
     p.set_defaults(func=_synthetic)
     return p
@@ -79,7 +82,8 @@ def _synthetic(args: argparse.Namespace) -> int:
     from .compare import compare
 
     cmp = compare(args.size, args.output_dir, methods=methods, sweep=not args.no_sweep,
-                  figures=not args.no_figures, progress=not args.no_progress)
+                  figures=not args.no_figures, progress=not args.no_progress,
+                  parallel={"auto": "auto", "yes": True, "no": False}[args.parallel])
     if args.json:
         print(json.dumps(cmp.to_dict(), indent=1, default=str))
     else:

@@ -33,7 +33,7 @@ from .config import METHODS, SyntheticSize, get_size
 from .pipeline import MethodTrace, run_method, write_pairs
 from .task import SyntheticTask, build_task
 
-__all__ = ["Comparison", "compare", "sweep_in_process", "format_table"]
+__all__ = ["parallel_pays", "Comparison", "compare", "sweep_in_process", "format_table"]
 
 
 def _fmt(v: Any, digits: int = 4) -> str:
@@ -210,7 +210,7 @@ class Comparison:
 def compare(size: str | SyntheticSize = "default", directory: str | Path = "synthetic",
             methods: tuple[str, ...] = METHODS, sweep: bool = True, figures: bool = True,
             progress: bool = True, num_threads: int | None = 1,
-            parallel: bool = False) -> Comparison:
+            parallel: bool | str = "auto") -> Comparison:
     """Build the task, run the pipeline's ``methods``, measure the theory for the reference
     class (and the ``size.sweep`` classes when ``sweep``), write ``comparison.json`` (and the
     figures) to ``directory``.
@@ -220,9 +220,12 @@ def compare(size: str | SyntheticSize = "default", directory: str | Path = "synt
     shared CPU several threads are many times slower.  ``parallel``: measure the sweep classes
     in a second process (:func:`sweep_in_process`; the same numbers, checked on the tiny size:
     each class's report depends on the task and its seed only) while this one runs the
-    pipeline and the reference class.  Off by default: on a shared, loaded 2-core machine it
-    was slower (tiny size, no pipeline: 73 s against 59 s serial, the second process's imports
-    and reload included); it is meant for an otherwise idle machine with 2+ cores.
+    pipeline and the reference class.  ``"auto"`` (the default, :func:`parallel_pays`): only
+    where a second process has a core to itself -- this process may use 2+ cores and the
+    one-minute load average leaves one of them idle; on a shared, loaded 2-core machine the
+    second process was slower (tiny size, no pipeline: 73 s against 59 s serial, its imports
+    and the reload included).  Which way it went is ``Comparison.seconds``' "capacity sweep
+    (second process)" or "capacity sweep".
     """
     import torch
 
@@ -232,6 +235,10 @@ def compare(size: str | SyntheticSize = "default", directory: str | Path = "synt
         raise ValueError(f"methods: unknown method(s) {bad}; known: {METHODS}")
     if num_threads is not None and (int(num_threads) != num_threads or num_threads < 1):
         raise ValueError(f"num_threads: must be a positive integer or None, got {num_threads!r}")
+    if parallel not in (True, False, "auto"):
+        raise ValueError(f"parallel: must be True, False or 'auto', got {parallel!r}")
+    if parallel == "auto":
+        parallel = bool(sweep and sz.sweep) and parallel_pays(num_threads or 1)
     before = torch.get_num_threads()
     if num_threads is not None:
         torch.set_num_threads(int(num_threads))
@@ -240,6 +247,22 @@ def compare(size: str | SyntheticSize = "default", directory: str | Path = "synt
                         1 if num_threads is None else int(num_threads))
     finally:
         torch.set_num_threads(before)
+
+
+def parallel_pays(num_threads: int = 1) -> bool:
+    """Whether :func:`compare`'s ``parallel="auto"`` runs the sweep in a second process: this
+    process may use at least ``2 num_threads`` cores (``os.sched_getaffinity``) and the
+    one-minute load average (which this process's own start adds to) is below ``cores -
+    num_threads``: about ``num_threads`` cores idle beside this one."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not on Linux
+        cores = os.cpu_count() or 1
+    try:
+        load = os.getloadavg()[0]
+    except OSError:  # pragma: no cover - no load average on this platform
+        return False
+    return cores >= 2 * num_threads and load < cores - num_threads
 
 
 def sweep_in_process(size: SyntheticSize, directory: str, num_threads: int = 1

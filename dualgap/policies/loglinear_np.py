@@ -16,10 +16,23 @@ import math
 
 import numpy as np
 import torch
+from scipy.linalg.lapack import dpotrf as _potrf
+from scipy.linalg.lapack import dpotrs as _potrs
 
 from .optim import ascent_loop
 
-__all__ = ["LogLinearFitLoss", "newton_ascent"]
+__all__ = ["LogLinearFitLoss", "LogLinearLagrangian", "newton_ascent"]
+
+
+def log_policy(phi_flat: np.ndarray, ref_masked: np.ndarray, theta: np.ndarray):
+    """``(f_theta, log pi_theta, pi_theta)``, each ``(X, Y)``, for features ``phi_flat`` ``(d,
+    X*Y)`` and ``log pi_ref`` with ``-inf`` off the support (``ref_masked``): ``log pi_theta``
+    is ``-inf`` and ``pi_theta`` exactly 0 off the support."""
+    f = (theta @ phi_flat).reshape(ref_masked.shape)
+    z = ref_masked + f  # -inf off the support
+    z = z - z.max(1, keepdims=True)
+    logp = z - np.log(np.exp(z).sum(1, keepdims=True))
+    return f, logp, np.exp(logp)
 
 
 class LogLinearFitLoss:
@@ -37,6 +50,7 @@ class LogLinearFitLoss:
         self.d = phi.shape[0]
         self.phi2 = np.ascontiguousarray(phi.reshape(self.d, -1))  # size = (d, X*Y)
         self.lr0 = np.where(self.sup, pb.log_reference, 0.0)  # size = (X, Y)
+        self.ref_masked = np.where(self.sup, pb.log_reference, -np.inf)  # size = (X, Y)
         self.rho = np.asarray(pb.prompt_weights, dtype=np.float64)
         self.t = np.asarray(target, dtype=np.float64)
         self.pos = self.t > 0
@@ -50,15 +64,9 @@ class LogLinearFitLoss:
         return self.torch_loss(theta)
 
     def _policy(self, x: np.ndarray):
-        X, Y = self.sup.shape
-        f = (x @ self.phi2).reshape(X, Y)
-        z = np.where(self.sup, self.lr0 + f, -np.inf)
-        zmax = z.max(axis=1, keepdims=True)
-        e = np.exp(z - zmax)
-        tot = e.sum(axis=1, keepdims=True)
-        logp_s = np.where(self.sup, z - zmax - np.log(tot), 0.0)
-        p = e / tot  # exactly 0 outside the support
-        return p, logp_s
+        """``(pi_theta, log pi_theta with 0 off the support)``."""
+        _, logp, p = log_policy(self.phi2, self.ref_masked, x)
+        return p, np.where(self.sup, logp, 0.0)
 
     def _grad(self, p: np.ndarray, w: np.ndarray) -> np.ndarray:
         """``sum_{x,y} phi w - sum_x m(x) sum_y w`` with ``m(x) = E_{pi(.|x)} phi``."""
@@ -98,73 +106,106 @@ class LogLinearFitLoss:
         return val, self._grad(p, w)
 
 
-def _damped_solve(A: np.ndarray, b: np.ndarray, damping: float) -> np.ndarray:
-    """:func:`~.base.damped_solve` in numpy: ``(A + tau I)^{-1} b``, ``tau = max(damping,
-    1e-12) mean(diag A)``, grown 100x while the Cholesky factorization fails."""
-    scale = float(np.diagonal(A).mean()) if A.size else 1.0
-    eye = np.eye(A.shape[0])
-    tau = max(float(damping), 1e-12) * max(scale, 1e-300)
-    for _ in range(20):
-        try:
-            L = np.linalg.cholesky(A + tau * eye)
-        except np.linalg.LinAlgError:  # pragma: no cover - A is PSD; only numerically singular
-            tau *= 100.0
-            continue
-        return np.linalg.solve(L.T, np.linalg.solve(L, b))
-    return np.linalg.lstsq(A + tau * eye, b, rcond=None)[0]  # pragma: no cover
+class LogLinearLagrangian:
+    """``L(pi_theta, lam)`` of a log-linear class on ``problem`` and its ascent directions, in
+    numpy: the one evaluation and the one linear system behind the theory's Newton searches
+    (:func:`newton_ascent`) and the algorithms' budgeted natural steps
+    (:mod:`dualgap.algorithms.loglinear_numpy`).  ``pi_theta`` uses the class's own ``log
+    pi_ref`` and ``L`` reads ``problem``'s tables (``problem`` may be a copy of the class's with
+    other scores, on the same support), as :func:`~.terms.lagrangian_terms` does."""
+
+    def __init__(self, problem, policy_class: object) -> None:
+        sup = problem.support
+        self.sup, self.beta = sup, float(problem.beta)
+        self.rho = np.asarray(problem.prompt_weights, dtype=np.float64)  # size = (X,)
+        self.r = np.where(sup, problem.reward, 0.0)  # size = (X, Y)
+        self.h = np.where(sup[None], problem.h, 0.0)  # size = (m, X, Y)
+        self.log_ref = np.where(sup, problem.log_reference, 0.0)  # size = (X, Y)
+        self.ref_masked = np.where(sup, policy_class.log_ref.numpy(), -np.inf)  # size = (X, Y)
+        self.phi = policy_class.features  # size = (d, X, Y), 0 off the support
+        d, X, Y = self.phi.shape
+        self.phi_flat = self.phi.reshape(d, X * Y)
+        self.eye = np.eye(d)
+
+    def terms(self, theta: np.ndarray):
+        """``(J, slack, f_theta, log pi_theta (-inf off the support), pi_theta)``."""
+        f, logp, p = log_policy(self.phi_flat, self.ref_masked, theta)
+        logp0 = np.where(self.sup, logp, 0.0)
+        J = float(self.rho @ (p * (self.r - self.beta * (logp0 - self.log_ref))).sum(1))
+        slack = np.einsum("x,xy,ixy->i", self.rho, p, self.h)
+        return J, slack, f, logp, p
+
+    def evaluate(self, theta: np.ndarray, lam: np.ndarray
+                 ) -> tuple[float, np.ndarray, np.ndarray, np.ndarray]:
+        """``(L(pi_theta, lam), f_theta, log pi_theta, pi_theta)``, ``L = J + lam^T slack``."""
+        J, slack, f, logp, p = self.terms(theta)
+        return float(J + lam @ slack), f, logp, p
+
+    def ascent(self, lam: np.ndarray, theta: np.ndarray, max_iter: int, newton: bool
+               ) -> tuple[np.ndarray, int, bool]:
+        """:func:`~.optim.natural_ascent` in numpy, through :func:`~.optim.ascent_loop`:
+        ``(theta, iterations, converged)``; ``newton``: the Newton step of
+        :meth:`~.classes.LogLinearPolicy.ascent_step` (the natural step where ``-hess L`` is not
+        positive definite), else the natural step of ``score_step``."""
+        sup = self.sup
+        s_over_beta = (self.r + np.einsum("i,ixy->xy", lam, self.h)) / self.beta
+        rho_col = self.rho[:, None]
+
+        def evaluate(th: np.ndarray):
+            v, f, _, p = self.evaluate(th, lam)
+            return v, (f, p)
+
+        def direction(_th: np.ndarray, state, damping: float) -> np.ndarray:
+            f, p = state
+            return self.direction(np.where(sup, s_over_beta - f, 0.0), rho_col * p, damping,
+                                  newton)
+
+        theta = np.array(theta, dtype=np.float64, copy=True)
+        theta, it, converged, _, _ = ascent_loop(evaluate, direction, theta, max_iter)
+        return theta, it, converged
+
+    def direction(self, delta: np.ndarray, w: np.ndarray, damping: float,
+                  newton: bool = False) -> np.ndarray:
+        """The damped step ``(S + tau I)^{-1} b`` of :meth:`~.classes.LogLinearPolicy.score_step`
+        (``S = A``, the natural step) or of its ``ascent_step`` (``S = A - M``, ``-hess L /
+        beta``, where that is positive definite and finite; else ``A``), ``delta = (r + lam^T h)
+        / beta - f_theta`` and ``w = rho pi_theta`` (0 off the support)."""
+        phi = self.phi
+        d = phi.shape[0]
+        wsum = np.maximum(w.sum(1), 1e-300)  # size = (X,)
+        phi_m = np.einsum("xy,dxy->dx", w, phi) / wsum  # size = (d, X)
+        phi_c = (phi - phi_m[:, :, None]).reshape(d, -1)  # size = (d, X*Y)
+        dc = (delta - ((w * delta).sum(1) / wsum)[:, None]).reshape(-1)  # size = (X*Y,)
+        wphi = phi_c * w.reshape(1, -1)
+        A = wphi @ phi_c.T  # size = (d, d)
+        b = wphi @ dc  # size = (d,)
+        if newton:
+            H = A - (wphi * dc) @ phi_c.T  # -hess L / beta
+            if np.isfinite(H).all() and _potrf(H, lower=1)[1] == 0:
+                A = H
+        return self._damped_solve(A, b, damping)
+
+    def _damped_solve(self, A: np.ndarray, b: np.ndarray, damping: float) -> np.ndarray:
+        """:func:`~.base.damped_solve` in numpy: ``(A + tau I)^{-1} b``, ``tau = max(damping,
+        1e-12) mean(diag A)``, grown 100x while the Cholesky factorization fails (LAPACK's
+        factor and solve, as torch's ``cholesky_solve``)."""
+        scale = float(np.trace(A)) / A.shape[0]  # mean(diag A); d >= 1
+        tau = max(float(damping), 1e-12) * max(scale, 1e-300)
+        for _ in range(20):
+            c, info = _potrf(A + tau * self.eye, lower=1)
+            if info == 0:
+                return _potrs(c, b, lower=1)[0]
+            tau *= 100.0  # pragma: no cover - A is PSD; only numerically singular
+        return np.linalg.lstsq(A + tau * self.eye, b, rcond=None)[0]  # pragma: no cover
 
 
 def newton_ascent(problem, policy_class: object, lam: np.ndarray, theta: np.ndarray,
                   max_iter: int) -> tuple[np.ndarray, int, bool]:
-    """:func:`~.optim.natural_ascent` with ``newton=True`` for a log-linear class, in numpy:
-    the same iteration (the Newton step of :meth:`~.classes.LogLinearPolicy.ascent_step`, the
-    natural step where ``-hess L`` is not positive definite, the same line search, damping
-    schedule and stopping rule), each step a few passes over ``(d, X, Y)`` instead of torch
-    small operations.  ``lam`` ``(m,)`` and ``theta`` ``(d,)``: numpy float64; returns
-    ``(theta, iterations, converged)``."""
-    sup = problem.support
-    beta = problem.beta
-    rho = np.asarray(problem.prompt_weights, dtype=np.float64)
-    v0 = np.where(sup, problem.reward + np.einsum("i,ixy->xy", lam,
-                                                  np.where(sup[None], problem.h, 0.0)), 0.0)
-    s_over_beta = v0 / beta  # (r + lam^T h) / beta on the support
-    lr0 = np.where(sup, problem.log_reference, 0.0)
-    phi = policy_class.features  # size = (d, X, Y), 0 outside the support
-    d_, X, Y = phi.shape
-    phi2 = phi.reshape(d_, X * Y)
-
-    def evaluate(th: np.ndarray):
-        """``(L(pi_theta, lam), (pi_theta, f_theta))``."""
-        f = (th @ phi2).reshape(X, Y)
-        z = np.where(sup, lr0 + f, -np.inf)
-        zmax = z.max(axis=1, keepdims=True)
-        e = np.exp(z - zmax)
-        tot = e.sum(axis=1, keepdims=True)
-        logp_s = np.where(sup, z - zmax - np.log(tot), 0.0)
-        p = e / tot
-        val = float(rho @ (p * (v0 - beta * (logp_s - lr0))).sum(1))
-        return val, (p, f)
-
-    def step_direction(_theta: np.ndarray, state, damping: float) -> np.ndarray:
-        p, f = state
-        w = rho[:, None] * p  # size = (X, Y), 0 outside the support
-        delta = np.where(sup, s_over_beta - f, 0.0)
-        wsum = np.maximum(w.sum(1), 1e-300)  # size = (X,)
-        phi_m = (phi2.reshape(d_, X, Y) * w).sum(2) / wsum  # size = (d, X)
-        phi_c = (phi - phi_m[:, :, None]).reshape(d_, X * Y)
-        dc = (delta - ((w * delta).sum(1) / wsum)[:, None]).reshape(-1)
-        wphi = phi_c * w.reshape(1, -1)
-        A = wphi @ phi_c.T  # size = (d, d)
-        b = wphi @ dc
-        H = A - (wphi * dc) @ phi_c.T  # -hess L / beta
-        if np.isfinite(H).all():
-            try:
-                np.linalg.cholesky(H)
-                return _damped_solve(H, b, damping)
-            except np.linalg.LinAlgError:
-                pass
-        return _damped_solve(A, b, damping)  # not concave here: the natural step
-
-    theta = np.array(theta, dtype=np.float64, copy=True)
-    theta, it, converged, _, _ = ascent_loop(evaluate, step_direction, theta, max_iter)
-    return theta, it, converged
+    """:func:`~.optim.natural_ascent` with ``newton=True`` for a log-linear class, in numpy
+    (:meth:`LogLinearLagrangian.ascent`): the same iteration as the torch one (the Newton step
+    of :meth:`~.classes.LogLinearPolicy.ascent_step`, the natural step where ``-hess L`` is not
+    positive definite, the same line search, damping schedule and stopping rule).  ``lam``
+    ``(m,)`` and ``theta`` ``(d,)``: numpy float64; returns ``(theta, iterations,
+    converged)``."""
+    lam = np.asarray(lam, dtype=np.float64).reshape(-1)
+    return LogLinearLagrangian(problem, policy_class).ascent(lam, theta, max_iter, newton=True)

@@ -118,6 +118,27 @@ def _block_exponent(z: np.ndarray, reward: np.ndarray, G: np.ndarray, log_refere
     z += base
 
 
+def _block_exponents(z: np.ndarray, reward: np.ndarray, G: np.ndarray,
+                     log_reference: np.ndarray, lams: np.ndarray, inv_beta: float,
+                     actives: list[list[int]], base: np.ndarray | None = None) -> None:
+    """:func:`_block_exponent` at each row of ``lams`` ``(n, m)`` into ``z`` ``(n, b, Y)``: the
+    same operations, batched over the rows when every constraint of every row is active (the
+    ``n`` einsum products ``lam^T g`` as one, the same sums element by element)."""
+    n, m = lams.shape
+    if n == 1 or m < 2 or any(len(a) < m for a in actives):
+        for j in range(n):
+            _block_exponent(z[j], reward, G, log_reference, lams[j], inv_beta, actives[j], base)
+        return
+    coef = lams if base is None else lams * inv_beta
+    np.einsum("ki,in->kn", coef, G.reshape(m, -1), out=z.reshape(n, -1))
+    if base is not None:
+        z += base
+        return
+    z += reward
+    z *= inv_beta
+    z += log_reference
+
+
 def check_base(beta: float, base_beta: float | None) -> None:
     """``q = log pi_ref + r / base_beta`` serves the pass at ``beta`` only when the two agree to
     rounding (a few ulps, as ``beta' s`` and ``beta`` do): elsewhere ``q - r / base_beta + r /
@@ -222,10 +243,9 @@ def dual_sums_batch(
         for k0 in range(0, K, per):
             n = min(K, k0 + per) - k0
             z = zbuf[: n * b * Y].reshape(n, b, Y)  # size = (n, b, Y)
-            for j in range(n):
-                _block_exponent(z[j], reward[start:stop], G, None if base is not None else
-                                log_reference[start:stop], lams[k0 + j], inv_beta,
-                                actives[k0 + j], None if base is None else base[start:stop])
+            _block_exponents(z, reward[start:stop], G, None if base is not None else
+                             log_reference[start:stop], lams[k0:k0 + n], inv_beta,
+                             actives[k0:k0 + n], None if base is None else base[start:stop])
             zmax = z.max(axis=2)  # size = (n, b), finite: every row has support
             z -= zmax[:, :, None]
             np.exp(z, out=z)  # e, unnormalized

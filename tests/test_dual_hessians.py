@@ -43,13 +43,15 @@ def test_dual_hessians_center_where_the_core_does():
         np.testing.assert_allclose(got[k], dg.dual_hessian(p, lam), rtol=1e-6, atol=1e-9)
 
 
-@pytest.mark.parametrize("block_entries", [7, 30, 99, 1 << 16])
+@pytest.mark.parametrize("block_entries", [7, 30, 99, 180, 360, 1 << 16])
 def test_dual_sums_batch_splits_rows_and_multipliers(block_entries):
     """Blocks of rows and of multipliers of every size (one entry per block up to the whole
     table for all K at once): each row is dual_sums at that multiplier, every order, with and
-    without the cached exponent base q."""
+    without the cached exponent base q, with some constraints inactive and with all active
+    (the batched exponent)."""
     p = random_problem(4, 9, 10, 3, 0.2, support_fraction=0.7)
-    lams = _lams(np.random.default_rng(4), 6, 3)
+    rng = np.random.default_rng(4)
+    lams = np.vstack([_lams(rng, 6, 3), rng.uniform(0.1, 3.0, (8, 3))])
     q = p.log_reference + p.reward / p.beta
     for order in (0, 1, 2):
         for base in (None, q):
@@ -57,7 +59,7 @@ def test_dual_sums_batch_splits_rows_and_multipliers(block_entries):
             log_ref = p.log_reference if base is None else None
             args = (p.reward, p.utilities, log_ref, p.prompt_weights)
             bat = dual_sums_batch(*args, lams, p.beta, order, block_entries, **kw)
-            assert bat.value.shape == (6,) and bat.second.shape == (6, 3, 3)
+            assert bat.value.shape == (14,) and bat.second.shape == (14, 3, 3)
             for k, lam in enumerate(lams):
                 one = dual_sums(*args, lam, p.beta, order, block_entries, **kw)
                 assert bat.value[k] == one.value

@@ -194,7 +194,7 @@ def dual_sums(
     """
     sums = dual_sums_batch(reward, utilities, log_reference, weights, lam[None], beta, order,
                            block_entries, base, base_beta)
-    return DualSums(float(sums.value[0]), sums.first[0], sums.second[0])
+    return DualSums(float(sums.value[0]), sums.first[0], sums.second[0])  # type: ignore[index]
 
 
 def dual_sums_batch(
@@ -267,11 +267,11 @@ def dual_sums_batch(
             M2 = np.stack([_gram(GW[j].reshape(m, b * Y), Gf) for j in range(n)])  # (n, m, m)
             H = M2 - np.matmul(M1, mu.transpose(0, 2, 1))
             lost = (np.einsum("kii->ki", H) < CANCELLATION * np.einsum("kii->ki", M2)).any(axis=1)
-            for j in np.flatnonzero(lost):  # too many digits lost: center
-                C = GW[j]
-                np.subtract(G, mu[j][:, :, None], out=C)  # g - mu, size = (m, b, Y)
+            for c in np.flatnonzero(lost):  # too many digits lost: center
+                C = GW[c]
+                np.subtract(G, mu[c][:, :, None], out=C)  # g - mu, size = (m, b, Y)
                 C = C.reshape(m, b * Y)
-                H[j] = _gram(C * z[j].reshape(1, -1), C)
+                H[c] = _gram(C * z[c].reshape(1, -1), C)
             first[k0:k0 + n] += M1.sum(axis=2)
             second[k0:k0 + n] += H
     return DualSums(value, first, second)  # type: ignore[arg-type]

@@ -107,9 +107,8 @@ def _overflow_guard(problem: AlignmentProblem, lams: np.ndarray, name: str) -> N
         z_bound = np.float64(2.0) * (r_max + lams @ g_max) / beta  # size = (K,)
         c_bound = np.abs(lams) @ np.abs(problem.offsets) if lams.size else np.zeros(len(lams))
         h_bound = np.square(2.0 * g_max.max(initial=0.0)) / beta
-    bad = ~(np.isfinite(z_bound) & np.isfinite(c_bound))
-    if bad.any():
-        k = int(np.argmax(bad))
+    if not (np.isfinite(z_bound).all() and np.isfinite(c_bound).all()):
+        k = int(np.argmax(~(np.isfinite(z_bound) & np.isfinite(c_bound))))
         which = lams[0].tolist() if name == "lam" else f"row {k} = {lams[k].tolist()}"
         raise ValueError(f"{name}: {which} is too large for this problem: (r + lam^T g) / beta "
                          f"overflows float64 (max |r| = {r_max:.3g}, beta = {beta:.3g})")

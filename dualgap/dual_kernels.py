@@ -68,7 +68,7 @@ class DualSums:
     def hessian(self, beta: float) -> np.ndarray:
         """``hess D = second / beta``, symmetrized; ``(m, m)``, or ``(K, m, m)`` for the sums of
         :func:`dual_sums_batch`."""
-        return (self.second + np.swapaxes(self.second, -1, -2)) / (2.0 * beta)
+        return (self.second + self.second.swapaxes(-1, -2)) / (2.0 * beta)
 
 
 # The block kernels use numpy's own loops (einsum), never BLAS: a multithreaded OpenBLAS called
@@ -80,11 +80,11 @@ def _dot(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.einsum("k,k->", a, b))
 
 
-def _gram(A: np.ndarray, B: np.ndarray) -> np.ndarray:
+def _gram(A: np.ndarray, B: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """``A B^T`` for ``(m, n)`` rows with ``m`` small and ``A B^T`` symmetric: ``m (m + 1) / 2``
-    dot products."""
+    dot products (written into ``out`` ``(m, m)`` when given)."""
     m = A.shape[0]
-    out = np.empty((m, m))
+    out = np.empty((m, m)) if out is None else out
     for i in range(m):
         for j in range(i, m):
             out[i, j] = out[j, i] = _dot(A[i], B[j])
@@ -230,10 +230,10 @@ def dual_sums_batch(
     inv_beta = 1.0 / beta
     if base is not None:
         check_base(beta, base_beta)
-    value = np.zeros(K)
+    value = [0.0] * K  # Python floats: the same float64 sums, cheaper per block than indexing
     first = np.zeros((K, m))
     second = np.zeros((K, m, m))
-    actives = [[i for i in range(m) if lam[i] != 0.0] for lam in lams]
+    actives = [[i for i, a in enumerate(row) if a != 0.0] for row in lams.tolist()]
     for start in range(0, X, step):
         stop = min(X, start + step)
         b = stop - start
@@ -242,39 +242,43 @@ def dual_sums_batch(
         w = weights[start:stop]
         for k0 in range(0, K, per):
             n = min(K, k0 + per) - k0
-            z = zbuf[: n * b * Y].reshape(n, b, Y)  # size = (n, b, Y)
-            _block_exponents(z, reward[start:stop], G, None if base is not None else
+            # one row per (multiplier, prompt): the per-prompt softmax as for one multiplier
+            z = zbuf[: n * b * Y].reshape(n * b, Y)  # size = (n b, Y)
+            z3 = z.reshape(n, b, Y)
+            _block_exponents(z3, reward[start:stop], G, None if base is not None else
                              log_reference[start:stop], lams[k0:k0 + n], inv_beta,
                              actives[k0:k0 + n], None if base is None else base[start:stop])
-            zmax = z.max(axis=2)  # size = (n, b), finite: every row has support
-            z -= zmax[:, :, None]
+            zmax = z.max(axis=1)  # size = (n b,), finite: every row has support
+            z -= zmax[:, None]
             np.exp(z, out=z)  # e, unnormalized
-            total = z.sum(axis=2)  # size = (n, b)
-            logz = np.log(total) + zmax  # size = (n, b)
+            total = z.sum(axis=1)  # size = (n b,)
+            logz = np.log(total) + zmax  # size = (n b,)
             for j in range(n):  # not one einsum: its buffered loop sums > 8192 terms otherwise
-                value[k0 + j] += _dot(w, logz[j])
+                value[k0 + j] += _dot(w, logz[j * b:(j + 1) * b])
             if order == 0 or m == 0:
                 continue
-            z *= (w / total)[:, :, None]  # w = rho pi_lam, size = (n, b, Y)
+            z *= ((w if n == 1 else np.tile(w, n)) / total)[:, None]  # w = rho pi_lam
             if order == 1:
                 for j in range(n):
-                    first[k0 + j] += [_dot(z[j].reshape(-1), Gf[i]) for i in range(m)]
+                    first[k0 + j] += [_dot(z3[j].reshape(-1), Gf[i]) for i in range(m)]
                 continue
             GW = gbuf[: n * m * b * Y].reshape(n, m, b, Y)  # size = (n, m, b, Y)
-            np.multiply(G[None], z[:, None], out=GW)
+            np.multiply(G[None], z3[:, None], out=GW)
             M1 = np.einsum("kixy->kix", GW)  # size = (n, m, b): rho_x mu(x)
             mu = M1 / np.where(w > 0, w, 1.0)  # size = (n, m, b)
-            M2 = np.stack([_gram(GW[j].reshape(m, b * Y), Gf) for j in range(n)])  # (n, m, m)
-            H = M2 - np.matmul(M1, mu.transpose(0, 2, 1))
-            lost = (np.einsum("kii->ki", H) < CANCELLATION * np.einsum("kii->ki", M2)).any(axis=1)
-            for c in np.flatnonzero(lost):  # too many digits lost: center
-                C = GW[c]
+            M2 = np.empty((n, m, m))
+            for j in range(n):
+                _gram(GW[j].reshape(m, b * Y), Gf, M2[j])
+            H = M2 - np.matmul(M1, mu.transpose(0, 2, 1))  # size = (n, m, m)
+            lost = H.diagonal(0, 1, 2) < CANCELLATION * M2.diagonal(0, 1, 2)  # size = (n, m)
+            for c in np.flatnonzero(lost.any(axis=1)) if lost.any() else ():
+                C = GW[c]  # too many digits lost: center
                 np.subtract(G, mu[c][:, :, None], out=C)  # g - mu, size = (m, b, Y)
                 C = C.reshape(m, b * Y)
-                H[c] = _gram(C * z[c].reshape(1, -1), C)
+                H[c] = _gram(C * z3[c].reshape(1, -1), C)
             first[k0:k0 + n] += M1.sum(axis=2)
             second[k0:k0 + n] += H
-    return DualSums(value, first, second)  # type: ignore[arg-type]
+    return DualSums(np.array(value), first, second)  # type: ignore[arg-type]
 
 
 @dataclass

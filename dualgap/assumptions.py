@@ -153,47 +153,17 @@ class SegmentCurvature:
     lipschitz: float
 
 
-class _SegmentHessians:
-    """``lambda_min(hess D(a + t (b - a)))`` for many ``t`` at once (numpy, batched).
+def _segment_eigenvalues(problem: AlignmentProblem, a: np.ndarray, b: np.ndarray):
+    """``ts -> lambda_min(hess D(a + t (b - a)))`` for a batch of ``t``, ``(K,)``: the core's
+    Hessians (:func:`dualgap.dual.dual_hessians`, one blocked pass for the batch) and one
+    batched ``eigvalsh``."""
+    from .dual import dual_hessians
 
-    On the segment the exponent is affine in ``t``: ``z(t) = z_a + t dz`` with ``z_a = (r + a^T
-    g) / beta + log pi_ref`` and ``dz = (b - a)^T g / beta`` (formed once), so a batch of ``t``
-    costs a few passes over ``(K, X, Y)``: a per-row softmax, the per-prompt means ``mu(x)`` of
-    ``g`` and the centred covariance ``hess D = (1/beta) sum_x rho_x sum_y pi_lam (g - mu)
-    (g - mu)^T`` (centred always, so no cancellation), then one batched ``eigvalsh``.  The same
-    quantity as :func:`dual_hessian` (which centres only where cancellation demands), equal to
-    rounding (tests/test_assumptions.py)."""
+    def lam_min(ts: object) -> np.ndarray:
+        t = np.atleast_1d(np.asarray(ts, dtype=np.float64))
+        return np.linalg.eigvalsh(dual_hessians(problem, a + t[:, None] * (b - a)))[:, 0]
 
-    #: entries of one ``(K, X, Y)`` temporary
-    BLOCK = 1 << 21
-
-    def __init__(self, problem: AlignmentProblem, a: np.ndarray, b: np.ndarray) -> None:
-        sup = problem.support
-        self.g = np.where(sup[None], problem.utilities, 0.0)  # size = (m, X, Y)
-        with np.errstate(invalid="ignore"):
-            za = (problem.reward + np.einsum("i,ixy->xy", a, self.g)) / problem.beta
-        self.za = np.where(sup, za + problem.log_reference, -np.inf)  # size = (X, Y)
-        self.dz = np.where(sup, np.einsum("i,ixy->xy", b - a, self.g) / problem.beta, 0.0)
-        self.rho, self.beta = problem.prompt_weights, problem.beta
-
-    def __call__(self, ts: object) -> np.ndarray:
-        """``lambda_min`` at every ``t`` of ``ts``, shape ``(K,)``."""
-        ts = np.atleast_1d(np.asarray(ts, dtype=np.float64))
-        step = max(1, self.BLOCK // (self.za.size * max(1, self.g.shape[0])))
-        out = np.empty(ts.size)
-        for k in range(0, ts.size, step):
-            t = ts[k:k + step]
-            z = self.za[None] + t[:, None, None] * self.dz[None]  # size = (K, X, Y)
-            z -= z.max(axis=2, keepdims=True)
-            np.exp(z, out=z)
-            z /= z.sum(axis=2, keepdims=True)  # pi_lam
-            n, m = t.size, self.g.shape[0]
-            mu = (z[:, None] * self.g[None]).sum(axis=3)  # size = (K, m, X)
-            c = (self.g[None] - mu[..., None]).reshape(n, m, -1)  # size = (K, m, X*Y)
-            wc = c * (z * self.rho[:, None]).reshape(n, 1, -1)
-            H = np.matmul(wc, c.transpose(0, 2, 1)) / self.beta  # size = (K, m, m)
-            out[k:k + step] = np.linalg.eigvalsh(H)[:, 0]
-        return out
+    return lam_min
 
 
 #: midpoints of the bisection evaluated ahead in one batch, at most
@@ -208,23 +178,27 @@ def segment_curvature(problem: AlignmentProblem, lam_a: object, lam_b: object, *
     errs low.  Bisection (at most ``budget`` Hessians in all) splits the interval with the
     lowest certified bound until that bound is within ``1e-3 (1 + grid_min)`` of the grid
     minimum or the budget is spent.  The bisection is sequential, but its midpoints are
-    evaluated ahead in batches (:data:`AHEAD`, by :class:`_SegmentHessians`): when it needs a
-    midpoint not yet known, that one and the midpoints of every interval still below the
-    stopping bound are evaluated at once (the same values and the same sequence of splits as
-    one at a time; ``evaluations`` counts the Hessians the bisection used).
+    evaluated ahead in batches (:data:`AHEAD`, one :func:`dualgap.dual.dual_hessians` pass
+    each): when it needs a midpoint not yet known, that one and the midpoints of every
+    interval still below the stopping bound are evaluated at once (the same values and the
+    same sequence of splits as one at a time; ``evaluations`` counts the Hessians the
+    bisection used).  Each Hessian is :func:`dualgap.dual.dual_hessian`'s at that point.
     """
     a = np.asarray(lam_a, dtype=np.float64).reshape(-1)
     b = np.asarray(lam_b, dtype=np.float64).reshape(-1)
     if a.shape != b.shape or a.shape != (problem.num_constraints,):
         raise ValueError(f"lam_a, lam_b: need shape ({problem.num_constraints},), got "
                          f"{a.shape} and {b.shape}")
+    for name, lam in (("lam_a", a), ("lam_b", b)):
+        if not (np.isfinite(lam).all() and (lam >= 0).all()):
+            raise ValueError(f"{name}: multipliers must be finite and >= 0, got {lam.tolist()}")
     if points < 2:
         raise ValueError(f"points: must be >= 2, got {points!r}")
     if budget < points:
         raise ValueError(f"budget: must be >= points = {points}, got {budget!r}")
     length = float(np.linalg.norm(b - a))
     L = hessian_lipschitz(problem) * length
-    lam_min = _SegmentHessians(problem, a, b)
+    lam_min = _segment_eigenvalues(problem, a, b)
     ts = list(np.linspace(0.0, 1.0, points))
     fs = [float(f) for f in lam_min(ts)]
     grid_min = min(fs)

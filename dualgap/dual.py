@@ -31,6 +31,7 @@ from .dual_kernels import (  # noqa: F401  (re-exported: the block sums live the
     PolicySums,
     check_base,
     dual_sums,
+    dual_sums_batch,
     policy_sums,
 )
 from .problem import AlignmentProblem
@@ -48,6 +49,7 @@ __all__ = [
     "dual_value",
     "dual_gradient",
     "dual_hessian",
+    "dual_hessians",
     "lagrangian_policy",
     "expected_utilities",
     "constraint_slack",
@@ -93,19 +95,47 @@ def _check_lam(problem: AlignmentProblem, lam: object, overflow_guard: bool = Tr
     arr = check_multipliers(lam, problem.num_constraints)
     if not overflow_guard:
         return arr
+    _overflow_guard(problem, arr[None], "lam")
+    return arr
+
+
+def _overflow_guard(problem: AlignmentProblem, lams: np.ndarray, name: str) -> None:
+    """:func:`_check_lam`'s overflow guard for each row of ``lams`` ``(K, m)`` (checked)."""
     beta = problem.beta
     r_max, g_max = problem.entry_bounds
     with np.errstate(over="ignore", invalid="ignore"):
-        z_bound = np.float64(2.0) * (r_max + arr @ g_max) / beta
-        c_bound = np.abs(arr) @ np.abs(problem.offsets) if arr.size else 0.0
+        z_bound = np.float64(2.0) * (r_max + lams @ g_max) / beta  # size = (K,)
+        c_bound = np.abs(lams) @ np.abs(problem.offsets) if lams.size else np.zeros(len(lams))
         h_bound = np.square(2.0 * g_max.max(initial=0.0)) / beta
-    if not (np.isfinite(z_bound) and np.isfinite(c_bound)):
-        raise ValueError(f"lam: {arr.tolist()} is too large for this problem: (r + lam^T g) / beta "
+    if not (np.isfinite(z_bound).all() and np.isfinite(c_bound).all()):
+        k = int(np.argmax(~(np.isfinite(z_bound) & np.isfinite(c_bound))))
+        which = lams[0].tolist() if name == "lam" else f"row {k} = {lams[k].tolist()}"
+        raise ValueError(f"{name}: {which} is too large for this problem: (r + lam^T g) / beta "
                          f"overflows float64 (max |r| = {r_max:.3g}, beta = {beta:.3g})")
-    if not np.isfinite(h_bound):
+    if len(lams) and not np.isfinite(h_bound):
         raise ValueError(f"utilities: hess D = Cov(g) / beta overflows float64 (max |g| = "
                          f"{float(g_max.max()):.3g}, beta = {beta:.3g}); dualgap.solve works in "
                          "normalized units")
+
+
+def _check_lams(problem: AlignmentProblem, lams: object) -> np.ndarray:
+    """``lams`` as float64 ``(K, m)``, each row a multiplier that :func:`_check_lam` passes
+    (with the overflow guard); ``ValueError`` naming ``lams`` and the first bad row."""
+    from .problem import as_real_array
+
+    if not isinstance(problem, AlignmentProblem):
+        raise ValueError(f"problem: expected an AlignmentProblem, got {type(problem).__name__}")
+    m = problem.num_constraints
+    arr = as_real_array("lams", lams)
+    if arr.ndim != 2 or arr.shape[1] != m:
+        raise ValueError(f"lams: shape {arr.shape} does not match (K, m = {m})")
+    for bad, what in ((~np.isfinite(arr), "non-finite value"), (arr < 0, "multipliers must be "
+                                                                 ">= 0")):
+        rows = bad.any(axis=1)
+        if rows.any():
+            k = int(np.argmax(rows))
+            raise ValueError(f"lams: {what} in row {k} = {arr[k].tolist()}")
+    _overflow_guard(problem, arr, "lams")
     return arr
 
 
@@ -187,6 +217,17 @@ def dual_gradient(problem: AlignmentProblem, lam: object) -> np.ndarray:
 def dual_hessian(problem: AlignmentProblem, lam: object) -> np.ndarray:
     """``hess D(lam) = (1/beta) E_rho Cov_{pi_lam}(h)``, shape ``(m, m)``."""
     return dual_oracle(problem, lam, order=2).hessian  # type: ignore[return-value]
+
+
+def dual_hessians(problem: AlignmentProblem, lams: object) -> np.ndarray:
+    """``hess D`` at each row of ``lams`` ``(K, m)``, shape ``(K, m, m)``: row ``k`` is
+    :func:`dual_hessian` at ``lams[k]`` (the same sums, bit for bit), all ``K`` in one pass over
+    the data in cache-sized blocks of rows and multipliers (:func:`dual_sums_batch`).  Each row
+    is checked as ``lam`` is (:func:`_check_lam`, overflow guard included)."""
+    arr = _check_lams(problem, lams)
+    sums = dual_sums_batch(problem.reward, problem.utilities, problem.log_reference,
+                           problem.prompt_weights, arr, problem.beta, 2)
+    return sums.hessian(problem.beta)
 
 
 def lagrangian_policy(problem: AlignmentProblem, lam: object) -> np.ndarray:

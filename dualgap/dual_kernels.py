@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["BLOCK_ENTRIES", "CANCELLATION", "DualEval", "DualSums", "dual_sums", "PolicySums",
-           "policy_sums", "check_base", "LogOf"]
+__all__ = ["BLOCK_ENTRIES", "CANCELLATION", "DualEval", "DualSums", "dual_sums", "dual_sums_batch",
+           "PolicySums", "policy_sums", "check_base", "LogOf"]
 
 #: Target number of table entries processed per block: the block's working set (one ``(b, Y)``
 #: weight buffer, one ``(m, b, Y)`` product buffer and the block's inputs, ~3 MB at m = 3) stays
@@ -62,8 +62,13 @@ class DualSums:
             lam=lam,
             value=beta * self.value - float(lam @ offsets),
             gradient=self.first - offsets if order >= 1 else None,
-            hessian=(self.second + self.second.T) / (2.0 * beta) if order >= 2 else None,
+            hessian=self.hessian(beta) if order >= 2 else None,
         )
+
+    def hessian(self, beta: float) -> np.ndarray:
+        """``hess D = second / beta``, symmetrized; ``(m, m)``, or ``(K, m, m)`` for the sums of
+        :func:`dual_sums_batch`."""
+        return (self.second + self.second.swapaxes(-1, -2)) / (2.0 * beta)
 
 
 # The block kernels use numpy's own loops (einsum), never BLAS: a multithreaded OpenBLAS called
@@ -75,11 +80,11 @@ def _dot(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.einsum("k,k->", a, b))
 
 
-def _gram(A: np.ndarray, B: np.ndarray) -> np.ndarray:
+def _gram(A: np.ndarray, B: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """``A B^T`` for ``(m, n)`` rows with ``m`` small and ``A B^T`` symmetric: ``m (m + 1) / 2``
-    dot products."""
+    dot products (written into ``out`` ``(m, m)`` when given)."""
     m = A.shape[0]
-    out = np.empty((m, m))
+    out = np.empty((m, m)) if out is None else out
     for i in range(m):
         for j in range(i, m):
             out[i, j] = out[j, i] = _dot(A[i], B[j])
@@ -111,6 +116,27 @@ def _block_exponent(z: np.ndarray, reward: np.ndarray, G: np.ndarray, log_refere
         z += log_reference
         return
     z += base
+
+
+def _block_exponents(z: np.ndarray, reward: np.ndarray, G: np.ndarray,
+                     log_reference: np.ndarray, lams: np.ndarray, inv_beta: float,
+                     actives: list[list[int]], base: np.ndarray | None = None) -> None:
+    """:func:`_block_exponent` at each row of ``lams`` ``(n, m)`` into ``z`` ``(n, b, Y)``: the
+    same operations, batched over the rows when every constraint of every row is active (the
+    ``n`` einsum products ``lam^T g`` as one, the same sums element by element)."""
+    n, m = lams.shape
+    if n == 1 or m < 2 or any(len(a) < m for a in actives):
+        for j in range(n):
+            _block_exponent(z[j], reward, G, log_reference, lams[j], inv_beta, actives[j], base)
+        return
+    coef = lams if base is None else lams * inv_beta
+    np.einsum("ki,in->kn", coef, G.reshape(m, -1), out=z.reshape(n, -1))
+    if base is not None:
+        z += base
+        return
+    z += reward
+    z *= inv_beta
+    z += log_reference
 
 
 def check_base(beta: float, base_beta: float | None) -> None:
@@ -163,54 +189,96 @@ def dual_sums(
     ``base``: ``q = log pi_ref + r / beta`` on these rows (:meth:`dualgap.scaling.
     Normalization.exponent_base`, with ``base_beta = beta``), read instead of ``reward`` and
     ``log_reference`` (which may then be None): ``z = q + (lam / beta)^T g``, ``m + 1`` arrays
-    per pass instead of ``m + 2``.
+    per pass instead of ``m + 2``.  The one-``lam`` case of :func:`dual_sums_batch` (the same
+    arithmetic).
+    """
+    sums = dual_sums_batch(reward, utilities, log_reference, weights, lam[None], beta, order,
+                           block_entries, base, base_beta)
+    return DualSums(float(sums.value[0]), sums.first[0], sums.second[0])  # type: ignore[index]
+
+
+def dual_sums_batch(
+    reward: np.ndarray,
+    utilities: np.ndarray,
+    log_reference: np.ndarray,
+    weights: np.ndarray,
+    lams: np.ndarray,
+    beta: float,
+    order: int = 2,
+    block_entries: int = BLOCK_ENTRIES,
+    base: np.ndarray | None = None,
+    base_beta: float | None = None,
+) -> DualSums:
+    """:func:`dual_sums` at each row of ``lams`` (checked, ``(K, m)``), in one pass over the rows.
+
+    The result's fields carry a leading ``K`` axis: ``value`` ``(K,)``, ``first`` ``(K, m)``,
+    ``second`` ``(K, m, m)``; row ``k`` is :func:`dual_sums` at ``lams[k]``, bit for bit (the
+    same operations, the per-prompt reductions along the same axis).  A block is ``b`` rows
+    (``b Y <= block_entries``) at ``n`` multipliers (``n b Y <= block_entries``, so ``n = 1``
+    once a block of rows fills the cache): each block of data is read once for all ``K``.
+    Temporaries: one ``(n, b, Y)`` and one ``(n, m, b, Y)`` buffer.
     """
     m = utilities.shape[0]
     X, Y = reward.shape
+    K = lams.shape[0]
     step = max(1, block_entries // Y)
     rows = min(step, X)
-    zbuf = np.empty(rows * Y)
-    gbuf = np.empty(m * rows * Y if order >= 2 else 0)
+    per = max(1, block_entries // (rows * Y))  # multipliers per block
+    n_max = min(per, K)
+    zbuf = np.empty(n_max * rows * Y)
+    gbuf = np.empty(n_max * m * rows * Y if order >= 2 else 0)
     inv_beta = 1.0 / beta
     if base is not None:
         check_base(beta, base_beta)
-    value = 0.0
-    first = np.zeros(m)
-    second = np.zeros((m, m))
-    active = [i for i in range(m) if lam[i] != 0.0]
+    value = [0.0] * K  # Python floats: the same float64 sums, cheaper per block than indexing
+    first = np.zeros((K, m))
+    second = np.zeros((K, m, m))
+    actives = [[i for i, a in enumerate(row) if a != 0.0] for row in lams.tolist()]
     for start in range(0, X, step):
         stop = min(X, start + step)
         b = stop - start
-        z = zbuf[: b * Y].reshape(b, Y)  # size = (b, Y)
         G = utilities[:, start:stop]  # size = (m, b, Y)
-        _block_exponent(z, reward[start:stop], G, None if base is not None else
-                        log_reference[start:stop], lam, inv_beta, active,
-                        None if base is None else base[start:stop])
-        zmax = z.max(axis=1)  # size = (b,), finite: every row has support
-        z -= zmax[:, None]
-        np.exp(z, out=z)  # e, unnormalized
-        total = z.sum(axis=1)  # size = (b,)
+        Gf = G.reshape(m, b * Y)
         w = weights[start:stop]
-        value += _dot(w, np.log(total) + zmax)
-        if order == 0 or m == 0:
-            continue
-        z *= (w / total)[:, None]  # w = rho pi_lam, size = (b, Y)
-        if order == 1:
-            first += [_dot(z.reshape(-1), G[i].reshape(-1)) for i in range(m)]
-            continue
-        GW = gbuf[: m * b * Y].reshape(m, b, Y)  # size = (m, b, Y)
-        np.multiply(G, z[None], out=GW)
-        M1 = np.einsum("ixy->ix", GW)  # size = (m, b): rho_x mu(x)
-        mu = M1 / np.where(w > 0, w, 1.0)  # size = (m, b)
-        M2 = _gram(GW.reshape(m, b * Y), G.reshape(m, b * Y))  # size = (m, m)
-        H = M2 - M1 @ mu.T
-        if (np.diag(H) < CANCELLATION * np.diag(M2)).any():  # too many digits lost: center
-            np.subtract(G, mu[:, :, None], out=GW)  # g - mu, size = (m, b, Y)
-            C = GW.reshape(m, b * Y)
-            H = _gram(C * z.reshape(1, -1), C)
-        first += M1.sum(axis=1)
-        second += H
-    return DualSums(value, first, second)
+        for k0 in range(0, K, per):
+            n = min(K, k0 + per) - k0
+            # one row per (multiplier, prompt): the per-prompt softmax as for one multiplier
+            z = zbuf[: n * b * Y].reshape(n * b, Y)  # size = (n b, Y)
+            z3 = z.reshape(n, b, Y)
+            _block_exponents(z3, reward[start:stop], G, None if base is not None else
+                             log_reference[start:stop], lams[k0:k0 + n], inv_beta,
+                             actives[k0:k0 + n], None if base is None else base[start:stop])
+            zmax = z.max(axis=1)  # size = (n b,), finite: every row has support
+            z -= zmax[:, None]
+            np.exp(z, out=z)  # e, unnormalized
+            total = z.sum(axis=1)  # size = (n b,)
+            logz = np.log(total) + zmax  # size = (n b,)
+            for j in range(n):  # not one einsum: its buffered loop sums > 8192 terms otherwise
+                value[k0 + j] += _dot(w, logz[j * b:(j + 1) * b])
+            if order == 0 or m == 0:
+                continue
+            z *= ((w if n == 1 else np.tile(w, n)) / total)[:, None]  # w = rho pi_lam
+            if order == 1:
+                for j in range(n):
+                    first[k0 + j] += [_dot(z3[j].reshape(-1), Gf[i]) for i in range(m)]
+                continue
+            GW = gbuf[: n * m * b * Y].reshape(n, m, b, Y)  # size = (n, m, b, Y)
+            np.multiply(G[None], z3[:, None], out=GW)
+            M1 = np.einsum("kixy->kix", GW)  # size = (n, m, b): rho_x mu(x)
+            mu = M1 / np.where(w > 0, w, 1.0)  # size = (n, m, b)
+            M2 = np.empty((n, m, m))
+            for j in range(n):
+                _gram(GW[j].reshape(m, b * Y), Gf, M2[j])
+            H = M2 - np.matmul(M1, mu.transpose(0, 2, 1))  # size = (n, m, m)
+            lost = H.diagonal(0, 1, 2) < CANCELLATION * M2.diagonal(0, 1, 2)  # size = (n, m)
+            for c in np.flatnonzero(lost.any(axis=1)) if lost.any() else ():
+                C = GW[c]  # too many digits lost: center
+                np.subtract(G, mu[c][:, :, None], out=C)  # g - mu, size = (m, b, Y)
+                C = C.reshape(m, b * Y)
+                H[c] = _gram(C * z3[c].reshape(1, -1), C)
+            first[k0:k0 + n] += M1.sum(axis=2)
+            second[k0:k0 + n] += H
+    return DualSums(np.array(value), first, second)  # type: ignore[arg-type]
 
 
 @dataclass

@@ -166,7 +166,7 @@ def feasibility_margin(problem: AlignmentProblem) -> FeasibilityMargin:
     The constraint duals ``w`` satisfy ``ray_bound(w) = t*`` (LP duality).
     """
     from scipy.optimize import linprog
-    from scipy.sparse import csr_matrix, hstack, vstack
+    from scipy.sparse import csr_matrix
 
     _check_problem(problem)
     m = problem.num_constraints
@@ -177,22 +177,22 @@ def feasibility_margin(problem: AlignmentProblem) -> FeasibilityMargin:
     rho = problem.prompt_weights
     coef = rho[xs][None, :] * problem.utilities[:, xs, ys]  # size = (m, n)
     # -coef pi + t <= -c
-    A_ub = hstack([csr_matrix(-coef), csr_matrix(np.ones((m, 1)))])
-    A_eq = hstack(
-        [
-            csr_matrix((np.ones(n), (xs, np.arange(n))), shape=(problem.num_prompts, n)),
-            csr_matrix((problem.num_prompts, 1)),
-        ]
-    )
+    A_ub = csr_matrix(np.hstack([-coef, np.ones((m, 1))]))
+    # one row per prompt: sum_y pi(x, y) = 1 (xs is sorted: row x's entries are contiguous)
+    A_eq = csr_matrix((np.ones(n), np.arange(n), np.searchsorted(xs, np.arange(
+        problem.num_prompts + 1))), shape=(problem.num_prompts, n + 1))
     cost = np.zeros(n + 1)
     cost[-1] = -1.0
+    bounds = np.zeros((n + 1, 2))  # pi >= 0, t free: as an array, not n + 1 Python pairs
+    bounds[:, 1] = np.inf
+    bounds[-1, 0] = -np.inf
     res = linprog(
         cost,
-        A_ub=A_ub.tocsr(),
+        A_ub=A_ub,
         b_ub=-problem.offsets,
-        A_eq=vstack([A_eq]).tocsr(),
+        A_eq=A_eq,
         b_eq=np.ones(problem.num_prompts),
-        bounds=[(0, None)] * n + [(None, None)],
+        bounds=bounds,
         method="highs",
     )
     if res.status != 0:  # pragma: no cover - a bounded feasible LP

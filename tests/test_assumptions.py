@@ -151,23 +151,24 @@ def test_segment_feasibility_is_the_exact_margin_at_the_worse_end():
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_segment_hessians_batched_match_dual_hessian(seed):
-    """The batched segment pass (one softmax over all t, centred covariance) against
-    dual_hessian's eigenvalue at each t, on a sparse support with large exponents (beta small)
-    and with the block split across t (fails if z(t) = z_a + t dz or the centring is wrong)."""
-    from dualgap.assumptions import _SegmentHessians
+def test_segment_grid_is_dual_hessians_eigenvalue(seed):
+    """The segment's grid (no bisection: budget = points) is lambda_min of dual_hessian at each
+    grid point, exactly, on a sparse support with large exponents (beta small): fails if the
+    segment's points or the batched Hessians are wrong."""
     from dualgap.dual import dual_hessian
 
     rng = np.random.default_rng(seed)
     p = random_problem(seed, 6, 9, 3, 0.05, support_fraction=0.6)
     a, b = rng.uniform(0, 2, 3), rng.uniform(0, 2, 3)
     ts = np.linspace(0.0, 1.0, 13)
-    batched = _SegmentHessians(p, a, b)
-    batched.BLOCK = 2 * p.reward.size * 3  # two t per block: the chunking is exercised
-    got = batched(ts)
     want = [np.linalg.eigvalsh(dual_hessian(p, a + t * (b - a)))[0] for t in ts]
-    np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-14)
-    assert not p.support.all()
+    c = segment_curvature(p, a, b, points=13, budget=13)
+    assert c.evaluations == 13 and not p.support.all()
+    assert c.grid_min == min(want) and c.mu_star == want[0]
+    assert c.argmin_t == ts[int(np.argmin(want))]
+    for name, bad in (("lam_a", (-a, b)), ("lam_b", (a, b + np.nan))):
+        with pytest.raises(ValueError, match=f"^{name}: multipliers must be finite and >= 0"):
+            segment_curvature(p, *bad)
 
 
 def test_segment_bisection_evaluated_ahead_splits_as_one_at_a_time(monkeypatch):

@@ -1,6 +1,6 @@
 """``dualgap llm synthetic``: the llm pipeline against the exact answer on the synthetic language.
 
-    dualgap llm synthetic                          # default size: 2-5 minutes of one CPU core
+    dualgap llm synthetic                          # default size: 1.5-5 minutes of CPU
     dualgap llm synthetic --size tiny --output-dir runs/synthetic-tiny
     dualgap llm synthetic --methods caid --no-sweep --json
 
@@ -11,11 +11,12 @@ the files went), and writes ``comparison.json`` and the figures ``pipeline_vs_ex
 ``gaps_vs_nu.png`` to the output directory (default ``runs/synthetic``, git-ignored).  A rerun
 in the same directory reuses the trained reference and finished pipeline runs.
 
-Time: the default size needs 2-5 minutes of one CPU core, depending on the machine (session 6,
-on a 2-core machine about 2.5x slower than session 5's: 259 s of CPU time, against 358 s before
-that session's pipeline changes; the theory for the four transformer classes is about 140 s of
-it, the pipeline (generation, scoring and the distill steps) about 100 s; see ``python
-benchmarks/theory_speed.py --synthetic``).  The tiny size takes under a minute of CPU.
+Time: the default size needs 1.5-5 minutes of CPU, depending on the machine (session 7: 85-87
+s of wall and CPU time on an idle 2-core machine, 60 s with the capacity sweep on the second core
+(``--parallel``: ``auto``, the default, does so where a core is idle); session 6, on a machine about 2.5x slower: 259 s of CPU time).  The
+theory for the four transformer classes is about 60% of it, the pipeline (generation, scoring
+and the DPO steps) about a third; see ``python benchmarks/theory_speed.py --synthetic``.
+The tiny size takes under a minute of CPU.
 
 Registration imports argparse only (the sizes and methods are checked against
 :data:`.config.SIZES` and :data:`.config.METHODS` when the command runs); the work happens in
@@ -40,7 +41,7 @@ def add_synthetic_parser(subparsers: argparse._SubParsersAction) -> argparse.Arg
         "transformer capacities.")
     p.add_argument("--size", default="default",
                    help="a size of dualgap.llm.synthetic.config.SIZES (default: %(default)s, "
-                   "2-5 minutes of one CPU core; tiny is the tests' and the notebook's)")
+                   "1.5-5 minutes of CPU; tiny is the tests' and the notebook's)")
     p.add_argument("--output-dir", default="runs/synthetic",
                    help="where the reference, the runs, comparison.json and the figures go "
                    "(default: %(default)s)")

@@ -161,7 +161,7 @@ class SyntheticSize:
 _TINY_LANGUAGE = SyntheticLanguage(topics=("cook", "chem"), words=("recipe", "mix", "tip",
                                                                   "sorry"))
 
-#: the built-in sizes; ``default`` is the CLI's (2-5 minutes of one CPU core),
+#: the built-in sizes; ``default`` is the CLI's (1.5-5 minutes of CPU),
 #: ``tiny`` the one the tests and the notebook run
 SIZES: dict[str, SyntheticSize] = {
     "tiny": SyntheticSize(

@@ -34,7 +34,8 @@ __all__ = ["mean_ci", "win_rate", "evaluation_scores", "evaluate", "format_summa
 
 def mean_ci(values: np.ndarray, level: float = 0.95) -> tuple[float, float, float]:
     """``(mean, lo, hi)``: Student-t interval of the mean of i.i.d. ``values`` (1-D)."""
-    from scipy.stats import t as student_t
+    from scipy.special import stdtrit  # scipy.stats.t.ppf(q, df) is stdtrit(df, q): same bits,
+    # without importing scipy.stats (about 0.5 s of a `dualgap llm evaluate`)
 
     x = np.asarray(values, dtype=np.float64).reshape(-1)
     n = x.shape[0]
@@ -43,7 +44,7 @@ def mean_ci(values: np.ndarray, level: float = 0.95) -> tuple[float, float, floa
     mean = float(x.mean())
     if n == 1:
         return mean, -np.inf, np.inf
-    half = float(student_t.ppf(0.5 + level / 2, n - 1) * x.std(ddof=1) / np.sqrt(n))
+    half = float(stdtrit(n - 1, 0.5 + level / 2) * x.std(ddof=1) / np.sqrt(n))
     return mean, mean - half, mean + half
 
 

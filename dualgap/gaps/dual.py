@@ -336,13 +336,29 @@ def active_set(lam: np.ndarray, slack: np.ndarray) -> np.ndarray:
     return (lam > 1e-12 * (1.0 + float(lam.max(initial=0.0)))) | (slack < 0)
 
 
+def slack_jacobian(problem: AlignmentProblem, policy_class: PolicyClass, lam: np.ndarray,
+                   theta: torch.Tensor, slack: np.ndarray, idx: np.ndarray, method: str
+                   ) -> tuple[np.ndarray, list[torch.Tensor]]:
+    """``J = d s_idx(theta(lam)) / d lam_idx`` by forward differences (step ``1e-6 (1 +
+    lam_i)``; ``slack`` = ``s(theta(lam))``), the ``idx.size`` searches warm-started at
+    ``theta`` as one :func:`lagrangian_max_batch`; returns ``(J, the thetas found)``."""
+    jac = np.zeros((idx.size, idx.size))
+    steps = 1e-6 * (1.0 + lam[idx])
+    lams_h = [lam + step * np.eye(lam.size)[i] for i, step in zip(idx, steps, strict=True)]
+    thetas = []
+    for j, res_h in enumerate(lagrangian_max_batch(problem, policy_class, lams_h,
+                                                   [theta] * idx.size, method=method)):
+        thetas.append(res_h.theta)
+        jac[:, j] = (res_h.slack[idx] - slack[idx]) / steps[j]
+    return jac, thetas
+
+
 def newton_polish(problem: AlignmentProblem, policy_class: PolicyClass, lam: np.ndarray,
                    theta: torch.Tensor, slack: np.ndarray, steps: int, method: str):
     """Newton on ``s_A(theta(lam)) = 0`` over the active set ``A`` (:func:`active_set`).
 
-    ``lam_A <- [lam_A - J^{-1} s_A]_+`` with ``J = d s_A / d lam_A`` by forward differences
-    (step ``1e-6 (1 + lam_i)``), each ``theta(lam)`` a :func:`lagrangian_max` warm-started at
-    the current theta (the Jacobian's searches as one :func:`lagrangian_max_batch`); a step is
+    ``lam_A <- [lam_A - J^{-1} s_A]_+`` with ``J`` of :func:`slack_jacobian`, each
+    ``theta(lam)`` a :func:`lagrangian_max` warm-started at the current theta; a step is
     kept only if it shrinks ``max |s_A|``.  Returns ``(lam, theta, slack, last Jacobian or
     None, evaluations, thetas visited)``.
     """
@@ -353,15 +369,9 @@ def newton_polish(problem: AlignmentProblem, policy_class: PolicyClass, lam: np.
         if float(np.abs(slack[act]).max()) <= 1e-13 * max(1.0, problem.score_bound):
             break
         idx = np.nonzero(act)[0]
-        jac = np.zeros((idx.size, idx.size))
-        steps = 1e-6 * (1.0 + lam[idx])
-        lams_h = [lam + step * np.eye(lam.size)[i] for i, step in zip(idx, steps, strict=True)]
-        # the idx.size forward-difference searches as one batch
-        for j, res_h in enumerate(lagrangian_max_batch(problem, policy_class, lams_h,
-                                                       [theta] * idx.size, method=method)):
-            evals += 1
-            visited.append(res_h.theta)
-            jac[:, j] = (res_h.slack[idx] - slack[idx]) / steps[j]
+        jac, thetas = slack_jacobian(problem, policy_class, lam, theta, slack, idx, method)
+        evals += len(thetas)
+        visited += thetas
         try:
             delta = np.linalg.solve(jac, -slack[idx])
         except np.linalg.LinAlgError:

@@ -14,7 +14,7 @@ import torch
 
 from ..policies import DTYPE, PolicyClass
 from ..problem import AlignmentProblem
-from .dual import ParametrizedDual, active_set, newton_polish, parametrized_dual
+from .dual import ParametrizedDual, active_set, newton_polish, parametrized_dual, slack_jacobian
 from .lagrangian import check_compatible, cut, lagrangian_max, policy_terms, with_small_threads
 
 __all__ = ["ParametrizedPrimal", "parametrized_primal", "with_candidate"]
@@ -103,6 +103,15 @@ def parametrized_primal(problem: AlignmentProblem, policy_class: PolicyClass,
             consider(th)
         act = active_set(lam_p, s_p)
         w = act.astype(float)
+        if s_p.min() < 0 and bisections > 0 and act.any() and (
+                jac_last is None or jac_last.shape[0] != int(act.sum())):
+            # no Jacobian from the polish (it stopped at its tolerance, a hair infeasible):
+            # without one, w = 1 can lower a slack where the constraints are correlated
+            jac_last, thetas = slack_jacobian(problem, policy_class, lam_p, warm, s_p,
+                                              np.nonzero(act)[0], method)
+            evals += len(thetas)
+            for th in thetas:
+                consider(th)
         if jac_last is not None and jac_last.shape[0] == int(act.sum()):
             # the direction that raises every active slack at unit rate (to first order)
             try:

@@ -58,6 +58,19 @@ def floor_worker(npz: str, backends: list[str]) -> dict:
         "m": p.num_constraints,
         "read_seconds": best_of(lambda: [float(a.sum()) for a in arrays], 5),
     }
+    th = None  # the tree's compiled passes split the prompts over threads (since session 8)
+    if (Path(dg.__file__).parent / "threads.py").exists():  # not the installed tree's module
+        from dualgap import threads as th
+    if th is not None:
+        X, Y = p.reward.shape
+        rows = th.row_ranges(X, Y)
+
+        def read_rows(lo: int, hi: int) -> None:
+            for a in arrays:
+                float(a[..., lo:hi, :].sum())
+
+        out["read_threads"] = len(rows)
+        out["read_threads_seconds"] = best_of(lambda: th.run_ranges(read_rows, X, Y), 5)
     sol = dg.solve(p.replace())  # warm-up, and lam* for the oracle timing
     # building a problem object (validation of every array) is not part of a solve: timed apart
     out["construct_seconds"] = best_of(lambda: p.replace(), 3)
@@ -79,22 +92,32 @@ def floor_worker(npz: str, backends: list[str]) -> dict:
     out["oracle_seconds"] = best_of(lambda: dg.dual_oracle(p, sol.lam, order=2), 5)
     out["value_seconds"] = best_of(lambda: dg.dual_oracle(p, sol.lam, order=0), 5)
     for backend in backends:
+        name, backend = backend, backend.removesuffix("-1")  # "numba-1": on one thread
         kw = {} if backend == "numpy" else {"backend": backend}
+        threads = 1
+        if th is not None and backend in ("numpy", "numba"):
+            th.set_threads(1 if name != backend else None)
+            threads = len(th.row_ranges(*p.reward.shape))
         holder = {}
         fresh = [p.replace() for _ in range(3)]  # fresh objects: every solve does its stats pass
         seconds = best_of(lambda kw=kw, h=holder, f=fresh: h.update(sol=dg.solve(f.pop(), **kw)))
         s = holder["sol"]
         ev = dg.dual_oracle(p, s.lam, order=1)  # residual measured by the numpy oracle
-        out[backend] = {
+        read = out["read_seconds"] if threads == 1 else out["read_threads_seconds"]
+        out[name] = {
             **_backend_stages(p, norm, sol.lam, backend),
+            "threads": threads,
             "solve_seconds": seconds,
             "passes": s.passes,
             "iterations": s.iterations,
             "kkt_residual": dg.kkt_residual(s.lam, ev.gradient),
             "dual_value": ev.value,
-            "floor_ratio": {k: seconds[k] / (s.passes * out["read_seconds"][k])
-                            for k in ("wall", "cpu")},
+            # CPU: against one single-threaded read; wall: against a read on as many threads
+            "floor_ratio": {"cpu": seconds["cpu"] / (s.passes * out["read_seconds"]["cpu"]),
+                            "wall": seconds["wall"] / (s.passes * read["wall"])},
         }
+        if th is not None:
+            th.set_threads(None)
     if "torch" in backends:
         from dualgap.dual_torch import torch_dual_oracle
 
@@ -112,9 +135,11 @@ def floor_worker(npz: str, backends: list[str]) -> dict:
 
 def _backend_stages(p, norm, lam: np.ndarray, backend: str) -> dict:
     """The compiled backend's own oracle pass (at lam*, normalized units, as the solve calls it)
-    and final pass; other backends: nothing extra."""
+    and final pass; numpy: its oracle call on the row's threads; torch: nothing extra."""
     import inspect
 
+    if backend == "numpy":  # on this row's threads
+        return {"oracle_seconds": best_of(lambda: dg.dual_oracle(p, lam, order=2), 5)}
     if backend != "numba":
         return {}
     lam_n = norm.to_internal(lam)
@@ -166,11 +191,11 @@ def run_floor(entries: float, before: str | None, rounds: int = 2, m: int = 3,
             else:
                 subprocess.run(["tar", "-x", "-C", str(trees["before"])], input=archive.stdout,
                                check=True)
-        backends = {"before": ["numpy"], "after": ["numpy"]}
+        backends = {"before": ["numpy"], "after": ["numpy", "numpy-1"]}
         from dualgap import dual_numba
 
         if dual_numba.available():
-            backends["after"].append("numba")
+            backends["after"] += ["numba", "numba-1"]
             if (trees["before"] / "dualgap" / "dual_numba.py").exists():
                 backends["before"].append("numba")
         try:
@@ -206,14 +231,15 @@ def _least(a: dict | None, b: dict) -> dict:
 def floor_markdown(res: dict) -> str:
     out = [
         f"Floor at {res['entries']:.0e} entries, m = {res['m']} ({res['X']} x {res['Y']}), one "
-        "run, CPU seconds (wall in parentheses: the machine is shared); `floor` = solve / "
-        "(passes x one numpy read of every input array), in CPU time; `solve` times `dg.solve` "
-        "on a fresh problem object built outside the timer; `speed-up`: the same backend's "
-        "before row over this row.",
+        "run, CPU seconds (wall in parentheses); `floor` = solve / (passes x one numpy read of "
+        "every input array), in CPU time against a single-threaded read, and in wall time "
+        "against a read split over as many threads as the solve used (`threads`); `solve` "
+        "times `dg.solve` on a fresh problem object built outside the timer; `speed-up`: the "
+        "same backend's before row over this row, in CPU and in wall time.",
         "",
-        "| tree | backend | read | oracle (D, grad, hess) | D only | solve | passes | "
-        "KKT residual | floor ratio | solve speed-up | peak mem / input |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| tree | backend | threads | read | oracle (D, grad, hess) | D only | solve | passes | "
+        "KKT residual | floor ratio CPU (wall) | solve speed-up CPU (wall) | peak mem / input |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     rows = res["rows"]
 
@@ -222,20 +248,24 @@ def floor_markdown(res: dict) -> str:
 
     for tree, r in rows.items():
         if "skipped" in r:
-            out.append(f"| {tree} | {r['skipped']} | | | | | | | | | |")
+            out.append(f"| {tree} | {r['skipped']} | | | | | | | | | | |")
             continue
-        for backend in ("numpy", "numba", "torch"):
-            if backend not in r:
+        for name in ("numpy", "numpy-1", "numba", "numba-1", "torch"):
+            if name not in r:
                 continue
-            b = r[backend]
-            base = rows.get("before", {}).get(backend, {}).get("solve_seconds", {}).get("cpu")
-            speed = f"{base / b['solve_seconds']['cpu']:.2f}x" if base else "n/a"
+            b, backend = r[name], name.removesuffix("-1")
+            threads = b.get("threads", 1)
+            base = rows.get("before", {}).get(backend, {}).get("solve_seconds")
+            speed = (f"{base['cpu'] / b['solve_seconds']['cpu']:.2f}x "
+                     f"({base['wall'] / b['solve_seconds']['wall']:.2f}x)" if base else "n/a")
+            read = r["read_seconds"] if threads == 1 else r["read_threads_seconds"]
+            ratio = b["floor_ratio"]
             out.append(
-                f"| {tree} | {backend} | {t(r['read_seconds'])} | "
+                f"| {tree} | {backend} | {threads} | {read['cpu']:.4f} ({read['wall']:.4f}) | "
                 f"{t(b.get('oracle_seconds', r['oracle_seconds']))} | "
                 f"{t(r['value_seconds'])} | {t(b['solve_seconds'])} | {b['passes']} | "
-                f"{b['kkt_residual']:.1e} | {b['floor_ratio']['cpu']:.1f}x | {speed} | "
-                f"{r.get('peak_over_input', float('nan')):.2f} |"
+                f"{b['kkt_residual']:.1e} | {ratio['cpu']:.1f}x ({ratio['wall']:.1f}x) | "
+                f"{speed} | {r.get('peak_over_input', float('nan')):.2f} |"
             )
     after = rows.get("after", {})
     if "stats_seconds" in after:
@@ -244,6 +274,7 @@ def floor_markdown(res: dict) -> str:
             if backend not in after:
                 continue
             n = after[backend]
+            label = backend + (f" ({n['threads']} threads)" if n.get("threads", 1) > 1 else "")
             oracle = n.get("oracle_seconds", after["oracle_seconds"])["cpu"]
             final = n.get("final_seconds", after["final_seconds"])["cpu"]
             fused = n.get("q_fused", False)
@@ -255,7 +286,7 @@ def floor_markdown(res: dict) -> str:
             else:
                 tail = (f", {n['passes'] - 2} oracle passes x {oracle:.4f}, the final policy "
                         f"pass {final:.4f} (evaluation ")
-            out += ["", f"Where this tree's {backend} solve goes (CPU s): the stats pass "
+            out += ["", f"Where this tree's {label} solve goes (CPU s): the stats pass "
                     f"{stats:.4f}"
                     + (" (compiled, q = log pi_ref + r / beta fused in)" if fused else
                        f", q = log pi_ref + r / beta {q:.4f} (once per problem)" if q else "")

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .threads import run_ranges
+
 __all__ = ["BLOCK_ENTRIES", "CANCELLATION", "DualEval", "DualSums", "dual_sums", "dual_sums_batch",
            "PolicySums", "policy_sums", "check_base", "LogOf"]
 
@@ -225,17 +227,22 @@ def dual_sums_batch(
     rows = min(step, X)
     per = max(1, block_entries // (rows * Y))  # multipliers per block
     n_max = min(per, K)
-    zbuf = np.empty(n_max * rows * Y)
-    gbuf = np.empty(n_max * m * rows * Y if order >= 2 else 0)
     inv_beta = 1.0 / beta
     if base is not None:
         check_base(beta, base_beta)
-    value = [0.0] * K  # Python floats: the same float64 sums, cheaper per block than indexing
-    first = np.zeros((K, m))
-    second = np.zeros((K, m, m))
     actives = [[i for i, a in enumerate(row) if a != 0.0] for row in lams.tolist()]
-    for start in range(0, X, step):
-        stop = min(X, start + step)
+    starts = range(0, X, step)
+
+    def blocks(lo: int, hi: int) -> list[list[tuple]]:
+        """The additions of blocks ``lo:hi`` (a thread's share), in order, not yet made."""
+        zbuf = np.empty(n_max * rows * Y)
+        gbuf = np.empty(n_max * m * rows * Y if order >= 2 else 0)
+        return [_block_additions(start, min(X, start + step), zbuf, gbuf)
+                for start in starts[lo:hi]]
+
+    def _block_additions(start: int, stop: int, zbuf: np.ndarray, gbuf: np.ndarray
+                         ) -> list[tuple]:
+        adds: list[tuple] = []
         b = stop - start
         G = utilities[:, start:stop]  # size = (m, b, Y)
         Gf = G.reshape(m, b * Y)
@@ -254,13 +261,13 @@ def dual_sums_batch(
             total = z.sum(axis=1)  # size = (n b,)
             logz = np.log(total) + zmax  # size = (n b,)
             for j in range(n):  # not one einsum: its buffered loop sums > 8192 terms otherwise
-                value[k0 + j] += _dot(w, logz[j * b:(j + 1) * b])
+                adds.append((0, k0 + j, _dot(w, logz[j * b:(j + 1) * b])))
             if order == 0 or m == 0:
                 continue
             z *= ((w if n == 1 else np.tile(w, n)) / total)[:, None]  # w = rho pi_lam
             if order == 1:
                 for j in range(n):
-                    first[k0 + j] += [_dot(z3[j].reshape(-1), Gf[i]) for i in range(m)]
+                    adds.append((1, k0 + j, [_dot(z3[j].reshape(-1), Gf[i]) for i in range(m)]))
                 continue
             GW = gbuf[: n * m * b * Y].reshape(n, m, b, Y)  # size = (n, m, b, Y)
             np.multiply(G[None], z3[:, None], out=GW)
@@ -276,8 +283,24 @@ def dual_sums_batch(
                 np.subtract(G, mu[c][:, :, None], out=C)  # g - mu, size = (m, b, Y)
                 C = C.reshape(m, b * Y)
                 H[c] = _gram(C * z3[c].reshape(1, -1), C)
-            first[k0:k0 + n] += M1.sum(axis=2)
-            second[k0:k0 + n] += H
+            adds.append((1, slice(k0, k0 + n), M1.sum(axis=2)))
+            adds.append((2, slice(k0, k0 + n), H))
+        return adds
+
+    value = [0.0] * K  # Python floats: the same float64 sums, cheaper per block than indexing
+    first = np.zeros((K, m))
+    second = np.zeros((K, m, m))
+    # the blocks split over threads; their additions made here, in block order (the same bits
+    # on any number of threads)
+    for part in run_ranges(blocks, len(starts), rows * Y):
+        for adds in part:
+            for field, k, v in adds:
+                if field == 0:
+                    value[k] += v
+                elif field == 1:
+                    first[k] += v
+                else:
+                    second[k] += v
     return DualSums(np.array(value), first, second)  # type: ignore[arg-type]
 
 
@@ -319,14 +342,18 @@ def policy_sums(
     m = utilities.shape[0]
     X, Y = reward.shape
     step = max(1, block_entries // Y)
-    tbuf = np.empty(min(step, X) * Y if sums else 0)
     inv_beta = 1.0 / beta
     if base is not None:
         check_base(beta, base_beta)
     active = [i for i in range(m) if lam[i] != 0.0]
-    eg, er, kl, finite = np.zeros(m), 0.0, 0.0, True
-    for start in range(0, X, step):
-        stop = min(X, start + step)
+    starts = range(0, X, step)
+
+    def blocks(lo: int, hi: int) -> list[tuple]:
+        """Blocks ``lo:hi`` (a thread's share) written; their additions, in order, not made."""
+        tbuf = np.empty(min(step, X) * Y if sums else 0)
+        return [_block(start, min(X, start + step), tbuf) for start in starts[lo:hi]]
+
+    def _block(start: int, stop: int, tbuf: np.ndarray) -> tuple:
         b = stop - start
         z = out[start:stop]  # size = (b, Y), becomes pi
         G = utilities[:, start:stop]  # size = (m, b, Y)
@@ -337,14 +364,14 @@ def policy_sums(
         z -= zmax[:, None]
         np.exp(z, out=z)
         total = z.sum(axis=1)  # size = (b,), >= 1 when zmax is finite
-        finite = finite and bool(np.isfinite(zmax).all() and np.isfinite(total).all())
+        finite = bool(np.isfinite(zmax).all() and np.isfinite(total).all())
         z *= (1.0 / total)[:, None]
         if not sums:
-            continue
+            return finite, None, 0.0, 0.0
         w = weights[start:stop]
         mu = np.einsum("ixy,xy->ix", G, z)  # size = (m, b): E_pi g per prompt
-        eg += [_dot(mu[i], w) for i in range(m)]
-        er += _dot(w, np.einsum("xy,xy->x", z, reward[start:stop]))
+        eg = [_dot(mu[i], w) for i in range(m)]
+        er = _dot(w, np.einsum("xy,xy->x", z, reward[start:stop]))
         t = tbuf[: b * Y].reshape(b, Y)  # size = (b, Y)
         with np.errstate(divide="ignore", invalid="ignore"):
             np.log(z, out=t)  # -inf where pi = 0
@@ -355,5 +382,15 @@ def policy_sums(
                 t += reward[start:stop] * (1.0 / base_beta)  # type: ignore[operator]
             t *= z
         t[z == 0] = 0.0  # 0 log 0 = 0, on or off the support
-        kl += _dot(w, t.sum(axis=1))
+        return finite, eg, er, _dot(w, t.sum(axis=1))
+
+    eg, er, kl, finite = np.zeros(m), 0.0, 0.0, True
+    # the blocks split over threads; their additions made here, in block order
+    for part in run_ranges(blocks, len(starts), min(step, X) * Y):
+        for fin, eg_b, er_b, kl_b in part:
+            finite = finite and fin
+            if sums:
+                eg += eg_b
+                er += er_b
+                kl += kl_b
     return PolicySums(eg, er, kl, finite)

@@ -24,6 +24,12 @@ Two more compiled passes serve ``solve``: the policy pass (:func:`numba_policy_s
 ``pi_lam`` and adds up its slack, ``E r`` and KL; with ``hessian`` also the oracle's sums, for
 a last iterate that writes ``pi*`` itself), and the normalization's stats pass fused with ``q =
 log pi_ref + r / beta`` (:func:`numba_stats`).
+
+Threads: every pass splits the prompts into :func:`dualgap.threads.get_threads` contiguous
+ranges, one Python thread each (the kernels release the GIL, numpy's ``log`` of the stats pass
+too), when the table has at least ``dualgap.threads.THREAD_MIN_ENTRIES`` entries.  Each
+prompt's row is computed by the same code whatever the split and the sums over prompts stay
+numpy's, so a pass gives the same bits on any number of threads (tested).
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ import numpy as np
 
 from .dual import CANCELLATION, DualEval, DualSums, PolicySums, _check_lam, _check_order
 from .problem import AlignmentProblem
+from .threads import run_ranges
 
 __all__ = ["available", "numba_dual_sums", "numba_policy_sums", "numba_dual_oracle",
            "numba_stats", "exp_nonpositive", "ROWS_PER_CALL"]
@@ -64,6 +71,11 @@ def _require():
         raise ValueError("backend: 'numba' needs the numba package (pip install "
                          "'dualgap[fast]'); use backend='numpy'") from None
     return numba
+
+
+def _row_buffers(Y: int) -> tuple:
+    """A thread's row buffers ``(z, e, bits)``."""
+    return np.empty(Y), np.empty(Y), np.empty(Y, np.int64)
 
 
 _INV_FACT = tuple(1.0 / math.factorial(n) for n in range(14))
@@ -257,14 +269,12 @@ def _kernel(m: int, order: int, policy: bool = False):
     source = _policy_source(m, order == 2) if policy else _kernel_source(m, order)
     exec(compile(source, f"<dualgap.dual_numba m={m} order={order} policy={policy}>", "exec"),
          scope)
-    return numba.njit(fastmath={"contract", "reassoc"})(scope["kernel"])
+    return numba.njit(fastmath={"contract", "reassoc"}, nogil=True)(scope["kernel"])
 
 
-def _inputs(*arrays: np.ndarray) -> tuple:
-    """The kernel's inputs as C-contiguous float64 and its row buffers ``(z, e, bits)``."""
-    out = [np.ascontiguousarray(a, dtype=np.float64) for a in arrays]
-    Y = out[0].shape[1]
-    return (*out, (np.empty(Y), np.empty(Y), np.empty(Y, np.int64)))
+def _inputs(*arrays: np.ndarray) -> list:
+    """The kernel's inputs as C-contiguous float64."""
+    return [np.ascontiguousarray(a, dtype=np.float64) for a in arrays]
 
 
 def numba_dual_sums(
@@ -287,14 +297,18 @@ def numba_dual_sums(
     """
     m, X = utilities.shape[0], base.shape[0]
     order = order if m else 0
-    base, reward, utilities, c, w, (z, e, bits) = _inputs(base, reward, utilities, coefficients,
-                                                          weights)
+    base, reward, utilities, c, w = _inputs(base, reward, utilities, coefficients, weights)
     kernel = _kernel(m, order)
     npairs = m * (m + 1) // 2
     rows = np.empty((1 + (m if order >= 1 else 0) + (npairs if order >= 2 else 0), X))
-    for lo in range(0, X, ROWS_PER_CALL):
-        kernel(base, reward, float(kappa), utilities, c, lo, min(X, lo + ROWS_PER_CALL), z, e,
-               bits, rows)
+
+    def task(lo: int, hi: int) -> None:
+        z, e, bits = _row_buffers(base.shape[1])
+        for a in range(lo, hi, ROWS_PER_CALL):
+            kernel(base, reward, float(kappa), utilities, c, a, min(hi, a + ROWS_PER_CALL), z, e,
+                   bits, rows)
+
+    run_ranges(task, X, base.shape[1])
     sums = (rows * w).sum(axis=1)  # pairwise over the prompts
     first, second = np.zeros(m), np.zeros((m, m))
     if order >= 1:
@@ -326,14 +340,18 @@ def numba_policy_sums(
     m, X = utilities.shape[0], base.shape[0]
     if not (out.flags.c_contiguous and out.dtype == np.float64 and out.shape == base.shape):
         raise ValueError(f"out: must be a C-contiguous float64 array of shape {base.shape}")
-    base, reward, utilities, c, w, (z, e, bits) = _inputs(base, reward, utilities, coefficients,
-                                                          weights)
+    base, reward, utilities, c, w = _inputs(base, reward, utilities, coefficients, weights)
     kernel = _kernel(m, 2 if hessian else 0, True)
     npairs = m * (m + 1) // 2
     rows = np.empty((m + 3 + (1 + npairs if hessian else 0), X))
-    for lo in range(0, X, ROWS_PER_CALL):
-        kernel(base, reward, float(kappa), utilities, c, float(inv_base_beta), lo,
-               min(X, lo + ROWS_PER_CALL), z, e, bits, out, rows)
+
+    def task(lo: int, hi: int) -> None:
+        z, e, bits = _row_buffers(base.shape[1])
+        for a in range(lo, hi, ROWS_PER_CALL):
+            kernel(base, reward, float(kappa), utilities, c, float(inv_base_beta), a,
+                   min(hi, a + ROWS_PER_CALL), z, e, bits, out, rows)
+
+    run_ranges(task, X, base.shape[1])
     finite = bool(rows[m + 2].all())
     sums = (rows[:m + 2] * w).sum(axis=1)
     ps = PolicySums(sums[:m], float(sums[m]), float(sums[m + 1]), finite)
@@ -405,7 +423,7 @@ def _stats_compiled(m: int):
     scope = {"np": np}
     exec(compile(_stats_source(m), f"<dualgap.dual_numba stats m={m}>", "exec"), scope)
     # no "contract": q = log pi_ref + r / beta is rounded as numpy rounds it (no fused add)
-    return numba.njit(fastmath={"reassoc", "nsz", "nnan"})(scope["kernel"])
+    return numba.njit(fastmath={"reassoc", "nsz", "nnan"}, nogil=True)(scope["kernel"])
 
 
 def numba_stats(problem: AlignmentProblem, block_rows: int) -> dict:
@@ -423,10 +441,15 @@ def numba_stats(problem: AlignmentProblem, block_rows: int) -> dict:
     q = np.empty_like(r)
     rows = np.empty((3 + m, X))
     top, low, at = np.empty((m, X)), np.empty((m, X)), np.empty((m, m, X))
-    absmax = np.zeros(1 + m)
     inv_beta = 1.0 / problem.beta
-    for lo, hi in log_reference_blocks(problem, q, block_rows):
-        kernel(ref, r, G, q, inv_beta, lo, hi, rows, top, low, at, absmax)
+
+    def task(start: int, stop: int) -> np.ndarray:
+        absmax = np.zeros(1 + m)  # the range's maxima (a max is exact in any order)
+        for lo, hi in log_reference_blocks(problem, q, block_rows, start, stop):
+            kernel(ref, r, G, q, inv_beta, lo, hi, rows, top, low, at, absmax)
+        return absmax
+
+    absmax = np.max(run_ranges(task, X, r.shape[1]), axis=0)
     return {"shift": rows[0], "width": rows[0] - rows[1], "entries": int(rows[2].sum()),
             "ref_rows": rows[3:], "top": top, "low": low, "at": at, "r_abs": float(absmax[0]),
             "g_abs": absmax[1:], "q": q}

@@ -333,14 +333,17 @@ def _backend_sums(p: AlignmentProblem, lam: np.ndarray, beta: float, order: int,
     return sums.finish(lam, beta, p.offsets, order)
 
 
-def log_reference_blocks(p: AlignmentProblem, out: np.ndarray, rows: int):
-    """Write ``log pi_ref`` into ``out`` block by block of ``rows`` prompts and yield each
-    block's ``(lo, hi)`` while it is in cache, for the caller to finish it (``-inf`` off the
-    support; ``p.log_reference`` is copied when it is already cached)."""
+def log_reference_blocks(p: AlignmentProblem, out: np.ndarray, rows: int, start: int = 0,
+                         stop: int | None = None):
+    """Write ``log pi_ref`` into ``out`` block by block of ``rows`` prompts (of prompts
+    ``start:stop``) and yield each block's ``(lo, hi)`` while it is in cache, for the caller to
+    finish it (``-inf`` off the support; ``p.log_reference`` is copied when it is already
+    cached)."""
     cached = p.__dict__.get("log_reference")
+    stop = out.shape[0] if stop is None else stop
     with np.errstate(divide="ignore", over="ignore"):
-        for lo in range(0, out.shape[0], rows):
-            hi = min(out.shape[0], lo + rows)
+        for lo in range(start, stop, rows):
+            hi = min(stop, lo + rows)
             if cached is None:
                 np.log(p.reference[lo:hi], out=out[lo:hi])
             else:
@@ -351,10 +354,17 @@ def log_reference_blocks(p: AlignmentProblem, out: np.ndarray, rows: int):
 def _log_reference_plus(p: AlignmentProblem) -> np.ndarray:
     """``q = log pi_ref + r / beta`` (``-inf`` off the support), block by block (temporaries of
     a block's size)."""
+    from .threads import run_ranges
+
     out = np.empty_like(p.reward)
     inv_beta = 1.0 / p.beta
-    for a, b in log_reference_blocks(p, out, max(1, BLOCK_ENTRIES // out.shape[1])):
-        out[a:b] += p.reward[a:b] * inv_beta
+
+    def rows(start: int, stop: int) -> None:
+        for a, b in log_reference_blocks(p, out, max(1, BLOCK_ENTRIES // out.shape[1]), start,
+                                         stop):
+            out[a:b] += p.reward[a:b] * inv_beta
+
+    run_ranges(rows, *out.shape)  # each entry the same arithmetic on any number of threads
     return out
 
 

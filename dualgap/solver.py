@@ -197,9 +197,10 @@ def solve(
             exact LP margin when the cheap test is inconclusive).
         backend: the dual oracle's backend, one of :data:`dualgap.dual.BACKENDS`
             (``"numba"``: the stats pass, the oracle and the final pass compiled, one loop per
-            prompt, the final pass inside the last oracle pass where it is predicted; needs
-            the ``fast`` extra; ``"torch"``: float64 on CUDA when available, else CPU;
-            ``"torch-float32"``).
+            prompt, the final pass inside the last oracle pass where it is predicted, the
+            prompts split over :func:`dualgap.threads.get_threads` threads with the same
+            bits on any number; needs the ``fast`` extra; ``"torch"``: float64 on CUDA when
+            available, else CPU; ``"torch-float32"``).
 
     Raises:
         InfeasibleError: with a certificate, when no policy meets the constraints.

@@ -8,6 +8,9 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 # tiny torch models: threads only add synchronisation (measured ~20x slower with 2 threads on
 # the 2-core CI machine, where pytest-xdist already runs one worker per core)
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# the exact core's passes (dualgap.threads) likewise: one thread per worker by default; the
+# tests of the threaded passes set their thread counts themselves
+os.environ.setdefault("NUMBA_NUM_THREADS", "1")
 
 from hypothesis import HealthCheck, settings  # noqa: E402
 

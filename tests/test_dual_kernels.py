@@ -41,3 +41,69 @@ def test_log_of_computes_per_slice_with_minus_inf_off_the_support():
     a = np.array([[0.5, 0.0], [1.0, 0.25]])
     np.testing.assert_array_equal(LogOf(a)[1:], np.log(a[1:]))
     assert LogOf(a)[0:1][0, 1] == -np.inf
+
+
+@pytest.mark.parametrize("m", [0, 1, 3])
+def test_block_sums_are_the_same_bits_on_any_number_of_threads(monkeypatch, m):
+    """The blocks split over threads, their additions made in block order: 1, 2 and 3
+    threads give the same bits at every order, for one and for several multipliers (the
+    centred redo included: one utility is 1e6 + noise)."""
+    from dualgap import threads
+    from dualgap.dual_kernels import dual_sums_batch
+
+    monkeypatch.setattr(threads, "THREAD_MIN_ENTRIES", 0)
+    p = random_problem(41 + m, 37, 23, m, support_fraction=0.7)
+    G = p.utilities.copy()
+    if m:
+        G[0] = 1e6 + 1e-2 * G[0]
+    lams = np.abs(np.random.default_rng(m).normal(size=(5, m)))
+    lams[1] = 0.0
+
+    def sums() -> list[np.ndarray]:
+        out = []
+        for order in (0, 1, 2):
+            for block in (23, 100, 2000):  # one row per block, several, several multipliers
+                s = dual_sums_batch(p.reward, G, p.log_reference, p.prompt_weights, lams,
+                                    p.beta, order, block)
+                out += [s.value, s.first, s.second]
+        return out
+
+    try:
+        threads.set_threads(1)
+        want = sums()
+        for count in (2, 3):
+            threads.set_threads(count)
+            for a, b in zip(sums(), want, strict=True):
+                np.testing.assert_array_equal(a, b)
+    finally:
+        threads.set_threads(None)
+
+
+@pytest.mark.parametrize("m", [0, 2])
+def test_policy_pass_and_q_are_the_same_bits_on_any_number_of_threads(monkeypatch, m):
+    from dualgap import threads
+    from dualgap.scaling import _log_reference_plus
+
+    monkeypatch.setattr(threads, "THREAD_MIN_ENTRIES", 0)
+    p = random_problem(51 + m, 37, 23, m, support_fraction=0.7)
+    lam = np.linspace(0.4, 1.3, m)
+
+    def passes() -> list:
+        got = []
+        for sums in (True, False):
+            for block in (23, 100):
+                out = np.empty_like(p.reward)
+                s = policy_sums(p.reward, p.utilities, p.log_reference, p.prompt_weights, lam,
+                                p.beta, out, sums, block)
+                got += [out, s.utilities, np.array([s.reward, s.kl, s.finite])]
+        return got + [_log_reference_plus(p.replace())]
+
+    try:
+        threads.set_threads(1)
+        want = passes()
+        for count in (2, 3):
+            threads.set_threads(count)
+            for a, b in zip(passes(), want, strict=True):
+                np.testing.assert_array_equal(a, b)
+    finally:
+        threads.set_threads(None)

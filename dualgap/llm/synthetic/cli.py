@@ -12,10 +12,11 @@ the files went), and writes ``comparison.json`` and the figures ``pipeline_vs_ex
 in the same directory reuses the trained reference and finished pipeline runs.
 
 Time: the default size needs 1.5-5 minutes of CPU, depending on the machine (session 7: 85-87
-s of wall and CPU time on an idle 2-core machine, 60 s with the capacity sweep on the second core
-(``--parallel``: ``auto``, the default, does so where a core is idle); session 6, on a machine about 2.5x slower: 259 s of CPU time).  The
-theory for the four transformer classes is about 60% of it, the pipeline (generation, scoring
-and the DPO steps) about a third; see ``python benchmarks/theory_speed.py --synthetic``.
+s of wall and CPU time on an idle 2-core machine, 60 s with the capacity sweep on the second
+core (``--parallel``: ``auto``, the default, does so where a core is idle); session 6, on a
+machine about 2.5x slower: 259 s of CPU time).  The theory for the four transformer classes
+is about 60% of it, the pipeline (generation, scoring and the DPO steps) about a third; see
+``python benchmarks/theory_speed.py --synthetic``.
 The tiny size takes under a minute of CPU.
 
 Registration imports argparse only (the sizes and methods are checked against

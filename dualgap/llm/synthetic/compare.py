@@ -254,10 +254,9 @@ def parallel_pays(num_threads: int = 1) -> bool:
     process may use at least ``2 num_threads`` cores (``os.sched_getaffinity``) and the
     one-minute load average (which this process's own start adds to) is below ``cores -
     num_threads``: about ``num_threads`` cores idle beside this one."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not on Linux
-        cores = os.cpu_count() or 1
+    from ...threads import usable_cores
+
+    cores = usable_cores()
     try:
         load = os.getloadavg()[0]
     except OSError:  # pragma: no cover - no load average on this platform

@@ -171,6 +171,16 @@ def markdown(rows: list[dict]) -> str:
     return "\n".join(out)
 
 
+def publish(out: Path, result: dict, table: str, section: str | None) -> None:
+    """Write ``result`` as JSON to ``out``, print ``table`` and put it between the ``section``
+    markers of benchmarks/README.md (``None``: not)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
+    print(table)
+    if section:
+        write_readme_section(section, table)
+
+
 def write_readme_section(name: str, text: str) -> None:
     readme = HERE / "README.md"
     begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
@@ -257,12 +267,7 @@ def main(argv: list[str] | None = None) -> int:
     if out.exists():  # the floor and memory sections are kept
         result.update({k: v for k, v in json.loads(out.read_text()).items()
                        if k in ("floor", "memory") or k.startswith("floor_m")})
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2))
-    table = markdown(rows)
-    print(table)
-    if not args.no_readme:
-        write_readme_section("exact_solver", table)
+    publish(Path(args.out), result, markdown(rows), None if args.no_readme else "exact_solver")
     return 0
 
 

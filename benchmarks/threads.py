@@ -18,7 +18,6 @@ Writes ``benchmarks/results/threads.json`` and the table between the ``threads``
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
@@ -105,7 +104,7 @@ def markdown(results: list[dict]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from exact_solver import write_readme_section  # a sibling module
+    from exact_solver import publish  # a sibling module
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--entries", type=float, default=1e7, help=f"one of {sorted(SHAPES)}")
@@ -124,14 +123,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.rounds < 1:
         ap.error(f"--rounds: must be >= 1, got {args.rounds}")
     results = [run(args.entries, m, count, args.rounds) for m in args.constraints]
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"benchmark": "threads", "cores": threads.usable_cores(),
-                               "results": results}, indent=2))
-    table = markdown(results)
-    print(table)
-    if not args.no_readme:
-        write_readme_section("threads", table)
+    publish(Path(args.out), {"benchmark": "threads", "cores": threads.usable_cores(),
+                             "results": results}, markdown(results),
+            None if args.no_readme else "threads")
     return 0
 
 

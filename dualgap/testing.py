@@ -52,6 +52,9 @@ of Safe RLHF, ``lam exp(-eta lam u)``, keeps the sign and the fixed point but is
 step for ``eta <= 1/L_D`` (nor does it meet the rate); the PID multiplier with gains keeps the
 sign, the fixed point and first-step descent but misses the rate.
 
+:func:`assert_same_bits_on_threads` checks that a computation (a pass of your own over
+:func:`dualgap.threads.run_ranges`, a solve) gives the same bits on any number of threads.
+
 Float comparisons allow ``ftol = 1e-10 (1 + M) (1 + ||lam||_1)`` (the rounding scale of ``D`` at
 ``lam``; ``M`` the score bound) and nothing more.
 """
@@ -70,7 +73,7 @@ from .solver import DualSolution, solve
 
 __all__ = ["problems", "multipliers", "step_fractions", "DualStep", "DualUpdateRule",
            "DualUpdateViolation", "check_nonnegative", "check_fixed_point", "check_descent",
-           "check_convergence", "check_dual_update"]
+           "check_convergence", "check_dual_update", "assert_same_bits_on_threads"]
 
 
 @st.composite
@@ -342,3 +345,40 @@ def check_dual_update(rule: DualUpdateRule, problem: AlignmentProblem, *,
     out["convergence"] = check_convergence(rule, problem, steps, eta=eta, lam0=lam0,
                                            solution=sol, smoothness=L, lam_tol=lam_tol)
     return out
+
+
+def _leaves(x: object) -> list[np.ndarray]:
+    """The arrays in ``x``: dataclass fields, dict values (by key), list and tuple items."""
+    import dataclasses
+
+    if dataclasses.is_dataclass(x) and not isinstance(x, type):
+        return _leaves([getattr(x, f.name) for f in dataclasses.fields(x)])
+    if isinstance(x, dict):
+        return [v for k in sorted(x) for v in _leaves(x[k])]
+    if isinstance(x, list | tuple):
+        return [v for item in x for v in _leaves(item)]
+    return [np.asarray(x)]
+
+
+def assert_same_bits_on_threads(run: Callable[[], object], counts: tuple[int, ...] = (2, 3)
+                                ) -> None:
+    """Assert that ``run()`` gives the same bits on one thread and on each of ``counts``
+    threads of :mod:`dualgap.threads` (every array in its result: dataclass fields, dict
+    values, list and tuple items; every table split, whatever its size; the thread settings
+    are restored afterwards)."""
+    from . import threads
+
+    saved = threads._threads, threads.THREAD_MIN_ENTRIES
+    try:
+        threads.THREAD_MIN_ENTRIES = 0
+        threads.set_threads(1)
+        want = _leaves(run())
+        for count in counts:
+            threads.set_threads(count)
+            got = _leaves(run())
+            if len(got) != len(want):
+                raise AssertionError(f"{count} threads: {len(got)} results against {len(want)}")
+            for k, (a, b) in enumerate(zip(got, want, strict=True)):
+                np.testing.assert_array_equal(a, b, err_msg=f"result {k} on {count} threads")
+    finally:
+        threads._threads, threads.THREAD_MIN_ENTRIES = saved

@@ -5,6 +5,7 @@ import pytest
 
 from dualgap.dual_kernels import LogOf, check_base, dual_sums, policy_sums
 from dualgap.instances import random_problem
+from dualgap.testing import assert_same_bits_on_threads
 
 
 @pytest.mark.parametrize("m", [0, 1, 3])
@@ -44,14 +45,11 @@ def test_log_of_computes_per_slice_with_minus_inf_off_the_support():
 
 
 @pytest.mark.parametrize("m", [0, 1, 3])
-def test_block_sums_are_the_same_bits_on_any_number_of_threads(monkeypatch, m):
+def test_block_sums_are_the_same_bits_on_any_number_of_threads(m):
     """The blocks split over threads, their additions made in block order: 1, 2 and 3
     threads give the same bits at every order, for one and for several multipliers (the
     centred redo included: one utility is 1e6 + noise)."""
-    from dualgap import threads
     from dualgap.dual_kernels import dual_sums_batch
-
-    monkeypatch.setattr(threads, "THREAD_MIN_ENTRIES", 0)
     p = random_problem(41 + m, 37, 23, m, support_fraction=0.7)
     G = p.utilities.copy()
     if m:
@@ -68,23 +66,12 @@ def test_block_sums_are_the_same_bits_on_any_number_of_threads(monkeypatch, m):
                 out += [s.value, s.first, s.second]
         return out
 
-    try:
-        threads.set_threads(1)
-        want = sums()
-        for count in (2, 3):
-            threads.set_threads(count)
-            for a, b in zip(sums(), want, strict=True):
-                np.testing.assert_array_equal(a, b)
-    finally:
-        threads.set_threads(None)
+    assert_same_bits_on_threads(sums)
 
 
 @pytest.mark.parametrize("m", [0, 2])
-def test_policy_pass_and_q_are_the_same_bits_on_any_number_of_threads(monkeypatch, m):
-    from dualgap import threads
+def test_policy_pass_and_q_are_the_same_bits_on_any_number_of_threads(m):
     from dualgap.scaling import _log_reference_plus
-
-    monkeypatch.setattr(threads, "THREAD_MIN_ENTRIES", 0)
     p = random_problem(51 + m, 37, 23, m, support_fraction=0.7)
     lam = np.linspace(0.4, 1.3, m)
 
@@ -98,12 +85,4 @@ def test_policy_pass_and_q_are_the_same_bits_on_any_number_of_threads(monkeypatc
                 got += [out, s.utilities, np.array([s.reward, s.kl, s.finite])]
         return got + [_log_reference_plus(p.replace())]
 
-    try:
-        threads.set_threads(1)
-        want = passes()
-        for count in (2, 3):
-            threads.set_threads(count)
-            for a, b in zip(passes(), want, strict=True):
-                np.testing.assert_array_equal(a, b)
-    finally:
-        threads.set_threads(None)
+    assert_same_bits_on_threads(passes)

@@ -1,17 +1,15 @@
 """The compiled oracle (backend "numba") against numpy's to 1e-12, and its switch."""
 
-import dataclasses
-
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import dualgap as dg
-from dualgap import dual_numba, threads
+from dualgap import dual_numba
 from dualgap.dual import dual_backend, policy_sums
 from dualgap.instances import random_problem
-from dualgap.testing import multipliers, problems
+from dualgap.testing import assert_same_bits_on_threads, multipliers, problems
 
 needs_numba = pytest.mark.skipif(not dual_numba.available(), reason="numba is not installed")
 
@@ -213,11 +211,10 @@ def test_numba_solve_at_the_float64_extremes_gives_numpys_answer(seed, m, kind, 
 
 @needs_numba
 @pytest.mark.parametrize("m", [0, 1, 3])
-def test_every_pass_gives_the_same_bits_on_any_number_of_threads(monkeypatch, m):
+def test_every_pass_gives_the_same_bits_on_any_number_of_threads(m):
     """The prompts split into contiguous ranges, one thread each: each row is the same code,
     the sums over prompts are numpy's, so 1, 2 and 3 threads agree bit for bit (oracle at each
     order, policy pass with and without the Hessian, the stats pass and ``q``, a whole solve)."""
-    monkeypatch.setattr(threads, "THREAD_MIN_ENTRIES", 0)
     p = random_problem(31 + m, 37, 23, m, support_fraction=0.7)  # 37 rows: uneven splits
     lam = np.linspace(0.3, 1.2, m)
     args = (p.log_reference, p.reward, 1.0 / p.beta, p.utilities, p.prompt_weights, lam / p.beta)
@@ -231,25 +228,5 @@ def test_every_pass_gives_the_same_bits_on_any_number_of_threads(monkeypatch, m)
         sol = dg.solve(p.replace(), backend="numba")
         return got + [stats, sol.lam, sol.policy, sol.dual_value, sol.passes]
 
-    def flat(x) -> list:
-        if dataclasses.is_dataclass(x):
-            return flat([getattr(x, f.name) for f in dataclasses.fields(x)])
-        if isinstance(x, dict):
-            return [v for k in sorted(x) for v in flat(x[k])]
-        if isinstance(x, tuple | list):
-            return [v for item in x for v in flat(item)]
-        return [np.asarray(x)]
-
-    try:
-        threads.set_threads(1)
-        want = flat(passes())
-        for count in (2, 3):
-            threads.set_threads(count)
-            assert len(threads.row_ranges(p.num_prompts, p.num_responses)) == count
-            got = flat(passes())
-            assert len(got) == len(want)
-            for a, b in zip(got, want, strict=True):
-                np.testing.assert_array_equal(a, b)
-    finally:
-        threads.set_threads(None)
+    assert_same_bits_on_threads(passes)
 

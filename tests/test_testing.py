@@ -237,3 +237,14 @@ def test_the_docstring_example_runs():
 def test_step_fractions_range():
     with pytest.raises(ValueError, match="min_fraction"):
         step_fractions(0.0)
+
+
+def test_assert_same_bits_on_threads_catches_a_thread_dependent_result_and_restores():
+    from dualgap import threads
+    from dualgap.testing import assert_same_bits_on_threads
+
+    before = threads._threads, threads.THREAD_MIN_ENTRIES
+    with pytest.raises(AssertionError, match="on 2 threads"):
+        assert_same_bits_on_threads(lambda: {"n": threads.get_threads()})
+    assert (threads._threads, threads.THREAD_MIN_ENTRIES) == before
+    assert_same_bits_on_threads(lambda: [np.arange(3.0), (1.0, {"b": np.ones(2)})])

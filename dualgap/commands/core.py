@@ -40,6 +40,15 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="also solve with cvxpy and compare (default: off)")
     s.add_argument("--policy-out", metavar="FILE.npy",
                    help="save the optimal policy (X, Y) (default: not saved)")
+    from ..dual import BACKENDS
+
+    s.add_argument("--backend", choices=BACKENDS, default="numpy",
+                   help="the dual oracle's backend; numba needs the 'fast' extra and compiles "
+                   "its kernels in the first solve of a process, a few seconds (default: "
+                   "%(default)s)")
+    s.add_argument("--threads", type=int, metavar="N",
+                   help="threads of the numpy and numba passes (default: the usable cores; "
+                   "tables under 2^18 entries use one)")
     s.set_defaults(func=_solve)
 
 
@@ -142,10 +151,15 @@ def _solve(args: argparse.Namespace) -> int:
     import numpy as np
 
     from .. import AlignmentProblem, solve, solve_primal_cvxpy
+    from ..threads import row_ranges, set_threads
 
     policy_out = check_output_path(args.policy_out, "--policy-out")
+    if args.threads is not None:
+        set_threads(args.threads)
     problem = AlignmentProblem.load(args.file)
-    sol = solve(problem, tol=args.tol)
+    sol = solve(problem, tol=args.tol, backend=args.backend)
+    threads = (len(row_ranges(problem.num_prompts, problem.num_responses))
+               if args.backend in ("numpy", "numba") else None)
     if policy_out is not None:
         np.save(policy_out, sol.policy)
     if args.check:
@@ -162,6 +176,10 @@ def _solve(args: argparse.Namespace) -> int:
         rows.append(("converged", str(sol.converged)))
         rows.append(("multiplier unbounded", str(sol.multiplier_unbounded)))
         rows.append(("solve time [s]", f"{sol.seconds:.4f}"))
+    backend = args.backend + (f" ({threads} thread{'s' * (threads > 1)})" if threads
+                              else " (torch's own threads)")
+    rows.append(("backend", backend) + ("",) * (len(rows[0]) - 2))
+    data["run"] = {"backend": args.backend, "threads": threads}
     if args.json:
         print(dumps(data))
     else:

@@ -126,3 +126,25 @@ def test_json_is_valid_at_any_tolerance_and_bad_tol_is_one_line(tmp_path, capsys
         assert main(["solve", str(tmp_path / "p.npz"), "--json", "--tol", tol]) == 2
         cap = capsys.readouterr()
         assert cap.out == "" and "error: tol: must be a positive finite float" in cap.err
+
+
+def test_solve_takes_a_backend_and_a_thread_count(tmp_path, capsys, monkeypatch):
+    from dualgap import dual_numba, threads
+
+    monkeypatch.setattr(threads, "_threads", threads._threads)  # restored after the test
+    random_problem(4, 5, 6, 2).save(tmp_path / "p.npz")
+    assert main(["solve", str(tmp_path / "p.npz"), "--json"]) == 0
+    want = json.loads(capsys.readouterr().out)
+    assert want["run"] == {"backend": "numpy", "threads": 1}  # a small table: one thread
+    backends = ["torch"] + (["numba"] if dual_numba.available() else [])
+    for backend in backends:
+        assert main(["solve", str(tmp_path / "p.npz"), "--json", "--backend", backend,
+                     "--threads", "2"]) == 0
+        got = json.loads(capsys.readouterr().out)
+        np.testing.assert_allclose(got["dual"]["lam"], want["dual"]["lam"], rtol=1e-8)
+        assert got["run"]["backend"] == backend
+    assert threads.get_threads() == 2
+    assert main(["solve", str(tmp_path / "p.npz"), "--threads", "0"]) == 2
+    assert "error: threads: must be an integer >= 1 or None, got 0" in capsys.readouterr().err
+    assert main(["solve", str(tmp_path / "p.npz")]) == 0
+    assert "backend" in capsys.readouterr().out

@@ -433,7 +433,7 @@ def numba_stats(problem: AlignmentProblem, block_rows: int) -> dict:
     :func:`dualgap.scaling.normalize`'s numpy pass (``shift``, ``width``, ``top``, ``low``,
     ``at``, ``ref_rows`` = ``E_ref g`` per prompt), the table-wide ``r_abs``, ``g_abs``,
     ``entries``, and ``q``."""
-    from .scaling import log_reference_blocks
+    from .stats_pass import log_reference_blocks
 
     ref, r, G = problem.reference, problem.reward, problem.utilities
     m, X, _ = G.shape

@@ -50,6 +50,7 @@ from .dual import (
     policy_sums,
 )
 from .problem import AlignmentProblem
+from .stats_pass import _log_reference_plus, _stats_numpy
 
 __all__ = ["Normalization", "normalize", "BETA_MIN", "DIRECT_RANGE", "DIRECT_EXPONENT"]
 
@@ -333,41 +334,6 @@ def _backend_sums(p: AlignmentProblem, lam: np.ndarray, beta: float, order: int,
     return sums.finish(lam, beta, p.offsets, order)
 
 
-def log_reference_blocks(p: AlignmentProblem, out: np.ndarray, rows: int, start: int = 0,
-                         stop: int | None = None):
-    """Write ``log pi_ref`` into ``out`` block by block of ``rows`` prompts (of prompts
-    ``start:stop``) and yield each block's ``(lo, hi)`` while it is in cache, for the caller to
-    finish it (``-inf`` off the support; ``p.log_reference`` is copied when it is already
-    cached)."""
-    cached = p.__dict__.get("log_reference")
-    stop = out.shape[0] if stop is None else stop
-    with np.errstate(divide="ignore", over="ignore"):
-        for lo in range(start, stop, rows):
-            hi = min(stop, lo + rows)
-            if cached is None:
-                np.log(p.reference[lo:hi], out=out[lo:hi])
-            else:
-                np.copyto(out[lo:hi], cached[lo:hi])
-            yield lo, hi
-
-
-def _log_reference_plus(p: AlignmentProblem) -> np.ndarray:
-    """``q = log pi_ref + r / beta`` (``-inf`` off the support), block by block (temporaries of
-    a block's size)."""
-    from .threads import run_ranges
-
-    out = np.empty_like(p.reward)
-    inv_beta = 1.0 / p.beta
-
-    def rows(start: int, stop: int) -> None:
-        for a, b in log_reference_blocks(p, out, max(1, BLOCK_ENTRIES // out.shape[1]), start,
-                                         stop):
-            out[a:b] += p.reward[a:b] * inv_beta
-
-    run_ranges(rows, *out.shape)  # each entry the same arithmetic on any number of threads
-    return out
-
-
 def _support_row_max(p: AlignmentProblem, values: np.ndarray) -> np.ndarray:
     """``max_{y in supp(x)} values(x, y)``, shape ``(X,)``, block by block."""
     out = np.empty(p.num_prompts)
@@ -377,54 +343,6 @@ def _support_row_max(p: AlignmentProblem, values: np.ndarray) -> np.ndarray:
         b = min(X, a + step)
         out[a:b] = np.where(p.reference[a:b] > 0, values[a:b], -np.inf).max(axis=1)
     return out
-
-
-def _stats_numpy(problem: AlignmentProblem, ref_g: bool) -> dict:
-    """The stats pass in numpy, in cache-sized blocks of prompts (temporaries of a block's size
-    and a few numbers per prompt); the same fields as :func:`dualgap.dual_numba.numba_stats`
-    (``ref_g``: the sum ``E_rho E_ref g``, when asked for; no ``q``)."""
-    m, X, Y = problem.utilities.shape
-    rho = problem.prompt_weights
-    step = max(1, BLOCK_ENTRIES // Y)
-    shift, width_all = np.empty(X), np.empty(X)
-    r_abs = 0.0  # max |r| over the whole table
-    g_abs = np.zeros(m)  # max |g| over the whole table
-    top = np.empty((m, X))  # max_supp g_i per prompt
-    low = np.empty((m, X))  # min_supp g_i per prompt
-    at = np.empty((m, m, X))  # g_j(x, argmax_supp g_i)
-    ref_sum = np.zeros(m)  # sum_x rho E_ref g
-    buf = np.empty(min(step, X) * Y)
-    entries = 0  # support entries
-    with np.errstate(over="ignore", invalid="ignore"):
-        for start in range(0, X, step):
-            stop = min(X, start + step)
-            bx = stop - start
-            t = buf[: bx * Y].reshape(bx, Y)  # size = (bx, Y)
-            ref = problem.reference[start:stop]
-            off = np.where(ref > 0, 0.0, -np.inf)  # size = (bx, Y): 0 on the support
-            entries += int(np.count_nonzero(ref))
-            r = problem.reward[start:stop]
-            np.add(r, off, out=t)
-            hi = t.max(axis=1)  # size = (bx,)
-            np.subtract(r, off, out=t)
-            width_all[start:stop] = hi - t.min(axis=1)
-            shift[start:stop] = hi
-            r_abs = max(r_abs, float(r.max()), -float(r.min()))
-            w = rho[start:stop]
-            rows = np.arange(bx)
-            G = problem.utilities[:, start:stop]  # size = (m, bx, Y)
-            if m and ref_g:
-                ref_sum += np.einsum("xy,ixy->ix", ref, G) @ w
-            for i in range(m):
-                np.add(G[i], off, out=t)
-                best = t.argmax(axis=1)  # size = (bx,)
-                top[i, start:stop] = t[rows, best]
-                at[i, :, start:stop] = G[:, rows, best]
-                np.subtract(G[i], off, out=t)
-                low[i, start:stop] = t.min(axis=1)
-                g_abs[i] = max(g_abs[i], float(G[i].max()), -float(G[i].min()))
-    return {"shift": shift, "width": width_all, "entries": entries, "ref_g": ref_sum,
-            "top": top, "low": low, "at": at, "r_abs": r_abs, "g_abs": g_abs}
 
 
 def normalize(problem: AlignmentProblem, compiled: bool = False) -> Normalization:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .threads import run_ranges
+from .threads import map_blocks
 
 __all__ = ["BLOCK_ENTRIES", "CANCELLATION", "DualEval", "DualSums", "dual_sums", "dual_sums_batch",
            "PolicySums", "policy_sums", "check_base", "LogOf"]
@@ -231,17 +231,14 @@ def dual_sums_batch(
     if base is not None:
         check_base(beta, base_beta)
     actives = [[i for i, a in enumerate(row) if a != 0.0] for row in lams.tolist()]
-    starts = range(0, X, step)
 
-    def blocks(lo: int, hi: int) -> list[list[tuple]]:
-        """The additions of blocks ``lo:hi`` (a thread's share), in order, not yet made."""
-        zbuf = np.empty(n_max * rows * Y)
-        gbuf = np.empty(n_max * m * rows * Y if order >= 2 else 0)
-        return [_block_additions(start, min(X, start + step), zbuf, gbuf)
-                for start in starts[lo:hi]]
+    def buffers() -> tuple[np.ndarray, np.ndarray]:  # one (zbuf, gbuf) per thread
+        return (np.empty(n_max * rows * Y),
+                np.empty(n_max * m * rows * Y if order >= 2 else 0))
 
-    def _block_additions(start: int, stop: int, zbuf: np.ndarray, gbuf: np.ndarray
-                         ) -> list[tuple]:
+    def additions(start: int, stop: int, bufs: tuple[np.ndarray, np.ndarray]) -> list[tuple]:
+        """The block's additions to ``value`` / ``first`` / ``second``, not yet made."""
+        zbuf, gbuf = bufs
         adds: list[tuple] = []
         b = stop - start
         G = utilities[:, start:stop]  # size = (m, b, Y)
@@ -292,15 +289,14 @@ def dual_sums_batch(
     second = np.zeros((K, m, m))
     # the blocks split over threads; their additions made here, in block order (the same bits
     # on any number of threads)
-    for part in run_ranges(blocks, len(starts), rows * Y):
-        for adds in part:
-            for field, k, v in adds:
-                if field == 0:
-                    value[k] += v
-                elif field == 1:
-                    first[k] += v
-                else:
-                    second[k] += v
+    for adds in map_blocks(additions, X, step, Y, buffers):
+        for field, k, v in adds:
+            if field == 0:
+                value[k] += v
+            elif field == 1:
+                first[k] += v
+            else:
+                second[k] += v
     return DualSums(np.array(value), first, second)  # type: ignore[arg-type]
 
 
@@ -346,14 +342,9 @@ def policy_sums(
     if base is not None:
         check_base(beta, base_beta)
     active = [i for i in range(m) if lam[i] != 0.0]
-    starts = range(0, X, step)
 
-    def blocks(lo: int, hi: int) -> list[tuple]:
-        """Blocks ``lo:hi`` (a thread's share) written; their additions, in order, not made."""
-        tbuf = np.empty(min(step, X) * Y if sums else 0)
-        return [_block(start, min(X, start + step), tbuf) for start in starts[lo:hi]]
-
-    def _block(start: int, stop: int, tbuf: np.ndarray) -> tuple:
+    def block(start: int, stop: int, tbuf: np.ndarray) -> tuple:
+        """The block's policy written; its additions ``(finite, E g, E r, KL)``, not made."""
         b = stop - start
         z = out[start:stop]  # size = (b, Y), becomes pi
         G = utilities[:, start:stop]  # size = (m, b, Y)
@@ -386,11 +377,11 @@ def policy_sums(
 
     eg, er, kl, finite = np.zeros(m), 0.0, 0.0, True
     # the blocks split over threads; their additions made here, in block order
-    for part in run_ranges(blocks, len(starts), min(step, X) * Y):
-        for fin, eg_b, er_b, kl_b in part:
-            finite = finite and fin
-            if sums:
-                eg += eg_b
-                er += er_b
-                kl += kl_b
+    for fin, eg_b, er_b, kl_b in map_blocks(block, X, step, Y,
+                                            lambda: np.empty(min(step, X) * Y if sums else 0)):
+        finite = finite and fin
+        if sums:
+            eg += eg_b
+            er += er_b
+            kl += kl_b
     return PolicySums(eg, er, kl, finite)

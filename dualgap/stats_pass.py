@@ -10,7 +10,7 @@ import numpy as np
 
 from .dual import BLOCK_ENTRIES
 from .problem import AlignmentProblem
-from .threads import run_ranges
+from .threads import map_blocks, run_ranges
 
 __all__ = ["log_reference_blocks"]
 
@@ -59,51 +59,44 @@ def _stats_numpy(problem: AlignmentProblem, ref_g: bool) -> dict:
     top = np.empty((m, X))  # max_supp g_i per prompt
     low = np.empty((m, X))  # min_supp g_i per prompt
     at = np.empty((m, m, X))  # g_j(x, argmax_supp g_i)
-    starts = range(0, X, step)
 
-    def blocks(lo: int, hi: int) -> tuple[int, float, np.ndarray, list]:
-        """Blocks ``lo:hi`` (a thread's share): the per-prompt rows written; their support
-        entries, ``max |r|`` and ``max |g_i|`` (exact in any order) and each block's ``E_ref g``
-        sum (added up by the caller, in block order)."""
-        r_abs, g_abs, entries, ref_sums = 0.0, np.zeros(m), 0, []
-        buf = np.empty(min(step, X) * Y)
-        with np.errstate(over="ignore", invalid="ignore"):
-            for start in starts[lo:hi]:
-                stop = min(X, start + step)
-                bx = stop - start
-                t = buf[: bx * Y].reshape(bx, Y)  # size = (bx, Y)
-                ref = problem.reference[start:stop]
-                off = np.where(ref > 0, 0.0, -np.inf)  # size = (bx, Y): 0 on the support
-                entries += int(np.count_nonzero(ref))
-                r = problem.reward[start:stop]
-                np.add(r, off, out=t)
-                hi_r = t.max(axis=1)  # size = (bx,)
-                np.subtract(r, off, out=t)
-                width_all[start:stop] = hi_r - t.min(axis=1)
-                shift[start:stop] = hi_r
-                r_abs = max(r_abs, float(r.max()), -float(r.min()))
-                w = rho[start:stop]
-                rows = np.arange(bx)
-                G = problem.utilities[:, start:stop]  # size = (m, bx, Y)
-                if m and ref_g:
-                    ref_sums.append(np.einsum("xy,ixy->ix", ref, G) @ w)
-                for i in range(m):
-                    np.add(G[i], off, out=t)
-                    best = t.argmax(axis=1)  # size = (bx,)
-                    top[i, start:stop] = t[rows, best]
-                    at[i, :, start:stop] = G[:, rows, best]
-                    np.subtract(G[i], off, out=t)
-                    low[i, start:stop] = t.min(axis=1)
-                    g_abs[i] = max(g_abs[i], float(G[i].max()), -float(G[i].min()))
-        return entries, r_abs, g_abs, ref_sums
+    def block(start: int, stop: int, buf: np.ndarray) -> tuple[int, float, np.ndarray, object]:
+        """The block's per-prompt rows written; its support entries, ``max |r|``, ``max |g_i|``
+        and ``E_ref g`` sum (combined by the caller: maxima in any order, sums in block
+        order)."""
+        bx = stop - start
+        t = buf[: bx * Y].reshape(bx, Y)  # size = (bx, Y)
+        ref = problem.reference[start:stop]
+        off = np.where(ref > 0, 0.0, -np.inf)  # size = (bx, Y): 0 on the support
+        r = problem.reward[start:stop]
+        np.add(r, off, out=t)
+        hi_r = t.max(axis=1)  # size = (bx,)
+        np.subtract(r, off, out=t)
+        width_all[start:stop] = hi_r - t.min(axis=1)
+        shift[start:stop] = hi_r
+        rows = np.arange(bx)
+        G = problem.utilities[:, start:stop]  # size = (m, bx, Y)
+        g_abs = np.zeros(m)
+        for i in range(m):
+            np.add(G[i], off, out=t)
+            best = t.argmax(axis=1)  # size = (bx,)
+            top[i, start:stop] = t[rows, best]
+            at[i, :, start:stop] = G[:, rows, best]
+            np.subtract(G[i], off, out=t)
+            low[i, start:stop] = t.min(axis=1)
+            g_abs[i] = max(float(G[i].max()), -float(G[i].min()))
+        ref_add = np.einsum("xy,ixy->ix", ref, G) @ rho[start:stop] if m and ref_g else None
+        return (int(np.count_nonzero(ref)), max(0.0, float(r.max()), -float(r.min())), g_abs,
+                ref_add)
 
-    parts = run_ranges(blocks, len(starts), min(step, X) * Y)
+    with np.errstate(over="ignore", invalid="ignore"):  # in the workers too (run_ranges)
+        parts = map_blocks(block, X, step, Y, lambda: np.empty(min(step, X) * Y))
     entries = sum(p[0] for p in parts)  # support entries
     r_abs = max(p[1] for p in parts)  # max |r| over the whole table
     g_abs = np.max([p[2] for p in parts], axis=0)  # max |g| over the whole table
     ref_sum = np.zeros(m)  # sum_x rho E_ref g
     for part in parts:
-        for add in part[3]:
-            ref_sum += add
+        if part[3] is not None:
+            ref_sum += part[3]
     return {"shift": shift, "width": width_all, "entries": entries, "ref_g": ref_sum,
             "top": top, "low": low, "at": at, "r_abs": r_abs, "g_abs": g_abs}

@@ -10,13 +10,14 @@ one thread.
 
 from __future__ import annotations
 
+import contextvars
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from functools import cache
 
-__all__ = ["THREAD_MIN_ENTRIES", "get_threads", "row_ranges", "run_ranges", "set_threads",
-           "usable_cores"]
+__all__ = ["THREAD_MIN_ENTRIES", "get_threads", "map_blocks", "row_ranges", "run_ranges",
+           "set_threads", "usable_cores"]
 
 #: Entries below which a pass runs on one thread (2^18: a pass of about 1 ms, where starting
 #: the threads would cost a noticeable part of it).
@@ -40,15 +41,11 @@ def get_threads() -> int:
     if _threads is not None:
         return _threads
     cap = os.environ.get("NUMBA_NUM_THREADS")
-    cores = usable_cores()
-    if cap is not None:
-        try:
-            cores = min(cores, int(cap))
-        except ValueError:
-            raise ValueError(f"NUMBA_NUM_THREADS: must be an integer >= 1, got {cap!r}") from None
-        if int(cap) < 1:
-            raise ValueError(f"NUMBA_NUM_THREADS: must be an integer >= 1, got {cap!r}")
-    return cores
+    if cap is None:
+        return usable_cores()
+    if not cap.strip().isdigit() or int(cap) < 1:
+        raise ValueError(f"NUMBA_NUM_THREADS: must be an integer >= 1, got {cap!r}")
+    return min(usable_cores(), int(cap))
 
 
 def set_threads(threads: int | None) -> None:
@@ -78,8 +75,26 @@ def row_ranges(X: int, Y: int) -> list[tuple[int, int]]:
 
 def run_ranges(task, X: int, Y: int) -> list:
     """``task(lo, hi)`` on each prompt range of :func:`row_ranges`, in threads when there are
-    several (a worker's exception is raised here)."""
+    several, each in a copy of the caller's context (a worker's exception is raised here)."""
     ranges = row_ranges(X, Y)
     if len(ranges) == 1:
         return [task(*ranges[0])]
-    return list(_pool(len(ranges), os.getpid()).map(lambda r: task(*r), ranges))
+    # each worker runs in a copy of the caller's context: numpy's errstate (a context variable)
+    # set around the pass holds in its threads too
+    context = contextvars.copy_context()
+    return list(_pool(len(ranges), os.getpid()).map(
+        lambda r: context.copy().run(task, *r), ranges))
+
+
+def map_blocks(block, X: int, step: int, Y: int, scratch=lambda: None) -> list:
+    """``block(start, stop, buf)`` for each block of ``step`` of the ``X`` prompts (``Y``
+    entries each), the blocks split over :func:`run_ranges`; ``buf = scratch()`` is made once
+    per thread.  Returns the blocks' results in block order, so that a caller adding them up in
+    that order gets the same bits on any number of threads."""
+    starts = range(0, X, step)
+
+    def share(lo: int, hi: int) -> list:
+        buf = scratch()
+        return [block(a, min(X, a + step), buf) for a in starts[lo:hi]]
+
+    return [r for part in run_ranges(share, len(starts), min(step, X) * Y) for r in part]

@@ -17,14 +17,11 @@ def test_threads_setting_is_checked_and_small_tables_stay_on_one_thread(monkeypa
     assert threads.get_threads() == 1
     monkeypatch.delenv("NUMBA_NUM_THREADS")
     assert threads.get_threads() == threads.usable_cores()
-    threads.set_threads(4)
-    try:
-        assert threads.get_threads() == 4
-        small = threads.THREAD_MIN_ENTRIES - 1
-        assert threads.row_ranges(small, 1) == [(0, small)]
-        assert threads.row_ranges(2, threads.THREAD_MIN_ENTRIES) == [(0, 1), (1, 2)]
-    finally:
-        threads.set_threads(None)
+    threads.set_threads(4)  # restored by monkeypatch
+    assert threads.get_threads() == 4
+    small = threads.THREAD_MIN_ENTRIES - 1
+    assert threads.row_ranges(small, 1) == [(0, small)]
+    assert threads.row_ranges(2, threads.THREAD_MIN_ENTRIES) == [(0, 1), (1, 2)]
 
 
 def test_run_ranges_runs_each_range_once_and_raises_a_workers_error(monkeypatch):
@@ -38,3 +35,22 @@ def test_run_ranges_runs_each_range_once_and_raises_a_workers_error(monkeypatch)
 
     with pytest.raises(RuntimeError, match=r"^range 0:3$"):
         threads.run_ranges(fails, 10, 1)
+
+
+def test_workers_run_under_the_callers_numpy_error_state(monkeypatch):
+    import warnings
+
+    import numpy as np
+
+    monkeypatch.setattr(threads, "THREAD_MIN_ENTRIES", 0)
+    monkeypatch.setattr(threads, "_threads", 2)
+
+    def overflow(lo, hi):
+        return float((np.full(hi - lo, 1e308) * 10.0)[0])
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with np.errstate(over="ignore"):
+            assert threads.run_ranges(overflow, 4, 1) == [np.inf, np.inf]
+        with np.errstate(over="raise"), pytest.raises(FloatingPointError):
+            threads.run_ranges(overflow, 4, 1)

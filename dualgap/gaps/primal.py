@@ -103,8 +103,8 @@ def parametrized_primal(problem: AlignmentProblem, policy_class: PolicyClass,
             consider(th)
         act = active_set(lam_p, s_p)
         w = act.astype(float)
-        if s_p.min() < 0 and bisections > 0 and act.any() and (
-                jac_last is None or jac_last.shape[0] != int(act.sum())):
+        has_jac = jac_last is not None and jac_last.shape[0] == int(act.sum())
+        if not has_jac and s_p.min() < 0 and bisections > 0 and act.any():
             # no Jacobian from the polish (it stopped at its tolerance, a hair infeasible):
             # without one, w = 1 can lower a slack where the constraints are correlated
             jac_last, thetas = slack_jacobian(problem, policy_class, lam_p, warm, s_p,
@@ -112,7 +112,8 @@ def parametrized_primal(problem: AlignmentProblem, policy_class: PolicyClass,
             evals += len(thetas)
             for th in thetas:
                 consider(th)
-        if jac_last is not None and jac_last.shape[0] == int(act.sum()):
+            has_jac = True
+        if has_jac:
             # the direction that raises every active slack at unit rate (to first order)
             try:
                 u = np.linalg.solve(jac_last, np.ones(int(act.sum())))
